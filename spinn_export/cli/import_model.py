@@ -1,0 +1,26 @@
+"""`spinn-export import`: state_dicts and (trusted) pickled modules into safe checkpoints."""
+from __future__ import annotations
+
+import argparse
+
+from ..checkpoint import save_checkpoint
+from ..importer import import_model
+from ..spec import ACTIVATIONS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("import", help="convert a PyTorch state_dict or module into a checkpoint")
+    parser.add_argument("file", help="a .pt/.pth file: a state_dict, or a whole module with --trust-pickle")
+    parser.add_argument("--activation", choices=ACTIVATIONS, help="activation between layers (default: detected, else tanh)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow unpickling a whole module; this runs code from the file")
+    parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    spec, model = import_model(args.file, args.activation, args.trust_pickle)
+    save_checkpoint(args.out, model, spec, {"variant": "dense", "source": str(args.file)})
+    print(f"imported {spec.in_features} -> {' -> '.join(map(str, spec.widths))} -> {spec.out_features} "
+          f"({spec.activation}, {spec.params:,} parameters) to {args.out}")
+    return 0

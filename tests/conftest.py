@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from spinn_export.checkpoint import save_checkpoint
+from spinn_export.model import build_model
+from spinn_export.spec import MLPSpec
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
+    """The real console entry point in a fresh interpreter, as a user runs it."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "spinn_export", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=600,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def assert_clean_error(result: CliResult, *needles: str) -> None:
+    """A user error: non-zero exit, exactly one line on stderr, no traceback, naming the problem."""
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle.lower() in lines[0].lower(), (needle, lines[0])
+
+
+@pytest.fixture
+def small_spec() -> MLPSpec:
+    return MLPSpec(in_features=18, widths=(32, 24, 16), out_features=2, activation="tanh")
+
+
+@pytest.fixture
+def small_checkpoint(tmp_path: Path, small_spec: MLPSpec) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "small.safetensors"
+    save_checkpoint(path, build_model(small_spec), small_spec, {"variant": "dense"})
+    return path

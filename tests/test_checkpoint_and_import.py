@@ -1,0 +1,141 @@
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from spinn_export.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model import build_model
+from spinn_export.spec import MLPSpec
+
+from .conftest import assert_clean_error, run_cli
+
+
+def test_round_trip_preserves_spec_weights_and_outputs(tmp_path, small_spec):
+    torch.manual_seed(1)
+    model = build_model(small_spec)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, small_spec, {"variant": "structured"})
+    loaded = load_checkpoint(path)
+    assert loaded.spec == small_spec and loaded.variant == "structured"
+    x = torch.randn(5, 18)
+    torch.testing.assert_close(loaded.model(x), model(x), rtol=0, atol=0)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+
+
+def test_checkpoint_is_not_a_pickle(small_checkpoint):
+    with pytest.raises(pickle.UnpicklingError):
+        pickle.loads(small_checkpoint.read_bytes())
+    assert small_checkpoint.read_bytes()[8:9] == b"{"  # safetensors: u64 header length, then JSON
+
+
+class SeedStyleMLP(nn.Module):
+    """Like the design notes' models: a custom class saved whole with torch.save(model)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(18, 16), nn.Linear(16, 8), nn.Linear(8, 2)
+        self.act = nn.Tanh()
+
+    def forward(self, x):
+        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+
+
+class ResidualMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inp, self.hidden, self.out = nn.Linear(18, 16), nn.Linear(16, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = torch.tanh(self.inp(x))
+        h = h + torch.tanh(self.hidden(h))
+        return self.out(h)
+
+
+def test_import_state_dict_infers_widths(tmp_path):
+    torch.manual_seed(2)
+    source = nn.Sequential(nn.Linear(18, 12), nn.ReLU(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
+    torch.save(source.state_dict(), tmp_path / "sd.pt")
+    result = run_cli("import", str(tmp_path / "sd.pt"), "--activation", "relu", "--out", str(tmp_path / "m.safetensors"))
+    assert result.returncode == 0, result.stderr
+    loaded = load_checkpoint(tmp_path / "m.safetensors")
+    assert loaded.spec == MLPSpec(18, (12, 6), 2, "relu")
+    x = torch.randn(4, 18)
+    torch.testing.assert_close(loaded.model(x), source(x))
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_pickled_module_needs_trust_flag(tmp_path):
+    torch.manual_seed(3)
+    source = SeedStyleMLP()
+    torch.save(source, tmp_path / "whole.pth")
+    out = tmp_path / "m.safetensors"
+    assert_clean_error(run_cli("import", str(tmp_path / "whole.pth"), "--out", str(out), cwd=REPO), "--trust-pickle")
+    assert not out.exists()
+    trusted = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(out), cwd=REPO)
+    assert trusted.returncode == 0, trusted.stderr
+    loaded = load_checkpoint(out)
+    assert loaded.spec == MLPSpec(18, (16, 8), 2, "tanh")
+    x = torch.randn(3, 18)
+    torch.testing.assert_close(loaded.model(x), source(x))
+
+
+def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
+    torch.save(SeedStyleMLP(), tmp_path / "whole.pth")
+    result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
+    assert_clean_error(result, "importable")
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+@pytest.mark.parametrize("module,needle", [
+    (ResidualMLP(), "residual"),
+    (nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), "Conv1d"),
+    (nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)), "BatchNorm1d"),
+])
+def test_non_mlp_modules_are_refused_naming_the_layer(module, needle):
+    from spinn_export.errors import UserError
+    from spinn_export.model import mlp_from_module
+
+    with pytest.raises(UserError, match=needle):
+        mlp_from_module(module)
+
+
+@pytest.mark.parametrize("state,needle", [
+    ({"conv.weight": torch.zeros(4, 1, 3), "conv.bias": torch.zeros(4)}, "'conv'"),
+    ({"a.weight": torch.zeros(8, 18), "bn.running_mean": torch.zeros(8)}, "'bn'"),
+    ({"a.weight": torch.zeros(8, 18), "a.bias": torch.zeros(8), "b.weight": torch.zeros(2, 9), "b.bias": torch.zeros(2)}, "chain"),
+])
+def test_bad_state_dicts_are_refused_by_the_cli(tmp_path, state, needle):
+    torch.save(state, tmp_path / "bad.pt")
+    out = tmp_path / "m.safetensors"
+    assert_clean_error(run_cli("import", str(tmp_path / "bad.pt"), "--out", str(out)), needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("content,needle", [
+    (b"", "readable"),
+    (b"\x00garbage" * 10, "readable"),
+])
+def test_corrupt_checkpoints_get_clear_errors(tmp_path, content, needle):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    assert_clean_error(run_cli("info", str(path)), needle)
+
+
+def test_truncated_checkpoint(small_checkpoint):
+    data = small_checkpoint.read_bytes()
+    small_checkpoint.write_bytes(data[: len(data) // 2])
+    assert_clean_error(run_cli("info", str(small_checkpoint)), str(small_checkpoint.name))
+
+
+def test_safetensors_without_spec(tmp_path):
+    save_file({"w": torch.zeros(2, 2)}, str(tmp_path / "raw.safetensors"))
+    assert_clean_error(run_cli("info", str(tmp_path / "raw.safetensors")), "spinn-export import")
+
+
+def test_missing_paths(tmp_path):
+    assert_clean_error(run_cli("info", str(tmp_path / "nope.safetensors")), "no such file")
+    assert_clean_error(run_cli("import", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")), "no such file")
