@@ -1,11 +1,14 @@
 """The `spinn-export` command: one sub-command module per pipeline stage.
 
-User errors print one line and exit non-zero; tracebacks are for bugs only.
+Every module in this package with a `register(subparsers)` function is a sub-command, listed
+in pipeline order by its `STAGE`; adding a command means adding one file.  User errors print
+one line and exit non-zero; tracebacks are for bugs only.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
@@ -13,7 +16,11 @@ from typing import NoReturn
 
 from ..errors import UserError
 
-COMMANDS = ("info", "import_model", "train")
+
+
+def command_modules() -> list:
+    modules = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+    return sorted((m for m in modules if hasattr(m, "register")), key=lambda m: (m.STAGE, m.__name__))
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -31,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser
     )
-    for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(subparsers)
+    for module in command_modules():
+        module.register(subparsers)
     return parser
 
 

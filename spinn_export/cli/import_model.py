@@ -7,6 +7,8 @@ from ..checkpoint import save_checkpoint
 from ..importer import import_model
 from ..spec import ACTIVATIONS
 
+STAGE = 1
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("import", help="convert a PyTorch state_dict or module into a checkpoint")

@@ -10,6 +10,8 @@ from ..model import count_nonzero
 from ..spec import ACTIVATIONS, MLPSpec, parse_widths
 from . import positive_int
 
+STAGE = 0
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("info", help="print a model's spec, parameters, MACs and FLOPs")

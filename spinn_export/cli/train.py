@@ -13,6 +13,8 @@ from . import add_data_arguments, positive_int
 
 DEFAULTS = TrainConfig()
 
+STAGE = 2
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a dense MLP on a data + physics loss")
