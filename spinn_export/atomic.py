@@ -20,6 +20,7 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; artifacts are shared like any other
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -32,3 +33,9 @@ def write_text(final: str | os.PathLike[str], text: str) -> None:
 
 def write_json(final: str | os.PathLike[str], data: Any) -> None:
     write_text(final, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current

@@ -139,3 +139,13 @@ def test_safetensors_without_spec(tmp_path):
 def test_missing_paths(tmp_path):
     assert_clean_error(run_cli("info", str(tmp_path / "nope.safetensors")), "no such file")
     assert_clean_error(run_cli("import", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")), "no such file")
+
+
+def test_checkpoint_files_get_normal_permissions(small_checkpoint):
+    import os
+    import stat
+
+    mode = stat.S_IMODE(small_checkpoint.stat().st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
