@@ -7,12 +7,14 @@ one of them turns a corrupt or truncated file into a one-line `UserError` and ne
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
 import shutil
 import tempfile
 import warnings
+import weakref
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -107,8 +109,31 @@ def _unreadable(path: Path, what: str, exc: BaseException) -> UserError:
 # ---------------------------------------------------------------------------------------------- ONNX
 
 
+_ONNX_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, MLPSpec, str], bytes]]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def onnx_bytes(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
-    """One self-contained ONNX model (dynamo exporter, inline weights, dynamic batch axis)."""
+    """One self-contained ONNX model (dynamo exporter, inline weights, dynamic batch axis).
+
+    The three ONNX formats start from the same export, and the dynamo exporter takes seconds even for a
+    tiny MLP, so the bytes are kept per model object, keyed by opset, spec and a hash of the weights.
+    """
+    key = (opset, spec, _fingerprint(model))
+    cache = _ONNX_CACHE.setdefault(model, {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = _export_onnx(model, spec, opset)
+    return cache[key]
+
+
+def _export_onnx(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with quiet():
