@@ -101,7 +101,7 @@ def check_parity(
     if not result.passed:
         raise UserError(
             f"{label}: parity failed: max abs error {max_abs:.3g}, max rel error {max_rel:.3g} exceed float32 "
-            f"tolerance (atol {ATOL:g}, rtol {RTOL:g}); the artifact was not written"
+            f"tolerance (atol {ATOL:g}, rtol {RTOL:g}); the artifact is rejected"
         )
     return result
 

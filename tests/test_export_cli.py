@@ -1,0 +1,46 @@
+"""`spinn-export export` as a user runs it: quiet, reproducible, and one-line errors."""
+from __future__ import annotations
+
+import json
+
+from spinn_export.export import DEFAULT_FORMATS, FORMATS
+from spinn_export.manifest import MANIFEST_NAME, sha256_of
+
+from .conftest import assert_clean_error, run_cli
+
+
+def test_export_is_quiet_and_rerunning_gives_identical_files(tmp_path, small_checkpoint):
+    out = tmp_path / "out"
+    first = run_cli("export", str(small_checkpoint), "--out", str(out))
+    assert first.returncode == 0 and first.stderr == "", first  # no deprecation warnings or exporter log lines
+    assert len(first.stdout.strip().splitlines()) == len(DEFAULT_FORMATS) + 1
+    before = {p.name: sha256_of(p) for p in out.iterdir()}
+    assert set(before) == {MANIFEST_NAME, "small.safetensors",
+                           *(f"small{FORMATS[f].extension}" for f in DEFAULT_FORMATS)}
+    second = run_cli("export", str(small_checkpoint), "--out", str(out))
+    assert second.returncode == 0 and second.stderr == "", second
+    after = {p.name: sha256_of(p) for p in out.iterdir()}
+    assert all(FORMATS[f].byte_stable for f in DEFAULT_FORMATS)
+    assert after == before  # byte-identical artifacts, checkpoint copy and manifest
+    records = json.loads((out / MANIFEST_NAME).read_text())["artifacts"]
+    assert [r["format"] for r in records] == list(DEFAULT_FORMATS)  # re-run replaced, not duplicated
+
+
+def test_unknown_format_is_one_line(tmp_path, small_checkpoint):
+    result = run_cli("export", str(small_checkpoint), "--out", str(tmp_path / "o"), "--formats", "onnx,coreml")
+    assert_clean_error(result, "unknown format 'coreml'", "exported-program")
+    assert not (tmp_path / "o").exists()
+
+
+def test_truncated_checkpoint_is_one_line(tmp_path, small_checkpoint):
+    bad = tmp_path / "cut.safetensors"
+    bad.write_bytes(small_checkpoint.read_bytes()[:200])
+    assert_clean_error(run_cli("export", str(bad), "--out", str(tmp_path / "o")), "cut.safetensors", "truncated")
+    assert_clean_error(run_cli("export", str(tmp_path / "none.safetensors"), "--out", str(tmp_path / "o")),
+                       "no such file")
+    assert not (tmp_path / "o").exists()
+
+
+def test_opset_out_of_range_is_one_line(tmp_path, small_checkpoint):
+    assert_clean_error(run_cli("export", str(small_checkpoint), "--out", str(tmp_path / "o"), "--opset", "9"),
+                       "--opset 9", "18..23")

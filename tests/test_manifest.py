@@ -1,0 +1,76 @@
+"""Reading a manifest back: the benchmark suite trusts it only if every file is what was verified."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from spinn_export.checkpoint import save_checkpoint
+from spinn_export.errors import UserError
+from spinn_export.export import parse_formats
+from spinn_export.manifest import MANIFEST_NAME, export_checkpoints, read_manifest
+from spinn_export.model import build_model
+from spinn_export.spec import MLPSpec
+
+SPEC = MLPSpec(18, (8, 4), 2)
+
+
+@pytest.fixture
+def exported(tmp_path):
+    torch.manual_seed(0)
+    path = save_checkpoint(tmp_path / "tiny.safetensors", build_model(SPEC), SPEC, {"variant": "dense"})
+    out = tmp_path / "out"
+    export_checkpoints([path], out, parse_formats("torchscript"))
+    return out
+
+
+def test_round_trip(exported):
+    manifest = read_manifest(exported)
+    record = manifest.find("tiny", "torchscript")
+    assert record is not None and record.widths == (8, 4) and record.variant == "dense" and record.opset is None
+    assert set(manifest.versions) == {"torch", "onnx", "onnxruntime", "python"}
+    assert sorted(p.name for p in exported.iterdir()) == [MANIFEST_NAME, "tiny.safetensors", "tiny.torchscript.pt"]
+
+
+def test_a_changed_artifact_is_refused(exported):
+    (exported / "tiny.torchscript.pt").write_bytes(b"tampered")
+    with pytest.raises(UserError, match="sha256 mismatch"):
+        read_manifest(exported)
+    assert read_manifest(exported, verify=False).artifacts  # still readable when asked not to verify
+
+
+@pytest.mark.parametrize("content, message", [("{not json", "not a valid manifest"),
+                                              ('{"schema": 99}', "schema 99"),
+                                              ('{"schema": 1, "versions": {}}', "not a valid manifest")])
+def test_corrupt_manifest_is_a_user_error(exported, content, message):
+    (exported / MANIFEST_NAME).write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_manifest(exported)
+
+
+def test_missing_manifest_says_what_to_run(tmp_path):
+    with pytest.raises(UserError, match="spinn-export export"):
+        read_manifest(tmp_path)
+
+
+def test_checkpoints_with_the_same_stem_are_refused(tmp_path):
+    paths = []
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        paths.append(save_checkpoint(tmp_path / sub / "m.safetensors", build_model(SPEC), SPEC, {"variant": "dense"}))
+    with pytest.raises(UserError, match="both named 'm'"):
+        export_checkpoints(paths, tmp_path / "out", parse_formats("torchscript"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_variant_is_refused_before_writing(tmp_path):
+    path = save_checkpoint(tmp_path / "m.safetensors", build_model(SPEC), SPEC, {"variant": "sparse"})
+    with pytest.raises(UserError, match="unknown variant 'sparse'"):
+        export_checkpoints([path], tmp_path / "out", parse_formats("torchscript"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_manifest_json_is_the_documented_shape(exported):
+    data = json.loads((exported / MANIFEST_NAME).read_text())
+    assert list(data) == ["schema", "versions", "artifacts"] and data["schema"] == 1

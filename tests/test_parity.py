@@ -1,0 +1,74 @@
+"""Parity checks: they pass on a faithful export, and fail (one line) on a wrong one."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinn_export.data import builtin_dataset
+from spinn_export.errors import UserError
+from spinn_export.export import FORMATS, load_artifact, write_onnx
+from spinn_export.metrics import evaluate
+from spinn_export.model import build_model, linear_layers
+from spinn_export.parity import ATOL, accuracy_delta, check_parity, check_weight_shapes, parity_inputs, task_dataset
+from spinn_export.spec import MLPSpec
+
+SPEC = MLPSpec(18, (16, 8), 2)
+
+
+@pytest.fixture(scope="module")
+def onnx_pair(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    path = tmp_path_factory.mktemp("parity") / "m.onnx"
+    write_onnx(model, SPEC, path, 18)
+    return model, path
+
+
+def test_faithful_onnx_passes_with_recorded_errors(onnx_pair):
+    model, path = onnx_pair
+    result = check_parity(model, load_artifact(path), FORMATS["onnx"].weight_shapes(path), SPEC, "m [onnx]")
+    assert result.passed and result.criterion == "float32" and result.batches == (1, 7, 4096)
+    assert 0 <= result.max_abs_error < ATOL and result.weight_shapes == ((16, 18), (8, 16), (2, 8))
+
+
+def test_a_drifted_model_fails_float32_parity_in_one_line(onnx_pair):
+    model, path = onnx_pair
+    drifted = build_model(SPEC)
+    drifted.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        linear_layers(drifted)[-1].bias.add_(5e-4)
+    with pytest.raises(UserError, match=r"^m \[onnx\]: parity failed: max abs error 0.0005, .*rejected$") as info:
+        check_parity(drifted, load_artifact(path), FORMATS["onnx"].weight_shapes(path), SPEC, "m [onnx]")
+    assert "\n" not in str(info.value)
+    recorded = check_parity(drifted, load_artifact(path), FORMATS["onnx"].weight_shapes(path), SPEC, "m [int8]",
+                            float32=False)
+    assert recorded.passed and recorded.criterion == "recorded" and recorded.max_abs_error == pytest.approx(5e-4, rel=1e-2)
+
+
+def test_weight_shapes_must_match_the_checkpoint_spec():
+    check_weight_shapes([(16, 18), (8, 16), (2, 8)], SPEC, "m")
+    with pytest.raises(UserError, match=r"m: the artifact's weight shapes \[\[16, 18\], \[12, 16\]"):
+        check_weight_shapes([(16, 18), (12, 16), (2, 12)], SPEC, "m")
+
+
+def test_parity_inputs_are_fresh_but_reproducible():
+    a, b = parity_inputs(18, 7), parity_inputs(18, 7)
+    assert a.shape == (7, 18) and a.dtype == np.float32 and np.array_equal(a, b)
+    assert not np.array_equal(parity_inputs(18, 7, seed=1), a)
+    example = torch.randn(2, 18, generator=torch.Generator().manual_seed(0)).numpy()
+    assert not np.allclose(parity_inputs(18, 2), example)  # not the traced example
+
+
+def test_accuracy_delta_uses_the_builtin_validation_split(onnx_pair):
+    model, path = onnx_pair
+    assert task_dataset({"dataset": "mydata"}) is None and task_dataset({}) is None
+    dataset = task_dataset({"dataset": "stokes2d", "seed": "3"})
+    assert torch.equal(dataset.x_val, builtin_dataset(3).x_val)
+    delta = accuracy_delta(model, load_artifact(path), dataset)
+    assert delta["r2_reference"] == pytest.approx(evaluate(model, dataset).r2, abs=1e-9)
+    assert abs(delta["delta_r2"]) < 1e-4  # float32 ONNX: the same model, to rounding
+    with pytest.raises(UserError, match="seed"):
+        task_dataset({"dataset": "stokes2d", "seed": "x"})
