@@ -1,0 +1,164 @@
+"""Backends refuse to time anything their label does not describe: fallen-back providers, recompiles,
+outputs that disagree with eager PyTorch. ONNX Runtime checks run in a fresh process, because a
+process-wide ORT thread pool changes how every later session in the process must be created."""
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spinn_export.backends import (
+    REGISTRY, ParityError, ProviderFallback, RecompileDetected, check_parity, get_backend, resolve_backends,
+    sample_input,
+)
+from spinn_export.backends.variants import open_runner, refs_from_manifest
+from spinn_export.checkpoint import save_checkpoint
+from spinn_export.errors import UserError
+from spinn_export.export import FORMATS, write_exported_program, write_onnx, write_torchscript
+from spinn_export.magnitude import magnitude_prune
+from spinn_export.manifest import export_checkpoints
+from spinn_export.model import build_model
+from spinn_export.spec import MLPSpec
+
+CONTRACT_NAMES = {"eager-cpu", "compile-cpu", "torchscript-cpu", "exported-program-cpu", "ort-cpu",
+                  "eager-cuda", "compile-cuda", "torchscript-cuda", "exported-program-cuda", "ort-cuda"}
+
+
+def in_fresh_process(fn, *args):
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@pytest.fixture
+def model(small_spec: MLPSpec) -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return build_model(small_spec).eval()
+
+
+def test_registry_holds_the_contract_names_and_says_why_a_backend_cannot_run():
+    assert CONTRACT_NAMES <= set(REGISTRY)
+    for name, backend in REGISTRY.items():
+        reason = backend.unavailable_reason()
+        assert reason is None or (isinstance(reason, str) and reason), name
+    if not torch.cuda.is_available():
+        for name in ("eager-cuda", "compile-cuda", "torchscript-cuda", "exported-program-cuda", "ort-cuda"):
+            assert "GPU" in REGISTRY[name].unavailable_reason()
+            with pytest.raises(UserError, match=f"{name} is unavailable"):
+                REGISTRY[name].load(Path("unused"), 1)
+    assert REGISTRY["eager-cpu"].unavailable_reason() is None
+
+
+def test_backend_names_resolve_by_family_and_unknown_names_are_refused():
+    assert [b.name for b in resolve_backends("eager,ort-cpu")] == ["eager-cpu", "eager-cuda", "ort-cpu"]
+    assert len(resolve_backends("all")) == len(REGISTRY)
+    with pytest.raises(UserError, match="unknown backend 'tensorrt'"):
+        resolve_backends("ort-cpu,tensorrt")
+    with pytest.raises(UserError, match="unknown backend"):
+        get_backend("nope")
+
+
+def test_eager_runner_matches_and_a_wrong_model_fails_parity(model, small_spec):
+    runner = get_backend("eager-cpu").load(model, 1)
+    assert runner.provider == "eager:cpu" and runner.threads == 1 and runner.device_name
+    assert check_parity(runner, model, small_spec.in_features) == 0.0
+    call = runner.prepare(sample_input(5, small_spec.in_features))
+    assert call() is None
+    other = build_model(small_spec).eval()
+    with pytest.raises(ParityError, match="disagrees with eager PyTorch"):
+        check_parity(runner, other, small_spec.in_features)
+
+
+def test_exported_files_load_on_their_backends_and_in_memory_modules_are_refused(tmp_path, model, small_spec):
+    for name, writer, file in (("torchscript-cpu", write_torchscript, "m.torchscript.pt"),
+                               ("exported-program-cpu", write_exported_program, "m.pt2")):
+        writer(model, small_spec, tmp_path / file, 18)
+        runner = get_backend(name).load(tmp_path / file, 1)
+        assert check_parity(runner, model, small_spec.in_features) < 1e-5
+        assert runner.prepare(sample_input(3, small_spec.in_features))() is None
+        with pytest.raises(UserError, match="export the model first"):
+            get_backend(name).load(model, 1)
+
+
+def test_compile_refuses_recompiles_after_warm_up(model, small_spec):
+    runner = get_backend("compile-cpu").load(model, 1)
+    call = runner.prepare(sample_input(4, small_spec.in_features))
+    with runner.guard():
+        call()  # warmed shape: no recompile, no error
+    unwarmed = torch.from_numpy(sample_input(6, small_spec.in_features))
+    with pytest.raises(RecompileDetected, match="needed a recompile"):
+        with runner.guard(), torch.inference_mode():
+            runner.fn(unwarmed)
+
+
+def test_compile_refuses_to_fall_back_to_eager_at_the_recompile_limit(model, small_spec):
+    with torch._dynamo.config.patch(recompile_limit=1):
+        runner = get_backend("compile-cpu").load(model, 1)
+        runner.prepare(sample_input(2, small_spec.in_features))
+        with pytest.raises(RecompileDetected, match="recompile limit"):
+            runner.prepare(sample_input(3, small_spec.in_features))
+
+
+def _ort_checks(path: str, reference_path: str) -> dict:
+    """In a fresh process: ort-cpu loads on the shared pool; a session that fell back to CPU is refused."""
+    import onnxruntime as ort
+
+    from spinn_export.backends.ort import OrtRunner, open_session
+    from spinn_export.checkpoint import load_checkpoint
+
+    out: dict = {}
+    runner = get_backend("ort-cpu").load(Path(path), 1)
+    out["provider"], out["threads"] = runner.provider, runner.threads
+    out["error"] = check_parity(runner, load_checkpoint(reference_path).model, 18)
+    out["call"] = runner.prepare(sample_input(8, 18))() is not None
+    options = ort.SessionOptions()
+    options.use_per_session_threads = False  # the process has a global pool now: every session must share it
+    fell_back = ort.InferenceSession(path, options, providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+    for name, attempt in (("runner", lambda: OrtRunner(fell_back, "ort-cuda", "cuda", 1)),
+                          ("session", lambda: open_session(Path(path), "cuda", 1))):
+        try:
+            attempt()
+            out[name] = None
+        except UserError as exc:
+            out[name] = (type(exc).__name__, str(exc))
+    try:
+        get_backend("ort-cpu").load(Path(path), 2)
+    except UserError as exc:
+        out["second_pool"] = str(exc)
+    return out
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a CUDA request")
+def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, model, small_spec, small_checkpoint):
+    write_onnx(model, small_spec, tmp_path / "m.onnx", 18)
+    save_checkpoint(tmp_path / "m.safetensors", model, small_spec, {"variant": "dense"})
+    out = in_fresh_process(_ort_checks, str(tmp_path / "m.onnx"), str(tmp_path / "m.safetensors"))
+    assert out["provider"] == "CPUExecutionProvider" and out["threads"] == 1 and out["error"] < 1e-5
+    assert out["runner"][0] == ProviderFallback.__name__ and "CPUExecutionProvider" in out["runner"][1]
+    assert out["session"] is not None and "CPUExecutionProvider" in out["session"][1]
+    assert "already fixed at 1 threads" in out["second_pool"]
+
+
+def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
+    save_checkpoint(tmp_path / "dense.safetensors", model, small_spec, {"variant": "dense"})
+    pruned = magnitude_prune(build_model(small_spec).eval(), small_spec, 600)
+    pruned.load_state_dict(model.state_dict())
+    magnitude_prune(pruned, small_spec, 600)
+    save_checkpoint(tmp_path / "magnitude.safetensors", pruned, small_spec, {"variant": "magnitude"})
+    export_checkpoints([tmp_path / "dense.safetensors", tmp_path / "magnitude.safetensors"], tmp_path / "out",
+                       [FORMATS["onnx"], FORMATS["onnx-int8"]])
+    refs = {ref.variant: ref for ref in refs_from_manifest(tmp_path / "out")}
+    assert set(refs) == {"dense", "dense-int8", "magnitude-masked", "magnitude-csr", "magnitude-int8"}
+    assert refs["magnitude-csr"].flops_per_sample < refs["magnitude-masked"].flops_per_sample == small_spec.flops_per_sample
+    assert refs["dense-int8"].atol is not None and refs["dense"].atol is None
+    assert "eager" in refs["magnitude-csr"].unsupported_reason(REGISTRY["ort-cpu"])
+    assert "no onnx artifact" not in (refs["dense-int8"].unsupported_reason(REGISTRY["ort-cpu"]) or "")
+    assert "no checkpoint artifact" in refs["dense-int8"].unsupported_reason(REGISTRY["eager-cpu"])
+    csr = open_runner("eager-cpu", refs["magnitude-csr"], 1)  # sparse CSR checked against the masked dense model
+    x = sample_input(16, small_spec.in_features)
+    with torch.inference_mode():
+        expected = pruned(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(csr.infer(x), expected, atol=1e-5)

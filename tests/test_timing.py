@@ -1,0 +1,46 @@
+"""The timing code measures what it claims: known delays come out right, blocks are calibrated,
+and thread counts are fixed as recorded."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from spinn_export.errors import UserError
+from spinn_export.timing import calibrate, default_threads, fix_threads, measure, time_block
+
+
+def sleeper(seconds: float):
+    return lambda: time.sleep(seconds)
+
+
+def test_a_backend_that_sleeps_a_known_time_is_measured_within_tolerance():
+    timing = measure(sleeper(0.004), blocks=4, block_seconds=0.02)
+    assert timing.calls_per_block >= 2  # blocks are several calls, not one
+    # sleep never returns early, so anything under 4 ms is a counting error; the upper bound allows scheduler overshoot
+    assert 0.004 <= timing.median < 0.004 * 1.5 + 0.002
+    assert len(timing.host_seconds) == 4 and timing.device_seconds is None
+
+
+def test_blocks_are_calibrated_to_the_requested_length():
+    calls = calibrate(sleeper(0.002), block_seconds=0.03)
+    assert 5 <= calls <= 15
+    per_call = time_block(sleeper(0.002), calls)
+    assert 0.002 <= per_call
+
+
+def test_time_block_uses_the_given_clock():
+    ticks = iter(range(0, 100, 10))
+    assert time_block(lambda: None, 5, clock=lambda: float(next(ticks))) == 2.0
+
+
+def test_threads_are_fixed_and_bad_counts_refused():
+    before = torch.get_num_threads()
+    try:
+        assert fix_threads(1) == 1 and torch.get_num_threads() == 1
+        assert fix_threads() == default_threads() >= 1
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(UserError, match="positive integer"):
+        fix_threads(0)
