@@ -1,0 +1,102 @@
+"""Paired ABBA speedups: the ratio of two known workloads comes out right, alternation cancels drift,
+and the bootstrap CI covers the truth and widens with process-to-process spread."""
+from __future__ import annotations
+
+import contextlib
+import time
+
+import numpy as np
+import pytest
+
+from spinn_export.errors import UserError
+from spinn_export.paired import PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, summarize
+
+
+def busy(seconds: float):
+    """Spin for a known wall time: unlike sleep it does not overshoot by a scheduler tick."""
+    def call() -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+    return call
+
+
+def synthetic_pairs():
+    """Module level, so spawned processes can unpickle it."""
+    return {("half", 1): (busy(0.002), busy(0.001))}, contextlib.nullcontext()
+
+
+class VirtualMachine:
+    """A clock and calls that cost known times plus random interference (deterministic, unlike this shared machine)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.now, self.rng = 0.0, np.random.default_rng(seed)
+
+    def clock(self) -> float:
+        return self.now
+
+    def work(self, seconds: float):
+        def call() -> None:
+            self.now += seconds * (1.0 + self.rng.exponential(0.05))
+        return call
+
+
+def test_abba_recovers_a_known_speedup():
+    machine = VirtualMachine()
+    ratios = abba(machine.work(0.002), machine.work(0.001), calls_per_block=3, cycles=20, clock=machine.clock)
+    assert len(ratios) == 20
+    assert float(np.median(ratios)) == pytest.approx(2.0, rel=0.03)
+
+
+def test_abba_cancels_linear_drift():
+    """Both calls are equal, but the machine slows down steadily: A B B A still reads 1.0."""
+    now = [0.0]
+    step = [1.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def drifting() -> None:
+        now[0] += step[0]
+        step[0] += 0.1  # every call is slower than the one before
+
+    ratios = abba(drifting, drifting, calls_per_block=1, cycles=5, clock=clock)
+    np.testing.assert_allclose(ratios, 1.0, atol=1e-12)
+    naive = [1.0 + 0.1 * i for i in range(0, 20, 2)]  # A then B: B always looks slower
+    assert naive[1] != 1.0
+
+
+def test_summarize_covers_the_truth_and_widens_with_process_spread():
+    rng = np.random.default_rng(1)
+    tight = 2.5 * np.exp(rng.normal(0, 0.03, size=(4, 20)))
+    median, low, high = summarize(tight)
+    assert low <= 2.5 <= high and low <= median <= high
+    assert (high - low) / 2 / median < 0.05
+    spread = tight * np.array([[0.8], [1.0], [1.2], [1.1]])  # each process sees a different machine
+    _, low2, high2 = summarize(spread)
+    assert high2 - low2 > 2 * (high - low)
+    assert summarize(tight, seed=3) == summarize(tight, seed=3)
+    for bad in ([[]], [[1.0, float("nan")]], [[1.0, -2.0]]):
+        with pytest.raises(ValueError):
+            summarize(bad)
+
+
+def test_run_pairs_and_fresh_processes():
+    config = PairedConfig(processes=2, cycles=7, block_seconds=0.01)
+    machine = VirtualMachine()
+    local = run_pairs({"k": (machine.work(0.002), machine.work(0.001))}, config, clock=machine.clock)
+    assert float(np.median(local["k"])) == pytest.approx(2.0, rel=0.05)
+    collected = measure_in_processes(synthetic_pairs, config)
+    assert list(collected) == [("half", 1)]
+    assert len(collected[("half", 1)]) == 2 and all(len(r) == 7 for r in collected[("half", 1)])
+    median, low, high = summarize(collected[("half", 1)])
+    assert 1.3 < median < 3.0 and low <= median <= high  # real busy-waits on a shared machine: loose
+
+
+def test_config_and_result_shapes():
+    with pytest.raises(UserError):
+        PairedConfig(cycles=1)
+    result = PairedResult("ort-cpu", 8192, "structured", "dense", 2.0, 1.9, 2.1, 3, 32, 3.1)
+    assert result.ci_half_width == pytest.approx(0.05)
+    assert set(result.to_dict()) == {"backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
+                                     "processes", "blocks_per_process", "flop_ratio"}
