@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import logging
+import re
 import shutil
 import tempfile
 import warnings
@@ -395,20 +396,19 @@ def _aoti_predict(path: Path) -> Predict:
 
 
 def aoti_weight_shapes(path: Path) -> list[Shape]:
-    """The compiled package's constants, named like the module's parameters (`0.weight`, ...)."""
+    """The 2-D constants declared in the package's own generated wrapper source (`constants_info_[i].shape`),
+    which the shared library was compiled from; the loader has no API that returns constant tensors."""
     _require_file(path, "AOTInductor")
     try:
-        with quiet():
-            runner = torch._inductor.aoti_load_package(str(path))
-            constants = runner.loader.get_constant_fqns()  # type: ignore[attr-defined]
-            weights = runner.loader.extract_constants_map(False)  # type: ignore[attr-defined]
-    except Exception as exc:
+        with zipfile.ZipFile(path) as archive:
+            source = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith("wrapper.cpp"))
+    except Exception as exc:  # BadZipFile, UnicodeDecodeError
         raise _unreadable(path, "AOTInductor", exc) from None
+    fqns = dict(re.findall(r'constants_info_\[(\d+)\]\.original_fqn = "([^"]*)";', source))
     shapes: list[Shape] = []
-    for name in sorted((c for c in constants if c.endswith("weight")), key=lambda c: int(c.split(".")[0])):
-        tensor = weights[name]
-        if tensor.dim() == 2:
-            shapes.append((int(tensor.shape[0]), int(tensor.shape[1])))
+    for index, rows, cols in re.findall(r"constants_info_\[(\d+)\]\.shape = \{(\d+), (\d+)\};", source):
+        if fqns.get(index, "").endswith("weight"):
+            shapes.append((int(rows), int(cols)))
     return shapes
 
 
