@@ -1,0 +1,122 @@
+"""`spinn-export prune`: structured neuron pruning with fine-tuning, or the magnitude baseline."""
+from __future__ import annotations
+
+import argparse
+
+from ..budget import MODES, Target
+from ..checkpoint import load_checkpoint
+from ..data import resolve_dataset
+from ..errors import UserError
+from ..importance import CRITERIA
+from ..prune import FOLDS, METHODS, ON_DROP, PruneConfig, prune
+from ..spec import parse_widths
+from . import add_data_arguments, positive_int
+
+STAGE = 3
+DEFAULTS = PruneConfig(Target.params(0.5))
+KEPT_METADATA = ("dataset", "inputs", "targets")
+
+
+def _fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.685, got {text!r}") from None
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected zero or a positive integer, got {text!r}")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "prune", help="remove whole neurons to a parameter/FLOP/width budget, fine-tuning after each round",
+        description="Structured pruning: layers become smaller dense layers, so the speedup is real. "
+                    "Exactly one of --target, --target-flops or --widths sets the budget.",
+    )
+    parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense or structured)")
+    budget = parser.add_mutually_exclusive_group(required=True)
+    budget.add_argument("--target", type=_fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
+    budget.add_argument("--target-flops", type=_fraction, metavar="R", help="fraction of FLOPs per sample to remove")
+    budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULTS.method,
+                        help="structured (remove neurons) or magnitude (unstructured L1 baseline, same non-zero count)")
+    parser.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds,
+                        help=f"prune/fine-tune rounds whose reductions compound to the target (default {DEFAULTS.rounds})")
+    parser.add_argument("--finetune-epochs", type=_non_negative_int, default=DEFAULTS.finetune_epochs,
+                        help=f"fine-tuning epochs after each round, data + physics loss (default {DEFAULTS.finetune_epochs})")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"fine-tuning learning rate (default {DEFAULTS.lr})")
+    parser.add_argument("--importance", choices=CRITERIA, default=DEFAULTS.importance,
+                        help="l1/l2: norm of a neuron's incoming and outgoing weights (-in/-out: one side only); "
+                             "taylor: |activation x gradient| of the training loss; random: the control")
+    parser.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
+                        help="uniform: every hidden layer keeps the same fraction; global: rank neurons across layers")
+    parser.add_argument("--round-to", type=positive_int, default=None, metavar="N",
+                        help="make every hidden width a multiple of N (8, 16 or 32 suit SIMD and tensor cores)")
+    parser.add_argument("--min-width", type=positive_int, default=DEFAULTS.min_width, metavar="N",
+                        help="no hidden layer falls below N neurons (default 1)")
+    parser.add_argument("--fold", choices=FOLDS, default=DEFAULTS.fold,
+                        help="constant folded into the next bias for a removed neuron: its mean activation on "
+                             "training data (default), the activation of its bias, or none")
+    parser.add_argument("--tolerance", type=float, default=None, metavar="DR2",
+                        help="largest allowed drop in validation R2 versus the input model")
+    parser.add_argument("--on-drop", choices=ON_DROP, default=DEFAULTS.on_drop,
+                        help="when a round exceeds --tolerance: record it only (default), stop, or roll it back and stop")
+    parser.add_argument("--physics-weight", type=float, default=None,
+                        help=f"weight of the PDE residual in fine-tuning and Taylor scores (built-in task; default {DEFAULTS.physics_weight})")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for fine-tuning")
+    add_data_arguments(parser)
+    parser.set_defaults(seed=None)
+    parser.add_argument("--out", required=True, metavar="DIR", help="directory for the checkpoints and history")
+    parser.set_defaults(func=run)
+
+
+def _target(args: argparse.Namespace) -> Target:
+    if args.widths is not None:
+        return Target.of_widths(parse_widths(args.widths))
+    if args.target_flops is not None:
+        return Target.flops(args.target_flops)
+    return Target.params(args.target)
+
+
+def run(args: argparse.Namespace) -> int:
+    target = _target(args)
+    checkpoint = load_checkpoint(args.checkpoint)
+    if checkpoint.variant == "magnitude":
+        raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; prune its dense original instead")
+    seed = args.seed if args.seed is not None else int(checkpoint.metadata.get("seed", "0"))
+    dataset = resolve_dataset(args.data, args.inputs, args.targets, seed)
+    if dataset.task is None and args.physics_weight:
+        raise UserError("--physics-weight needs the built-in task: no PDE is known for --data files; drop the flag")
+    config = PruneConfig(
+        target=target, method=args.method, rounds=args.rounds, finetune_epochs=args.finetune_epochs, lr=args.lr,
+        physics_weight=DEFAULTS.physics_weight if args.physics_weight is None else args.physics_weight,
+        importance=args.importance, mode=args.mode, min_width=args.min_width, round_to=args.round_to,
+        fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed, device=args.device,
+    )
+    metadata = {key: checkpoint.metadata[key] for key in KEPT_METADATA if key in checkpoint.metadata}
+    metadata["variant"] = checkpoint.variant
+    result = prune(checkpoint.model, checkpoint.spec, dataset, config, args.out, metadata=metadata)
+    dense, final = result.stages[0], result.final
+    print(f"{config.method} pruning: {result.plan.describe()}")
+    if config.method == "magnitude":
+        print(f"stored {final.params:,} parameters, {final.nonzero_params:,} non-zero "
+              f"(target {result.target_nonzero:,} non-zero)")
+    for stage in result.stages:
+        residual = "n/a" if stage.val_residual_rms is None else f"{stage.val_residual_rms:.4g}"
+        note = " (rolled back)" if stage.rolled_back else ""
+        print(f"  stage {stage.stage}: widths {list(stage.widths)}, {stage.nonzero_params:,} non-zero params, "
+              f"val R2 {stage.val_r2:.4f}, rel L2 {stage.val_rel_l2:.4f}, residual RMS {residual}, "
+              f"{stage.wall_s:.1f} s{note}")
+    if result.stopped:
+        missed = "; the final model misses the target" if final.stage < config.rounds else ""
+        print(f"warning: {result.stopped}{missed}")
+    print(f"final val R2 {final.val_r2:.4f} (input {dense.val_r2:.4f}) in {result.wall_s:.0f} s -> "
+          f"{args.out}/{config.method}.safetensors, history.json, history.csv")
+    return 0

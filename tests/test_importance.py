@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch import nn
+
+from spinn_export.data import Dataset, builtin_dataset
+from spinn_export.errors import UserError
+from spinn_export.importance import neuron_costs, neuron_scores, require_plain_mlp
+from spinn_export.model import build_model, linear_layers
+from spinn_export.spec import MLPSpec
+
+SPEC = MLPSpec(in_features=3, widths=(4, 5), out_features=2, activation="tanh")
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return build_model(SPEC)
+
+
+def test_costs_are_fan_in_plus_fan_out_plus_one():
+    assert neuron_costs(SPEC) == (3 + 5 + 1, 4 + 2 + 1)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out"])
+def test_norm_scores_match_a_hand_computation(criterion):
+    model = _model()
+    w0, w1, w2 = (layer.weight.detach() for layer in linear_layers(model))
+    p = 1 if criterion.startswith("l1") else 2
+    side = criterion.partition("-")[2]
+    expected = []
+    for cost, incoming, outgoing in ((9, w0, w1), (7, w1, w2)):
+        rows = []
+        for j in range(incoming.shape[0]):
+            weights = []
+            if side in ("", "in"):
+                weights += incoming[j].tolist()
+            if side in ("", "out"):
+                weights += outgoing[:, j].tolist()
+            rows.append(sum(abs(w) ** p for w in weights) ** (1 / p) / cost)
+        expected.append(torch.tensor(rows))
+    for got, want in zip(neuron_scores(model, SPEC, criterion), expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_taylor_equals_the_loss_derivative_of_scaling_a_neuron():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(1, 3), torch.randn(1, 2)
+    data = Dataset("one-row", ("a", "b", "c"), ("u", "v"), x, y, x, y, x, y)
+    scores = neuron_scores(model, SPEC, "taylor", dataset=data, batches=3, physics_weight=0.0)
+    costs = neuron_costs(SPEC)
+    eps = 1e-3
+    for layer_index in range(2):
+        for j in range(SPEC.widths[layer_index]):
+            losses = []
+            for factor in (1 + eps, 1 - eps):
+                scaled = build_model(SPEC)
+                scaled.load_state_dict(model.state_dict())
+                with torch.no_grad():  # scaling the outgoing column == scaling the neuron's output
+                    linear_layers(scaled)[layer_index + 1].weight[:, j] *= factor
+                losses.append(float(nn.functional.mse_loss(scaled(x), y).detach()))
+            derivative = abs(losses[0] - losses[1]) / (2 * eps)
+            assert float(scores[layer_index][j]) * costs[layer_index] == pytest.approx(derivative, rel=1e-2, abs=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # scoring left it alone
+
+
+def test_taylor_includes_the_physics_term_and_ignores_disconnected_neurons():
+    data = builtin_dataset(seed=0, n_train=256, n_val=32, n_test=32)
+    spec = MLPSpec(18, (8, 6), 2)
+    torch.manual_seed(0)
+    model = build_model(spec)
+    with torch.no_grad():
+        linear_layers(model)[1].weight[:, 3] = 0.0  # neuron 3 of layer 0 feeds nothing
+    with_physics = neuron_scores(model, spec, "taylor", dataset=data, batches=2, physics_weight=1.0)
+    without = neuron_scores(model, spec, "taylor", dataset=data, batches=2, physics_weight=0.0)
+    assert float(with_physics[0][3]) == 0.0
+    assert (torch.cat(with_physics) > 0).sum() == spec.widths[0] + spec.widths[1] - 1
+    assert not torch.allclose(torch.cat(with_physics), torch.cat(without))
+
+
+def test_taylor_needs_data_and_random_is_seeded():
+    with pytest.raises(UserError, match="taylor"):
+        neuron_scores(_model(), SPEC, "taylor")
+    a, b, c = (neuron_scores(_model(), SPEC, "random", seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, z) for x, z in zip(a, c))
+
+
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)) + x)
+
+
+def test_unsupported_models_are_refused_clearly():
+    with pytest.raises(UserError, match="unsupported model"):
+        neuron_scores(_Residual(), SPEC, "l1")
+    with pytest.raises(UserError, match="unsupported model"):
+        require_plain_mlp(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), SPEC)
+    with pytest.raises(UserError, match="do not match"):
+        require_plain_mlp(build_model(SPEC.with_widths((4, 6))), SPEC)
+    with pytest.raises(UserError, match="unknown importance"):
+        neuron_scores(_model(), SPEC, "l3")
