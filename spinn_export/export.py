@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from torch import nn
 
 from .errors import UserError
 from .spec import MLPSpec
+
+if TYPE_CHECKING:  # onnxruntime is imported lazily: the torch-only formats do not need it
+    import onnxruntime as ort
 
 DEFAULT_OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "x", "y"
@@ -197,8 +201,8 @@ def write_onnx_int8(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> 
 def load_onnx_session(
     path: str | Path,
     providers: Sequence[str] | None = None,
-    session_options: "onnxruntime.SessionOptions | None" = None,  # type: ignore[name-defined]  # noqa: F821
-) -> "onnxruntime.InferenceSession":  # type: ignore[name-defined]  # noqa: F821
+    session_options: ort.SessionOptions | None = None,
+) -> ort.InferenceSession:
     """An ORT session on a checked, self-contained ONNX file.
 
     Raises UserError if the file is unreadable, or if the first requested provider is not the one
