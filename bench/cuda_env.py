@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,6 +31,8 @@ def main(argv: list[str]) -> int:
         return 0
     # the CUDA torch wheel comes from PyPI: the local CPU wheel (PIP_FIND_LINKS) must not satisfy torch==2.13.0
     env = {**os.environ, "PIP_FIND_LINKS": "", "PIP_CONSTRAINT": str(ROOT / "constraints.txt")}
+    import tomllib  # Python 3.11+; imported here so the skip line works on any Python
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     deps = [d for d in project["dependencies"] if not d.startswith("torch")]
     pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir"]
