@@ -114,6 +114,9 @@ def plot_pruning(histories: Sequence[History], path: Path) -> Path:
             res_ax.plot(residual["stage"], residual["val_residual_rms"], marker="o", color=color, label=history.method)
     r2_ax.set(title="accuracy", xlabel="pruning stage (0 = dense)", ylabel="validation R²")
     res_ax.set(title="physics", xlabel="pruning stage (0 = dense)", ylabel="PDE residual RMS", yscale="log")
+    if not res_ax.lines:
+        res_ax.text(0.5, 0.5, "no PDE residual:\nthe data has no physics task", ha="center", va="center",
+                    transform=res_ax.transAxes, color="#666666")
     for ax in (r2_ax, res_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(True, alpha=0.3)

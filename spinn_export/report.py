@@ -19,14 +19,14 @@ import pandas as pd
 
 from . import plots
 from .atomic import write_text
-from .results import (BASELINE_VARIANT, VARIANT_ORDER, History, Manifest, Results, load_history, load_manifest,
-                      load_results, speedups)
+from .results import (BASELINE_VARIANT, History, Manifest, Results, family, load_history, load_manifest,
+                      load_results, speedups, variant_rank)
 
 PREFERRED_BACKEND = "ort-cpu"
-PREFERRED_FORMAT = "onnx"
 CSV_NAMES = ("runs", "latency", "speedup", "gflops", "artifacts", "comparison", "pruning")
 PNG_NAMES = ("latency", "speedup", "pruning")
 MISSING = "–"
+PLAIN_INTEGERS = ("batch", "stage", "threads")  # labels, not quantities: no thousands separator
 LONG_TEXT = 40  # characters; longer text cells may wrap
 DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 COMPARISON_COLUMNS = ("machine", "model", "variant", "parameters (stored)", "non-zero", "widths", "file", "file bytes",
@@ -123,11 +123,17 @@ def _latency_point(bench: pd.DataFrame) -> tuple[str, int] | None:
 
 
 def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | None:
-    """Final stage of the variant's pruning history; stage 0 of any history for dense."""
+    """Final stage of the pruning history of the variant's weights; stage 0 of any history for dense.
+
+    Quantised variants have other weights than any stage: no accuracy from the history for them.
+    """
+    name, quantised = family(variant)
+    if quantised:
+        return None
     for history in histories:
-        if variant == BASELINE_VARIANT:
+        if name == BASELINE_VARIANT:
             stage = history.stages.iloc[0]
-        elif history.method == variant:
+        elif history.method == name:
             stage = history.stages.iloc[-1]
         else:
             continue
@@ -136,13 +142,18 @@ def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | 
 
 
 def _artifact(manifest: Manifest | None, variant: str, model: str) -> pd.Series | None:
-    """The manifest's ONNX artifact of this benchmarked model (else of the variant, else any format)."""
+    """The manifest's artifact of this benchmarked model: ONNX (int8 ONNX for an int8 variant).
+
+    Falls back to the checkpoint variant's artifact, and to any format, so the `file` column names it.
+    """
     if manifest is None or manifest.artifacts.empty:
         return None
     arts = manifest.artifacts
-    for chosen in (arts[arts["model"] == model], arts[arts["variant"] == variant]):
+    name, quantised = family(variant)
+    preferred = "onnx-int8" if quantised else "onnx"
+    for chosen in (arts[arts["model"] == model], arts[arts["variant"] == name]):
         if not chosen.empty:
-            onnx = chosen[chosen["format"] == PREFERRED_FORMAT]
+            onnx = chosen[chosen["format"] == preferred]
             return (onnx if not onnx.empty else chosen).iloc[0]
     return None
 
@@ -153,8 +164,7 @@ def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest
     rows = []
     for machine, bench in results.benchmarks.groupby("machine", sort=False):
         point = _latency_point(bench)
-        variants = sorted(bench["variant"].unique(),
-                          key=lambda v: VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER))
+        variants = sorted(bench["variant"].unique(), key=variant_rank)
         for variant in variants:
             runs = bench[bench["variant"] == variant]
             model = str(runs["model"].iloc[0])
@@ -213,6 +223,8 @@ def _format_value(column: str, value: object) -> str:
         return f"{value:.2f}×"
     if column in ("val R²", "val rel L2"):
         return f"{value:.4f}"
+    if column in PLAIN_INTEGERS:
+        return str(int(value))
     if float(value).is_integer() and abs(value) >= 1:
         return f"{int(value):,}"
     return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
@@ -247,8 +259,8 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
         sections.append(Section("speedup", "Speedup over dense", note, speedup_table(speedup)))
     has_ceiling = results.benchmarks["ceiling_gflops"].notna().any()
     sections.append(Section("gflops", "Achieved GFLOP/s",
-                            "FLOPs per sample × batch / median latency; the ceiling is the suite's measured peak "
-                            "of this machine." if has_ceiling else
+                            "FLOPs per sample × batch / median latency; the ceiling is the suite's best float32 GEMM "
+                            "on this machine's CPU (CPU backends only)." if has_ceiling else
                             "FLOPs per sample × batch / median latency. The results carry no measured ceiling, so "
                             "no fraction of it.", gflops_table(results)))
     if manifest is None:
@@ -334,7 +346,8 @@ def render_markdown(sections: Sequence[Section], figures: Sequence[Figure], head
     for section in sections:
         lines += ["", f"## {section.title}", "", section.note, ""]
         if section.table is not None:
-            lines += [displayed(section.table).to_markdown(index=False), ""]
+            align = ["right" if pd.api.types.is_numeric_dtype(section.table[c]) else "left" for c in section.table.columns]
+            lines += [displayed(section.table).to_markdown(index=False, colalign=align, disable_numparse=True), ""]
         if section.name in by_name:
             fig = by_name[section.name]
             lines += [f"![{fig.title}]({fig.path.name})", ""]

@@ -18,7 +18,9 @@ import pandas as pd
 from .errors import UserError
 
 BASELINE_VARIANT = "dense"
-VARIANT_ORDER = ("dense", "magnitude", "structured")
+# The suite's variant names (bench/conftest.py); dense first, then the rest in this order, others last.
+VARIANT_ORDER = ("dense", "magnitude-masked", "magnitude-csr", "magnitude", "structured", "dense-int8",
+                 "structured-int8")
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
 PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
                   "processes", "blocks_per_process", "flop_ratio")
@@ -163,7 +165,9 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
     bench_rows, paired_rows = [], []
     for label, (run, benches, paired) in zip(labels, read):
         run["machine"] = label
-        bench_rows += [{"machine": label, **b, "ceiling_gflops": run["ceiling_gflops"]} for b in benches]
+        # The suite's ceiling is a float32 GEMM on the CPU: a fraction of it means nothing on a GPU.
+        bench_rows += [{"machine": label, **b, "ceiling_gflops": run["ceiling_gflops"] if b["device"] == "cpu" else None}
+                       for b in benches]
         paired_rows += [{"machine": label, **p} for p in paired]
     benchmarks = pd.DataFrame(bench_rows)
     duplicated = benchmarks[benchmarks.duplicated(BENCH_KEY, keep=False)]
@@ -177,14 +181,24 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
     return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs))
 
 
-def _variant_rank(variants: pd.Series) -> pd.Series:
-    return variants.map(lambda v: VARIANT_ORDER.index(v) if v in VARIANT_ORDER else len(VARIANT_ORDER))
+def variant_rank(variant: str) -> int:
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def family(variant: str) -> tuple[str, bool]:
+    """The pruning variant a benchmarked variant comes from, and whether it is quantised.
+
+    `magnitude-masked` / `magnitude-csr` run the magnitude checkpoint, `structured-int8` the
+    structured one quantised; a `:model` suffix tells apart two models of one variant.
+    """
+    base = variant.split(":", 1)[0]
+    return base.split("-", 1)[0], base.endswith("-int8")
 
 
 def _sorted(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
     """Machine, backend, batch, then dense / magnitude / structured / others."""
     order = [c for c in ("machine", "backend", "batch", "variant") if c in key]
-    ranked = frame.assign(_rank=_variant_rank(frame["variant"]))
+    ranked = frame.assign(_rank=frame["variant"].map(variant_rank))
     by = [c if c != "variant" else "_rank" for c in order] + (["variant"] if "variant" in order else [])
     return ranked.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
 

@@ -88,30 +88,30 @@ def test_the_committed_policy_is_valid_and_names_a_benchmarked_backend() -> None
 
 
 def test_run_gate_on_real_results_uses_the_paired_measurement(pipeline: Pipeline) -> None:  # noqa: F811
-    measured = speedups(load_results([pipeline.bench_json])).set_index(["variant", "batch"])
+    measured = speedups(load_results([pipeline.ort_json])).set_index(["variant", "batch"])
     low = measured.loc[("structured", 256), "ci_low"]
-    just_below = GatePolicy("structured", (SpeedupRule("eager-cpu", 256, low * 0.999),))
-    just_above = GatePolicy("structured", (SpeedupRule("eager-cpu", 256, low * 1.001),))
-    assert run_gate(pipeline.bench_json, just_below).exit_code == 0
-    assert run_gate(pipeline.bench_json, just_above).exit_code == 1
-    same = run_gate(pipeline.bench_json, GatePolicy(max_drop=0.0), baseline=pipeline.bench_json)
+    just_below = GatePolicy("structured", (SpeedupRule("ort-cpu", 256, low * 0.999),))
+    just_above = GatePolicy("structured", (SpeedupRule("ort-cpu", 256, low * 1.001),))
+    assert run_gate(pipeline.ort_json, just_below).exit_code == 0
+    assert run_gate(pipeline.ort_json, just_above).exit_code == 1
+    same = run_gate(pipeline.ort_json, GatePolicy(max_drop=0.0), baseline=pipeline.ort_json)
     assert same.passed and (same.rows["judged"] == 0.0).all() and len(same.rows) == 2
 
 
 def test_gate_cli_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
-    results = str(pipeline.bench_json)
-    low = speedups(load_results([pipeline.bench_json])).set_index(["variant", "batch"]).loc[("structured", 256), "ci_low"]
+    results = str(pipeline.ort_json)
+    low = speedups(load_results([pipeline.ort_json])).set_index(["variant", "batch"]).loc[("structured", 256), "ci_low"]
     (tmp_path / "pyproject.toml").write_text(  # the default policy file: pyproject.toml in the current directory
-        f'[tool.spinn_export.gate]\nrules = [{{backend = "eager-cpu", batch = 256, min_speedup = {low * 1.01}}}]\n')
+        f'[tool.spinn_export.gate]\nrules = [{{backend = "ort-cpu", batch = 256, min_speedup = {low * 1.01}}}]\n')
     failed = run_cli("gate", results, cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
-    assert "FAIL" in failed.stdout and "eager-cpu" in failed.stdout and "1 rule(s) fall short" in failed.stdout
+    assert "FAIL" in failed.stdout and "ort-cpu" in failed.stdout and "1 rule(s) fall short" in failed.stdout
 
-    passed = run_cli("gate", results, "--min-speedup", f"eager-cpu:256:{low * 0.99}", "--baseline", results,
+    passed = run_cli("gate", results, "--min-speedup", f"ort-cpu:256:{low * 0.99}", "--baseline", results,
                      "--max-drop", "0.0", cwd=tmp_path)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert [line.split()[-1] for line in passed.stdout.splitlines()[1:4]] == ["pass"] * 3
     assert "gate passed" in passed.stdout
 
-    assert_clean_error(run_cli("gate", results, "--min-speedup", "eager-cpu:8192:1.5", cwd=tmp_path),
-                       "batch 8192 on eager-cpu is not in")
+    assert_clean_error(run_cli("gate", results, "--min-speedup", "ort-cpu:8192:1.5", cwd=tmp_path),
+                       "batch 8192 on ort-cpu is not in")

@@ -9,17 +9,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from spinn_export.errors import UserError
 from spinn_export.report import build_report
 from spinn_export.results import load_history, load_manifest, load_results
 
-from .conftest import assert_clean_error, run_cli
-from .test_results import Pipeline, pipeline, run_tiny_benchmarks  # noqa: F401  (the shared session fixture)
+from .conftest import run_cli
+from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
 
 @pytest.fixture(scope="module")
 def full_report(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
     out = tmp_path_factory.mktemp("reports") / "tiny"
-    paths = build_report([pipeline.bench_json], pipeline.manifest, [pipeline.structured_dir, pipeline.magnitude_dir], out)
+    paths = build_report([pipeline.ort_json, pipeline.eager_json], pipeline.manifest,
+                         [pipeline.structured_dir, pipeline.magnitude_dir], out)
     return paths, out
 
 
@@ -47,48 +49,48 @@ def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> N
 def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
     table = _csv(out, "comparison").set_index("variant")
-    assert list(table.index) == ["dense", "magnitude", "structured"]
-    bench = load_results([pipeline.bench_json]).benchmarks.set_index(["variant", "backend", "batch"])
-    paired = pd.DataFrame(json.loads(pipeline.bench_json.read_text())["spinn"]["paired"]).set_index(["variant", "batch"])
-    manifest = load_manifest(pipeline.manifest).artifacts.set_index("variant")
+    assert list(table.index) == ["dense", "magnitude-masked", "structured"]
+    bench = load_results([pipeline.ort_json]).benchmarks.set_index(["variant", "batch"])
+    paired = pd.DataFrame(json.loads(pipeline.ort_json.read_text())["spinn"]["paired"]).set_index(["variant", "batch"])
+    manifest = load_manifest(pipeline.manifest).artifacts.set_index("model")
     structured, magnitude = load_history(pipeline.structured_dir).stages, load_history(pipeline.magnitude_dir).stages
-    assert set(table["backend"]) == {"eager-cpu"} and set(table["batch"]) == {256}  # the largest batch measured
-    for variant in table.index:
-        assert table.loc[variant, "latency ms (median)"] == pytest.approx(bench.loc[(variant, "eager-cpu", 256), "median_s"] * 1e3)
-        assert table.loc[variant, "non-zero"] == bench.loc[(variant, "eager-cpu", 256), "nonzero_params"]
-    for variant in ("dense", "structured"):
-        assert table.loc[variant, "file"] == f"{variant}.onnx"
-        assert table.loc[variant, "file bytes"] == manifest.loc[variant, "bytes"]
-    assert pd.isna(table.loc["magnitude", "file bytes"])  # not exported: left empty, not invented
-    for variant in ("magnitude", "structured"):
-        assert table.loc[variant, "speedup"] == pytest.approx(paired.loc[(variant, 256), "speedup_median"])
-        assert table.loc[variant, "speedup from"] == "paired"
+    assert set(table["backend"]) == {"ort-cpu"} and set(table["batch"]) == {256}  # preferred backend, largest batch
+    for variant, row in table.iterrows():
+        assert row["latency ms (median)"] == pytest.approx(bench.loc[(variant, 256), "median_s"] * 1e3)
+        assert row["non-zero"] == bench.loc[(variant, 256), "nonzero_params"]
+        assert row["file"] == f"{row['model']}.onnx" and row["file bytes"] == manifest.loc[row["model"], "bytes"]
+    assert table.loc["structured", "speedup"] == pytest.approx(paired.loc[("structured", 256), "speedup_median"])
+    assert table.loc["structured", "speedup from"] == "paired"
+    if ("magnitude-masked", 256) not in paired.index:  # the suite pairs what it pairs: else the medians' ratio
+        assert table.loc["magnitude-masked", "speedup"] == pytest.approx(
+            bench.loc[("dense", 256), "median_s"] / bench.loc[("magnitude-masked", 256), "median_s"])
+        assert table.loc["magnitude-masked", "speedup from"] == "medians"
     assert table.loc["dense", "val R²"] == pytest.approx(structured["val_r2"].iloc[0])
     assert table.loc["structured", "val R²"] == pytest.approx(structured["val_r2"].iloc[-1])
-    assert table.loc["magnitude", "residual RMS"] == pytest.approx(magnitude["val_residual_rms"].iloc[-1])
-    assert table.loc["magnitude", "parameters (stored)"] == table.loc["dense", "parameters (stored)"]
+    assert table.loc["magnitude-masked", "residual RMS"] == pytest.approx(magnitude["val_residual_rms"].iloc[-1])
+    assert table.loc["magnitude-masked", "parameters (stored)"] == table.loc["dense", "parameters (stored)"]
     assert table.loc["structured", "widths"] == structured["widths"].iloc[-1]
 
 
-def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_the_ceiling(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_ceiling(full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
-    speedup = _csv(out, "speedup")
+    speedup = _csv(out, "speedup").dropna(subset=["paired speedup"])
+    assert len(speedup) > 0 and set(speedup["backend"]) == {"ort-cpu"}
     assert (speedup["CI low"] <= speedup["paired speedup"]).all() and (speedup["paired speedup"] <= speedup["CI high"]).all()
-    assert set(speedup.loc[speedup["variant"] == "magnitude", "FLOP-ratio ideal"]) == {1.0}
+    assert set(_csv(out, "speedup").query("variant == 'magnitude-masked'")["FLOP-ratio ideal"]) == {1.0}
     gflops = _csv(out, "gflops")
-    ceiling = json.loads(pipeline.bench_json.read_text())["spinn"]["ceiling_gflops"]
-    assert list(gflops["ceiling GFLOP/s"]) == pytest.approx([ceiling] * len(gflops))
-    assert gflops["fraction of ceiling"].to_numpy() == pytest.approx((gflops["GFLOP/s"] / ceiling).to_numpy())
+    for backend, results in (("ort-cpu", pipeline.ort_json), ("eager-cpu", pipeline.eager_json)):
+        rows = gflops[gflops["backend"] == backend]
+        ceiling = json.loads(results.read_text())["spinn"]["ceiling_gflops"]
+        assert list(rows["ceiling GFLOP/s"]) == pytest.approx([ceiling] * len(rows))
+        assert rows["fraction of ceiling"].to_numpy() == pytest.approx((rows["GFLOP/s"] / ceiling).to_numpy())
     latency = _csv(out, "latency")
     assert latency["p95 ms"].notna().all() and (latency["p95 ms"] >= latency["median ms"]).all()
 
 
 def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
-    checkpoints = [pipeline.directory / "dense.safetensors", pipeline.structured_dir / "structured.safetensors"]
-    traced = run_tiny_benchmarks(pipeline.directory, "traced", checkpoints, backend="torchscript-cpu",
-                                 batches="256", paired=False)
-    paths = build_report([traced], None, None, out)  # the same directory: last time's extra files must go
+    paths = build_report([pipeline.eager_json], None, None, out)  # the same directory: last time's extra files must go
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png"}
     assert not (out / "pruning.png").exists() and not (out / "csv" / "artifacts.csv").exists()
     page, markdown = paths.html.read_text(), paths.markdown.read_text()
@@ -102,12 +104,18 @@ def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pip
     assert not {"val R²", "file bytes"} & set(comparison.columns)
 
 
-def test_report_cli_writes_the_report_and_refuses_bad_input_in_one_line(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_report_cli_writes_the_report(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
     out = tmp_path / "reports" / "cli"
-    result = run_cli("report", str(pipeline.bench_json), "--manifest", str(pipeline.manifest),
+    result = run_cli("report", str(pipeline.ort_json), "--manifest", str(pipeline.manifest),
                      "--history", str(pipeline.structured_dir), "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert (out / "report.html").is_file() and "report.html" in result.stdout
     assert f"--history {pipeline.structured_dir}" in (out / "report.md").read_text()  # the command, in the header
-    assert_clean_error(run_cli("report", str(pipeline.bench_json), "--history", str(tmp_path), "--out", str(out)),
-                       "pruning history", "does not exist")
+
+
+def test_unusable_input_is_refused_before_anything_is_written(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    out = tmp_path / "never"
+    for bad in ({"history": tmp_path / "no-such-prune-dir"}, {"manifest": tmp_path / "manifest.json"}):
+        with pytest.raises(UserError, match="does not exist"):
+            build_report([pipeline.ort_json], bad.get("manifest"), bad.get("history"), out)
+    assert not out.exists()
