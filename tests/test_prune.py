@@ -8,8 +8,9 @@ from torch import nn
 
 from spinn_export.budget import Target, plan_widths
 from spinn_export.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.data import builtin_dataset
+from spinn_export.data import Dataset, builtin_dataset
 from spinn_export.errors import UserError
+from spinn_export.metrics import evaluate
 from spinn_export.model import build_model, count_nonzero, linear_layers
 from spinn_export.prune import PruneConfig, prune, select_keep, shrink, structured_prune_once
 from spinn_export.spec import MLPSpec
@@ -108,16 +109,16 @@ def test_structured_prune_once_builds_exact_widths_keeping_the_strongest_neurons
 
 @pytest.fixture(scope="module")
 def trained():
-    data = builtin_dataset(seed=0, n_train=1024, n_val=256, n_test=64)
+    data = builtin_dataset(seed=0, n_train=512, n_val=256, n_test=64)
     torch.manual_seed(0)
     model = build_model(SPEC)
-    train(model, data, TrainConfig(epochs=6, batch_size=64, lr=1e-2, physics_points=8), progress=False)
+    train(model, data, TrainConfig(epochs=4, batch_size=64, lr=1e-2, physics_points=8), progress=False)
     return model, data
 
 
 def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     model, data = trained
-    config = PruneConfig(Target.params(0.5), rounds=2, finetune_epochs=1, batch_size=128, importance="taylor",
+    config = PruneConfig(Target.params(0.5), rounds=2, finetune_epochs=1, batch_size=256, importance="taylor",
                          mode="global", fold="mean", calibration_samples=256)
     result = prune(model, SPEC, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
     history = json.loads((tmp_path / "history.json").read_text())
@@ -144,9 +145,22 @@ def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     assert count_nonzero(model) == SPEC.params  # the input model was not touched
 
 
+@pytest.fixture(scope="module")
+def fitted():
+    """A tiny model that fits a smooth map well (no physics, so it trains in a moment)."""
+    x = torch.rand(1024, 18, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    y = torch.stack([x[:, :9].sum(1) / 3, torch.sin(x[:, 9:].sum(1) / 3)], dim=1)
+    data = Dataset("smooth", tuple(f"x{i}" for i in range(18)), ("a", "b"), x[:768], y[:768], x[768:], y[768:], x[768:], y[768:])
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    train(model, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)
+    return model, data
+
+
 @pytest.mark.parametrize("on_drop", ["stop", "rollback"])
-def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, trained, on_drop):
-    model, data = trained
+def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, fitted, on_drop):
+    model, data = fitted
+    assert evaluate(model, data).r2 > 0.9
     config = PruneConfig(Target.params(0.9), rounds=2, finetune_epochs=0, tolerance=0.0, on_drop=on_drop)
     result = prune(model, SPEC, data, config, tmp_path, progress=False)
     assert len(result.stages) == 2 and result.stopped and "tolerance" in result.stopped
@@ -205,9 +219,7 @@ def test_prune_cli_on_user_data(tmp_path):
 
 @pytest.mark.parametrize("args,needles", [
     (["--target", "1"], ["impossible"]),
-    (["--target", "0"], ["impossible"]),
     (["--target", "0.99", "--min-width", "10"], ["minimum width"]),
-    (["--target", "0.5", "--round-to", "32"], ["round-to 32 cannot be met"]),
 ])
 def test_prune_cli_errors(small_checkpoint, tmp_path, args, needles):
     assert_clean_error(run_cli("prune", str(small_checkpoint), *args, "--out", str(tmp_path / "o")), *needles)
