@@ -15,7 +15,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from .atomic import atomic_path  # noqa: E402
 from .results import History  # noqa: E402
 
-COLORS = {"dense": "#444444", "magnitude": "#d9822b", "structured": "#2b6cb0"}
+COLORS = {"dense": "#444444", "dense-int8": "#999999", "magnitude": "#d9822b", "magnitude-masked": "#d9822b",
+          "magnitude-csr": "#a61e4d", "structured": "#2b6cb0", "structured-int8": "#4dabf7"}
 OTHER_COLORS = ("#2f9e44", "#9c36b5", "#c92a2a", "#0c8599")
 LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
