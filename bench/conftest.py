@@ -9,7 +9,7 @@ loaded-and-checked runners, the GEMM ceiling, and the "spinn" section of the ben
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--spinn-threads", type=int, default=None, help="intra-op threads for every backend (default: physical cores)")
     group.addoption("--spinn-paired", default=None, metavar="BACKENDS",
                     help="backends for the paired ABBA speedup (default: every benchmarked one; quick: ort-cpu; 'none')")
+    group.addoption("--spinn-paired-processes", type=int, default=None,
+                    help=f"fresh processes per paired measurement (default {PAIRED.processes}; quick {QUICK_PAIRED.processes})")
+    group.addoption("--spinn-paired-cycles", type=int, default=None,
+                    help=f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})")
+    group.addoption("--spinn-paired-variants", default="structured", metavar="VARIANTS",
+                    help="variants paired against dense (default: structured; 'all': every benchmarked variant)")
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Settings:
     variants: tuple[str, ...]
     threads: int
     paired_backends: list[Backend]
+    paired_variants: tuple[str, ...]
     paired: PairedConfig
     artifacts: Path | None
     manifest_refs: dict[str, ModelRef] | None = None
@@ -95,9 +102,18 @@ def _settings(config: pytest.Config) -> Settings:
         raise UserError(f"unknown variant(s) {unknown or requested!r}: choose from {', '.join(known)}")
     paired_text = config.getoption("spinn_paired") or ("ort-cpu" if quick else ",".join(b.name for b in backends))
     paired_backends = [] if paired_text == "none" else resolve_backends(paired_text)
+    pair_text = config.getoption("spinn_paired_variants")
+    pair_names = [v for v in variants if v != "dense"] if pair_text == "all" else [
+        v.strip() for v in pair_text.split(",") if v.strip()]
+    if any(v not in known for v in pair_names):
+        raise UserError(f"unknown --spinn-paired-variants {pair_text!r}: choose from all, {', '.join(known)}")
+    paired_variants = tuple(v for v in pair_names if v in variants and v != "dense")  # only benchmarked ones
+    paired = QUICK_PAIRED if quick else PAIRED
+    paired = replace(paired, processes=config.getoption("spinn_paired_processes") or paired.processes,
+                     cycles=config.getoption("spinn_paired_cycles") or paired.cycles)
     threads = config.getoption("spinn_threads") or default_threads()
-    return Settings(backends, batches, variants, fix_threads(threads), paired_backends,
-                    QUICK_PAIRED if quick else PAIRED, Path(artifacts) if artifacts else None, manifest_refs)
+    return Settings(backends, batches, variants, fix_threads(threads), paired_backends, paired_variants,
+                    paired, Path(artifacts) if artifacts else None, manifest_refs)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options (its configure hook runs last)

@@ -18,8 +18,7 @@ def test_paired_speedup(paired_backend: str, spinn: Settings) -> None:
     if reason is not None:
         pytest.skip(f"{paired_backend}: {reason}")
     baseline = spinn.refs["dense"] if "dense" in spinn.refs else pytest.skip("no dense model to pair against")
-    candidates = [spinn.refs[v] for v in spinn.variants
-                  if v != "dense" and spinn.refs[v].unsupported_reason(backend) is None]
+    candidates = [spinn.refs[v] for v in spinn.paired_variants if spinn.refs[v].unsupported_reason(backend) is None]
     if not candidates or baseline.unsupported_reason(backend) is not None:
         pytest.skip(f"{paired_backend}: no variant to pair with dense")
     results = paired_speedups(paired_backend, baseline, candidates, spinn.batches, spinn.threads, spinn.paired)
