@@ -28,8 +28,10 @@ CHECKPOINT_OF = {"dense": "dense", "structured": "structured", "magnitude-masked
                  "magnitude-csr": "magnitude", "dense-int8": "dense", "structured-int8": "structured"}
 BUILTIN_VARIANTS = tuple(CHECKPOINT_OF)
 QUICK_VARIANTS = "dense,structured"
-STRUCTURED_REDUCTION = 0.685  # the headline model: 68.5 % of the parameters removed
+STRUCTURED_REDUCTION = 0.685  # the headline model: 68.5 % of the parameters removed,
+STRUCTURED_ROUND_TO = 32  # in widths that are multiples of 32, as `spinn-export run` prunes it (SIMD-friendly)
 SLOW_BY_DEFAULT = ("aoti-cpu",)  # AOTInductor packages take minutes to build: ask for them by name
+PAIRED_BY_DEFAULT = ("ort-cpu", "ort-cuda")  # paired runs take ~1 min per backend: the headline ones by default
 PAIRED = PairedConfig()
 QUICK_PAIRED = PairedConfig(processes=2, cycles=4)
 
@@ -46,7 +48,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="benchmark the models of DIR/manifest.json (spinn-export export) instead of the built-in ones")
     group.addoption("--spinn-threads", type=int, default=None, help="intra-op threads for every backend (default: physical cores)")
     group.addoption("--spinn-paired", default=None, metavar="BACKENDS",
-                    help="backends for the paired ABBA speedup (default: every benchmarked one; quick: ort-cpu; 'none')")
+                    help="backends for the paired ABBA speedup, or 'none' (default: ort-cpu/ort-cuda where benchmarked, "
+                         "else the first backend)")
     group.addoption("--spinn-paired-processes", type=int, default=None,
                     help=f"fresh processes per paired measurement (default {PAIRED.processes}; quick {QUICK_PAIRED.processes})")
     group.addoption("--spinn-paired-cycles", type=int, default=None,
@@ -100,7 +103,8 @@ def _settings(config: pytest.Config) -> Settings:
     unknown = [v for v in variants if v not in known]
     if unknown or not variants:
         raise UserError(f"unknown variant(s) {unknown or requested!r}: choose from {', '.join(known)}")
-    paired_text = config.getoption("spinn_paired") or ("ort-cpu" if quick else ",".join(b.name for b in backends))
+    headline = [b.name for b in backends if b.name in PAIRED_BY_DEFAULT] or [backends[0].name]
+    paired_text = config.getoption("spinn_paired") or ",".join(headline)
     paired_backends = [] if paired_text == "none" else resolve_backends(paired_text)
     pair_text = config.getoption("spinn_paired_variants")
     pair_names = [v for v in variants if v != "dense"] if pair_text == "all" else [
@@ -171,7 +175,7 @@ def build_builtin_models(directory: Path, variants: tuple[str, ...], formats: se
     spec = SPINN_REFERENCE
     torch.manual_seed(0)
     dense = build_model(spec).eval()
-    plan = plan_widths(spec, STRUCTURED_REDUCTION)
+    plan = plan_widths(spec, STRUCTURED_REDUCTION, round_to=STRUCTURED_ROUND_TO)
     pruned_spec, structured = structured_prune_once(dense, spec, plan)
     magnitude = magnitude_prune(copy.deepcopy(dense), spec, pruned_spec.params)
     models = {"dense": (dense, spec), "structured": (structured, pruned_spec), "magnitude": (magnitude, spec)}

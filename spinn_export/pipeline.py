@@ -46,6 +46,7 @@ class RunConfig:
     quick: bool = False
     seed: int = 0
     target: float = TARGET
+    round_to: int | None = 32  # widths in multiples of 32 keep GEMMs on full SIMD tiles
     backends: str = "eager-cpu,compile-cpu,torchscript-cpu,exported-program-cpu,ort-cpu"
     policy: Path | None = None
 
@@ -54,7 +55,7 @@ class RunConfig:
         return TrainConfig(epochs=3 if self.quick else TrainConfig.epochs, seed=self.seed)
 
     def prune(self, method: str) -> PruneConfig:
-        return PruneConfig(Target.params(self.target), method=method, seed=self.seed,
+        return PruneConfig(Target.params(self.target), method=method, seed=self.seed, round_to=self.round_to,
                            rounds=2 if self.quick else PruneConfig.rounds,
                            finetune_epochs=1 if self.quick else PruneConfig.finetune_epochs)
 
@@ -186,7 +187,9 @@ def stages(config: RunConfig) -> list[Stage]:
         export_checkpoints([dense, structured, magnitude], artifacts, parse_formats(config.formats))
 
     def do_bench() -> None:
-        command = [sys.executable, "-m", "pytest", str(bench_directory()), "-q", "-p", "no:cacheprovider",
+        suite = bench_directory()  # the latency matrix and paired speedups; the timeit cross-check is `pytest bench`'s
+        command = [sys.executable, "-m", "pytest", str(suite / "test_latency.py"), str(suite / "test_paired.py"),
+                   "-q", "-p", "no:cacheprovider",
                    "--spinn-artifacts", str(artifacts), "--spinn-batches", ",".join(map(str, config.batches)),
                    *config.bench_args, "--benchmark-json", str(results)]
         print("  " + " ".join(command[2:]), flush=True)
