@@ -232,24 +232,27 @@ def speedups(results: Results) -> pd.DataFrame:
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """The exporter's manifest (parsed by `manifest.read_manifest`) as one row per artifact.
+
+    Sizes are reported as recorded, so the report does not need the artifacts themselves.
+    """
+    from .manifest import MANIFEST_NAME, read_manifest
+
     path = Path(path)
     if path.is_dir():
-        path = path / "manifest.json"
-    data = read_json(path, "manifest")
-    if not isinstance(data, dict) or not isinstance(data.get("artifacts"), list):
-        raise UserError(f"{path} is not an exporter manifest (no artifacts list): give DIR/manifest.json from spinn-export export")
-    rows = []
-    for artifact in data["artifacts"]:
-        parity = artifact.get("parity") or {}
-        rows.append({
-            "model": artifact.get("model"), "variant": artifact.get("variant"), "format": artifact.get("format"),
-            "file": artifact.get("file"), "bytes": artifact.get("bytes"), "params": artifact.get("params"),
-            "nonzero_params": artifact.get("nonzero_params"), "flops_per_sample": artifact.get("flops_per_sample"),
-            "widths": _widths_text(artifact.get("widths")), "checkpoint": artifact.get("checkpoint"),
-            "parity_passed": parity.get("passed"), "max_abs_error": parity.get("max_abs_error"),
-        })
-    versions = {str(k): str(v) for k, v in (data.get("versions") or {}).items()}
-    return Manifest(path, versions, pd.DataFrame(rows))
+        path = path / MANIFEST_NAME
+    if path.name != MANIFEST_NAME:
+        raise UserError(f"{path}: give DIR/{MANIFEST_NAME} as written by spinn-export export")
+    if not path.is_file():
+        raise UserError(f"{path}: the manifest does not exist; give the DIR/{MANIFEST_NAME} that spinn-export export wrote")
+    manifest = read_manifest(path.parent, verify=False)
+    rows = [{
+        "model": a.model, "variant": a.variant, "format": a.format, "file": a.file, "bytes": a.bytes,
+        "params": a.params, "nonzero_params": a.nonzero_params, "flops_per_sample": a.flops_per_sample,
+        "widths": _widths_text(a.widths), "checkpoint": a.checkpoint,
+        "parity_passed": a.parity.get("passed"), "max_abs_error": a.parity.get("max_abs_error"),
+    } for a in manifest.artifacts]
+    return Manifest(path, dict(manifest.versions), pd.DataFrame(rows))
 
 
 def load_history(path: str | os.PathLike[str]) -> History:
