@@ -54,6 +54,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"fresh processes per paired measurement (default {PAIRED.processes}; quick {QUICK_PAIRED.processes})")
     group.addoption("--spinn-paired-cycles", type=int, default=None,
                     help=f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})")
+    group.addoption("--spinn-timeit-check", action="store_true",
+                    help="also cross-check the ort-cpu medians against an independent timeit (within 10 %%); "
+                         "on a shared machine, drift between the two measurements can exceed that")
     group.addoption("--spinn-paired-variants", default="structured", metavar="VARIANTS",
                     help="variants paired against dense (default: structured; 'all': every benchmarked variant)")
 

@@ -187,9 +187,7 @@ def stages(config: RunConfig) -> list[Stage]:
         export_checkpoints([dense, structured, magnitude], artifacts, parse_formats(config.formats))
 
     def do_bench() -> None:
-        suite = bench_directory()  # the latency matrix and paired speedups; the timeit cross-check is `pytest bench`'s
-        command = [sys.executable, "-m", "pytest", str(suite / "test_latency.py"), str(suite / "test_paired.py"),
-                   "-q", "-p", "no:cacheprovider",
+        command = [sys.executable, "-m", "pytest", str(bench_directory()), "-q", "-p", "no:cacheprovider",
                    "--spinn-artifacts", str(artifacts), "--spinn-batches", ",".join(map(str, config.batches)),
                    *config.bench_args, "--benchmark-json", str(results)]
         print("  " + " ".join(command[2:]), flush=True)
