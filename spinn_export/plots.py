@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
@@ -57,21 +60,39 @@ def _label(variant: str, machine: str, machines: Sequence[str]) -> str:
     return variant if len(machines) == 1 else f"{variant} ({machine})"
 
 
+@dataclass(frozen=True)
+class Series:
+    """One machine × variant line on one backend's panel, with its colour, line style and label."""
+
+    ax: Axes
+    group: pd.DataFrame
+    style: dict[str, Any]
+
+
+def _backend_panels(frame: pd.DataFrame) -> tuple[Figure, list[Axes], list[str], list[Series]]:
+    """One panel per backend; a series per machine × variant (colour = variant, line style = machine)."""
+    backends, machines = sorted(frame["backend"].unique()), list(frame["machine"].unique())
+    variants = list(frame["variant"].unique())
+    fig, axes = _panels(len(backends))
+    series = [
+        Series(ax, group.sort_values("batch"), dict(color=_color(variant, variants),
+                                                    ls=LINESTYLES[machines.index(machine) % len(LINESTYLES)],
+                                                    label=_label(variant, machine, machines)))
+        for ax, backend in zip(axes, backends)
+        for (machine, variant), group in frame[frame["backend"] == backend].groupby(["machine", "variant"], sort=False)
+    ]
+    return fig, axes, backends, series
+
+
 def plot_latency(benchmarks: pd.DataFrame, path: Path) -> Path:
     """Median latency against batch size, log-log, one panel per backend; bars span the IQR."""
-    backends, machines = sorted(benchmarks["backend"].unique()), list(benchmarks["machine"].unique())
-    variants = list(benchmarks["variant"].unique())
-    fig, axes = _panels(len(backends))
+    fig, axes, backends, series = _backend_panels(benchmarks)
+    for line in series:
+        median = line.group["median_s"] * 1e3
+        low = (median - line.group["q1_s"] * 1e3).clip(lower=0)
+        high = (line.group["q3_s"] * 1e3 - median).clip(lower=0)
+        line.ax.errorbar(line.group["batch"], median, yerr=[low, high], marker="o", ms=4, capsize=2, **line.style)
     for ax, backend in zip(axes, backends):
-        on = benchmarks[benchmarks["backend"] == backend]
-        for (machine, variant), group in on.groupby(["machine", "variant"], sort=False):
-            group = group.sort_values("batch")
-            median = group["median_s"] * 1e3
-            low = (median - group["q1_s"] * 1e3).clip(lower=0)
-            high = (group["q3_s"] * 1e3 - median).clip(lower=0)
-            ax.errorbar(group["batch"], median, yerr=[low, high], marker="o", ms=4, capsize=2,
-                        color=_color(variant, variants), ls=LINESTYLES[machines.index(machine) % len(LINESTYLES)],
-                        label=_label(variant, machine, machines))
         ax.set(xscale="log", yscale="log", title=backend, xlabel="batch size", ylabel="median latency (ms)")
         ax.grid(True, which="both", alpha=0.3)
     _legend(fig, axes)
@@ -80,21 +101,15 @@ def plot_latency(benchmarks: pd.DataFrame, path: Path) -> Path:
 
 def plot_speedup(speedups: pd.DataFrame, path: Path) -> Path:
     """Speedup over dense against batch size per backend: measured (with paired CI) and the FLOP ideal."""
-    backends, machines = sorted(speedups["backend"].unique()), list(speedups["machine"].unique())
-    variants = list(speedups["variant"].unique())
-    fig, axes = _panels(len(backends))
+    fig, axes, backends, series = _backend_panels(speedups)
+    for line in series:
+        group = line.group
+        low = (group["speedup"] - group["ci_low"]).fillna(0).clip(lower=0)
+        high = (group["ci_high"] - group["speedup"]).fillna(0).clip(lower=0)
+        line.ax.errorbar(group["batch"], group["speedup"], yerr=[low, high], marker="o", ms=4, capsize=3, **line.style)
+        line.ax.plot(group["batch"], group["flop_ratio"], color=line.style["color"], ls=(0, (2, 2)), lw=1.2, alpha=0.7,
+                     label=f"{line.style['label']} FLOP ideal")
     for ax, backend in zip(axes, backends):
-        on = speedups[speedups["backend"] == backend]
-        for (machine, variant), group in on.groupby(["machine", "variant"], sort=False):
-            group = group.sort_values("batch")
-            color = _color(variant, variants)
-            style = LINESTYLES[machines.index(machine) % len(LINESTYLES)]
-            low = (group["speedup"] - group["ci_low"]).fillna(0).clip(lower=0)
-            high = (group["ci_high"] - group["speedup"]).fillna(0).clip(lower=0)
-            ax.errorbar(group["batch"], group["speedup"], yerr=[low, high], marker="o", ms=4, capsize=3,
-                        color=color, ls=style, label=_label(variant, machine, machines))
-            ax.plot(group["batch"], group["flop_ratio"], color=color, ls=(0, (2, 2)), lw=1.2, alpha=0.7,
-                    label=f"{_label(variant, machine, machines)} FLOP ideal")
         ax.axhline(1.0, color="#888888", lw=0.8)
         ax.set(xscale="log", title=backend, xlabel="batch size", ylabel="speedup over dense (×)")
         ax.set_ylim(bottom=0)
