@@ -11,13 +11,14 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .atomic import atomic_path
-from .errors import UserError
+from .errors import UserError, first_line, require_file
 from .model import build_model, linear_layers
 from .spec import MLPSpec
 
 SPEC_KEY = "spinn_export.spec"
 FORMAT_KEY = "spinn_export.format"
 FORMAT_VERSION = "1"
+CHECKPOINT_HINT = "check the path of the .safetensors checkpoint"
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ def save_checkpoint(
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     from safetensors import safe_open
 
-    _require_file(path)
+    require_file(path, "file", CHECKPOINT_HINT)
     try:
         with safe_open(str(path), framework="pt") as handle:
             return dict(handle.metadata() or {})
@@ -61,7 +62,7 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
-    _require_file(path)
+    require_file(path, "file", CHECKPOINT_HINT)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
@@ -85,17 +86,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     return Checkpoint(spec=spec, model=model, metadata=metadata)
 
 
-def _require_file(path: str | os.PathLike[str]) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{p}: no such file; check the path")
-    if not p.is_file():
-        raise UserError(f"{p} is not a file; give the path of a .safetensors checkpoint")
-
-
 def _corrupt(path: str | os.PathLike[str], exc: Exception) -> UserError:
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return UserError(
-        f"{path} is not a readable safetensors checkpoint ({reason}); it may be truncated or another format "
+        f"{path} is not a readable safetensors checkpoint ({first_line(exc)}); it may be truncated or another format "
         "(for a PyTorch .pt/.pth file use `spinn-export import`)"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import UserError, first_line, require_file
 from .task import STOKES, StokesTask
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
@@ -71,8 +71,7 @@ def _read_table(path: Path) -> dict[str, np.ndarray]:
     except UserError:
         raise
     except Exception as exc:  # parsers raise many types; all mean the file is unreadable
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path}: cannot read the data file ({reason}); check that it is valid {suffix[1:]}") from None
+        raise UserError(f"{path}: cannot read the data file ({first_line(exc)}); check that it is valid {suffix[1:]}") from None
     return {str(column): frame[column].to_numpy() for column in frame.columns}
 
 
@@ -96,9 +95,7 @@ def _column(table: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
 
 def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], seed: int = 0) -> Dataset:
     """A table with named input and target columns, shuffled by seed into 80/10/10 splits."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such data file; check the --data path")
+    path = require_file(path, "data file", "check the --data path")
     if not inputs or not targets:
         raise UserError("--data needs both --inputs and --targets, as comma-separated column names")
     table = _read_table(path)

@@ -1,6 +1,9 @@
 """One exception type for mistakes the user can fix, so the CLI can print one line and exit."""
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input: the message names it and says what to do."""
@@ -10,3 +13,19 @@ class UserError(Exception):
     def __init__(self, message: str, *, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line (its type name when it has none), for one-line user errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def require_file(path: str | os.PathLike[str], what: str, hint: str) -> Path:
+    """The path of an existing regular file, or a one-line error saying which `what` is missing and `hint`."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{p}: no such {what}; {hint}")
+    if not p.is_file():
+        raise UserError(f"{p} is not a file; {hint}")
+    return p

@@ -26,13 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, require_file
 from .spec import MLPSpec
 
 if TYPE_CHECKING:  # onnxruntime is imported lazily: the torch-only formats do not need it
     import onnxruntime as ort
 
 DEFAULT_OPSET = 18
+ARTIFACT_HINT = "check the path or re-run `spinn-export export`"
 INPUT_NAME, OUTPUT_NAME = "x", "y"
 EXAMPLE_BATCH = 2  # the batch traced/exported; the batch axis stays dynamic (min 1)
 
@@ -95,13 +96,6 @@ def _example(spec: MLPSpec) -> torch.Tensor:
 
 def _batch_dim() -> dict[int, torch.export.Dim]:
     return {0: torch.export.Dim("batch", min=1)}
-
-
-def _require_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise UserError(f"{path}: no such {what} file; check the path or re-run `spinn-export export`")
-    if not path.is_file():
-        raise UserError(f"{path} is not a file; give the path of a {what} artifact")
 
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> UserError:
@@ -211,7 +205,7 @@ def load_onnx_session(
     import onnxruntime as ort
 
     path = Path(path)
-    _require_file(path, "ONNX")
+    require_file(path, "ONNX file", ARTIFACT_HINT)
     providers = list(providers or ["CPUExecutionProvider"])
     options = session_options or ort.SessionOptions()
     if session_options is None:
@@ -238,7 +232,7 @@ def onnx_weight_shapes(path: Path) -> list[Shape]:
     """(out, in) of each matrix multiply's weight initializer, in graph order (Gemm, MatMul, int8 MatMulInteger)."""
     import onnx
 
-    _require_file(path, "ONNX")
+    require_file(path, "ONNX file", ARTIFACT_HINT)
     try:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as exc:  # protobuf DecodeError and friends
@@ -273,7 +267,7 @@ def write_torchscript(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -
 def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
     """A TorchScript module on CPU. TorchScript archives hold code by design: load only your own exports."""
     path = Path(path)
-    _require_file(path, "TorchScript")
+    require_file(path, "TorchScript file", ARTIFACT_HINT)
     try:
         with quiet():
             module = torch.jit.load(str(path), map_location="cpu")
@@ -346,7 +340,7 @@ def _refuse_pickles(path: Path) -> None:
 def load_exported_program(path: str | Path) -> torch.export.ExportedProgram:
     """A torch.export program, refusing archives that would unpickle anything."""
     path = Path(path)
-    _require_file(path, "torch.export (.pt2)")
+    require_file(path, "torch.export (.pt2) file", ARTIFACT_HINT)
     _refuse_pickles(path)
     try:
         with quiet():
@@ -390,7 +384,7 @@ def write_aoti(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
 
 
 def _aoti_predict(path: Path) -> Predict:
-    _require_file(path, "AOTInductor")
+    require_file(path, "AOTInductor file", ARTIFACT_HINT)
     try:
         with quiet():
             runner = torch._inductor.aoti_load_package(str(path))
@@ -402,7 +396,7 @@ def _aoti_predict(path: Path) -> Predict:
 def aoti_weight_shapes(path: Path) -> list[Shape]:
     """The 2-D constants declared in the package's own generated wrapper source (`constants_info_[i].shape`),
     which the shared library was compiled from; the loader has no API that returns constant tensors."""
-    _require_file(path, "AOTInductor")
+    require_file(path, "AOTInductor file", ARTIFACT_HINT)
     try:
         with zipfile.ZipFile(path) as archive:
             source = "".join(archive.read(n).decode() for n in archive.namelist() if n.endswith("wrapper.cpp"))

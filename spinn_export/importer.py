@@ -8,16 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line, require_file
 from .model import mlp_from_module, mlp_from_state_dict
 from .spec import MLPSpec
 
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _state_dict_from(obj: object) -> dict[str, torch.Tensor] | None:
@@ -33,9 +28,7 @@ def _state_dict_from(obj: object) -> dict[str, torch.Tensor] | None:
 
 def import_model(path: str | Path, activation: str | None = None, trust_pickle: bool = False) -> tuple[MLPSpec, nn.Sequential]:
     """Safe by default: only `weights_only` loading, unless the user vouches for the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file; check the path")
+    path = require_file(path, "file", "check the path")
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -43,7 +36,7 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
         try:
             return mlp_from_state_dict(load_file(str(path)), activation or "tanh")
         except SafetensorError as exc:
-            raise UserError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+            raise UserError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -56,7 +49,7 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
         obj = _load_trusted(path)
         del exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch file ({_first_line(exc)}); it may be truncated or corrupt") from None
+        raise UserError(f"{path}: not a readable PyTorch file ({first_line(exc)}); it may be truncated or corrupt") from None
     if isinstance(obj, nn.Module):
         return mlp_from_module(obj, activation)
     state = _state_dict_from(obj)
@@ -73,8 +66,8 @@ def _load_trusted(path: Path) -> object:
         return torch.load(path, map_location="cpu", weights_only=False)
     except (AttributeError, ModuleNotFoundError) as exc:
         raise UserError(
-            f"{path}: the pickled model needs code that is not importable here ({_first_line(exc)}); "
+            f"{path}: the pickled model needs code that is not importable here ({first_line(exc)}); "
             "make its module importable (PYTHONPATH) or save model.state_dict() instead"
         ) from None
     except Exception as exc:  # unpickling can fail in any way the pickled code chooses
-        raise UserError(f"{path}: could not unpickle the model ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise UserError(f"{path}: could not unpickle the model ({type(exc).__name__}: {first_line(exc)})") from None

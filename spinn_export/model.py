@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .errors import UserError
+from .errors import UserError, first_line
 from .spec import MLPSpec
 
 ACTIVATION_MODULES: dict[str, type[nn.Module]] = {
@@ -94,7 +94,7 @@ def mlp_from_module(module: nn.Module, activation: str | None = None) -> tuple[M
         graph = torch.fx.symbolic_trace(module).graph
     except Exception as exc:  # tracing errors are many and varied; all mean "not a plain MLP"
         raise UserError(
-            f"cannot trace the model as a plain MLP ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            f"cannot trace the model as a plain MLP ({type(exc).__name__}: {first_line(exc)}); "
             "only a chain of nn.Linear layers and activations is supported"
         ) from None
     modules = dict(module.named_modules())
