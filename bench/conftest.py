@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from spinn_export.backends import REGISTRY, Backend, Runner, resolve_backends
+from spinn_export import machine
+from spinn_export.backends import REGISTRY, Backend, Runner, get_backend, resolve_backends
 from spinn_export.backends.variants import ModelRef, open_runner, refs_from_manifest
 from spinn_export.errors import UserError
-from spinn_export import machine
 from spinn_export.paired import PairedConfig, PairedResult
 from spinn_export.timing import default_threads, fix_threads
 
@@ -54,9 +54,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"fresh processes per paired measurement (default {PAIRED.processes}; quick {QUICK_PAIRED.processes})")
     group.addoption("--spinn-paired-cycles", type=int, default=None,
                     help=f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})")
-    group.addoption("--spinn-timeit-check", action="store_true",
-                    help="also cross-check the ort-cpu medians against an independent timeit (within 10 %%); "
-                         "on a shared machine, drift between the two measurements can exceed that")
     group.addoption("--spinn-paired-variants", default="structured", metavar="VARIANTS",
                     help="variants paired against dense (default: structured; 'all': every benchmarked variant)")
 
@@ -156,6 +153,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         cases = [(v, b.name, n) for b in settings.backends for n in settings.batches for v in settings.variants
                  if _supported(v, b, settings)]
         metafunc.parametrize("case", cases, ids=[f"{b}-b{n}-{v}" for v, b, n in cases])
+    if "timeit_case" in metafunc.fixturenames:  # bench/test_timeit.py: every ort-cpu (variant, batch)
+        ort_cpu = get_backend("ort-cpu")
+        pairs = [(v, n) for n in settings.batches for v in settings.variants if _supported(v, ort_cpu, settings)]
+        metafunc.parametrize("timeit_case", pairs, ids=[f"b{n}-{v}" for v, n in pairs])
     if "paired_backend" in metafunc.fixturenames:
         names = [b.name for b in settings.paired_backends]
         metafunc.parametrize("paired_backend", names, ids=names)

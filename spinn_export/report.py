@@ -23,7 +23,7 @@ from .results import (BASELINE_VARIANT, History, Manifest, Results, family, load
                       load_results, speedups, variant_rank)
 
 PREFERRED_BACKEND = "ort-cpu"
-CSV_NAMES = ("runs", "latency", "speedup", "gflops", "artifacts", "comparison", "pruning")
+CSV_NAMES = ("runs", "latency", "speedup", "gflops", "crosscheck", "artifacts", "comparison", "pruning")
 PNG_NAMES = ("latency", "speedup", "pruning")
 MISSING = "–"
 PLAIN_INTEGERS = ("batch", "stage", "threads")  # labels, not quantities: no thousands separator
@@ -90,6 +90,16 @@ def gflops_table(results: Results) -> pd.DataFrame:
         "fraction of ceiling": bench["gflops"] / ceiling,
     })
     return table.dropna(axis=1, how="all")
+
+
+def crosscheck_table(results: Results) -> pd.DataFrame:
+    checks = results.checks
+    return pd.DataFrame({
+        "machine": checks["machine"], "reference": checks["check"], "backend": checks["backend"],
+        "batch": checks["batch"], "variant": checks["variant"], "suite median ms": checks["median_s"] * 1e3,
+        "reference median ms": pd.to_numeric(checks["reference_median_s"]) * 1e3,
+        "suite / reference": checks["ratio"], "rounds": checks["rounds"],
+    })
 
 
 def artifacts_table(manifest: Manifest) -> pd.DataFrame:
@@ -263,6 +273,12 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                             "on this machine's CPU (CPU backends only)." if has_ceiling else
                             "FLOPs per sample × batch / median latency. The results carry no measured ceiling, so "
                             "no fraction of it.", gflops_table(results)))
+    if not results.checks.empty:
+        sections.append(Section("crosscheck", "Timing cross-check",
+                                "The suite's median against an independent timeit of session.run on the same session "
+                                "and input, interleaved one timeit call per pytest-benchmark round so both see the same "
+                                "machine (bench/test_timeit.py fails a case off by 10 % or more).",
+                                crosscheck_table(results)))
     if manifest is None:
         sections.append(Section("artifacts", "Artifact sizes", "No manifest given (--manifest): artifact sizes omitted."))
     else:

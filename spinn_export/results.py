@@ -24,6 +24,7 @@ VARIANT_ORDER = ("dense", "magnitude-masked", "magnitude-csr", "magnitude", "str
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
 PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
                   "processes", "blocks_per_process", "flop_ratio")
+CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds")
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
 LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
@@ -35,12 +36,15 @@ class Results:
 
     benchmarks: one row per benchmark (times in seconds, as pytest-benchmark stores them);
     paired: one row per paired ABBA speedup of the files' `spinn.paired` lists (maybe empty);
-    runs: one row per file, with its machine, hardware, versions and date.
+    runs: one row per file, with its machine, hardware, versions and date;
+    checks: one row per cross-check of the suite's timing against an independent measurement
+    (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty).
     """
 
     benchmarks: pd.DataFrame
     paired: pd.DataFrame
     runs: pd.DataFrame
+    checks: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,9 @@ def _versions(machine_info: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in versions.items() if v)
 
 
-def _benchmark_rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
-    rows = []
+def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Latency rows, and the cross-check rows (same timing statistics plus the reference's median)."""
+    rows, checks = [], []
     for bench in data["benchmarks"]:
         info, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
         missing = [k for k in REQUIRED_EXTRA_INFO if k not in info]
@@ -99,6 +104,11 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
                             "give results written by the spinn-export benchmark suite (pytest bench --benchmark-json)")
         samples = stats.get("data") or []
         batch, median = int(info["batch"]), float(stats["median"])
+        if "check" in info:
+            checks.append({"check": info["check"], "variant": info["variant"], "backend": info["backend"],
+                           "batch": batch, "median_s": median, "reference_median_s": info.get("reference_median"),
+                           "ratio": info.get("ratio"), "rounds": stats.get("rounds")})
+            continue
         flops = info.get("flops_per_sample")
         rows.append({
             "variant": info["variant"], "model": info.get("model", info["variant"]),
@@ -112,10 +122,12 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> list[dict[str, Any]]:
             # Recomputed from the median so that it agrees with the latency column beside it.
             "gflops": np.nan if flops is None else flops * batch / median / 1e9,
         })
-    return rows
+    if not rows:
+        raise UserError(f"{path} holds only cross-checks, no latency benchmarks: give the JSON of a run of test_latency")
+    return rows, checks
 
 
-def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
     data = read_json(path, "benchmark results")
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
         raise UserError(f"{path} holds no benchmarks: give a pytest-benchmark JSON file (--benchmark-json)")
@@ -136,7 +148,7 @@ def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[di
             raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
                             "spinn-export benchmark suite")
         paired.append({k: entry[k] for k in PAIRED_COLUMNS})
-    return run, _benchmark_rows(data, path), paired
+    return run, *_benchmark_rows(data, path), paired
 
 
 def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[str]:
@@ -160,14 +172,15 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
     if not paths:
         raise UserError("give at least one benchmark results JSON file")
     read = [_read_run(Path(p)) for p in paths]
-    runs = [r for r, _, _ in read]
-    labels = _machine_labels(runs, [b for _, b, _ in read])
-    bench_rows, paired_rows = [], []
-    for label, (run, benches, paired) in zip(labels, read):
+    runs = [r for r, _, _, _ in read]
+    labels = _machine_labels(runs, [b for _, b, _, _ in read])
+    bench_rows, check_rows, paired_rows = [], [], []
+    for label, (run, benches, checks, paired) in zip(labels, read):
         run["machine"] = label
         # The suite's ceiling is a float32 GEMM on the CPU: a fraction of it means nothing on a GPU.
         bench_rows += [{"machine": label, **b, "ceiling_gflops": run["ceiling_gflops"] if b["device"] == "cpu" else None}
                        for b in benches]
+        check_rows += [{"machine": label, **c} for c in checks]
         paired_rows += [{"machine": label, **p} for p in paired]
     benchmarks = pd.DataFrame(bench_rows)
     duplicated = benchmarks[benchmarks.duplicated(BENCH_KEY, keep=False)]
@@ -178,7 +191,9 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
                         "give results with one model per variant")
     paired_frame = pd.DataFrame(paired_rows, columns=["machine", *PAIRED_COLUMNS])
     paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
-    return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs))
+    checks = pd.DataFrame(check_rows, columns=["machine", *CHECK_COLUMNS])
+    checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
+    return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs), checks)
 
 
 def variant_rank(variant: str) -> int:

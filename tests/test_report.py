@@ -32,7 +32,8 @@ def _csv(out: Path, name: str) -> pd.DataFrame:
 def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> None:
     paths, out = full_report
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
-                                            ("runs", "comparison", "latency", "speedup", "gflops", "artifacts", "pruning")}
+                                            ("runs", "comparison", "latency", "speedup", "gflops", "crosscheck", "artifacts",
+                                             "pruning")}
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "pruning.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.pngs)
     page = paths.html.read_text()
@@ -93,6 +94,7 @@ def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pip
     paths = build_report([pipeline.eager_json], None, None, out)  # the same directory: last time's extra files must go
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png"}
     assert not (out / "pruning.png").exists() and not (out / "csv" / "artifacts.csv").exists()
+    assert not (out / "csv" / "crosscheck.csv").exists()  # the eager run has no timeit cross-check
     page, markdown = paths.html.read_text(), paths.markdown.read_text()
     for text in (page, markdown):
         assert "No manifest given (--manifest): artifact sizes omitted." in text

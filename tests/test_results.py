@@ -48,6 +48,7 @@ def run_suite(out: Path, artifacts: Path, backends: str, paired: str) -> Path:
     """The project's own pytest-benchmark suite (bench/) on the tiny artifacts, quick settings."""
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_latency.py", "bench/test_paired.py",
+         "bench/test_timeit.py",
          f"--spinn-artifacts={artifacts}", f"--spinn-backends={backends}", f"--spinn-variants={VARIANTS}",
          "--spinn-batches=1,256", "--spinn-quick", f"--spinn-paired={paired}", "--spinn-threads=1",
          f"--benchmark-json={out}"],
@@ -94,12 +95,13 @@ def bench_json(pipeline: Pipeline) -> Path:
 
 def test_benchmarks_are_read_with_their_extra_info_and_statistics(bench_json: Path) -> None:
     raw = json.loads(bench_json.read_text())
+    latencies = [entry for entry in raw["benchmarks"] if "check" not in entry["extra_info"]]
     results = load_results([bench_json])
     bench = results.benchmarks
-    assert len(bench) == len(raw["benchmarks"]) == 6
+    assert len(bench) == len(latencies) == 6
     assert set(bench["machine"]) == {raw["machine_info"]["node"]}
     assert list(bench["variant"]) == ["dense", "magnitude-masked", "structured"] * 2  # by batch, then dense first
-    for entry in raw["benchmarks"]:
+    for entry in latencies:
         info, stats = entry["extra_info"], entry["stats"]
         row = bench[(bench["variant"] == info["variant"]) & (bench["batch"] == info["batch"])].iloc[0]
         assert row["median_s"] == stats["median"] and row["iqr_s"] == stats["iqr"]
@@ -111,6 +113,15 @@ def test_benchmarks_are_read_with_their_extra_info_and_statistics(bench_json: Pa
     assert run["ceiling_gflops"] == raw["spinn"]["ceiling_gflops"] > 0
     assert f"torch {torch.__version__}" in run["versions"] and run["cpu_model"] == raw["machine_info"]["cpu_model"]
     assert len(results.paired) == len(raw["spinn"]["paired"]) > 0
+
+
+def test_timeit_cross_checks_are_read_apart_from_the_latencies(bench_json: Path) -> None:
+    raw = json.loads(bench_json.read_text())
+    checks = load_results([bench_json]).checks
+    assert len(checks) == len(raw["benchmarks"]) - 6 == 6  # every ort-cpu (variant, batch) of the tiny run
+    assert set(checks["check"]) == {"timeit"} and set(checks["backend"]) == {"ort-cpu"}
+    assert checks["ratio"].to_numpy() == pytest.approx((checks["median_s"] / checks["reference_median_s"]).to_numpy())
+    assert (abs(checks["ratio"] - 1) < 0.10).all()  # the suite passed, so each case agreed
 
 
 def test_speedups_are_paired_where_measured_beside_the_medians_and_the_flop_ideal(pipeline: Pipeline) -> None:
