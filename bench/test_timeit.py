@@ -27,7 +27,7 @@ from spinn_export.timing import time_block, warm_up
 from .conftest import Settings, runner_for
 
 TOLERANCE = 0.10
-MIN_ROUNDS = 20  # a median of fewer single calls moves by more than the tolerance (3 rounds: 13 % seen)
+MIN_ROUNDS = 50  # medians of fewer single calls move by several % on a shared machine (3 rounds: 13 % seen)
 
 
 def test_ort_cpu_agrees_with_timeit(benchmark, timeit_case: tuple[str, int], spinn: Settings,
