@@ -29,6 +29,15 @@ def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
+    """The project's benchmark suite (bench/) in a fresh interpreter, from the checkout, quietly."""
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+
+
 def assert_clean_error(result: CliResult, *needles: str) -> None:
     """A user error: non-zero exit, exactly one line on stderr, no traceback, naming the problem."""
     assert result.returncode != 0, result

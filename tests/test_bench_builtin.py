@@ -2,21 +2,15 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
-from .test_results import REPO
+from .conftest import run_bench
 
 
 def test_eager_only_run_benchmarks_the_builtin_models(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "bench", "--spinn-quick",
-         "--spinn-backends=eager-cpu", "--spinn-batches=1", "--spinn-paired=none", "--spinn-threads=1",
-         f"--benchmark-json={out}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
-    )
+    proc = run_bench("-rs", "bench", "--spinn-quick", "--spinn-backends=eager-cpu", "--spinn-batches=1",
+                     "--spinn-paired=none", "--spinn-threads=1", f"--benchmark-json={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     benchmarks = json.loads(out.read_text())["benchmarks"]
     assert sorted(b["extra_info"]["variant"] for b in benchmarks) == ["dense", "structured"]

@@ -11,10 +11,9 @@ from spinn_export.errors import UserError
 from spinn_export.gate import GatePolicy, SpeedupRule, evaluate, load_policy, parse_min_speedup, run_gate
 from spinn_export.results import load_results, speedups
 
-from .conftest import assert_clean_error, run_cli
+from .conftest import REPO, assert_clean_error, run_cli
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _speedups(*rows: tuple[str, int, float, float | None]) -> pd.DataFrame:

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,8 @@ from spinn_export.prune import PruneConfig, prune
 from spinn_export.results import load_history, load_manifest, load_results, speedups
 from spinn_export.spec import MLPSpec
 
-REPO = Path(__file__).resolve().parents[1]
+from .conftest import run_bench
+
 DENSE = MLPSpec(18, (64, 64), 2)
 TARGET = 0.6  # structured pruning to 40 % of the parameters: hidden widths 64 -> 37
 VARIANTS = "dense,structured,magnitude-masked"
@@ -46,14 +45,10 @@ class Pipeline:
 
 def run_suite(out: Path, artifacts: Path, backends: str, paired: str) -> Path:
     """The project's own pytest-benchmark suite (bench/) on the tiny artifacts, quick settings."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "bench/test_latency.py", "bench/test_paired.py",
-         "bench/test_timeit.py",
-         f"--spinn-artifacts={artifacts}", f"--spinn-backends={backends}", f"--spinn-variants={VARIANTS}",
-         "--spinn-batches=1,256", "--spinn-quick", f"--spinn-paired={paired}", "--spinn-threads=1",
-         f"--benchmark-json={out}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
-    )
+    proc = run_bench("bench/test_latency.py", "bench/test_paired.py", "bench/test_timeit.py",
+                     f"--spinn-artifacts={artifacts}", f"--spinn-backends={backends}", f"--spinn-variants={VARIANTS}",
+                     "--spinn-batches=1,256", "--spinn-quick", f"--spinn-paired={paired}", "--spinn-threads=1",
+                     f"--benchmark-json={out}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out
 

@@ -1,18 +1,13 @@
 """The timeit cross-check (bench/test_timeit.py) can fail: a harness that adds work is caught."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
-from .test_results import REPO, Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import run_bench
+from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
 
 def test_a_harness_that_adds_work_fails_the_timeit_cross_check(pipeline: Pipeline) -> None:  # noqa: F811
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "tests.slow_harness_plugin",
-         "bench/test_timeit.py", f"--spinn-artifacts={pipeline.manifest.parent}", "--spinn-backends=ort-cpu",
-         "--spinn-variants=dense", "--spinn-batches=256", "--spinn-quick", "--spinn-threads=1"],
-        capture_output=True, text=True, cwd=REPO, timeout=600, check=False,
-    )
+    proc = run_bench("-p", "tests.slow_harness_plugin", "bench/test_timeit.py",
+                     f"--spinn-artifacts={pipeline.manifest.parent}", "--spinn-backends=ort-cpu",
+                     "--spinn-variants=dense", "--spinn-batches=256", "--spinn-quick", "--spinn-threads=1")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "the harness distorts the timing" in proc.stdout and "1 failed" in proc.stdout
