@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from spinn_export.checkpoint import save_checkpoint
-from spinn_export.model import build_model
-from spinn_export.spec import MLPSpec
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
 
 
 @dataclass(frozen=True)

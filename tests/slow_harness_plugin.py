@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from spinn_export.backends.ort import OrtRunner
+from spinn_export.bench.backends.ort import OrtRunner
 
 EXTRA = 0.30
 _prepare = OrtRunner.prepare

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from spinn_export.backends import (
+from spinn_export.bench.backends import (
     REGISTRY, ParityError, ProviderFallback, RecompileDetected, check_parity, get_backend, resolve_backends,
     sample_input,
 )
-from spinn_export.backends.variants import open_runner, refs_from_manifest
-from spinn_export.checkpoint import save_checkpoint
+from spinn_export.bench.variants import open_runner, refs_from_manifest
+from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.export import FORMATS, write_exported_program, write_onnx, write_torchscript
-from spinn_export.magnitude import magnitude_prune
-from spinn_export.manifest import export_checkpoints
-from spinn_export.model import build_model
-from spinn_export.spec import MLPSpec
+from spinn_export.export.formats import FORMATS, write_exported_program, write_onnx, write_torchscript
+from spinn_export.prune.magnitude import magnitude_prune
+from spinn_export.export.manifest import export_checkpoints
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
 
 CONTRACT_NAMES = {"eager-cpu", "compile-cpu", "torchscript-cpu", "exported-program-cpu", "ort-cpu",
                   "eager-cuda", "compile-cuda", "torchscript-cuda", "exported-program-cuda", "ort-cuda"}
@@ -106,8 +106,8 @@ def _ort_checks(path: str, reference_path: str) -> dict:
     """In a fresh process: ort-cpu loads on the shared pool; a session that fell back to CPU is refused."""
     import onnxruntime as ort
 
-    from spinn_export.backends.ort import OrtRunner, open_session
-    from spinn_export.checkpoint import load_checkpoint
+    from spinn_export.bench.backends.ort import OrtRunner, open_session
+    from spinn_export.model.checkpoint import load_checkpoint
 
     out: dict = {}
     runner = get_backend("ort-cpu").load(Path(path), 1)

@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from spinn_export.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model import build_model
-from spinn_export.spec import MLPSpec
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
 
 from .conftest import assert_clean_error, run_cli
 
@@ -97,7 +97,7 @@ def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
 ])
 def test_non_mlp_modules_are_refused_naming_the_layer(module, needle):
     from spinn_export.errors import UserError
-    from spinn_export.model import mlp_from_module
+    from spinn_export.model.mlp import mlp_from_module
 
     with pytest.raises(UserError, match=needle):
         mlp_from_module(module)

@@ -11,16 +11,16 @@ import onnx
 import pytest
 import torch
 
-from spinn_export.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.export import (
+from spinn_export.export.formats import (
     DEFAULT_FORMATS, FORMATS, load_artifact, load_exported_program, load_onnx_session, load_torchscript,
     parse_formats, write_onnx,
 )
-from spinn_export.manifest import MANIFEST_NAME, export_checkpoints, export_one, read_manifest, sha256_of
-from spinn_export.model import build_model, linear_layers
-from spinn_export.parity import eager
-from spinn_export.spec import MLPSpec
+from spinn_export.export.manifest import MANIFEST_NAME, export_checkpoints, export_one, read_manifest, sha256_of
+from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.export.parity import eager
+from spinn_export.model.spec import MLPSpec
 
 DENSE = MLPSpec(18, (32, 24), 2)
 STRUCTURED = DENSE.with_widths((20, 12))

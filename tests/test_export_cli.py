@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
-from spinn_export.export import DEFAULT_FORMATS, FORMATS
-from spinn_export.manifest import MANIFEST_NAME, sha256_of
+from spinn_export.export.formats import DEFAULT_FORMATS, FORMATS
+from spinn_export.export.manifest import MANIFEST_NAME, sha256_of
 
 from .conftest import assert_clean_error, run_cli
 

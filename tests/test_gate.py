@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.gate import GatePolicy, SpeedupRule, evaluate, load_policy, parse_min_speedup, run_gate
-from spinn_export.results import load_results, speedups
+from spinn_export.report.gate import GatePolicy, SpeedupRule, evaluate, load_policy, parse_min_speedup, run_gate
+from spinn_export.report.results import load_results, speedups
 
 from .conftest import REPO, assert_clean_error, run_cli
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)

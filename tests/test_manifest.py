@@ -6,12 +6,12 @@ import json
 import pytest
 import torch
 
-from spinn_export.checkpoint import save_checkpoint
+from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.export import parse_formats
-from spinn_export.manifest import MANIFEST_NAME, export_checkpoints, read_manifest
-from spinn_export.model import build_model
-from spinn_export.spec import MLPSpec
+from spinn_export.export.formats import parse_formats
+from spinn_export.export.manifest import MANIFEST_NAME, export_checkpoints, read_manifest
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
 
 SPEC = MLPSpec(18, (8, 4), 2)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.paired import PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, summarize
+from spinn_export.bench.paired import PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, summarize
 
 
 def busy(seconds: float):

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from spinn_export.data import builtin_dataset
+from spinn_export.task.data import builtin_dataset
 from spinn_export.errors import UserError
-from spinn_export.export import FORMATS, load_artifact, write_onnx
-from spinn_export.metrics import evaluate
-from spinn_export.model import build_model, linear_layers
-from spinn_export.parity import ATOL, accuracy_delta, check_parity, check_weight_shapes, parity_inputs, task_dataset
-from spinn_export.spec import MLPSpec
+from spinn_export.export.formats import FORMATS, load_artifact, write_onnx
+from spinn_export.task.metrics import evaluate
+from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.export.parity import ATOL, accuracy_delta, check_parity, check_weight_shapes, parity_inputs, task_dataset
+from spinn_export.model.spec import MLPSpec
 
 SPEC = MLPSpec(18, (16, 8), 2)
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.pipeline import RunConfig, Stage, bench_directory, resolve_policy, run_stage
+from spinn_export.pipeline.job import RunConfig, Stage, bench_directory, resolve_policy, run_stage
 
 
 def _stage(tmp_path: Path, calls: list[str], params: dict | None = None) -> Stage:

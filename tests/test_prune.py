@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from spinn_export.budget import Target, plan_widths
-from spinn_export.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.data import Dataset, builtin_dataset
+from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.errors import UserError
-from spinn_export.metrics import evaluate
-from spinn_export.model import build_model, count_nonzero, linear_layers
-from spinn_export.prune import PruneConfig, prune, select_keep, shrink, structured_prune_once
-from spinn_export.spec import MLPSpec
-from spinn_export.train import TrainConfig, train
+from spinn_export.task.metrics import evaluate
+from spinn_export.model.mlp import build_model, count_nonzero, linear_layers
+from spinn_export.prune.structured import PruneConfig, prune, select_keep, shrink, structured_prune_once
+from spinn_export.model.spec import MLPSpec
+from spinn_export.task.train import TrainConfig, train
 
 from .conftest import assert_clean_error, run_cli
 

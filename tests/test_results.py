@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from spinn_export.budget import Target
-from spinn_export.checkpoint import save_checkpoint
-from spinn_export.data import builtin_dataset
+from spinn_export.prune.budget import Target
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.task.data import builtin_dataset
 from spinn_export.errors import UserError
-from spinn_export.export import parse_formats
-from spinn_export.manifest import export_checkpoints
-from spinn_export.model import build_model
-from spinn_export.prune import PruneConfig, prune
-from spinn_export.results import load_history, load_manifest, load_results, speedups
-from spinn_export.spec import MLPSpec
+from spinn_export.export.formats import parse_formats
+from spinn_export.export.manifest import export_checkpoints
+from spinn_export.model.mlp import build_model
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.report.results import load_history, load_manifest, load_results, speedups
+from spinn_export.model.spec import MLPSpec
 
 from .conftest import run_bench
 

@@ -3,8 +3,8 @@ import json
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.model import build_model
-from spinn_export.spec import SPINN_REFERENCE, MLPSpec
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
 
 from .conftest import assert_clean_error, run_cli
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spinn_export.errors import UserError
-from spinn_export.timing import calibrate, default_threads, fix_threads, measure, time_block
+from spinn_export.bench.timing import calibrate, default_threads, fix_threads, measure, time_block
 
 
 def sleeper(seconds: float):

@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
-from ..errors import UserError
+from spinn_export.errors import UserError
 
 
 

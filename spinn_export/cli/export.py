@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import UserError
-from ..export import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS, parse_formats
-from ..manifest import ArtifactRecord, export_checkpoints
+from spinn_export.errors import UserError
+from spinn_export.export.formats import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS, parse_formats
+from spinn_export.export.manifest import ArtifactRecord, export_checkpoints
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13

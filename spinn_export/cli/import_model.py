@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import save_checkpoint
-from ..importer import import_model
-from ..spec import ACTIVATIONS
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.importer import import_model
+from spinn_export.model.spec import ACTIVATIONS
 
 STAGE = 1
 

@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..budget import MODES, Target
-from ..checkpoint import load_checkpoint
-from ..data import resolve_dataset
-from ..errors import UserError
-from ..importance import CRITERIA
-from ..prune import FOLDS, METHODS, ON_DROP, PruneConfig, prune
-from ..spec import parse_widths
-from . import add_data_arguments, positive_int
+from spinn_export.prune.budget import MODES, Target
+from spinn_export.model.checkpoint import load_checkpoint
+from spinn_export.task.data import resolve_dataset
+from spinn_export.errors import UserError
+from spinn_export.prune.importance import CRITERIA
+from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
+from spinn_export.model.spec import parse_widths
+from spinn_export.cli import add_data_arguments, positive_int
 
 STAGE = 3
 DEFAULTS = PruneConfig(Target.params(0.5))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..report import build_report
+from spinn_export.report.writer import build_report
 
 STAGE = 6
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..pipeline import RunConfig, format_summary, run as run_pipeline
+from spinn_export.pipeline.job import RunConfig, format_summary, run as run_pipeline
 
 STAGE = 8
 

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..checkpoint import save_checkpoint
-from ..data import resolve_dataset
-from ..errors import UserError
-from ..model import build_model
-from ..spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
-from ..train import TrainConfig, train
-from . import add_data_arguments, positive_int
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.task.data import resolve_dataset
+from spinn_export.errors import UserError
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
+from spinn_export.task.train import TrainConfig, train
+from spinn_export.cli import add_data_arguments, positive_int
 
 DEFAULTS = TrainConfig()
 

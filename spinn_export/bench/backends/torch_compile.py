@@ -1,0 +1,81 @@
+"""torch.compile (Inductor), with no silent way back to eager.
+
+Trap: Dynamo shares one cache per code object (every nn.Sequential's forward), and after its
+recompile limit (8) it runs eager without a word, so a dense and a pruned model at four batch
+sizes would put eager numbers under a compile label. Here each model compiles in its own
+isolated region with static shapes and `fullgraph=True` (hitting the limit raises), every batch
+size is compiled during `prepare`, and `guard()` runs the timed calls under the
+"fail_on_recompile" stance and checks Dynamo's graph counter did not move.
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from spinn_export.bench.timing import Call
+from spinn_export.bench.backends import Backend, RecompileDetected, Source, TorchRunner, as_module, cuda_unavailable_reason, register
+
+
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process so far."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+class CompiledRunner(TorchRunner):
+    def prepare(self, x: np.ndarray) -> Call:
+        from torch._dynamo.exc import FailOnRecompileLimitHit
+
+        try:
+            return super().prepare(x)
+        except FailOnRecompileLimitHit:
+            raise RecompileDetected(
+                f"{self.backend}: torch.compile hit its recompile limit at batch {x.shape[0]}; "
+                "it would run eager from here on, so these timings are refused"
+            ) from None
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        before = compiled_graphs()
+        try:
+            with torch.compiler.set_stance("fail_on_recompile"):
+                yield
+        except RuntimeError as exc:
+            if "recompile" not in str(exc):
+                raise
+            raise RecompileDetected(
+                f"{self.backend}: a timed call needed a recompile (a shape or model not warmed up); "
+                "timings under a compile label must be compiled timings"
+            ) from None
+        if compiled_graphs() != before:
+            raise RecompileDetected(f"{self.backend}: Dynamo compiled {compiled_graphs() - before} new graph(s) while timing")
+
+
+def cpu_compiler_missing() -> str | None:
+    """Inductor's CPU code is C++ compiled at run time."""
+    if any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
+        return None
+    return "Inductor needs a C++ compiler (c++, g++ or clang++) on PATH"
+
+
+def _loader(device: str):
+    def load(source: Source, threads: int) -> CompiledRunner:
+        from spinn_export.bench.timing import fix_threads
+
+        threads = fix_threads(threads)
+        module = as_module(source).to(device)
+        compiled = torch.compile(module, fullgraph=True, dynamic=False, isolate_recompiles=True)
+        return CompiledRunner(compiled, f"compile-{device}", device, "inductor", threads)
+
+    return load
+
+
+register(
+    Backend("compile-cpu", "cpu", "checkpoint", _loader("cpu"), cpu_compiler_missing),
+    Backend("compile-cuda", "cuda", "checkpoint", _loader("cuda"), cuda_unavailable_reason),
+)

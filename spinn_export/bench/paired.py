@@ -1,0 +1,171 @@
+"""Paired speedups: baseline (A) and candidate (B) alternate A B B A in calibrated blocks within one
+process, repeated in several fresh processes.
+
+Timing dense and pruned minutes apart (as a benchmark matrix does) mixes the effect with the
+machine's drift, which on a shared machine is larger than the effect (the same ONNX Runtime call
+measured 31 us in one process and 41 us in another). Alternating cancels slow drift within a
+process; fresh processes sample what differs between processes (memory layout, thread placement).
+Each ABBA cycle gives one ratio time(A) / time(B); the result is their median with a two-level
+bootstrap 95 % CI (resample processes, then cycles within each), so a process-level effect widens
+the interval instead of hiding in it.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import time
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from spinn_export.errors import UserError
+from spinn_export.bench.timing import Call, Clock, calibrate, time_block, warm_up
+
+if TYPE_CHECKING:
+    from spinn_export.bench.variants import ModelRef
+
+Pairs = dict[Hashable, tuple[Call, Call]]
+MakePairs = Callable[[], tuple[Pairs, AbstractContextManager]]
+
+
+@dataclass(frozen=True)
+class PairedConfig:
+    """Defaults aim at a 95 % CI half-width under 5 % for ort-cpu at batch 8192 on a shared 2-core machine;
+    the width actually reached is stored with every result, so a noisier run says so."""
+
+    processes: int = 4
+    cycles: int = 16
+    block_seconds: float = 0.03
+    bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.processes < 1 or self.cycles < 2 or not self.block_seconds > 0:
+            raise UserError(f"paired measurement needs >= 1 process, >= 2 cycles and a positive block time, got {self}")
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    """One (backend, batch, variant) speedup over the baseline: median and bootstrap 95 % CI."""
+
+    backend: str
+    batch: int
+    variant: str
+    baseline: str
+    speedup_median: float
+    ci_low: float
+    ci_high: float
+    processes: int
+    blocks_per_process: int
+    flop_ratio: float
+
+    @property
+    def ci_half_width(self) -> float:
+        """Half the CI's width relative to the median (0.05 = +-5 %)."""
+        return (self.ci_high - self.ci_low) / 2.0 / self.speedup_median
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter) -> list[float]:
+    """time(A) / time(B) for each A B B A cycle: linear drift within a cycle cancels."""
+    ratios = []
+    for _ in range(cycles):
+        a1 = time_block(call_a, calls_per_block, clock)
+        b1 = time_block(call_b, calls_per_block, clock)
+        b2 = time_block(call_b, calls_per_block, clock)
+        a2 = time_block(call_a, calls_per_block, clock)
+        ratios.append((a1 + a2) / (b1 + b2))
+    return ratios
+
+
+def run_pairs(pairs: Pairs, config: PairedConfig, clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:
+    """ABBA for every pair in this process: warm both, size blocks on the slower, then alternate."""
+    out: dict[Hashable, list[float]] = {}
+    for key, (call_a, call_b) in pairs.items():
+        warm_up(call_a, clock=clock)
+        warm_up(call_b, clock=clock)
+        calls = min(calibrate(call_a, config.block_seconds, clock), calibrate(call_b, config.block_seconds, clock))
+        out[key] = abba(call_a, call_b, calls, config.cycles, clock)
+    return out
+
+
+def summarize(ratios_by_process: Sequence[Sequence[float]], bootstrap: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median of all ratios and a two-level (process, then cycle) percentile bootstrap 95 % CI."""
+    ratios = np.asarray(ratios_by_process, dtype=np.float64)
+    if ratios.ndim != 2 or ratios.size == 0 or not np.all(np.isfinite(ratios)) or np.any(ratios <= 0):
+        raise ValueError(f"ratios must be a non-empty (processes, cycles) array of positive numbers, got shape {ratios.shape}")
+    rng = np.random.default_rng(seed)
+    processes, cycles = ratios.shape
+    pick_process = rng.integers(processes, size=(bootstrap, processes, 1))
+    pick_cycle = rng.integers(cycles, size=(bootstrap, processes, cycles))
+    medians = np.median(ratios[pick_process, pick_cycle].reshape(bootstrap, -1), axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(ratios)), float(low), float(high)
+
+
+def _worker(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[float]]:
+    pairs, guard = make_pairs()
+    with guard:
+        return run_pairs(pairs, config)
+
+
+def measure_in_processes(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[list[float]]]:
+    """Run `make_pairs` and the ABBA cycles in `config.processes` fresh (spawned) processes, one at a time.
+
+    One at a time: processes running side by side would compete for the cores being measured.
+    `make_pairs` must be picklable (a module-level function or a functools.partial of one).
+    """
+    context = multiprocessing.get_context("spawn")
+    collected: dict[Hashable, list[list[float]]] = {}
+    for _ in range(config.processes):
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            result = pool.submit(_worker, make_pairs, config).result()
+        for key, ratios in result.items():
+            collected.setdefault(key, []).append(ratios)
+    return collected
+
+
+def _model_pairs(backend: str, baseline: ModelRef, candidates: tuple[ModelRef, ...], batches: tuple[int, ...],
+                 threads: int) -> tuple[Pairs, AbstractContextManager]:
+    """In the worker: open every model once (parity-checked) and pair baseline vs candidate per batch."""
+    from spinn_export.bench.backends import sample_input
+    from spinn_export.bench.variants import open_runner
+    from spinn_export.bench.timing import fix_threads
+
+    fix_threads(threads)
+    base = open_runner(backend, baseline, threads)
+    runners = {ref.variant: open_runner(backend, ref, threads) for ref in candidates}
+    pairs: Pairs = {}
+    for batch in batches:
+        x = sample_input(batch, baseline.in_features)
+        call_a = base.prepare(x)
+        for variant, runner in runners.items():
+            pairs[(variant, batch)] = (call_a, runner.prepare(x))
+    guard = contextlib.ExitStack()
+    for runner in (base, *runners.values()):
+        guard.enter_context(runner.guard())
+    return pairs, guard
+
+
+def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[ModelRef], batches: Sequence[int],
+                    threads: int, config: PairedConfig = PairedConfig()) -> list[PairedResult]:
+    """Speedup of each candidate `ModelRef` over `baseline` on `backend` at each batch size."""
+    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads)
+    collected = measure_in_processes(make, config)
+    results = []
+    for ref in candidates:
+        for batch in batches:
+            median, low, high = summarize(collected[(ref.variant, batch)], config.bootstrap, config.seed)
+            results.append(PairedResult(
+                backend=backend, batch=int(batch), variant=ref.variant, baseline=baseline.variant,
+                speedup_median=median, ci_low=low, ci_high=high, processes=config.processes,
+                blocks_per_process=4 * config.cycles, flop_ratio=baseline.flops_per_sample / ref.flops_per_sample,
+            ))
+    return results

@@ -1,0 +1,151 @@
+"""Timing that holds on a shared machine and on a GPU: fixed threads, warm-up, calibrated blocks,
+device synchronisation (CUDA events beside host time).
+
+A "call" here is a zero-argument function that runs one complete inference and returns only when
+the result exists (the runners synchronise the device), so host time around it is the true latency.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from spinn_export.errors import UserError
+
+Call = Callable[[], object]
+Clock = Callable[[], float]
+
+_ORT_POOL_THREADS: int | None = None
+
+
+def default_threads() -> int:
+    """Physical cores this process may run on (SMT siblings count once): one thread per core."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+        try:
+            cores.add(((topology / "physical_package_id").read_text().strip(), (topology / "core_id").read_text().strip()))
+        except OSError:
+            cores.add(("cpu", str(cpu)))
+    return max(1, len(cores))
+
+
+def fix_threads(threads: int | None = None) -> int:
+    """Fix the intra-op thread count for this process (torch now, ONNX Runtime's pool when first used).
+
+    Asking for a different count after ONNX Runtime's global pool exists is an error rather than a
+    silent mismatch between the recorded and the real count.
+    """
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise UserError(f"thread count must be a positive integer, got {threads}")
+    if _ORT_POOL_THREADS is not None and _ORT_POOL_THREADS != threads:
+        raise UserError(
+            f"ONNX Runtime's global thread pool is already fixed at {_ORT_POOL_THREADS} threads in this process; "
+            f"run {threads} threads in a fresh process"
+        )
+    torch.set_num_threads(threads)
+    return threads
+
+
+def ort_global_pool(threads: int) -> int:
+    """Create ONNX Runtime's one process-wide intra-op pool (once); sessions must then opt out of their own.
+
+    Sessions with their own pools slow each other 1.5-2x when they alternate. Once this pool exists,
+    every session in the process must set `use_per_session_threads = False`, so benchmark processes
+    create it and export processes do not.
+    """
+    global _ORT_POOL_THREADS
+    threads = fix_threads(threads)
+    if _ORT_POOL_THREADS is None:
+        import onnxruntime as ort
+
+        ort.set_global_thread_pool_sizes(threads, 1)
+        _ORT_POOL_THREADS = threads
+    return threads
+
+
+def time_block(call: Call, calls: int, clock: Clock = time.perf_counter) -> float:
+    """Seconds per call over `calls` back-to-back calls."""
+    start = clock()
+    for _ in range(calls):
+        call()
+    return (clock() - start) / calls
+
+
+def warm_up(call: Call, min_calls: int = 3, min_seconds: float = 0.05, clock: Clock = time.perf_counter) -> float:
+    """Run until caches, allocators and lazy initialisation have settled; return the last call's time."""
+    start = clock()
+    done = 0
+    last = 0.0
+    while done < min_calls or clock() - start < min_seconds:
+        last = time_block(call, 1, clock)
+        done += 1
+    return last
+
+
+def calibrate(call: Call, block_seconds: float, clock: Clock = time.perf_counter) -> int:
+    """Calls per block so that one block takes about `block_seconds` (at least one call)."""
+    per_call = min(time_block(call, 1, clock) for _ in range(3))
+    calls = 1
+    while per_call * calls < block_seconds / 4 and calls < 1_000_000:
+        calls *= 4
+        per_call = time_block(call, calls, clock)
+    return max(1, round(block_seconds / max(per_call, 1e-9)))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call seconds of each block (host clock), and of the device where it has its own clock."""
+
+    calls_per_block: int
+    host_seconds: tuple[float, ...]
+    device_seconds: tuple[float, ...] | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.host_seconds)
+
+    @property
+    def device_median(self) -> float | None:
+        return statistics.median(self.device_seconds) if self.device_seconds else None
+
+
+def measure(
+    call: Call,
+    *,
+    blocks: int = 10,
+    block_seconds: float = 0.02,
+    device: str = "cpu",
+    clock: Clock = time.perf_counter,
+) -> Timing:
+    """Warm up, calibrate, then time `blocks` blocks. On CUDA, events time the device beside the host.
+
+    The call itself synchronises, so host time is complete; the events say how much of it the GPU
+    was busy, which exposes launch overhead at small batches.
+    """
+    warm_up(call, clock=clock)
+    calls = calibrate(call, block_seconds, clock)
+    host: list[float] = []
+    dev: list[float] | None = [] if device.startswith("cuda") else None
+    for _ in range(blocks):
+        if dev is None:
+            host.append(time_block(call, calls, clock))
+            continue
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        begin = clock()
+        start.record()
+        for _ in range(calls):
+            call()
+        end.record()
+        torch.cuda.synchronize()
+        host.append((clock() - begin) / calls)
+        dev.append(start.elapsed_time(end) / 1000.0 / calls)
+    return Timing(calls, tuple(host), tuple(dev) if dev is not None else None)

@@ -1,0 +1,288 @@
+"""Benchmark results, the exporter's manifest and the pruning history as pandas frames.
+
+`report` and `gate` read only these files (docs/ARCHITECTURE.md, "Contracts between stages"), so
+every number they print comes from here: measured timings, never a figure typed into a table.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from spinn_export.errors import UserError
+
+BASELINE_VARIANT = "dense"
+# The suite's variant names (bench/conftest.py); dense first, then the rest in this order, others last.
+VARIANT_ORDER = ("dense", "magnitude-masked", "magnitude-csr", "magnitude", "structured", "dense-int8",
+                 "structured-int8")
+REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
+PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
+                  "processes", "blocks_per_process", "flop_ratio")
+CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds")
+BENCH_KEY = ["machine", "variant", "backend", "batch"]
+SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
+LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
+
+
+@dataclass(frozen=True)
+class Results:
+    """Benchmarks of one or more pytest-benchmark JSON files, keyed by machine.
+
+    benchmarks: one row per benchmark (times in seconds, as pytest-benchmark stores them);
+    paired: one row per paired ABBA speedup of the files' `spinn.paired` lists (maybe empty);
+    runs: one row per file, with its machine, hardware, versions and date;
+    checks: one row per cross-check of the suite's timing against an independent measurement
+    (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty).
+    """
+
+    benchmarks: pd.DataFrame
+    paired: pd.DataFrame
+    runs: pd.DataFrame
+    checks: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The exporter's manifest: library versions and one row per artifact."""
+
+    path: Path
+    versions: dict[str, str]
+    artifacts: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class History:
+    """One pruning run: its method (= the variant it produced) and one row per stage (0 = dense)."""
+
+    path: Path
+    method: str
+    stages: pd.DataFrame
+
+
+def read_json(path: str | os.PathLike[str], what: str) -> Any:
+    """Parse a JSON file or raise a one-line UserError naming the file and what it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist or is not a file: check the path")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {what} {path}: {exc}; give the file that spinn-export wrote") from None
+
+
+def _widths_text(widths: Any) -> str | None:
+    return None if widths is None else ",".join(str(int(w)) for w in widths)
+
+
+def _cpu_model(machine_info: dict[str, Any]) -> str | None:
+    cpu = machine_info.get("cpu")
+    return machine_info.get("cpu_model") or (cpu.get("brand_raw") if isinstance(cpu, dict) else None)
+
+
+def _versions(machine_info: dict[str, Any]) -> str:
+    """Library versions the suite adds to machine_info (flat keys), else pytest-benchmark's Python."""
+    versions = {k: machine_info.get(k) for k in LIBRARIES}
+    versions["python"] = versions["python"] or machine_info.get("python_version")
+    return ", ".join(f"{k} {v}" for k, v in versions.items() if v)
+
+
+def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Latency rows, and the cross-check rows (same timing statistics plus the reference's median)."""
+    rows, checks = [], []
+    for bench in data["benchmarks"]:
+        info, stats = bench.get("extra_info") or {}, bench.get("stats") or {}
+        missing = [k for k in REQUIRED_EXTRA_INFO if k not in info]
+        if missing or "median" not in stats:
+            what = f"extra_info {', '.join(missing)}" if missing else "stats.median"
+            raise UserError(f"benchmark {bench.get('name')!r} in {path} has no {what}: "
+                            "give results written by the spinn-export benchmark suite (pytest bench --benchmark-json)")
+        samples = stats.get("data") or []
+        batch, median = int(info["batch"]), float(stats["median"])
+        if "check" in info:
+            checks.append({"check": info["check"], "variant": info["variant"], "backend": info["backend"],
+                           "batch": batch, "median_s": median, "reference_median_s": info.get("reference_median"),
+                           "ratio": info.get("ratio"), "rounds": stats.get("rounds")})
+            continue
+        flops = info.get("flops_per_sample")
+        rows.append({
+            "variant": info["variant"], "model": info.get("model", info["variant"]),
+            "backend": info["backend"], "batch": batch, "device": info.get("device"),
+            "device_name": info.get("device_name"), "provider": info.get("provider"), "threads": info.get("threads"),
+            "params": info.get("params"), "nonzero_params": info.get("nonzero_params"),
+            "flops_per_sample": flops, "widths": _widths_text(info.get("widths")),
+            "median_s": median, "iqr_s": stats.get("iqr"), "q1_s": stats.get("q1"), "q3_s": stats.get("q3"),
+            "p95_s": float(np.percentile(samples, 95)) if len(samples) >= 20 else np.nan,
+            "rounds": stats.get("rounds"), "samples_per_s": batch / median,
+            # Recomputed from the median so that it agrees with the latency column beside it.
+            "gflops": np.nan if flops is None else flops * batch / median / 1e9,
+        })
+    if not rows:
+        raise UserError(f"{path} holds only cross-checks, no latency benchmarks: give the JSON of a run of test_latency")
+    return rows, checks
+
+
+def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    data = read_json(path, "benchmark results")
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
+        raise UserError(f"{path} holds no benchmarks: give a pytest-benchmark JSON file (--benchmark-json)")
+    machine_info = data.get("machine_info") or {}
+    spinn = data.get("spinn") or {}
+    commit = data.get("commit_info") or {}
+    run = {
+        "file": str(path), "node": machine_info.get("node") or path.stem,
+        "cpu_model": _cpu_model(machine_info), "gpu_name": machine_info.get("gpu_name"),
+        "driver": machine_info.get("driver"), "versions": _versions(machine_info),
+        "datetime": data.get("datetime"), "commit": commit.get("id"), "dirty": commit.get("dirty"),
+        "ceiling_gflops": spinn.get("ceiling_gflops"),
+    }
+    paired = []
+    for entry in spinn.get("paired") or []:
+        missing = [k for k in PAIRED_COLUMNS if k not in entry]
+        if missing:
+            raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
+                            "spinn-export benchmark suite")
+        paired.append({k: entry[k] for k in PAIRED_COLUMNS})
+    return run, *_benchmark_rows(data, path), paired
+
+
+def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[str]:
+    """One label per file: its node, unless two files of one node measured the same thing.
+
+    Runs of one machine that complement each other (a CPU and a CUDA run) merge under the node's
+    name; repeated runs of the same benchmarks stay apart as `node/file-stem` (the same file
+    given twice is then caught as a benchmark measured twice).
+    """
+    labels = []
+    for i, run in enumerate(runs):
+        keys = {(b["variant"], b["backend"], b["batch"]) for b in benches[i]}
+        clash = any(other["node"] == run["node"] and keys & {(b["variant"], b["backend"], b["batch"]) for b in benches[j]}
+                    for j, other in enumerate(runs) if j != i)
+        labels.append(f"{run['node']}/{Path(run['file']).stem}" if clash else run["node"])
+    return labels
+
+
+def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
+    """Merge pytest-benchmark JSON files into frames keyed by machine."""
+    if not paths:
+        raise UserError("give at least one benchmark results JSON file")
+    read = [_read_run(Path(p)) for p in paths]
+    runs = [r for r, _, _, _ in read]
+    labels = _machine_labels(runs, [b for _, b, _, _ in read])
+    bench_rows, check_rows, paired_rows = [], [], []
+    for label, (run, benches, checks, paired) in zip(labels, read):
+        run["machine"] = label
+        # The suite's ceiling is a float32 GEMM on the CPU: a fraction of it means nothing on a GPU.
+        bench_rows += [{"machine": label, **b, "ceiling_gflops": run["ceiling_gflops"] if b["device"] == "cpu" else None}
+                       for b in benches]
+        check_rows += [{"machine": label, **c} for c in checks]
+        paired_rows += [{"machine": label, **p} for p in paired]
+    benchmarks = pd.DataFrame(bench_rows)
+    duplicated = benchmarks[benchmarks.duplicated(BENCH_KEY, keep=False)]
+    if not duplicated.empty:
+        first = duplicated.iloc[0]
+        raise UserError(f"{first['variant']} on {first['backend']} batch {first['batch']} was measured twice on "
+                        f"{first['machine']} (models {', '.join(duplicated['model'].unique())}): "
+                        "give results with one model per variant")
+    paired_frame = pd.DataFrame(paired_rows, columns=["machine", *PAIRED_COLUMNS])
+    paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
+    checks = pd.DataFrame(check_rows, columns=["machine", *CHECK_COLUMNS])
+    checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
+    return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs), checks)
+
+
+def variant_rank(variant: str) -> int:
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def family(variant: str) -> tuple[str, bool]:
+    """The pruning variant a benchmarked variant comes from, and whether it is quantised.
+
+    `magnitude-masked` / `magnitude-csr` run the magnitude checkpoint, `structured-int8` the
+    structured one quantised; a `:model` suffix tells apart two models of one variant.
+    """
+    base = variant.split(":", 1)[0]
+    return base.split("-", 1)[0], base.endswith("-int8")
+
+
+def _sorted(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Machine, backend, batch, then dense / magnitude / structured / others."""
+    order = [c for c in ("machine", "backend", "batch", "variant") if c in key]
+    ranked = frame.assign(_rank=frame["variant"].map(variant_rank))
+    by = [c if c != "variant" else "_rank" for c in order] + (["variant"] if "variant" in order else [])
+    return ranked.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def speedups(results: Results) -> pd.DataFrame:
+    """Speedup of every variant over dense on the same machine, backend and batch.
+
+    `speedup` is the paired median where the suite measured one (with its CI), otherwise the
+    ratio of the two pytest-benchmark medians; `source` says which. `flop_ratio` is the ideal:
+    dense FLOPs over the variant's FLOPs, as the suite recorded them.
+    """
+    bench = results.benchmarks
+    dense = bench[bench["variant"] == BASELINE_VARIANT][["machine", "backend", "batch", "median_s", "flops_per_sample"]]
+    others = bench[bench["variant"] != BASELINE_VARIANT]
+    frame = others.merge(dense, on=["machine", "backend", "batch"], suffixes=("", "_dense"))
+    frame = frame.assign(
+        speedup_medians=frame["median_s_dense"] / frame["median_s"],
+        flop_ratio=pd.to_numeric(frame["flops_per_sample_dense"]) / pd.to_numeric(frame["flops_per_sample"]),
+    )[[*SPEEDUP_KEY, "model", "speedup_medians", "flop_ratio"]]
+    paired = results.paired[results.paired["baseline"] == BASELINE_VARIANT]
+    paired = paired[[*SPEEDUP_KEY, "speedup_median", "ci_low", "ci_high", "processes", "blocks_per_process",
+                     "flop_ratio"]].rename(columns={"speedup_median": "paired_median", "flop_ratio": "paired_flop_ratio"})
+    frame = frame.merge(paired, on=SPEEDUP_KEY, how="left")
+    has_pair = frame["paired_median"].notna()
+    frame = frame.assign(
+        speedup=frame["paired_median"].where(has_pair, frame["speedup_medians"]).astype(float),
+        source=np.where(has_pair, "paired", "medians"),
+        flop_ratio=frame["paired_flop_ratio"].where(frame["paired_flop_ratio"].notna(), frame["flop_ratio"]).astype(float),
+    ).drop(columns="paired_flop_ratio")
+    return _sorted(frame, SPEEDUP_KEY)
+
+
+def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+    """The exporter's manifest (parsed by `manifest.read_manifest`) as one row per artifact.
+
+    Sizes are reported as recorded, so the report does not need the artifacts themselves.
+    """
+    from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if path.name != MANIFEST_NAME:
+        raise UserError(f"{path}: give DIR/{MANIFEST_NAME} as written by spinn-export export")
+    if not path.is_file():
+        raise UserError(f"{path}: the manifest does not exist; give the DIR/{MANIFEST_NAME} that spinn-export export wrote")
+    manifest = read_manifest(path.parent, verify=False)
+    rows = [{
+        "model": a.model, "variant": a.variant, "format": a.format, "file": a.file, "bytes": a.bytes,
+        "params": a.params, "nonzero_params": a.nonzero_params, "flops_per_sample": a.flops_per_sample,
+        "widths": _widths_text(a.widths), "checkpoint": a.checkpoint,
+        "parity_passed": a.parity.get("passed"), "max_abs_error": a.parity.get("max_abs_error"),
+    } for a in manifest.artifacts]
+    return Manifest(path, dict(manifest.versions), pd.DataFrame(rows))
+
+
+def load_history(path: str | os.PathLike[str]) -> History:
+    """A pruning directory (or its history.json); its method names the variant it produced."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "history.json"
+    data = read_json(path, "pruning history")
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
+        raise UserError(f"{path} is not a pruning history (no stages): give the --out DIR of spinn-export prune")
+    stages = pd.DataFrame(data["stages"])
+    missing = [c for c in ("stage", "params", "val_r2", "val_residual_rms") if c not in stages.columns]
+    if missing:
+        raise UserError(f"the stages in {path} lack {', '.join(missing)}: give a history.json written by spinn-export prune")
+    if "widths" in stages.columns:
+        stages["widths"] = stages["widths"].map(_widths_text)
+    method = str(data.get("method", "structured"))
+    return History(path, method, stages.sort_values("stage").reset_index(drop=True))

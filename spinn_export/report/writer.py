@@ -1,0 +1,424 @@
+"""The comparison report: pandas tables as CSV, Markdown and one self-contained HTML page.
+
+Every value in a table is read from the benchmark JSON, the manifest or the pruning history;
+a piece that is missing is an omitted section with one line saying so, never a filled-in value.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import math
+import os
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from spinn_export.report import plots
+from spinn_export.atomic import write_text
+from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, family, load_history, load_manifest,
+                      load_results, speedups, variant_rank)
+
+PREFERRED_BACKEND = "ort-cpu"
+CSV_NAMES = ("runs", "latency", "speedup", "gflops", "crosscheck", "artifacts", "comparison", "pruning")
+PNG_NAMES = ("latency", "speedup", "pruning")
+MISSING = "–"
+PLAIN_INTEGERS = ("batch", "stage", "threads")  # labels, not quantities: no thousands separator
+LONG_TEXT = 40  # characters; longer text cells may wrap
+DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
+COMPARISON_COLUMNS = ("machine", "model", "variant", "parameters (stored)", "non-zero", "widths", "file", "file bytes",
+                      "backend", "batch", "latency ms (median)", "speedup", "speedup from", "CI low", "CI high",
+                      "val R²", "residual RMS")
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    html: Path
+    markdown: Path
+    csv_dir: Path
+    csvs: tuple[Path, ...]
+    pngs: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class Section:
+    """A titled table (saved as csv/<name>.csv) or, when `table` is None, the line saying why not."""
+
+    name: str
+    title: str
+    note: str
+    table: pd.DataFrame | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    title: str
+    path: Path
+
+
+def latency_table(results: Results) -> pd.DataFrame:
+    bench = results.benchmarks
+    table = pd.DataFrame({
+        "machine": bench["machine"], "variant": bench["variant"], "model": bench["model"],
+        "backend": bench["backend"], "batch": bench["batch"],
+        "median ms": bench["median_s"] * 1e3, "IQR ms": bench["iqr_s"] * 1e3, "p95 ms": bench["p95_s"] * 1e3,
+        "samples/s": bench["samples_per_s"], "rounds": bench["rounds"], "threads": bench["threads"],
+        "provider": bench["provider"],
+    })
+    return table.dropna(axis=1, how="all")
+
+
+def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "machine": frame["machine"], "backend": frame["backend"], "batch": frame["batch"], "variant": frame["variant"],
+        "speedup (medians)": frame["speedup_medians"], "paired speedup": frame["paired_median"],
+        "CI low": frame["ci_low"], "CI high": frame["ci_high"], "FLOP-ratio ideal": frame["flop_ratio"],
+    })
+    return table.dropna(axis=1, how="all")
+
+
+def gflops_table(results: Results) -> pd.DataFrame:
+    bench = results.benchmarks
+    ceiling = pd.to_numeric(bench["ceiling_gflops"])
+    table = pd.DataFrame({
+        "machine": bench["machine"], "variant": bench["variant"], "backend": bench["backend"], "batch": bench["batch"],
+        "FLOPs/sample": bench["flops_per_sample"], "GFLOP/s": bench["gflops"], "ceiling GFLOP/s": ceiling,
+        "fraction of ceiling": bench["gflops"] / ceiling,
+    })
+    return table.dropna(axis=1, how="all")
+
+
+def crosscheck_table(results: Results) -> pd.DataFrame:
+    checks = results.checks
+    return pd.DataFrame({
+        "machine": checks["machine"], "reference": checks["check"], "backend": checks["backend"],
+        "batch": checks["batch"], "variant": checks["variant"], "suite median ms": checks["median_s"] * 1e3,
+        "reference median ms": pd.to_numeric(checks["reference_median_s"]) * 1e3,
+        "suite / reference": checks["ratio"], "rounds": checks["rounds"],
+    })
+
+
+def artifacts_table(manifest: Manifest) -> pd.DataFrame:
+    frame = manifest.artifacts
+    return pd.DataFrame({
+        "model": frame["model"], "variant": frame["variant"], "format": frame["format"], "file": frame["file"],
+        "bytes": frame["bytes"], "params": frame["params"], "non-zero": frame["nonzero_params"],
+        "widths": frame["widths"], "parity": frame["parity_passed"].map({True: "passed", False: "FAILED"}),
+        "max abs error": frame["max_abs_error"],
+    }).dropna(axis=1, how="all")
+
+
+def pruning_table(histories: Sequence[History]) -> pd.DataFrame:
+    columns = {"stage": "stage", "widths": "widths", "params": "params", "nonzero_params": "non-zero",
+               "flops_per_sample": "FLOPs/sample", "val_r2": "val R²", "val_rel_l2": "val rel L2",
+               "val_residual_rms": "residual RMS"}
+    frames = [h.stages.reindex(columns=list(columns)).rename(columns=columns).assign(method=h.method)
+              for h in histories]
+    table = pd.concat(frames, ignore_index=True)
+    return table[["method", *columns.values()]].dropna(axis=1, how="all")
+
+
+def _latency_point(bench: pd.DataFrame) -> tuple[str, int] | None:
+    """The backend (ort-cpu if measured, else the first) and its largest batch with a dense run."""
+    dense = bench[bench["variant"] == BASELINE_VARIANT]
+    if dense.empty:
+        return None
+    backends = sorted(dense["backend"].unique())
+    backend = PREFERRED_BACKEND if PREFERRED_BACKEND in backends else backends[0]
+    return backend, int(dense[dense["backend"] == backend]["batch"].max())
+
+
+def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | None:
+    """Final stage of the pruning history of the variant's weights; stage 0 of any history for dense.
+
+    Quantised variants have other weights than any stage: no accuracy from the history for them.
+    """
+    name, quantised = family(variant)
+    if quantised:
+        return None
+    for history in histories:
+        if name == BASELINE_VARIANT:
+            stage = history.stages.iloc[0]
+        elif history.method == name:
+            stage = history.stages.iloc[-1]
+        else:
+            continue
+        return {"val R²": stage["val_r2"], "residual RMS": stage["val_residual_rms"]}
+    return None
+
+
+def _artifact(manifest: Manifest | None, variant: str, model: str) -> pd.Series | None:
+    """The manifest's artifact of this benchmarked model: ONNX (int8 ONNX for an int8 variant).
+
+    Falls back to the checkpoint variant's artifact, and to any format, so the `file` column names it.
+    """
+    if manifest is None or manifest.artifacts.empty:
+        return None
+    arts = manifest.artifacts
+    name, quantised = family(variant)
+    preferred = "onnx-int8" if quantised else "onnx"
+    for chosen in (arts[arts["model"] == model], arts[arts["variant"] == name]):
+        if not chosen.empty:
+            onnx = chosen[chosen["format"] == preferred]
+            return (onnx if not onnx.empty else chosen).iloc[0]
+    return None
+
+
+def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
+                     histories: Sequence[History]) -> pd.DataFrame:
+    """The design notes' table: dense, magnitude, structured side by side on each machine."""
+    rows = []
+    for machine, bench in results.benchmarks.groupby("machine", sort=False):
+        point = _latency_point(bench)
+        variants = sorted(bench["variant"].unique(), key=variant_rank)
+        for variant in variants:
+            runs = bench[bench["variant"] == variant]
+            model = str(runs["model"].iloc[0])
+            artifact = _artifact(manifest, variant, model)
+            source = artifact if artifact is not None else runs.iloc[0]
+            row: dict[str, object] = {
+                "machine": machine, "model": model, "variant": variant,
+                "parameters (stored)": source["params"], "non-zero": source["nonzero_params"],
+                "widths": source["widths"],
+            }
+            if artifact is not None:
+                row |= {"file": artifact["file"], "file bytes": artifact["bytes"]}
+            if point is not None:
+                backend, batch = point
+                at = runs[(runs["backend"] == backend) & (runs["batch"] == batch)]
+                row |= {"backend": backend, "batch": batch,
+                        "latency ms (median)": at["median_s"].iloc[0] * 1e3 if not at.empty else math.nan}
+                sp = speedup[(speedup["machine"] == machine) & (speedup["variant"] == variant)
+                             & (speedup["backend"] == backend) & (speedup["batch"] == batch)]
+                if variant == BASELINE_VARIANT and not at.empty:
+                    row["speedup"] = 1.0
+                elif not sp.empty:
+                    row |= {"speedup": sp["speedup"].iloc[0], "speedup from": sp["source"].iloc[0],
+                            "CI low": sp["ci_low"].iloc[0], "CI high": sp["ci_high"].iloc[0]}
+            row |= _accuracy(histories, variant) or {}
+            rows.append(row)
+    table = pd.DataFrame(rows).dropna(axis=1, how="all")
+    order = [c for c in COMPARISON_COLUMNS if c in table.columns]
+    return table[order].drop(columns="model" if (table["model"] == table["variant"]).all() else [])
+
+
+def _dates(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True, errors="coerce").dt.strftime(DATE_FORMAT)
+
+
+def runs_table(results: Results, manifest: Manifest | None) -> pd.DataFrame:
+    runs = results.runs
+    table = pd.DataFrame({
+        "machine": runs["machine"], "results file": runs["file"].map(lambda f: Path(f).name),
+        "CPU": runs["cpu_model"], "GPU": runs["gpu_name"], "driver": runs["driver"], "versions": runs["versions"],
+        "benchmarked": _dates(runs["datetime"]), "commit": runs["commit"],
+    })
+    if manifest is not None and manifest.versions:
+        table["exported with"] = ", ".join(f"{k} {v}" for k, v in sorted(manifest.versions.items()))
+    return table.dropna(axis=1, how="all")
+
+
+def _format_value(column: str, value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if column == "fraction of ceiling":
+        return f"{value:.1%}"
+    if "speedup" in column or column.startswith("CI ") or column == "FLOP-ratio ideal":
+        return f"{value:.2f}×"
+    if column in ("val R²", "val rel L2"):
+        return f"{value:.4f}"
+    if column in PLAIN_INTEGERS:
+        return str(int(value))
+    if float(value).is_integer() and abs(value) >= 1:
+        return f"{int(value):,}"
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
+def displayed(table: pd.DataFrame) -> pd.DataFrame:
+    """The table as strings: units, separators and a dash for what was not measured."""
+    return pd.DataFrame({c: [_format_value(c, v) for v in table[c].tolist()] for c in table.columns})
+
+
+def build_sections(results: Results, manifest: Manifest | None, histories: Sequence[History]) -> list[Section]:
+    speedup = speedups(results)
+    sections = [Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
+                        runs_table(results, manifest))]
+    sections.append(Section("comparison", "Model comparison",
+                            "Dense, magnitude and structured side by side. Latency is the median on the named backend "
+                            "and batch; file bytes are of the named exported artifact; R² and residual RMS are on the "
+                            "validation split (pruning history: final stage, stage 0 for dense).",
+                            comparison_table(results, speedup, manifest, histories)))
+    sections.append(Section("latency", "Latency and throughput",
+                            "pytest-benchmark statistics per call (one call = one batch); p95 from the stored rounds "
+                            "where at least 20 were kept.", latency_table(results)))
+    if speedup.empty:
+        sections.append(Section("speedup", "Speedup over dense",
+                                "No variant was measured beside dense on the same backend and batch: no speedups."))
+    else:
+        paired = speedup["paired_median"].notna().any()
+        note = ("Ratio of the pytest-benchmark medians, and the paired ABBA median with its CI where the suite measured "
+                "one. FLOP-ratio ideal = dense FLOPs / variant FLOPs.") if paired else (
+                "Ratio of the pytest-benchmark medians. No paired measurements in the results, so no CIs. "
+                "FLOP-ratio ideal = dense FLOPs / variant FLOPs.")
+        sections.append(Section("speedup", "Speedup over dense", note, speedup_table(speedup)))
+    has_ceiling = results.benchmarks["ceiling_gflops"].notna().any()
+    sections.append(Section("gflops", "Achieved GFLOP/s",
+                            "FLOPs per sample × batch / median latency; the ceiling is the suite's best float32 GEMM "
+                            "on this machine's CPU (CPU backends only)." if has_ceiling else
+                            "FLOPs per sample × batch / median latency. The results carry no measured ceiling, so "
+                            "no fraction of it.", gflops_table(results)))
+    if not results.checks.empty:
+        sections.append(Section("crosscheck", "Timing cross-check",
+                                "The suite's median against an independent timeit of session.run on the same session "
+                                "and input, interleaved one timeit call per pytest-benchmark round so both see the same "
+                                "machine (bench/test_timeit.py fails a case off by 10 % or more).",
+                                crosscheck_table(results)))
+    if manifest is None:
+        sections.append(Section("artifacts", "Artifact sizes", "No manifest given (--manifest): artifact sizes omitted."))
+    else:
+        sections.append(Section("artifacts", "Artifact sizes", f"From {manifest.path}; parity is against eager PyTorch.",
+                                artifacts_table(manifest)))
+    if histories:
+        sections.append(Section("pruning", "Pruning history", "Validation metrics after each stage (0 = dense).",
+                                pruning_table(histories)))
+    else:
+        sections.append(Section("pruning", "Pruning history", "No pruning history given (--history): omitted."))
+    return sections
+
+
+def build_figures(results: Results, histories: Sequence[History], out_dir: Path) -> list[Figure]:
+    figures = [Figure("latency", "Latency against batch size (log-log; bars span the IQR)",
+                      plots.plot_latency(results.benchmarks, out_dir / "latency.png"))]
+    speedup = speedups(results)
+    if not speedup.empty:
+        figures.append(Figure("speedup", "Speedup over dense against batch size (bars: paired CI; dashed: FLOP ideal)",
+                              plots.plot_speedup(speedup, out_dir / "speedup.png")))
+    if histories:
+        figures.append(Figure("pruning", "Accuracy and PDE residual after each pruning stage",
+                              plots.plot_pruning(histories, out_dir / "pruning.png")))
+    return figures
+
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1240px;margin:2rem auto;padding:0 1.2rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+.meta{color:#57606a;margin:.1rem 0}.meta code{background:#f6f8fa;padding:1px 4px;border-radius:4px;font-size:13px}
+p.note{color:#57606a;margin:.3rem 0 .6rem}
+.scroll{overflow-x:auto}
+table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums;margin-bottom:.5rem}
+th,td{padding:4px 7px;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap}
+th{background:#f6f8fa;border-bottom:2px solid #d0d7de;white-space:normal;vertical-align:bottom}tbody tr:hover{background:#f9fafb}
+figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e5e7eb;border-radius:6px}
+figcaption{color:#57606a;font-size:13px}
+"""
+
+
+def _cells(name: str, columns: Sequence[int]) -> str:
+    return ",".join(f"#t-{name} td:nth-child({i}),#t-{name} th:nth-child({i})" for i in columns)
+
+
+def _html_table(name: str, table: pd.DataFrame) -> str:
+    """The table, with scoped rules: text columns left-aligned (numbers right), long text wraps."""
+    shown = displayed(table)
+    text = [i for i, column in enumerate(table.columns, 1) if not pd.api.types.is_numeric_dtype(table[column])]
+    long = [i for i in text if shown.iloc[:, i - 1].str.len().max() > LONG_TEXT]
+    style = "".join([f"{_cells(name, text)}{{text-align:left}}" if text else "",
+                     f"{_cells(name, long)}{{white-space:normal;min-width:16em}}" if long else ""])
+    return f"<style>{style}</style>" + shown.to_html(index=False, border=0, escape=True, table_id=f"t-{name}")
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def render_html(sections: Sequence[Section], figures: Sequence[Figure], header: dict[str, str]) -> str:
+    meta = "".join(f'<p class="meta"><b>{html.escape(k)}:</b> '
+                   + (f"<code>{html.escape(v)}</code>" if k == "command" else html.escape(v)) + "</p>"
+                   for k, v in header.items())
+    body = []
+    by_name = {f.name: f for f in figures}
+    for section in sections:
+        body.append(f"<h2>{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.note)}</p>")
+        if section.table is not None:
+            body.append(f'<div class="scroll">{_html_table(section.name, section.table)}</div>')
+        if section.name in by_name:
+            fig = by_name[section.name]
+            body.append(f'<figure><img src="{_data_uri(fig.path)}" alt="{html.escape(fig.title)}">'
+                        f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>spinn-export report</title>'
+            f"<style>{CSS}</style></head><body><h1>spinn-export benchmark report</h1>{meta}{''.join(body)}</body></html>\n")
+
+
+def render_markdown(sections: Sequence[Section], figures: Sequence[Figure], header: dict[str, str]) -> str:
+    lines = ["# spinn-export benchmark report", ""]
+    lines += [f"- **{k}:** " + (f"`{v}`" if k == "command" else v) for k, v in header.items()]
+    by_name = {f.name: f for f in figures}
+    for section in sections:
+        lines += ["", f"## {section.title}", "", section.note, ""]
+        if section.table is not None:
+            align = ["right" if pd.api.types.is_numeric_dtype(section.table[c]) else "left" for c in section.table.columns]
+            lines += [displayed(section.table).to_markdown(index=False, colalign=align, disable_numparse=True), ""]
+        if section.name in by_name:
+            fig = by_name[section.name]
+            lines += [f"![{fig.title}]({fig.path.name})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def default_command(results: Sequence[Path], manifest: Path | None, histories: Sequence[Path], out_dir: Path) -> str:
+    words = ["spinn-export", "report", *map(str, results)]
+    words += ["--manifest", str(manifest)] if manifest is not None else []
+    for history in histories:
+        words += ["--history", str(history)]
+    return shlex.join([*words, "--out", str(out_dir)])
+
+
+def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
+                 history: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
+                 out_dir: str | os.PathLike[str], *, command: str | None = None) -> ReportPaths:
+    """Read everything first (so bad input leaves no output), then write out_dir/report.{html,md}, csv/, *.png.
+
+    `history` is one pruning directory (or history.json) or several (e.g. structured and magnitude).
+    """
+    result_paths = [Path(p) for p in results]
+    history_paths = [] if history is None else [Path(history)] if isinstance(history, (str, os.PathLike)) \
+        else [Path(h) for h in history]
+    out = Path(out_dir)
+    loaded = load_results(result_paths)
+    loaded_manifest = None if manifest is None else load_manifest(manifest)
+    histories = [load_history(h) for h in history_paths]
+    sections = build_sections(loaded, loaded_manifest, histories)
+    figures = build_figures(loaded, histories, out)
+    csv_dir = out / "csv"
+    csvs = []
+    for section in sections:
+        if section.table is not None:
+            csvs.append(csv_dir / f"{section.name}.csv")
+            write_text(csvs[-1], section.table.to_csv(index=False))
+    _remove_stale(out, csv_dir, {p.name for p in csvs}, {f.path.name for f in figures})
+    header = {
+        "machines": ", ".join(loaded.runs["machine"].unique()),
+        "command": command or default_command(result_paths, None if manifest is None else Path(manifest),
+                                              history_paths, out),
+        "benchmarked": ", ".join(sorted(set(_dates(loaded.runs["datetime"]).dropna()))) or MISSING,
+        "report written": dt.datetime.now(dt.timezone.utc).strftime(DATE_FORMAT),
+    }
+    html_path, md_path = out / "report.html", out / "report.md"
+    write_text(html_path, render_html(sections, figures, header))
+    write_text(md_path, render_markdown(sections, figures, header))
+    return ReportPaths(html_path, md_path, csv_dir, tuple(csvs), tuple(f.path for f in figures))
+
+
+def _remove_stale(out: Path, csv_dir: Path, csvs: set[str], pngs: set[str]) -> None:
+    """A section omitted this time must not leave last time's file looking current."""
+    for name in CSV_NAMES:
+        if f"{name}.csv" not in csvs:
+            (csv_dir / f"{name}.csv").unlink(missing_ok=True)
+    for name in PNG_NAMES:
+        if f"{name}.png" not in pngs:
+            (out / f"{name}.png").unlink(missing_ok=True)

@@ -1,0 +1,131 @@
+"""Datasets: the built-in task's deterministic splits, or the user's own table (CSV, Parquet, NPZ)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spinn_export.errors import UserError, first_line, require_file
+from spinn_export.task.stokes import STOKES, StokesTask
+
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train/validation/test tensors; `task` is set when a PDE residual is defined for the data."""
+
+    name: str
+    input_names: tuple[str, ...]
+    target_names: tuple[str, ...]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    task: StokesTask | None = None
+
+    @property
+    def in_features(self) -> int:
+        return len(self.input_names)
+
+    @property
+    def out_features(self) -> int:
+        return len(self.target_names)
+
+
+def builtin_dataset(seed: int = 0, n_train: int = 80_000, n_val: int = 8_192, n_test: int = 8_192) -> Dataset:
+    generator = torch.Generator().manual_seed(seed)
+    inputs = STOKES.sample_inputs(n_train + n_val + n_test, generator)
+    targets = STOKES.solution(inputs.double()).float()
+    a, b = n_train, n_train + n_val
+    return Dataset(
+        name=STOKES.name,
+        input_names=STOKES.input_names,
+        target_names=STOKES.target_names,
+        x_train=inputs[:a], y_train=targets[:a],
+        x_val=inputs[a:b], y_val=targets[a:b],
+        x_test=inputs[b:], y_test=targets[b:],
+        task=STOKES,
+    )
+
+
+def _read_table(path: Path) -> dict[str, np.ndarray]:
+    """Columns by name; pandas does the parsing for CSV and Parquet."""
+    import pandas as pd
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {key: archive[key] for key in archive.files}
+        if suffix == ".csv":
+            frame = pd.read_csv(path)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise UserError(f"{path}: unsupported data format {suffix!r}; use .csv, .parquet or .npz")
+    except UserError:
+        raise
+    except Exception as exc:  # parsers raise many types; all mean the file is unreadable
+        raise UserError(f"{path}: cannot read the data file ({first_line(exc)}); check that it is valid {suffix[1:]}") from None
+    return {str(column): frame[column].to_numpy() for column in frame.columns}
+
+
+def _column(table: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
+    if name not in table:
+        available = ", ".join(sorted(table)[:20])
+        raise UserError(f"{path}: column {name!r} is missing; available columns: {available}")
+    values = np.asarray(table[name])
+    if values.dtype == object or not np.issubdtype(values.dtype, np.number) or values.dtype == np.bool_:
+        raise UserError(f"{path}: column {name!r} is not numeric (dtype {values.dtype}); convert it or drop it")
+    if values.ndim != 1:
+        raise UserError(f"{path}: column {name!r} must be one-dimensional, got shape {values.shape}")
+    bad = ~np.isfinite(values.astype(np.float64))
+    if bad.any():
+        raise UserError(
+            f"{path}: column {name!r} holds {int(bad.sum())} NaN or infinite value(s), first at row {int(np.argmax(bad))}; "
+            "clean or drop those rows"
+        )
+    return values.astype(np.float32)
+
+
+def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], seed: int = 0) -> Dataset:
+    """A table with named input and target columns, shuffled by seed into 80/10/10 splits."""
+    path = require_file(path, "data file", "check the --data path")
+    if not inputs or not targets:
+        raise UserError("--data needs both --inputs and --targets, as comma-separated column names")
+    table = _read_table(path)
+    x = np.stack([_column(table, name, path) for name in inputs], axis=1)
+    y = np.stack([_column(table, name, path) for name in targets], axis=1)
+    n = len(x)
+    if n < 10:
+        raise UserError(f"{path}: only {n} rows; at least 10 are needed for train/validation/test splits")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+    x_all, y_all = torch.from_numpy(x[order]), torch.from_numpy(y[order])
+    a = int(n * SPLIT_FRACTIONS[0])
+    b = a + max(1, int(n * SPLIT_FRACTIONS[1]))
+    return Dataset(
+        name=path.stem,
+        input_names=tuple(inputs),
+        target_names=tuple(targets),
+        x_train=x_all[:a], y_train=y_all[:a],
+        x_val=x_all[a:b], y_val=y_all[a:b],
+        x_test=x_all[b:], y_test=y_all[b:],
+    )
+
+
+def parse_columns(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def resolve_dataset(data: str | None, inputs: str | None, targets: str | None, seed: int) -> Dataset:
+    """The CLI's --data/--inputs/--targets triple, or the built-in task when --data is absent."""
+    if data is None:
+        if inputs or targets:
+            raise UserError("--inputs/--targets only apply with --data FILE")
+        return builtin_dataset(seed)
+    return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed)
