@@ -13,11 +13,13 @@ import torch
 
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.export.formats import (
-    DEFAULT_FORMATS, FORMATS, load_artifact, load_exported_program, load_onnx_session, load_torchscript,
-    parse_formats, write_onnx,
-)
-from spinn_export.export.manifest import MANIFEST_NAME, export_checkpoints, export_one, read_manifest, sha256_of
+from spinn_export.export.exporter import export_checkpoints, export_one
+from spinn_export.export.formats import default_formats, get_format, load_artifact, parse_formats
+from spinn_export.export.formats.exported_program import load_exported_program
+from spinn_export.export.formats.onnx import load_onnx_session, write_onnx
+from spinn_export.export.formats.torchscript import load_torchscript
+from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
+from spinn_export.files import sha256_of
 from spinn_export.model.mlp import build_model, linear_layers
 from spinn_export.export.parity import eager
 from spinn_export.model.spec import MLPSpec
@@ -62,22 +64,22 @@ def _records(out: Path) -> list[dict]:
 def test_manifest_lists_every_artifact_with_the_contract_keys(exported):
     records = _records(exported)
     assert [(r["model"], r["format"]) for r in records] == [
-        *((m, f) for m in ("dense", "structured") for f in DEFAULT_FORMATS), ("magnitude", "onnx")]
+        *((m, f) for m in ("dense", "structured") for f in default_formats()), ("magnitude", "onnx")]
     for r in records:
         assert CONTRACT_KEYS <= set(r) and PARITY_KEYS <= set(r["parity"]), r
         path = exported / r["file"]
-        assert r["file"] == r["model"] + FORMATS[r["format"]].extension
+        assert r["file"] == r["model"] + get_format(r["format"]).extension
         assert r["bytes"] == path.stat().st_size and r["sha256"] == sha256_of(path)
         assert r["checkpoint_sha256"] == sha256_of(exported / r["checkpoint"])  # the copy makes DIR self-contained
         assert r["parity"]["passed"] and r["parity"]["batches"] == [1, 7, 4096]
-        assert (r["opset"] == 18) == FORMATS[r["format"]].uses_opset
+        assert (r["opset"] == 18) == get_format(r["format"]).uses_opset
     assert len(read_manifest(exported).artifacts) == len(records)  # verifies every sha256
 
 
 def test_structured_widths_are_visible_in_every_artifact(exported):
     by_key = {(r["model"], r["format"]): r for r in _records(exported)}
-    for name in DEFAULT_FORMATS:
-        fmt = FORMATS[name]
+    for name in default_formats():
+        fmt = get_format(name)
         structured, dense = by_key["structured", name], by_key["dense", name]
         shapes = fmt.weight_shapes(exported / structured["file"])
         assert shapes == STRUCTURED.layer_shapes == [tuple(s) for s in structured["parity"]["weight_shapes"]]
@@ -89,7 +91,7 @@ def test_structured_widths_are_visible_in_every_artifact(exported):
 def test_magnitude_exports_honestly_as_dense_shapes(exported):
     record = next(r for r in _records(exported) if r["model"] == "magnitude")
     assert record["variant"] == "magnitude"
-    assert FORMATS["onnx"].weight_shapes(exported / record["file"]) == DENSE.layer_shapes
+    assert get_format("onnx").weight_shapes(exported / record["file"]) == DENSE.layer_shapes
     assert record["nonzero_params"] < record["params"] == DENSE.params
 
 
@@ -169,7 +171,7 @@ def test_exported_program_that_would_unpickle_is_refused(exported, tmp_path):
 
 def test_format_names_are_checked(exported):
     assert [f.name for f in parse_formats("onnx, torchscript")] == ["torchscript", "onnx"]
-    assert "aoti" not in DEFAULT_FORMATS
+    assert "aoti" not in default_formats()
     with pytest.raises(UserError, match=r"unknown format 'tflite'.*torchscript"):
         parse_formats("onnx,tflite")
     with pytest.raises(UserError, match="empty"):
@@ -191,7 +193,7 @@ def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
             linear_layers(broken)[0].bias.add_(1e-3)
         write_onnx(broken, spec, target, opset)
 
-    fmt = dataclasses.replace(FORMATS["onnx"], write=wrong_weights)
+    fmt = dataclasses.replace(get_format("onnx"), write=wrong_weights)
     out = tmp_path / "out"
     with pytest.raises(UserError, match=r"s \[onnx\]: parity failed: max abs error") as info:
         export_one(checkpoint, "s", fmt, out, 18, path)
@@ -202,7 +204,7 @@ def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
 def test_an_unpruned_export_of_a_pruned_checkpoint_is_caught(tmp_path):
     checkpoint, path = _structured(tmp_path)
     fmt = dataclasses.replace(
-        FORMATS["torchscript"], write=lambda model, spec, target, opset: FORMATS["torchscript"].write(
+        get_format("torchscript"), write=lambda model, spec, target, opset: get_format("torchscript").write(
             build_model(DENSE), DENSE, target, opset))
     with pytest.raises(UserError, match="weight shapes"):
         export_one(checkpoint, "s", fmt, tmp_path / "out", 18, path)
@@ -218,7 +220,7 @@ def test_a_crash_or_interrupt_mid_write_leaves_nothing(tmp_path, failure, messag
         target.write_bytes(b"PK\x03\x04 half an archive")
         raise failure
 
-    fmt = dataclasses.replace(FORMATS["torchscript"], write=half_then_fail)
+    fmt = dataclasses.replace(get_format("torchscript"), write=half_then_fail)
     out = tmp_path / "out"
     if message is None:
         with pytest.raises(KeyboardInterrupt):

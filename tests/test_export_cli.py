@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import json
 
-from spinn_export.export.formats import DEFAULT_FORMATS, FORMATS
-from spinn_export.export.manifest import MANIFEST_NAME, sha256_of
+from spinn_export.export.formats import default_formats, get_format
+from spinn_export.export.manifest import MANIFEST_NAME
+from spinn_export.files import sha256_of
 
 from .conftest import assert_clean_error, run_cli
 
@@ -13,17 +14,17 @@ def test_export_is_quiet_and_rerunning_gives_identical_files(tmp_path, small_che
     out = tmp_path / "out"
     first = run_cli("export", str(small_checkpoint), "--out", str(out))
     assert first.returncode == 0 and first.stderr == "", first  # no deprecation warnings or exporter log lines
-    assert len(first.stdout.strip().splitlines()) == len(DEFAULT_FORMATS) + 1
+    assert len(first.stdout.strip().splitlines()) == len(default_formats()) + 1
     before = {p.name: sha256_of(p) for p in out.iterdir()}
     assert set(before) == {MANIFEST_NAME, "small.safetensors",
-                           *(f"small{FORMATS[f].extension}" for f in DEFAULT_FORMATS)}
+                           *(f"small{get_format(f).extension}" for f in default_formats())}
     second = run_cli("export", str(small_checkpoint), "--out", str(out))
     assert second.returncode == 0 and second.stderr == "", second
     after = {p.name: sha256_of(p) for p in out.iterdir()}
-    assert all(FORMATS[f].byte_stable for f in DEFAULT_FORMATS)
+    assert all(get_format(f).byte_stable for f in default_formats())
     assert after == before  # byte-identical artifacts, checkpoint copy and manifest
     records = json.loads((out / MANIFEST_NAME).read_text())["artifacts"]
-    assert [r["format"] for r in records] == list(DEFAULT_FORMATS)  # re-run replaced, not duplicated
+    assert [r["format"] for r in records] == list(default_formats())  # re-run replaced, not duplicated
 
 
 def test_unknown_format_is_one_line(tmp_path, small_checkpoint):

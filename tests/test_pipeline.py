@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.pipeline.job import RunConfig, Stage, bench_directory, resolve_policy, run_stage
+from spinn_export.pipeline.job import RunConfig, resolve_policy
+from spinn_export.pipeline.stages import Stage, run_stage
 
 
 def _stage(tmp_path: Path, calls: list[str], params: dict | None = None) -> Stage:
@@ -54,10 +55,6 @@ def test_stage_that_fails_leaves_no_record(tmp_path):
     with pytest.raises(UserError):
         run_stage(Stage("broken", (tmp_path / "in.txt",), {}, (tmp_path / "out.txt",), broken), tmp_path, 1, 1)
     assert not (tmp_path / "stages" / "broken.json").exists()
-
-
-def test_bench_suite_is_found_from_the_checkout():
-    assert (bench_directory() / "conftest.py").is_file()
 
 
 def test_gate_policy_falls_back_when_the_project_policy_names_unmeasured_batches(tmp_path, monkeypatch):

@@ -118,7 +118,8 @@ def trained():
 
 def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     model, data = trained
-    config = PruneConfig(Target.params(0.5), rounds=2, finetune_epochs=1, batch_size=256, importance="taylor",
+    config = PruneConfig(Target.params(0.5), rounds=2, finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3),
+                         importance="taylor",
                          mode="global", fold="mean", calibration_samples=256)
     result = prune(model, SPEC, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
     history = json.loads((tmp_path / "history.json").read_text())
@@ -161,7 +162,7 @@ def fitted():
 def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, fitted, on_drop):
     model, data = fitted
     assert evaluate(model, data).r2 > 0.9
-    config = PruneConfig(Target.params(0.9), rounds=2, finetune_epochs=0, tolerance=0.0, on_drop=on_drop)
+    config = PruneConfig(Target.params(0.9), rounds=2, finetune=TrainConfig(epochs=0), tolerance=0.0, on_drop=on_drop)
     result = prune(model, SPEC, data, config, tmp_path, progress=False)
     assert len(result.stages) == 2 and result.stopped and "tolerance" in result.stopped
     assert result.stages[1].val_r2 < result.stages[0].val_r2
@@ -175,7 +176,8 @@ def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, fitted, on
 
 def test_magnitude_method_matches_the_structured_parameter_count(tmp_path, trained):
     model, data = trained
-    config = PruneConfig(Target.params(0.6), method="magnitude", rounds=2, finetune_epochs=1, batch_size=256)
+    config = PruneConfig(Target.params(0.6), method="magnitude", rounds=2,
+                         finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3))
     result = prune(model, SPEC, data, config, tmp_path, progress=False)
     structured = plan_widths(SPEC, 0.6)
     checkpoint = load_checkpoint(tmp_path / "magnitude.safetensors")

@@ -13,9 +13,10 @@ import torch
 from spinn_export.prune.budget import Target
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.task.data import builtin_dataset
+from spinn_export.task.train import TrainConfig
 from spinn_export.errors import UserError
 from spinn_export.export.formats import parse_formats
-from spinn_export.export.manifest import export_checkpoints
+from spinn_export.export.exporter import export_checkpoints
 from spinn_export.model.mlp import build_model
 from spinn_export.prune.structured import PruneConfig, prune
 from spinn_export.report.results import load_history, load_manifest, load_results, speedups
@@ -45,7 +46,7 @@ class Pipeline:
 
 def run_suite(out: Path, artifacts: Path, backends: str, paired: str) -> Path:
     """The project's own pytest-benchmark suite (bench/) on the tiny artifacts, quick settings."""
-    proc = run_bench("bench/test_latency.py", "bench/test_paired.py", "bench/test_timeit.py",
+    proc = run_bench("bench",
                      f"--spinn-artifacts={artifacts}", f"--spinn-backends={backends}", f"--spinn-variants={VARIANTS}",
                      "--spinn-batches=1,256", "--spinn-quick", f"--spinn-paired={paired}", "--spinn-threads=1",
                      f"--benchmark-json={out}")
@@ -68,7 +69,8 @@ def build_pipeline(directory: Path) -> Pipeline:
     dense = save_checkpoint(directory / "dense.safetensors", dense_model, DENSE, {"variant": "dense"})
     data = builtin_dataset(seed=0, n_train=256, n_val=128, n_test=16)
     for method, out in (("structured", pipeline.structured_dir), ("magnitude", pipeline.magnitude_dir)):
-        config = PruneConfig(Target.params(TARGET), method=method, rounds=2, finetune_epochs=0, calibration_samples=64)
+        config = PruneConfig(Target.params(TARGET), method=method, rounds=2, finetune=TrainConfig(epochs=0),
+                             calibration_samples=64)
         prune(dense_model, DENSE, data, config, out, metadata={"variant": "dense"}, progress=False)
     checkpoints = [dense, pipeline.structured_dir / "structured.safetensors",
                    pipeline.magnitude_dir / "magnitude.safetensors"]

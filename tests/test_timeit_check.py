@@ -6,7 +6,7 @@ from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session 
 
 
 def test_a_harness_that_adds_work_fails_the_timeit_cross_check(pipeline: Pipeline) -> None:  # noqa: F811
-    proc = run_bench("-p", "tests.slow_harness_plugin", "bench/test_timeit.py",
+    proc = run_bench("-p", "tests.slow_harness_plugin", "bench", "-k", "timeit",
                      f"--spinn-artifacts={pipeline.manifest.parent}", "--spinn-backends=ort-cpu",
                      "--spinn-variants=dense", "--spinn-batches=256", "--spinn-quick", "--spinn-threads=1")
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]

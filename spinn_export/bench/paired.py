@@ -133,15 +133,15 @@ def measure_in_processes(make_pairs: MakePairs, config: PairedConfig) -> dict[Ha
 
 
 def _model_pairs(backend: str, baseline: ModelRef, candidates: tuple[ModelRef, ...], batches: tuple[int, ...],
-                 threads: int) -> tuple[Pairs, AbstractContextManager]:
+                 threads: int, config: BackendConfig | None) -> tuple[Pairs, AbstractContextManager]:
     """In the worker: open every model once (parity-checked) and pair baseline vs candidate per batch."""
     from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.variants import open_runner
     from spinn_export.bench.timing import fix_threads
+    from spinn_export.bench.variants import open_runner
 
     fix_threads(threads)
-    base = open_runner(backend, baseline, threads)
-    runners = {ref.variant: open_runner(backend, ref, threads) for ref in candidates}
+    base = open_runner(backend, baseline, threads, config)
+    runners = {ref.name: open_runner(backend, ref, threads, config) for ref in candidates}
     pairs: Pairs = {}
     for batch in batches:
         x = sample_input(batch, baseline.in_features)
@@ -155,16 +155,17 @@ def _model_pairs(backend: str, baseline: ModelRef, candidates: tuple[ModelRef, .
 
 
 def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[ModelRef], batches: Sequence[int],
-                    threads: int, config: PairedConfig = PairedConfig()) -> list[PairedResult]:
+                    threads: int, config: PairedConfig = PairedConfig(),
+                    backend_config: BackendConfig | None = None) -> list[PairedResult]:
     """Speedup of each candidate `ModelRef` over `baseline` on `backend` at each batch size."""
-    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads)
+    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads, backend_config)
     collected = measure_in_processes(make, config)
     results = []
     for ref in candidates:
         for batch in batches:
-            median, low, high = summarize(collected[(ref.variant, batch)], config.bootstrap, config.seed)
+            median, low, high = summarize(collected[(ref.name, batch)], config.bootstrap, config.seed)
             results.append(PairedResult(
-                backend=backend, batch=int(batch), variant=ref.variant, baseline=baseline.variant,
+                backend=backend, batch=int(batch), variant=ref.name, baseline=baseline.name,
                 speedup_median=median, ci_low=low, ci_high=high, processes=config.processes,
                 blocks_per_process=4 * config.cycles, flop_ratio=baseline.flops_per_sample / ref.flops_per_sample,
             ))

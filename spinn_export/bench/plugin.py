@@ -1,78 +1,118 @@
-"""The pytest-benchmark suite: options, the models (built once per session, or a user's manifest),
-loaded-and-checked runners, the GEMM ceiling, and the "spinn" section of the benchmark JSON.
+"""The benchmark suite's pytest plugin (registered through the `pytest11` entry point, like pytest-benchmark's):
+its options, the models (built once per session, or a user's manifest), loaded-and-checked runners, the
+GEMM ceiling, and the "spinn" section of the benchmark JSON. The test modules are in `bench/suite/`.
 
-    pytest bench                                  the default matrix (every available backend)
-    pytest bench --spinn-quick                    a smoke run in under two minutes
-    pytest bench --spinn-artifacts DIR            benchmark DIR/manifest.json's models instead
-    pytest bench --benchmark-json out.json        what `spinn-export report` and `gate` read
+    spinn-export bench DIR [--backends ...]        from any folder, on DIR/manifest.json's models
+    pytest bench                                   from the checkout: the default matrix on built-in models
+    pytest bench --spinn-quick                     a smoke run in under two minutes
+    pytest bench --spinn-artifacts DIR             benchmark DIR/manifest.json's models instead
+    pytest bench --benchmark-json out.json         what `spinn-export report` and `gate` read
+
+Being a pytest11 plugin, it is loaded into every pytest session of an environment that has
+spinn-export installed; it stays inert (no torch import, no work) unless the suite's tests are
+collected or a `--spinn-*` option is given.
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from spinn_export.bench import machine
-from spinn_export.bench.backends import REGISTRY, Backend, Runner, get_backend, resolve_backends
-from spinn_export.bench.variants import ModelRef, open_runner, refs_from_manifest
-from spinn_export.errors import UserError
 from spinn_export.bench.paired import PairedConfig, PairedResult
-from spinn_export.bench.timing import default_threads, fix_threads
+from spinn_export.bench.variants import FP32, ModelRef, Variant, possible_variants
+from spinn_export.errors import UserError
 
 DEFAULT_BATCHES = "1,64,1024,8192"
 QUICK_BATCHES = "1,8192"
-CHECKPOINT_OF = {"dense": "dense", "structured": "structured", "magnitude-masked": "magnitude",
-                 "magnitude-csr": "magnitude", "dense-int8": "dense", "structured-int8": "structured"}
-BUILTIN_VARIANTS = tuple(CHECKPOINT_OF)
 QUICK_VARIANTS = "dense,structured"
 STRUCTURED_REDUCTION = 0.685  # the headline model: 68.5 % of the parameters removed,
 STRUCTURED_ROUND_TO = 32  # in widths that are multiples of 32, as `spinn-export run` prunes it (SIMD-friendly)
-SLOW_BY_DEFAULT = ("aoti-cpu",)  # AOTInductor packages take minutes to build: ask for them by name
 PAIRED_BY_DEFAULT = ("ort-cpu", "ort-cuda")  # paired runs take ~1 min per backend: the headline ones by default
+TIMEIT_BACKEND = "ort-cpu"  # the cross-check times ONNX Runtime's own session.run against the suite's harness
 PAIRED = PairedConfig()
 QUICK_PAIRED = PairedConfig(processes=2, cycles=4)
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("spinn", "spinn-export benchmarks")
-    group.addoption("--spinn-backends", default=None,
-                    help="comma-separated backends or families (eager, compile, ...); default: all but aoti-cpu")
-    group.addoption("--spinn-batches", default=None, help=f"batch sizes (default {DEFAULT_BATCHES}; quick {QUICK_BATCHES})")
-    group.addoption("--spinn-variants", default=None,
-                    help=f"variants (default: all; built-in: {', '.join(BUILTIN_VARIANTS)}; quick {QUICK_VARIANTS})")
-    group.addoption("--spinn-quick", action="store_true", help="fewer batches, variants and rounds: a smoke run")
-    group.addoption("--spinn-artifacts", default=None, metavar="DIR",
-                    help="benchmark the models of DIR/manifest.json (spinn-export export) instead of the built-in ones")
-    group.addoption("--spinn-threads", type=int, default=None, help="intra-op threads for every backend (default: physical cores)")
-    group.addoption("--spinn-paired", default=None, metavar="BACKENDS",
-                    help="backends for the paired ABBA speedup, or 'none' (default: ort-cpu/ort-cuda where benchmarked, "
-                         "else the first backend)")
-    group.addoption("--spinn-paired-processes", type=int, default=None,
-                    help=f"fresh processes per paired measurement (default {PAIRED.processes}; quick {QUICK_PAIRED.processes})")
-    group.addoption("--spinn-paired-cycles", type=int, default=None,
-                    help=f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})")
-    group.addoption("--spinn-paired-variants", default="structured", metavar="VARIANTS",
-                    help="variants paired against dense (default: structured; 'all': every benchmarked variant)")
+@dataclass(frozen=True)
+class SuiteOption:
+    """One suite option: `--spinn-<name>` to pytest, `--<name>` to `spinn-export bench` (one table for both)."""
+
+    name: str
+    help: str
+    metavar: str | None = None
+    kind: str = "text"  # text, flag (store_true), int, repeat (append)
+
+    @property
+    def dest(self) -> str:
+        return "spinn_" + self.name.replace("-", "_")
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        if self.kind == "flag":
+            return {"action": "store_true", "dest": self.dest, "help": self.help}
+        kwargs: dict[str, Any] = {"dest": self.dest, "default": None, "help": self.help, "metavar": self.metavar}
+        if self.kind == "int":
+            kwargs["type"] = int
+        if self.kind == "repeat":
+            kwargs["action"] = "append"
+        return kwargs
+
+    def pytest_args(self, value: Any) -> list[str]:
+        """The value as pytest arguments (what `spinn-export bench` passes on)."""
+        if value is None or value is False:
+            return []
+        if self.kind == "flag":
+            return [f"--spinn-{self.name}"]
+        return [f"--spinn-{self.name}={item}" for item in (value if self.kind == "repeat" else [value])]
 
 
-@dataclass
-class Settings:
-    backends: list[Backend]
+OPTIONS = (
+    SuiteOption("backends", "comma-separated backends, families (eager, compile, ...), devices (cpu, cuda) or all; "
+                            "default: every backend that is not slow (see `spinn-export backends`)", "NAMES"),
+    SuiteOption("batches", f"batch sizes (default {DEFAULT_BATCHES}; quick {QUICK_BATCHES})", "SIZES"),
+    SuiteOption("variants", f"variants (default: all the models offer; quick {QUICK_VARIANTS})", "NAMES"),
+    SuiteOption("quick", "fewer batches, variants and rounds: a smoke run", kind="flag"),
+    SuiteOption("artifacts", "benchmark the models of DIR/manifest.json (spinn-export export) instead of the built-in "
+                             "ones", "DIR"),
+    SuiteOption("threads", "intra-op threads for every backend (default: physical cores)", "N", "int"),
+    SuiteOption("backend-option", "a backend's own option, BACKEND:KEY=VALUE (e.g. compile-cpu:mode=max-autotune); "
+                                  "repeatable; `spinn-export backends` lists each backend's options", "B:K=V", "repeat"),
+    SuiteOption("paired", "backends for the paired ABBA speedup, or 'none' (default: ort-cpu/ort-cuda where "
+                          "benchmarked, else the first backend)", "BACKENDS"),
+    SuiteOption("paired-variants", "variants paired against dense (default: structured; 'all': every benchmarked "
+                                   "variant)", "NAMES"),
+    SuiteOption("paired-processes", f"fresh processes per paired measurement (default {PAIRED.processes}; quick "
+                                    f"{QUICK_PAIRED.processes})", "N", "int"),
+    SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})",
+                "N", "int"),
+)
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """The validated choices of one benchmark session (`suite_settings` builds them from option values)."""
+
+    backends: tuple[Any, ...]
     batches: tuple[int, ...]
     variants: tuple[str, ...]
     threads: int
-    paired_backends: list[Backend]
+    backend_configs: dict[str, Any]
+    paired_backends: tuple[Any, ...]
     paired_variants: tuple[str, ...]
     paired: PairedConfig
-    artifacts: Path | None
+    quick: bool
     manifest_refs: dict[str, ModelRef] | None = None
-    refs: dict[str, ModelRef] | None = None
-    runners: dict[tuple[str, str], Runner] = field(default_factory=dict)
-    ceiling_gflops: float | None = None
-    medians: dict[tuple[str, str, int], float] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteState:
+    """What the session builds and measures as it goes (mutable by design: filled by fixtures and tests)."""
+
+    settings: SuiteSettings
+    refs: dict[str, ModelRef]
+    ceiling_gflops: float
+    runners: dict[tuple[str, str], Any] = field(default_factory=dict)
     paired_results: list[PairedResult] = field(default_factory=list)
 
 
@@ -80,105 +120,166 @@ def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         values = tuple(int(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise UserError(f"{option} must be comma-separated positive integers like 1,64, got {text!r}") from None
+        values = ()
     if not values or min(values) < 1:
         raise UserError(f"{option} must be comma-separated positive integers like 1,64, got {text!r}")
     return values
 
 
-def _settings(config: pytest.Config) -> Settings:
-    quick = config.getoption("spinn_quick")
-    default_backends = ",".join(name for name in REGISTRY if name not in SLOW_BY_DEFAULT)
-    backends = resolve_backends(config.getoption("spinn_backends") or default_backends)
-    batches = _ints(config.getoption("spinn_batches") or (QUICK_BATCHES if quick else DEFAULT_BATCHES), "--spinn-batches")
-    artifacts = config.getoption("spinn_artifacts")
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def suite_settings(values: dict[str, Any]) -> SuiteSettings:
+    """Validate option values (keyed by `SuiteOption.dest`); every mistake is one UserError line.
+
+    With --artifacts the manifest is read and every file's sha256 checked here, before anything runs.
+    """
+    from spinn_export.bench.backends import backends as registered
+    from spinn_export.bench.backends import parse_backend_options, resolve_backends
+    from spinn_export.bench.timing import default_threads
+    from spinn_export.bench.variants import refs_from_manifest
+    from spinn_export.export.formats import formats
+
+    quick = bool(values.get("spinn_quick"))
+    chosen = tuple(resolve_backends(values.get("spinn_backends")))
+    batches = _ints(values.get("spinn_batches") or (QUICK_BATCHES if quick else DEFAULT_BATCHES), "--batches")
+    artifacts = values.get("spinn_artifacts")
     manifest_refs = None
     if artifacts:
-        manifest_refs = {ref.variant: ref for ref in refs_from_manifest(Path(artifacts))}
+        manifest_refs = {ref.name: ref for ref in refs_from_manifest(Path(artifacts))}
         known = tuple(manifest_refs)
     else:
-        known = BUILTIN_VARIANTS
-    requested = config.getoption("spinn_variants") or (QUICK_VARIANTS if quick else ",".join(known))
-    variants = tuple(v.strip() for v in requested.split(",") if v.strip())
+        precisions = dict.fromkeys([FP32, *(f.precision for f in formats().values())])
+        known = tuple(v.name for v in possible_variants(precisions))
+    requested = values.get("spinn_variants") or (QUICK_VARIANTS if quick else ",".join(known))
+    variants = tuple(_names(requested))
     unknown = [v for v in variants if v not in known]
     if unknown or not variants:
-        raise UserError(f"unknown variant(s) {unknown or requested!r}: choose from {', '.join(known)}")
-    headline = [b.name for b in backends if b.name in PAIRED_BY_DEFAULT] or [backends[0].name]
-    paired_text = config.getoption("spinn_paired") or ",".join(headline)
-    paired_backends = [] if paired_text == "none" else resolve_backends(paired_text)
-    pair_text = config.getoption("spinn_paired_variants")
-    pair_names = [v for v in variants if v != "dense"] if pair_text == "all" else [
-        v.strip() for v in pair_text.split(",") if v.strip()]
+        raise UserError(f"unknown variant(s) {', '.join(unknown) or repr(requested)}: choose from {', '.join(known)}")
+    headline = [b.name for b in chosen if b.name in PAIRED_BY_DEFAULT] or [chosen[0].name]
+    paired_text = values.get("spinn_paired") or ",".join(headline)
+    paired_backends = () if paired_text == "none" else tuple(resolve_backends(paired_text))
+    pair_text = values.get("spinn_paired_variants") or "structured"
+    pair_names = [v for v in variants if v != "dense"] if pair_text == "all" else _names(pair_text)
     if any(v not in known for v in pair_names):
-        raise UserError(f"unknown --spinn-paired-variants {pair_text!r}: choose from all, {', '.join(known)}")
-    paired_variants = tuple(v for v in pair_names if v in variants and v != "dense")  # only benchmarked ones
+        raise UserError(f"unknown --paired-variants {pair_text!r}: choose from all, {', '.join(known)}")
     paired = QUICK_PAIRED if quick else PAIRED
-    paired = replace(paired, processes=config.getoption("spinn_paired_processes") or paired.processes,
-                     cycles=config.getoption("spinn_paired_cycles") or paired.cycles)
-    threads = config.getoption("spinn_threads") or default_threads()
-    return Settings(backends, batches, variants, fix_threads(threads), paired_backends, paired_variants,
-                    paired, Path(artifacts) if artifacts else None, manifest_refs)
+    paired = replace(paired, processes=values.get("spinn_paired_processes") or paired.processes,
+                     cycles=values.get("spinn_paired_cycles") or paired.cycles)
+    threads = values.get("spinn_threads") or default_threads()
+    if threads < 1:
+        raise UserError(f"--threads must be a positive integer, got {threads}")
+    options = parse_backend_options(values.get("spinn_backend_option"))
+    unknown_backends = sorted(set(options) - set(registered()))
+    if unknown_backends:
+        raise UserError(f"--backend-option names unknown backend {unknown_backends[0]!r}: choose from {', '.join(registered())}")
+    configs = {b.name: b.make_config(options.get(b.name)) for b in (*chosen, *paired_backends)}
+    return SuiteSettings(
+        backends=chosen, batches=batches, variants=variants, threads=threads, backend_configs=configs,
+        paired_backends=paired_backends, paired_variants=tuple(v for v in pair_names if v in variants and v != "dense"),
+        paired=paired, quick=quick, manifest_refs=manifest_refs,
+    )
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark reads its options (its configure hook runs last)
+SETTINGS = pytest.StashKey[SuiteSettings]()
+STATE = pytest.StashKey[SuiteState]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("spinn", "spinn-export benchmarks")
+    for option in OPTIONS:
+        group.addoption(f"--spinn-{option.name}", **option.argparse_kwargs())
+
+
+def _values(config: pytest.Config) -> dict[str, Any]:
+    return {option.dest: config.getoption(option.dest) for option in OPTIONS}
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    """Validate eagerly when a --spinn-* option was given, so a mistake is a usage error before collection."""
+    values = _values(config)
+    if not any(values.values()):
+        return
     try:
-        config.stash[SETTINGS] = _settings(config)
+        config.stash[SETTINGS] = suite_settings(values)
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
-    if config.getoption("spinn_quick"):
+    if values["spinn_quick"]:
         if float(config.option.benchmark_max_time) == 1.0:
             config.option.benchmark_max_time = 0.2
         if config.option.benchmark_min_rounds == 5:
             config.option.benchmark_min_rounds = 3
 
 
-SETTINGS = pytest.StashKey[Settings]()
+def settings_of(config: pytest.Config) -> SuiteSettings:
+    """The session's settings; with no --spinn-* option, the defaults, computed when the suite is collected."""
+    if SETTINGS not in config.stash:
+        config.stash[SETTINGS] = suite_settings(_values(config))
+    return config.stash[SETTINGS]
 
 
-def _supported(variant: str, backend: Backend, settings: Settings) -> bool:
-    """Pairs that can never run are not generated (int8 is ONNX-only, CSR is eager-only)."""
+def prospective_reason(variant: Variant, backend: Any) -> str | None:
+    """Why a built-in variant could never run on `backend` (before the models exist), or None."""
+    from spinn_export.bench.backends import CHECKPOINT_FORMAT
+    from spinn_export.export.formats import formats
+
+    if variant.precision not in backend.precisions:
+        return f"{backend.name} does not run {variant.precision} models"
+    if variant.sparse:
+        return None if backend.sparse else f"{variant.name} runs only where torch sparse CSR runs"
+    opened = {f.runtime_format for f in formats().values() if f.precision == variant.precision}
+    if variant.precision == FP32:
+        opened.add(CHECKPOINT_FORMAT)
+    return None if backend.format in opened else f"no {variant.precision} format is opened as {backend.format}"
+
+
+def _supported(variant: str, backend: Any, settings: SuiteSettings) -> bool:
+    """Pairs that can never run are not generated (int8 runs only where a backend runs int8, CSR only on eager)."""
     if settings.manifest_refs is not None:
         return settings.manifest_refs[variant].unsupported_reason(backend) is None
-    if variant.endswith("-int8"):
-        return backend.format == "onnx"
-    if variant == "magnitude-csr":
-        return backend.sparse
-    return True
+    return prospective_reason(Variant.parse(variant), backend) is None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    settings = metafunc.config.stash[SETTINGS]
-    if "case" in metafunc.fixturenames:
+    names = set(metafunc.fixturenames)
+    if not names & {"spinn_case", "spinn_timeit_case", "spinn_paired_backend"}:
+        return
+    settings = settings_of(metafunc.config)
+    if "spinn_case" in names:
         cases = [(v, b.name, n) for b in settings.backends for n in settings.batches for v in settings.variants
                  if _supported(v, b, settings)]
-        metafunc.parametrize("case", cases, ids=[f"{b}-b{n}-{v}" for v, b, n in cases])
-    if "timeit_case" in metafunc.fixturenames:  # bench/test_timeit.py: every ort-cpu (variant, batch)
-        ort_cpu = get_backend("ort-cpu")
-        pairs = [pytest.param((v, n), id=f"b{n}-{v}") for n in settings.batches for v in settings.variants
-                 if _supported(v, ort_cpu, settings)]
-        if ort_cpu not in settings.backends:
-            pairs = [pytest.param(None, id="no-ort-cpu", marks=pytest.mark.skip(
-                reason="ort-cpu is not among --spinn-backends: no timeit cross-check"))]
-        metafunc.parametrize("timeit_case", pairs)
-    if "paired_backend" in metafunc.fixturenames:
-        names = [b.name for b in settings.paired_backends]
-        metafunc.parametrize("paired_backend", names, ids=names)
+        metafunc.parametrize("spinn_case", cases, ids=[f"{b}-b{n}-{v}" for v, b, n in cases])
+    if "spinn_timeit_case" in names:  # suite/test_timeit.py: every (variant, batch) of the timeit backend
+        timed = [b for b in settings.backends if b.name == TIMEIT_BACKEND]
+        pairs = [pytest.param((v, n), id=f"b{n}-{v}") for b in timed for n in settings.batches
+                 for v in settings.variants if _supported(v, b, settings)]
+        if not timed:
+            pairs = [pytest.param(None, id=f"no-{TIMEIT_BACKEND}", marks=pytest.mark.skip(
+                reason=f"{TIMEIT_BACKEND} is not among the benchmarked backends: no timeit cross-check"))]
+        metafunc.parametrize("spinn_timeit_case", pairs)
+    if "spinn_paired_backend" in names:
+        paired = [b.name for b in settings.paired_backends]
+        metafunc.parametrize("spinn_paired_backend", paired, ids=paired)
 
 
-def build_builtin_models(directory: Path, variants: tuple[str, ...], formats: set[str]) -> dict[str, ModelRef]:
+def build_builtin_models(directory: Path, settings: SuiteSettings) -> dict[str, ModelRef]:
     """Dense (the reference spec, seeded random weights: timing does not need training), structured at
-    68.5 % fewer parameters (uniform plan), magnitude at the same non-zero count; exported and verified."""
+    68.5 % fewer parameters (uniform plan), magnitude at the same non-zero count; exported in every format
+    the chosen backends open, and verified."""
+    import copy
+
     import torch
 
-    from spinn_export.prune.budget import plan_widths
+    from spinn_export.bench.variants import refs_from_manifest
+    from spinn_export.export.exporter import export_checkpoints
+    from spinn_export.export.formats import formats
     from spinn_export.model.checkpoint import save_checkpoint
-    from spinn_export.export.formats import FORMATS
-    from spinn_export.prune.magnitude import magnitude_prune
-    from spinn_export.export.manifest import export_checkpoints
     from spinn_export.model.mlp import build_model
-    from spinn_export.prune.structured import structured_prune_once
     from spinn_export.model.spec import SPINN_REFERENCE
+    from spinn_export.prune.budget import plan_widths
+    from spinn_export.prune.magnitude import magnitude_prune
+    from spinn_export.prune.structured import structured_prune_once
 
     spec = SPINN_REFERENCE
     torch.manual_seed(0)
@@ -187,66 +288,76 @@ def build_builtin_models(directory: Path, variants: tuple[str, ...], formats: se
     pruned_spec, structured = structured_prune_once(dense, spec, plan)
     magnitude = magnitude_prune(copy.deepcopy(dense), spec, pruned_spec.params)
     models = {"dense": (dense, spec), "structured": (structured, pruned_spec), "magnitude": (magnitude, spec)}
-    wanted = {CHECKPOINT_OF[v] for v in variants} | {"dense"}  # dense: the paired baseline
-    paths = {}
-    for name in wanted:
-        model, model_spec = models[name]
-        paths[name] = save_checkpoint(directory / f"{name}.safetensors", model, model_spec, {"variant": name})
+    variants = [Variant.parse(v) for v in settings.variants]
+    opened = {b.format for b in (*settings.backends, *settings.paired_backends)}
+    usable = [f for f in formats().values() if f.runtime_format in opened and f.available() is None]
+    fp32 = [f for f in usable if f.float32]
+    if not fp32:  # variants are read from the manifest, so an eager-only run still exports one (cheap) format
+        fp32 = [next(f for f in formats().values() if f.float32 and f.default)]
     out = directory / "export"
-    # The refs are read from the manifest's records, so an eager-only run still exports one (cheap) format.
-    float_formats = [FORMATS[f] for f in ("torchscript", "onnx", "exported-program", "aoti") if f in formats] or [
-        FORMATS["torchscript"]]
-    export_checkpoints(list(paths.values()), out, float_formats)
-    int8 = [paths[CHECKPOINT_OF[v]] for v in variants if v.endswith("-int8")]
-    if int8 and "onnx" in formats:
-        export_checkpoints(int8, out, [FORMATS["onnx-int8"]])
-    return {ref.variant: ref for ref in refs_from_manifest(out)}
+    for role in dict.fromkeys(["dense", *(v.role for v in variants)]):  # dense: the paired baseline
+        model, model_spec = models[role]
+        path = save_checkpoint(directory / f"{role}.safetensors", model, model_spec, {"variant": role})
+        quantised = [f for f in usable if not f.float32 and any(v.role == role and v.precision == f.precision
+                                                                  for v in variants)]
+        export_checkpoints([path], out, fp32 + quantised)
+    return {ref.name: ref for ref in refs_from_manifest(out)}
 
 
 @pytest.fixture(scope="session")
-def spinn(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """The session's settings with the models ready and the machine's GEMM ceiling measured."""
-    settings = request.config.stash[SETTINGS]
-    if settings.refs is None:
-        if settings.manifest_refs is not None:
-            settings.refs = settings.manifest_refs
-        else:
-            formats = {b.format for b in settings.backends + settings.paired_backends}
-            settings.refs = build_builtin_models(tmp_path_factory.mktemp("spinn-models"), settings.variants, formats)
-        settings.ceiling_gflops = machine.gemm_ceiling(settings.threads)
-    return settings
+def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SuiteState:
+    """The session's models, ready and verified, and the machine's GEMM ceiling at the fixed thread count."""
+    from spinn_export.bench import machine
+    from spinn_export.bench.timing import fix_threads
+
+    settings = settings_of(request.config)
+    fix_threads(settings.threads)
+    refs = settings.manifest_refs
+    if refs is None:
+        refs = build_builtin_models(tmp_path_factory.mktemp("spinn-models"), settings)
+    state = SuiteState(settings, refs, machine.gemm_ceiling(settings.threads))
+    request.config.stash[STATE] = state
+    return state
 
 
-def runner_for(settings: Settings, backend: Backend, ref: ModelRef) -> Runner:
+def runner_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
     """Loaded once per (backend, variant) and checked against eager PyTorch before it is timed."""
-    key = (backend.name, ref.variant)
-    if key not in settings.runners:
-        settings.runners[key] = open_runner(backend, ref, settings.threads)
-    return settings.runners[key]
+    from spinn_export.bench.variants import open_runner
+
+    key = (backend.name, ref.name)
+    if key not in state.runners:
+        config = state.settings.backend_configs.get(backend.name)
+        state.runners[key] = open_runner(backend, ref, state.settings.threads, config)
+    return state.runners[key]
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
-    machine_info.update(machine.machine_info())
+    if STATE in config.stash:
+        from spinn_export.bench import machine
+
+        machine_info.update(machine.machine_info())
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:
-    settings = config.stash[SETTINGS]
+    if STATE not in config.stash:
+        return
+    state = config.stash[STATE]
     output_json["spinn"] = {
-        "ceiling_gflops": settings.ceiling_gflops,
-        "threads": settings.threads,
-        "paired": [result.to_dict() for result in settings.paired_results],
+        "ceiling_gflops": state.ceiling_gflops,
+        "threads": state.settings.threads,
+        "backend_options": {name: c.to_dict() for name, c in state.settings.backend_configs.items()},
+        "paired": [result.to_dict() for result in state.paired_results],
     }
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
-    settings = config.stash.get(SETTINGS, None)
-    if settings is None or not (settings.paired_results or settings.ceiling_gflops):
+    state = config.stash.get(STATE, None)
+    if state is None:
         return
     write = terminalreporter.write_line
     terminalreporter.section("spinn: paired speedups (ABBA, fresh processes)")
-    if settings.ceiling_gflops:
-        write(f"GEMM ceiling: {settings.ceiling_gflops:.1f} GFLOP/s at {settings.threads} thread(s)")
-    for r in settings.paired_results:
+    write(f"GEMM ceiling: {state.ceiling_gflops:.1f} GFLOP/s at {state.settings.threads} thread(s)")
+    for r in state.paired_results:
         write(f"{r.backend:>22} batch={r.batch:<5} {r.variant:>18} vs {r.baseline}: {r.speedup_median:5.2f}x "
               f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; "
               f"{r.processes} processes x {r.blocks_per_process} blocks)")

@@ -1,16 +1,14 @@
-"""Timing that holds on a shared machine and on a GPU: fixed threads, warm-up, calibrated blocks,
-device synchronisation (CUDA events beside host time).
+"""Timing that holds on a shared machine and on a GPU: fixed threads, warm-up, calibrated blocks.
 
 A "call" here is a zero-argument function that runs one complete inference and returns only when
-the result exists (the runners synchronise the device), so host time around it is the true latency.
+the result exists: the runners synchronise the device inside it (`torch.cuda.synchronize`, ONNX
+Runtime's IOBinding output sync), so host time around it is the true latency on a GPU too.
 """
 from __future__ import annotations
 
 import os
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -98,54 +96,3 @@ def calibrate(call: Call, block_seconds: float, clock: Clock = time.perf_counter
         calls *= 4
         per_call = time_block(call, calls, clock)
     return max(1, round(block_seconds / max(per_call, 1e-9)))
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Per-call seconds of each block (host clock), and of the device where it has its own clock."""
-
-    calls_per_block: int
-    host_seconds: tuple[float, ...]
-    device_seconds: tuple[float, ...] | None = None
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.host_seconds)
-
-    @property
-    def device_median(self) -> float | None:
-        return statistics.median(self.device_seconds) if self.device_seconds else None
-
-
-def measure(
-    call: Call,
-    *,
-    blocks: int = 10,
-    block_seconds: float = 0.02,
-    device: str = "cpu",
-    clock: Clock = time.perf_counter,
-) -> Timing:
-    """Warm up, calibrate, then time `blocks` blocks. On CUDA, events time the device beside the host.
-
-    The call itself synchronises, so host time is complete; the events say how much of it the GPU
-    was busy, which exposes launch overhead at small batches.
-    """
-    warm_up(call, clock=clock)
-    calls = calibrate(call, block_seconds, clock)
-    host: list[float] = []
-    dev: list[float] | None = [] if device.startswith("cuda") else None
-    for _ in range(blocks):
-        if dev is None:
-            host.append(time_block(call, calls, clock))
-            continue
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        begin = clock()
-        start.record()
-        for _ in range(calls):
-            call()
-        end.record()
-        torch.cuda.synchronize()
-        host.append((clock() - begin) / calls)
-        dev.append(start.elapsed_time(end) / 1000.0 / calls)
-    return Timing(calls, tuple(host), tuple(dev) if dev is not None else None)

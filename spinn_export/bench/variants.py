@@ -1,36 +1,111 @@
-"""The benchmarked variants of an exporter manifest, and how each backend opens one.
+"""What is benchmarked: a `Variant` (a model's role x its precision, and for magnitude weights how they are
+stored), and the `ModelRef` that says where its files are and what it costs.
 
-A manifest model becomes one or more variants: dense, structured, magnitude-masked (the magnitude
-checkpoint run as dense matrices), magnitude-csr (the same weights as torch sparse CSR, on backends
-that run sparse modules), and `<variant>-int8` for int8 ONNX artifacts. A `ModelRef` is plain,
-picklable data, so a fresh process (the paired measurement) can open exactly the same model.
+A manifest model becomes one variant per precision it was exported at (dense, structured,
+magnitude-masked; `<...>-int8`), plus magnitude-csr (the magnitude weights as torch sparse CSR, on
+backends that run sparse modules). Variant names are derived here and parsed back here, nowhere else.
+This module imports no torch: the report reads variant names with it.
 """
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
-from spinn_export.bench.backends import Backend, Runner, Source, check_parity, get_backend
+from spinn_export.model.spec import ROLES
 
-CHECKPOINT = "checkpoint"
-FLOAT_FORMATS = ("torchscript", "onnx", "exported-program", "aoti")
-INT8_FORMAT = "onnx-int8"
+if TYPE_CHECKING:
+    from torch import nn
+
+    from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source
+    from spinn_export.export.parity import Tolerance
+
+BASELINE_ROLE = "dense"
+FP32 = "fp32"
+MASKED, CSR = "masked", "csr"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A model's role (dense, structured, magnitude), its precision, and whether magnitude weights run as
+    sparse CSR. `model` tells apart two manifest models of the same role and precision."""
+
+    role: str
+    precision: str = FP32
+    sparse: bool = False
+    model: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise UserError(f"unknown model role {self.role!r}: expected one of {', '.join(ROLES)}")
+        if self.sparse and (self.role != "magnitude" or self.precision != FP32):
+            raise UserError("only fp32 magnitude-pruned weights run as sparse CSR")
+
+    @property
+    def name(self) -> str:
+        parts = [self.role]
+        if self.role == "magnitude":
+            parts.append(CSR if self.sparse else MASKED)
+        if self.precision != FP32:
+            parts.append(self.precision)
+        return "-".join(parts) + (f":{self.model}" if self.model else "")
+
+    @property
+    def is_baseline(self) -> bool:
+        """Dense fp32: what every speedup is measured against."""
+        return self.role == BASELINE_ROLE and self.precision == FP32 and not self.sparse
+
+    @property
+    def quantised(self) -> bool:
+        return self.precision != FP32
+
+    def sort_key(self) -> tuple[object, ...]:
+        """fp32 before quantised; within a precision dense, magnitude (masked, then CSR), structured."""
+        return (self.quantised, self.precision, ROLES.index(self.role), self.sparse, self.model or "")
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        """The inverse of `name`: 'structured-int8', 'magnitude-csr', 'dense:mymodel'."""
+        base, _, model = text.partition(":")
+        role, *rest = base.split("-")
+        flags = [part for part in rest if part in (MASKED, CSR)]
+        precisions = [part for part in rest if part not in (MASKED, CSR)]
+        try:
+            variant = cls(role, precisions[0] if len(precisions) == 1 else FP32, CSR in flags, model or None)
+        except UserError:
+            variant = None
+        if variant is None or variant.name != text:
+            raise UserError(f"{text!r} is not a variant name (such as dense, structured, magnitude-masked, "
+                            "magnitude-csr, structured-int8)")
+        return variant
+
+
+def possible_variants(precisions: Iterable[str]) -> list[Variant]:
+    """Every variant a manifest with all three roles at these precisions can offer, in display order."""
+    found = []
+    for precision in precisions:
+        for role in ROLES:
+            found.append(Variant(role, precision))
+            if role == "magnitude" and precision == FP32:
+                found.append(Variant(role, precision, sparse=True))
+    return sorted(found, key=Variant.sort_key)
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """One benchmarked variant: its files by format (relative to `directory`) and its cost figures.
+    """One benchmarked variant: its files by the runtime format that opens them (relative to `directory`)
+    and its cost figures.
 
     `flops_per_sample` counts the arithmetic this variant executes (dense shapes for masked weights,
-    non-zeros for CSR), so achieved GFLOP/s is honest for each. `atol` is None for float32 parity, or
-    the bound for a quantised model (twice the error recorded at export).
+    non-zeros for CSR), so achieved GFLOP/s is honest for each. `recorded_error` is the max abs error a
+    quantised artifact had at export (parity holds later runs to the tolerance derived from it).
+    Plain, picklable data, so a fresh process (the paired measurement) can open exactly the same model.
     """
 
-    variant: str
+    variant: Variant
     model: str
     directory: Path
     checkpoint: str
@@ -40,8 +115,11 @@ class ModelRef:
     flops_per_sample: int
     widths: tuple[int, ...]
     in_features: int
-    sparse: bool = False
-    atol: float | None = None
+    recorded_error: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.variant.name
 
     def file(self, fmt: str) -> Path | None:
         name = dict(self.files).get(fmt)
@@ -53,18 +131,25 @@ class ModelRef:
 
         return load_checkpoint(self.directory / self.checkpoint).model
 
+    def tolerance(self) -> Tolerance | None:
+        from spinn_export.export.parity import tolerance_for
+
+        return tolerance_for(self.variant.precision, self.recorded_error)
+
     def unsupported_reason(self, backend: Backend) -> str | None:
-        if self.sparse:
-            return None if backend.sparse else f"{self.variant} runs only where torch sparse CSR runs (eager backends)"
+        if self.variant.precision not in backend.precisions:
+            return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.variant.precision} ({self.name})"
+        if self.variant.sparse:
+            return None if backend.sparse else f"{self.name} runs only where torch sparse CSR runs (eager backends)"
         if self.file(backend.format) is None:
-            return f"{self.variant} ({self.model}) has no {backend.format} artifact in the manifest"
+            return f"{self.name} ({self.model}) has no {backend.format} artifact in the manifest"
         return None
 
     def source_for(self, backend: Backend) -> Source:
         reason = self.unsupported_reason(backend)
         if reason is not None:
             raise UserError(reason)
-        if self.sparse:
+        if self.variant.sparse:
             from spinn_export.prune.magnitude import to_sparse_csr
 
             return to_sparse_csr(self.reference())
@@ -73,41 +158,47 @@ class ModelRef:
 
 def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
     """Every variant the manifest in `directory` offers (sha256 of each file verified)."""
+    from spinn_export.bench.backends import CHECKPOINT_FORMAT
+    from spinn_export.export.formats import formats
     from spinn_export.export.manifest import read_manifest
 
     directory = Path(directory)
-    manifest = read_manifest(directory)
+    known = formats()
     by_model: dict[str, list] = {}
-    for record in manifest.artifacts:
+    for record in read_manifest(directory).artifacts:
         by_model.setdefault(record.model, []).append(record)
     refs: list[ModelRef] = []
     for model, records in by_model.items():
         first = records[0]
         common = dict(model=model, directory=directory, checkpoint=first.checkpoint, params=first.params,
                       widths=tuple(first.widths), in_features=first.in_features)
-        floats = tuple((r.format, r.file) for r in records if r.format in FLOAT_FORMATS)
-        base = "magnitude-masked" if first.variant == "magnitude" else first.variant
-        refs.append(ModelRef(variant=base, files=((CHECKPOINT, first.checkpoint), *floats),
-                             nonzero_params=first.nonzero_params, flops_per_sample=first.flops_per_sample, **common))
-        if first.variant == "magnitude":
-            csr_flops = 2 * (first.nonzero_params - sum(first.widths) - first.out_features) + sum(first.widths) + first.out_features
-            refs.append(ModelRef(variant="magnitude-csr", files=(), nonzero_params=first.nonzero_params,
-                                 flops_per_sample=csr_flops, sparse=True, **common))
-        for r in records:
-            if r.format == INT8_FORMAT:  # int8 runs as ONNX: only ONNX Runtime backends take it
-                refs.append(ModelRef(variant=f"{first.variant}-int8", files=(("onnx", r.file),),
-                                     nonzero_params=r.nonzero_params, flops_per_sample=r.flops_per_sample,
-                                     atol=max(2.0 * float(r.parity["max_abs_error"]), 1e-4), **common))
-    counts = Counter(ref.variant for ref in refs)
-    return [ref if counts[ref.variant] == 1 else replace(ref, variant=f"{ref.variant}:{ref.model}") for ref in refs]
+        for precision in dict.fromkeys(r.precision for r in records):
+            same = [r for r in records if r.precision == precision and r.format in known]
+            files = tuple((known[r.format].runtime_format, r.file) for r in same)
+            if precision == FP32:
+                files = ((CHECKPOINT_FORMAT, first.checkpoint), *files)
+            elif not files:
+                continue
+            recorded = max((float(r.parity["max_abs_error"]) for r in same), default=None) if precision != FP32 else None
+            refs.append(ModelRef(Variant(first.variant, precision), files=files, nonzero_params=first.nonzero_params,
+                                 flops_per_sample=first.flops_per_sample, recorded_error=recorded, **common))
+            if first.variant == "magnitude" and precision == FP32:
+                biases = sum(first.widths) + first.out_features
+                csr_flops = 2 * (first.nonzero_params - biases) + biases
+                refs.append(ModelRef(Variant("magnitude", FP32, sparse=True), files=(), nonzero_params=first.nonzero_params,
+                                     flops_per_sample=csr_flops, **common))
+    counts = Counter(ref.name for ref in refs)
+    return [ref if counts[ref.name] == 1 else replace(ref, variant=replace(ref.variant, model=ref.model)) for ref in refs]
 
 
-def open_runner(backend: Backend | str, ref: ModelRef, threads: int) -> Runner:
-    """Load `ref` on `backend` and check it against eager PyTorch before anything is timed."""
+def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: BackendConfig | None = None) -> Runner:
+    """Load `ref` on `backend` and check it against eager PyTorch (the one parity check) before anything is timed."""
+    from spinn_export.bench.backends import get_backend
+    from spinn_export.export.parity import check_parity
+    from spinn_export.model.checkpoint import load_checkpoint
+
     backend = get_backend(backend) if isinstance(backend, str) else backend
-    runner = backend.load(ref.source_for(backend), threads)
-    if ref.atol is None:
-        check_parity(runner, ref.reference(), ref.in_features)
-    else:
-        check_parity(runner, ref.reference(), ref.in_features, atol=ref.atol, rtol=0.0)
+    runner = backend.load(ref.source_for(backend), threads, config)
+    reference = load_checkpoint(ref.directory / ref.checkpoint)
+    check_parity(reference.model, runner.infer, reference.spec, f"{ref.name} on {backend.name}", ref.tolerance())
     return runner

@@ -4,23 +4,24 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import DEFAULT_FORMATS, DEFAULT_OPSET, FORMATS, parse_formats
-from spinn_export.export.manifest import ArtifactRecord, export_checkpoints
+from spinn_export.export.exporter import export_checkpoints
+from spinn_export.export.formats import DEFAULT_OPSET, default_formats, formats, parse_formats
+from spinn_export.export.manifest import ArtifactRecord
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    formats = "; ".join(f"{name} ({f.extension}{'' if f.default else ', on request'})" for name, f in FORMATS.items())
+    listed = "; ".join(f"{name} ({f.extension}{'' if f.default else ', on request'})" for name, f in formats().items())
     parser = subparsers.add_parser(
         "export", help="export checkpoints to TorchScript/ONNX/torch.export, each verified against eager PyTorch",
-        description=f"Formats: {formats}.",
+        description=f"Formats (plug-ins, entry-point group spinn_export.formats): {listed}.",
     )
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="spinn-export .safetensors checkpoints")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the artifacts and manifest.json")
-    parser.add_argument("--formats", default=",".join(DEFAULT_FORMATS),
-                        help=f"comma-separated formats (default: {','.join(DEFAULT_FORMATS)})")
+    parser.add_argument("--formats", default=None,
+                        help=f"comma-separated formats (default: {','.join(default_formats())})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     parser.set_defaults(func=run)

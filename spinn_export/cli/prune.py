@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from spinn_export.prune.budget import MODES, Target
 from spinn_export.model.checkpoint import load_checkpoint
@@ -49,9 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="structured (remove neurons) or magnitude (unstructured L1 baseline, same non-zero count)")
     parser.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds,
                         help=f"prune/fine-tune rounds whose reductions compound to the target (default {DEFAULTS.rounds})")
-    parser.add_argument("--finetune-epochs", type=_non_negative_int, default=DEFAULTS.finetune_epochs,
-                        help=f"fine-tuning epochs after each round, data + physics loss (default {DEFAULTS.finetune_epochs})")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help=f"fine-tuning learning rate (default {DEFAULTS.lr})")
+    parser.add_argument("--finetune-epochs", type=_non_negative_int, default=DEFAULTS.finetune.epochs,
+                        help=f"fine-tuning epochs after each round, data + physics loss (default {DEFAULTS.finetune.epochs})")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.finetune.lr, help=f"fine-tuning learning rate (default {DEFAULTS.finetune.lr})")
     parser.add_argument("--importance", choices=CRITERIA, default=DEFAULTS.importance,
                         help="l1/l2: norm of a neuron's incoming and outgoing weights (-in/-out: one side only); "
                              "taylor: |activation x gradient| of the training loss; random: the control")
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-drop", choices=ON_DROP, default=DEFAULTS.on_drop,
                         help="when a round exceeds --tolerance: record it only (default), stop, or roll it back and stop")
     parser.add_argument("--physics-weight", type=float, default=None,
-                        help=f"weight of the PDE residual in fine-tuning and Taylor scores (built-in task; default {DEFAULTS.physics_weight})")
+                        help=f"weight of the PDE residual in fine-tuning and Taylor scores (built-in task; default {DEFAULTS.finetune.physics_weight})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for fine-tuning")
     add_data_arguments(parser)
     parser.set_defaults(seed=None)
@@ -94,11 +95,13 @@ def run(args: argparse.Namespace) -> int:
     dataset = resolve_dataset(args.data, args.inputs, args.targets, seed)
     if dataset.task is None and args.physics_weight:
         raise UserError("--physics-weight needs the built-in task: no PDE is known for --data files; drop the flag")
+    physics_weight = DEFAULTS.finetune.physics_weight if args.physics_weight is None else args.physics_weight
+    finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs, lr=args.lr,
+                                   physics_weight=physics_weight, seed=seed, device=args.device)
     config = PruneConfig(
-        target=target, method=args.method, rounds=args.rounds, finetune_epochs=args.finetune_epochs, lr=args.lr,
-        physics_weight=DEFAULTS.physics_weight if args.physics_weight is None else args.physics_weight,
+        target=target, method=args.method, rounds=args.rounds, finetune=finetune,
         importance=args.importance, mode=args.mode, min_width=args.min_width, round_to=args.round_to,
-        fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed, device=args.device,
+        fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed,
     )
     metadata = {key: checkpoint.metadata[key] for key in KEPT_METADATA if key in checkpoint.metadata}
     metadata["variant"] = checkpoint.variant

@@ -117,3 +117,7 @@ def parse_widths(text: str) -> tuple[int, ...]:
     if not widths:
         raise UserError("--widths is empty: give comma-separated integers like 384,384,384,192")
     return widths
+
+# What a checkpoint's model is to the comparison (its metadata "variant"): the unpruned original, neurons
+# removed (smaller dense layers), or weights zeroed (same shapes).
+ROLES = ("dense", "magnitude", "structured")

@@ -1,41 +1,37 @@
 """`spinn-export run`: train -> prune (structured and magnitude) -> export -> benchmark -> report -> gate.
 
-Each stage records what it was given (its parameters and the sha256 of its inputs) and what it
-made (the sha256 of its outputs) in OUT/stages/<name>.json.  A stage whose record matches and
-whose outputs are still there, unchanged, is not redone, so an interrupted run resumes where it
-stopped and a finished one only re-prints its summary.
+Every stage is resumable (`pipeline.stages`). The benchmark stage runs the packaged suite through
+`spinn-export bench` in a fresh process (ONNX Runtime's process-wide thread pool must be created before
+any session, and the export stage's sessions were not), so the main job works from any folder.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from spinn_export.atomic import write_json
-from spinn_export.prune.budget import Target
-from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.task.data import builtin_dataset
 from spinn_export.errors import UserError
+from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
-from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
-from spinn_export.export.manifest import export_checkpoints, sha256_of
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import build_model
-from spinn_export.prune.structured import PruneConfig, prune
-from spinn_export.report.writer import build_report
 from spinn_export.model.spec import SPINN_REFERENCE
+from spinn_export.pipeline.stages import Stage, run_stage
+from spinn_export.prune.budget import Target
+from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
+from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
+from spinn_export.report.writer import build_report, summary_table
+from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig, train
 
 TARGET = 0.685
-HEADLINE_BACKEND = "ort-cpu"
+HEADLINE_BACKEND = "ort-cpu"  # what the default gate judges, and the backend paired in every run
 
 
 @dataclass(frozen=True)
@@ -47,7 +43,6 @@ class RunConfig:
     seed: int = 0
     target: float = TARGET
     round_to: int | None = 32  # widths in multiples of 32 keep GEMMs on full SIMD tiles
-    backends: str = "eager-cpu,compile-cpu,torchscript-cpu,exported-program-cpu,ort-cpu"
     policy: Path | None = None
 
     @property
@@ -55,33 +50,27 @@ class RunConfig:
         return TrainConfig(epochs=3 if self.quick else TrainConfig.epochs, seed=self.seed)
 
     def prune(self, method: str) -> PruneConfig:
+        finetune = dataclasses.replace(FINETUNE, epochs=1 if self.quick else FINETUNE.epochs)
         return PruneConfig(Target.params(self.target), method=method, seed=self.seed, round_to=self.round_to,
-                           rounds=2 if self.quick else PruneConfig.rounds,
-                           finetune_epochs=1 if self.quick else PruneConfig.finetune_epochs)
+                           rounds=2 if self.quick else PruneConfig.rounds, finetune=finetune)
 
     @property
-    def formats(self) -> str:
-        return "onnx" if self.quick else "torchscript,onnx,exported-program,onnx-int8"
+    def formats(self) -> str | None:
+        """None: every default format (each one a registered plug-in)."""
+        return "onnx" if self.quick else None
 
     @property
     def bench_args(self) -> list[str]:
+        """`spinn-export bench` options: every CPU backend that is not slow (the CUDA ones too where a GPU is)."""
+        batches = ["--batches", ",".join(map(str, self.batches)), "--paired", HEADLINE_BACKEND]
         if self.quick:
-            return ["--spinn-quick", "--spinn-backends", "eager-cpu,ort-cpu", "--spinn-paired", "ort-cpu"]
-        return ["--spinn-backends", self.backends, "--spinn-paired", HEADLINE_BACKEND,
-                "--spinn-variants", "dense,structured,magnitude-masked,magnitude-csr,structured-int8"]
+            return [*batches, "--quick", "--backends", f"eager-cpu,{HEADLINE_BACKEND}"]
+        return [*batches, "--backends", "default",
+                "--variants", "dense,structured,magnitude-masked,magnitude-csr,structured-int8"]
 
     @property
     def batches(self) -> tuple[int, ...]:
         return (1, 8192) if self.quick else (1, 64, 1024, 8192)
-
-
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    inputs: tuple[Path, ...]
-    params: dict[str, Any]
-    outputs: tuple[Path, ...]
-    action: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -90,54 +79,6 @@ class RunOutcome:
     gate: GateOutcome
     summary: pd.DataFrame
     reused: tuple[str, ...] = field(default_factory=tuple)
-
-
-def _record_path(out: Path, name: str) -> Path:
-    return out / "stages" / f"{name}.json"
-
-
-def _digests(paths: Sequence[Path]) -> dict[str, str]:
-    return {str(p): sha256_of(p) for p in paths}
-
-
-def _is_current(stage: Stage, out: Path) -> bool:
-    record_path = _record_path(out, stage.name)
-    if not record_path.is_file() or not all(p.is_file() for p in stage.outputs):
-        return False
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (record.get("params") == json.loads(json.dumps(stage.params, default=str))
-            and record.get("inputs") == _digests(stage.inputs)
-            and record.get("outputs") == _digests(stage.outputs))
-
-
-def run_stage(stage: Stage, out: Path, index: int, total: int) -> bool:
-    """Run `stage` unless its record says its outputs are current; True if it ran."""
-    if _is_current(stage, out):
-        print(f"[{index}/{total}] {stage.name}: up to date, reused", flush=True)
-        return False
-    print(f"[{index}/{total}] {stage.name} ...", flush=True)
-    started = time.perf_counter()
-    stage.action()
-    missing = [str(p) for p in stage.outputs if not p.is_file()]
-    if missing:
-        raise RuntimeError(f"stage {stage.name} did not produce {missing}")
-    write_json(_record_path(out, stage.name), {
-        "params": json.loads(json.dumps(stage.params, default=str)),
-        "inputs": _digests(stage.inputs), "outputs": _digests(stage.outputs),
-        "wall_s": round(time.perf_counter() - started, 2)})
-    print(f"[{index}/{total}] {stage.name}: done in {time.perf_counter() - started:.0f} s", flush=True)
-    return True
-
-
-def bench_directory() -> Path:
-    """The suite ships beside the package in the checkout (bench/), not inside it."""
-    for candidate in (Path.cwd() / "bench", Path(__file__).resolve().parent.parent / "bench"):
-        if (candidate / "conftest.py").is_file():
-            return candidate
-    raise UserError("cannot find the benchmark suite bench/: run `spinn-export run` from the spinn-export checkout")
 
 
 def default_policy(config: RunConfig) -> GatePolicy:
@@ -163,6 +104,7 @@ def stages(config: RunConfig) -> list[Stage]:
     dense = out / "dense.safetensors"
     structured_dir, magnitude_dir = out / "prune-structured", out / "prune-magnitude"
     structured, magnitude = structured_dir / "structured.safetensors", magnitude_dir / "magnitude.safetensors"
+    histories = (structured_dir / "history.json", magnitude_dir / "history.json")
     artifacts = out / "artifacts"
     manifest = artifacts / "manifest.json"
     results = out / "bench.json"
@@ -187,30 +129,27 @@ def stages(config: RunConfig) -> list[Stage]:
         export_checkpoints([dense, structured, magnitude], artifacts, parse_formats(config.formats))
 
     def do_bench() -> None:
-        command = [sys.executable, "-m", "pytest", str(bench_directory()), "-q", "-p", "no:cacheprovider",
-                   "--spinn-artifacts", str(artifacts), "--spinn-batches", ",".join(map(str, config.batches)),
-                   *config.bench_args, "--benchmark-json", str(results)]
-        print("  " + " ".join(command[2:]), flush=True)
+        command = [sys.executable, "-m", "spinn_export", "bench", str(artifacts), *config.bench_args,
+                   "--json", str(results)]
+        print("  spinn-export " + " ".join(command[3:]), flush=True)
         completed = subprocess.run(command, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if completed.returncode != 0:
-            results.unlink(missing_ok=True)
-            raise UserError(f"the benchmark suite failed (pytest exit {completed.returncode}); see its output above")
+            raise UserError(f"the benchmark stage failed (spinn-export bench exit {completed.returncode}); "
+                            "see its output above")
 
     def do_report() -> None:
         build_report([results], manifest, [structured_dir, magnitude_dir], report_dir,
                      command=f"spinn-export run{' --quick' if config.quick else ''} --out {out}")
 
-    train_params = dataclasses.asdict(config.train)
     return [
-        Stage("train", (), train_params, (dense,), do_train),
-        Stage("prune-structured", (dense,), config.prune("structured").to_dict(),
-              (structured, structured_dir / "history.json"), do_prune("structured", structured_dir)),
-        Stage("prune-magnitude", (dense,), config.prune("magnitude").to_dict(),
-              (magnitude, magnitude_dir / "history.json"), do_prune("magnitude", magnitude_dir)),
+        Stage("train", (), dataclasses.asdict(config.train), (dense,), do_train),
+        Stage("prune-structured", (dense,), config.prune("structured").to_dict(), (structured, histories[0]),
+              do_prune("structured", structured_dir)),
+        Stage("prune-magnitude", (dense,), config.prune("magnitude").to_dict(), (magnitude, histories[1]),
+              do_prune("magnitude", magnitude_dir)),
         Stage("export", (dense, structured, magnitude), {"formats": config.formats}, (manifest,), do_export),
-        Stage("bench", (manifest,), {"args": config.bench_args, "batches": list(config.batches)}, (results,), do_bench),
-        Stage("report", (results, manifest, structured_dir / "history.json", magnitude_dir / "history.json"), {},
-              (report_dir / "report.html",), do_report),
+        Stage("bench", (manifest,), {"args": config.bench_args}, (results,), do_bench),
+        Stage("report", (results, manifest, *histories), {}, (report_dir / "report.html",), do_report),
     ]
 
 
@@ -218,10 +157,11 @@ def run(config: RunConfig) -> RunOutcome:
     all_stages = stages(config)
     reused = tuple(s.name for i, s in enumerate(all_stages, 1) if not run_stage(s, config.out, i, len(all_stages) + 1))
     print(f"[{len(all_stages) + 1}/{len(all_stages) + 1}] gate", flush=True)
-    gate = run_gate(config.out / "bench.json", resolve_policy(config))
-    report_dir = config.out / "report"
-    summary = pd.read_csv(report_dir / "csv" / "comparison.csv")
-    return RunOutcome(html=report_dir / "report.html", gate=gate, summary=summary, reused=reused)
+    results = config.out / "bench.json"
+    gate = run_gate(results, resolve_policy(config))
+    summary = summary_table([results], config.out / "artifacts" / "manifest.json",
+                            [config.out / "prune-structured", config.out / "prune-magnitude"])
+    return RunOutcome(html=config.out / "report" / "report.html", gate=gate, summary=summary, reused=reused)
 
 
 def format_summary(outcome: RunOutcome) -> str:

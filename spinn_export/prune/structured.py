@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from spinn_export.atomic import write_json, write_text
+from spinn_export.files import write_json, write_text
 from spinn_export.prune.budget import MODES, PrunePlan, Target, plan_widths, round_targets
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.task.data import Dataset
@@ -120,18 +120,21 @@ def structured_prune_once(
     return shrink(model, spec, select_keep(scores, plan.widths), fold=fold, calibration=calibration)
 
 
+FINETUNE = TrainConfig(epochs=4, lr=1e-3)
+
+
 @dataclass(frozen=True)
 class PruneConfig:
-    """Everything that decides a pruning run; defaults are the CLI's."""
+    """Everything that decides a pruning run; defaults are the CLI's.
+
+    `finetune` is the training run after each round (epochs 0: none); its loss (data + physics weight)
+    is also what the taylor criterion scores. Round r fine-tunes with seed `seed + r`.
+    """
 
     target: Target
     method: str = "structured"
     rounds: int = 3
-    finetune_epochs: int = 4
-    lr: float = 1e-3
-    min_lr: float = 2e-5
-    batch_size: int = 512
-    physics_weight: float = 0.1
+    finetune: TrainConfig = FINETUNE
     importance: str = "l1"
     mode: str = "uniform"
     min_width: int = 1
@@ -141,7 +144,6 @@ class PruneConfig:
     tolerance: float | None = None
     on_drop: str = "record"
     seed: int = 0
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("--method", self.method, METHODS), ("--importance", self.importance, CRITERIA),
@@ -151,18 +153,13 @@ class PruneConfig:
                 raise UserError(f"{name} {value!r} is not supported: choose one of {', '.join(allowed)}")
         if self.rounds < 1:
             raise UserError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.finetune_epochs < 0:
-            raise UserError(f"--finetune-epochs must be zero or more, got {self.finetune_epochs}")
         if self.tolerance is not None and not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
             raise UserError(f"--tolerance must be a non-negative R2 drop like 0.01, got {self.tolerance}")
         if self.on_drop != "record" and self.tolerance is None:
             raise UserError(f"--on-drop {self.on_drop} needs --tolerance (the largest allowed drop in validation R2)")
-        if self.finetune_epochs:
-            self.train_config(1)  # validates lr, batch size and physics weight now, not after the first round
 
     def train_config(self, round_index: int) -> TrainConfig:
-        return TrainConfig(epochs=self.finetune_epochs, batch_size=self.batch_size, lr=self.lr, min_lr=self.min_lr,
-                           physics_weight=self.physics_weight, seed=self.seed + round_index, device=self.device)
+        return dataclasses.replace(self.finetune, seed=self.seed + round_index)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "target": self.target.to_dict()}
@@ -266,7 +263,7 @@ def prune(
     calibration = dataset.x_train[torch.randperm(len(dataset.x_train), generator=generator)[: config.calibration_samples]]
 
     def scores_of(m: nn.Module, s: MLPSpec, round_index: int) -> tuple[torch.Tensor, ...]:
-        return neuron_scores(m, s, config.importance, dataset=dataset, physics_weight=config.physics_weight,
+        return neuron_scores(m, s, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
                              seed=config.seed + round_index)
 
     needs_scores = config.mode == "global"
@@ -294,7 +291,7 @@ def prune(
             nonzero = round(start_nonzero * (target_nonzero / start_nonzero) ** fraction)
             magnitude_prune(model, spec, target_nonzero if index == config.rounds else nonzero)
             frozen = zeros_frozen(model)
-        if config.finetune_epochs:
+        if config.finetune.epochs:
             with frozen:
                 train(model, dataset, config.train_config(index), desc=f"round {index} fine-tune", progress=progress)
         stage = _record(index, model, spec, dataset, out_dir, config.method, metadata, round_started)

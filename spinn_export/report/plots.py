@@ -15,19 +15,27 @@ import pandas as pd  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from spinn_export.atomic import atomic_path  # noqa: E402
-from spinn_export.report.results import History  # noqa: E402
+from spinn_export.files import atomic_path  # noqa: E402
+from spinn_export.report.results import History, parse_variant  # noqa: E402
 
-COLORS = {"dense": "#444444", "dense-int8": "#999999", "magnitude": "#d9822b", "magnitude-masked": "#d9822b",
-          "magnitude-csr": "#a61e4d", "structured": "#2b6cb0", "structured-int8": "#4dabf7"}
+# A colour per model role (the same in every plot), lighter when quantised; CSR execution stands apart.
+ROLE_COLORS = {"dense": "#444444", "magnitude": "#d9822b", "structured": "#2b6cb0"}
+QUANTISED_COLORS = {"dense": "#999999", "magnitude": "#f0b27a", "structured": "#4dabf7"}
+SPARSE_COLOR = "#a61e4d"
 OTHER_COLORS = ("#2f9e44", "#9c36b5", "#c92a2a", "#0c8599")
 LINESTYLES = ("-", "--", ":", "-.")
 DPI = 110
 
 
-def _color(variant: str, variants: Sequence[str]) -> str:
-    extra = [v for v in variants if v not in COLORS]
-    return COLORS.get(variant) or OTHER_COLORS[extra.index(variant) % len(OTHER_COLORS)]
+def _color(name: str, names: Sequence[str]) -> str:
+    """By role for a variant or a pruning method; names from elsewhere get the other colours in turn."""
+    if name in ROLE_COLORS:
+        return ROLE_COLORS[name]
+    variant = parse_variant(name)
+    if variant is not None:
+        return SPARSE_COLOR if variant.sparse else (QUANTISED_COLORS if variant.quantised else ROLE_COLORS)[variant.role]
+    extra = [n for n in names if n not in ROLE_COLORS and parse_variant(n) is None]
+    return OTHER_COLORS[extra.index(name) % len(OTHER_COLORS)]
 
 
 def _panels(count: int) -> tuple[Figure, list[plt.Axes]]:

@@ -15,12 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from spinn_export.bench.variants import BASELINE_ROLE, Variant
 from spinn_export.errors import UserError
 
-BASELINE_VARIANT = "dense"
-# The suite's variant names (bench/conftest.py); dense first, then the rest in this order, others last.
-VARIANT_ORDER = ("dense", "magnitude-masked", "magnitude-csr", "magnitude", "structured", "dense-int8",
-                 "structured-int8")
+BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
 PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
                   "processes", "blocks_per_process", "flop_ratio")
@@ -111,7 +109,7 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
             continue
         flops = info.get("flops_per_sample")
         rows.append({
-            "variant": info["variant"], "model": info.get("model", info["variant"]),
+            "variant": info["variant"], "model": info.get("model", info["variant"]), "artifact": info.get("artifact"),
             "backend": info["backend"], "batch": batch, "device": info.get("device"),
             "device_name": info.get("device_name"), "provider": info.get("provider"), "threads": info.get("threads"),
             "params": info.get("params"), "nonzero_params": info.get("nonzero_params"),
@@ -196,18 +194,18 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
     return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs), checks)
 
 
-def variant_rank(variant: str) -> int:
-    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+def variant_rank(variant: str) -> tuple[object, ...]:
+    """Display order: the suite's variants as `Variant.sort_key` orders them, then names it does not know."""
+    parsed = parse_variant(variant)
+    return (0, *parsed.sort_key()) if parsed is not None else (1, variant)
 
 
-def family(variant: str) -> tuple[str, bool]:
-    """The pruning variant a benchmarked variant comes from, and whether it is quantised.
-
-    `magnitude-masked` / `magnitude-csr` run the magnitude checkpoint, `structured-int8` the
-    structured one quantised; a `:model` suffix tells apart two models of one variant.
-    """
-    base = variant.split(":", 1)[0]
-    return base.split("-", 1)[0], base.endswith("-int8")
+def parse_variant(name: str) -> Variant | None:
+    """The variant a benchmarked name stands for, or None for a name the suite did not write."""
+    try:
+        return Variant.parse(name)
+    except UserError:
+        return None
 
 
 def _sorted(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
@@ -262,7 +260,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         raise UserError(f"{path}: the manifest does not exist; give the DIR/{MANIFEST_NAME} that spinn-export export wrote")
     manifest = read_manifest(path.parent, verify=False)
     rows = [{
-        "model": a.model, "variant": a.variant, "format": a.format, "file": a.file, "bytes": a.bytes,
+        "model": a.model, "variant": a.variant, "format": a.format, "precision": a.precision, "file": a.file,
+        "bytes": a.bytes,
         "params": a.params, "nonzero_params": a.nonzero_params, "flops_per_sample": a.flops_per_sample,
         "widths": _widths_text(a.widths), "checkpoint": a.checkpoint,
         "parity_passed": a.parity.get("passed"), "max_abs_error": a.parity.get("max_abs_error"),

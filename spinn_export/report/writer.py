@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from spinn_export.bench.variants import BASELINE_ROLE
 from spinn_export.report import plots
-from spinn_export.atomic import write_text
-from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, family, load_history, load_manifest,
-                      load_results, speedups, variant_rank)
+from spinn_export.files import write_text
+from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, load_history, load_manifest,
+                                        load_results, parse_variant, speedups, variant_rank)
 
 PREFERRED_BACKEND = "ort-cpu"
 CSV_NAMES = ("runs", "latency", "speedup", "gflops", "crosscheck", "artifacts", "comparison", "pruning")
@@ -137,13 +138,13 @@ def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | 
 
     Quantised variants have other weights than any stage: no accuracy from the history for them.
     """
-    name, quantised = family(variant)
-    if quantised:
+    parsed = parse_variant(variant)
+    if parsed is None or parsed.quantised:
         return None
     for history in histories:
-        if name == BASELINE_VARIANT:
+        if parsed.role == BASELINE_ROLE:
             stage = history.stages.iloc[0]
-        elif history.method == name:
+        elif history.method == parsed.role:
             stage = history.stages.iloc[-1]
         else:
             continue
@@ -151,21 +152,30 @@ def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | 
     return None
 
 
-def _artifact(manifest: Manifest | None, variant: str, model: str) -> pd.Series | None:
-    """The manifest's artifact of this benchmarked model: ONNX (int8 ONNX for an int8 variant).
+def _timed_file(runs: pd.DataFrame) -> str | None:
+    """The artifact file the suite timed for these runs (recorded since the suite ships in the package)."""
+    files = runs["artifact"].dropna() if "artifact" in runs.columns else pd.Series(dtype=object)
+    return str(files.iloc[0]) if not files.empty else None
 
-    Falls back to the checkpoint variant's artifact, and to any format, so the `file` column names it.
-    """
+
+def _artifact(manifest: Manifest | None, timed: str | None, model: str, variant: str,
+              headline_format: str | None) -> pd.Series | None:
+    """The manifest's artifact of this benchmarked model: the file timed at the comparison's backend and batch;
+    else the model's artifact at the variant's precision in the format timed for dense there (any format
+    if none), so the `file` column names the artifact that backend runs."""
     if manifest is None or manifest.artifacts.empty:
         return None
     arts = manifest.artifacts
-    name, quantised = family(variant)
-    preferred = "onnx-int8" if quantised else "onnx"
-    for chosen in (arts[arts["model"] == model], arts[arts["variant"] == name]):
-        if not chosen.empty:
-            onnx = chosen[chosen["format"] == preferred]
-            return (onnx if not onnx.empty else chosen).iloc[0]
-    return None
+    if timed is not None and (arts["file"] == timed).any():
+        return arts[arts["file"] == timed].iloc[0]
+    parsed = parse_variant(variant)
+    same = arts[arts["model"] == model]
+    if parsed is not None:
+        same = same[same["precision"] == parsed.precision]
+    if same.empty:
+        return None
+    preferred = same[same["format"] == headline_format]
+    return (preferred if not preferred.empty else same).iloc[0]
 
 
 def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
@@ -174,11 +184,16 @@ def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest
     rows = []
     for machine, bench in results.benchmarks.groupby("machine", sort=False):
         point = _latency_point(bench)
+        at_point = bench if point is None else bench[(bench["backend"] == point[0]) & (bench["batch"] == point[1])]
+        headline = _artifact(manifest, _timed_file(at_point[at_point["variant"] == BASELINE_VARIANT]),
+                             BASELINE_VARIANT, BASELINE_VARIANT, None)
+        headline_format = None if headline is None else headline["format"]
         variants = sorted(bench["variant"].unique(), key=variant_rank)
         for variant in variants:
             runs = bench[bench["variant"] == variant]
             model = str(runs["model"].iloc[0])
-            artifact = _artifact(manifest, variant, model)
+            artifact = _artifact(manifest, _timed_file(at_point[at_point["variant"] == variant]), model, variant,
+                                 headline_format)
             source = artifact if artifact is not None else runs.iloc[0]
             row: dict[str, object] = {
                 "machine": machine, "model": model, "variant": variant,
@@ -189,7 +204,7 @@ def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest
                 row |= {"file": artifact["file"], "file bytes": artifact["bytes"]}
             if point is not None:
                 backend, batch = point
-                at = runs[(runs["backend"] == backend) & (runs["batch"] == batch)]
+                at = at_point[at_point["variant"] == variant]
                 row |= {"backend": backend, "batch": batch,
                         "latency ms (median)": at["median_s"].iloc[0] * 1e3 if not at.empty else math.nan}
                 sp = speedup[(speedup["machine"] == machine) & (speedup["variant"] == variant)
@@ -412,6 +427,14 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     write_text(html_path, render_html(sections, figures, header))
     write_text(md_path, render_markdown(sections, figures, header))
     return ReportPaths(html_path, md_path, csv_dir, tuple(csvs), tuple(f.path for f in figures))
+
+
+def summary_table(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
+                  histories: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
+    """The model comparison, read from the results themselves (what `spinn-export run` prints at the end)."""
+    loaded = load_results([Path(p) for p in results])
+    return comparison_table(loaded, speedups(loaded), None if manifest is None else load_manifest(manifest),
+                            [load_history(h) for h in histories])
 
 
 def _remove_stale(out: Path, csv_dir: Path, csvs: set[str], pngs: set[str]) -> None:

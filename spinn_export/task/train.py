@@ -15,6 +15,8 @@ from spinn_export.task.metrics import Metrics, evaluate
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """One training run; `epochs` 0 means none (pruning without fine-tuning)."""
+
     epochs: int = 12
     batch_size: int = 512
     lr: float = 3e-3
@@ -25,8 +27,8 @@ class TrainConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be at least 1, got {self.epochs}")
+        if self.epochs < 0:
+            raise UserError(f"--epochs must be zero or more, got {self.epochs}")
         if self.batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {self.batch_size}")
         if not (self.lr > 0 and math.isfinite(self.lr)):

@@ -1,26 +1,43 @@
-"""Inference backends behind one small protocol, and their registry.
+"""Inference backends as plug-ins: one module per backend family, each exposing `Backend` objects that
+register themselves in the `spinn_export.backends` entry-point group (the project's own included), so a
+third-party package adds a backend with an entry point and no edit here.
 
-Each backend is one plug-in module that registers `Backend` entries (a CPU and a CUDA twin where
-both exist). A backend says whether it can run here (`unavailable_reason`) and loads a model into
-a `Runner`. Runners refuse to time anything that is not what their label says: a provider that
-fell back, a compiled model that recompiled, or outputs that disagree with eager PyTorch.
+A backend declares what it consumes (the runtime `format` it opens, the `precisions` it runs, its
+`device`), says whether it can run here (`unavailable_reason`), takes its own typed options
+(`config`, validated on construction, in the manner of optimum-benchmark's per-backend configs) and
+loads a model into a `Runner`. Runners refuse to time anything that is not what their label says: a
+provider that fell back, or a compiled model that recompiled; parity against eager PyTorch is checked
+before any timing (`bench.variants.open_runner`).
 """
 from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
-import torch
-from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.bench.timing import Call
+from spinn_export.plugins import discover
 
-Source = nn.Module | Path
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from spinn_export.bench.timing import Call
+
+BACKEND_GROUP = "spinn_export.backends"
+CHECKPOINT_FORMAT = "checkpoint"  # what eager torch backends open: the safetensors checkpoint itself
+DEVICES = ("cpu", "cuda")
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+Source = Union["nn.Module", Path]
 
 
 class BackendUnavailable(UserError):
@@ -35,21 +52,54 @@ class RecompileDetected(UserError):
     """A compiled model recompiled (or fell back to eager) after warm-up: its timings are not compiled timings."""
 
 
-class ParityError(UserError):
-    """A loaded model's outputs disagree with the eager PyTorch reference."""
-
-
 def sample_input(batch: int, in_features: int, seed: int = 0) -> np.ndarray:
-    """The fixed, reproducible input every backend is timed and checked on."""
+    """The fixed, reproducible input every backend is timed on."""
     return np.random.default_rng(seed).standard_normal((batch, in_features), dtype=np.float32)
 
 
-def torch_device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    from spinn_export.bench.machine import cpu_model
+@dataclass(frozen=True)
+class BackendConfig:
+    """A backend's own options. Subclasses add typed fields with defaults and validate in `__post_init__`
+    (raising UserError), so a bad option fails before anything loads, with its name in the message."""
 
-    return cpu_model()
+    @classmethod
+    def from_options(cls, options: Mapping[str, str], backend: str) -> "BackendConfig":
+        """Build from `KEY=VALUE` strings, converting each to its field's type."""
+        hints = typing.get_type_hints(cls)
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, text in options.items():
+            if key not in fields:
+                known = ", ".join(sorted(fields)) or "none"
+                raise UserError(f"backend {backend} has no option {key!r} (its options: {known})")
+            values[key] = _convert(text, hints[key], f"{backend}:{key}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _convert(text: str, kind: Any, label: str) -> Any:
+    try:
+        if kind is bool:
+            if text.lower() not in TRUE + FALSE:
+                raise ValueError(text)
+            return text.lower() in TRUE
+        return kind(text) if kind in (int, float) else text
+    except ValueError:
+        raise UserError(f"option {label}={text!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+def parse_backend_options(items: list[str] | tuple[str, ...] | None) -> dict[str, dict[str, str]]:
+    """`BACKEND:KEY=VALUE` strings (as given to --backend-option) to {backend: {key: value}}."""
+    options: dict[str, dict[str, str]] = {}
+    for item in items or ():
+        name, sep, setting = item.partition(":")
+        key, eq, value = setting.partition("=")
+        if not (sep and eq and name.strip() and key.strip()):
+            raise UserError(f"a backend option is BACKEND:KEY=VALUE, such as compile-cpu:mode=max-autotune; got {item!r}")
+        options.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return options
 
 
 class Runner(abc.ABC):
@@ -80,8 +130,126 @@ class Runner(abc.ABC):
         yield
 
 
+Loader = Callable[[Source, int, Any], Runner]
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A registered backend.
+
+    `format`: the runtime format it opens (`CHECKPOINT_FORMAT` for eager torch; an artifact format's
+    `runtime_format` otherwise). `precisions`: the model precisions it runs. `sparse`: it runs torch
+    sparse-CSR modules. `slow`: benchmarked only when asked for by name (AOTInductor takes minutes).
+    `config`: its typed options.
+    """
+
+    name: str
+    device: str
+    format: str
+    loader: Loader
+    requirement: Callable[[], str | None] = lambda: None
+    precisions: tuple[str, ...] = ("fp32",)
+    sparse: bool = False
+    slow: bool = False
+    config: type[BackendConfig] = BackendConfig
+    description: str = ""
+
+    @property
+    def family(self) -> str:
+        return self.name.rsplit("-", 1)[0]
+
+    def unavailable_reason(self) -> str | None:
+        """None when this backend can run here, else one line saying why not."""
+        return self.requirement()
+
+    def make_config(self, options: Mapping[str, str] | None = None) -> BackendConfig:
+        return self.config.from_options(options or {}, self.name)
+
+    def load(self, source: Source, threads: int, config: BackendConfig | None = None) -> Runner:
+        reason = self.unavailable_reason()
+        if reason is not None:
+            raise BackendUnavailable(f"backend {self.name} is unavailable: {reason}")
+        return self.loader(source, threads, config if config is not None else self.make_config())
+
+
+@functools.cache
+def _discovered():  # type: ignore[no-untyped-def]
+    return discover(BACKEND_GROUP, Backend, lambda b: b.name)
+
+
+def backends() -> dict[str, Backend]:
+    """Every registered backend that loaded, by name."""
+    found = _discovered().loaded
+    if not found and not _discovered().broken:
+        raise UserError(f"no benchmark backend is registered (entry-point group {BACKEND_GROUP}): "
+                        "install spinn-export with pip (pip install -e . in a checkout)")
+    return found
+
+
+def broken_backends() -> dict[str, str]:
+    """Registered backends whose plug-in failed to load, with the reason."""
+    return _discovered().broken
+
+
+def get_backend(name: str) -> Backend:
+    found = backends()
+    if name in found:
+        return found[name]
+    if name in broken_backends():
+        raise UserError(f"backend {name} is registered but unusable: {broken_backends()[name]}")
+    raise UserError(f"unknown backend {name!r}: choose from {', '.join(found)}")
+
+
+def resolve_backends(text: str | None) -> list[Backend]:
+    """Comma-separated names; 'all' (every backend), a device ('cpu', 'cuda': its backends that are not
+    slow), or a family ('eager' = eager-cpu and eager-cuda). None: every backend that is not slow."""
+    found = backends()
+    chosen: list[Backend] = []
+    for part in (p.strip() for p in (text or "default").split(",")):
+        if not part:
+            continue
+        if part == "all":
+            matches = list(found.values())
+        elif part == "default":
+            matches = [b for b in found.values() if not b.slow]
+        elif part in found or part in broken_backends():
+            matches = [get_backend(part)]
+        elif part in DEVICES:
+            matches = [b for b in found.values() if b.device == part and not b.slow]
+        else:
+            matches = [b for b in found.values() if b.family == part]
+        if not matches:
+            raise UserError(f"unknown backend {part!r}: choose from all, cpu, cuda, {', '.join(found)} "
+                            "(or a family such as 'eager')")
+        chosen.extend(b for b in matches if b not in chosen)
+    if not chosen:
+        raise UserError("no backend selected: give names such as ort-cpu,eager-cpu")
+    return chosen
+
+
+def cuda_unavailable_reason() -> str | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
+        return f"no CUDA GPU visible to torch ({build})"
+    return None
+
+
+def torch_device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    from spinn_export.bench.machine import cpu_model
+
+    return cpu_model()
+
+
 def as_module(source: Source) -> nn.Module:
     """An eager module: given, or loaded from a safetensors checkpoint."""
+    from torch import nn
+
     if isinstance(source, nn.Module):
         return source.eval()
     from spinn_export.model.checkpoint import load_checkpoint
@@ -90,13 +258,17 @@ def as_module(source: Source) -> nn.Module:
 
 
 def require_path(source: Source, backend: str, what: str) -> Path:
-    if isinstance(source, nn.Module):
+    if not isinstance(source, Path):
         raise UserError(f"backend {backend} runs {what} files, not in-memory modules; export the model first")
-    return Path(source)
+    return source
 
 
 class TorchRunner(Runner):
-    """Any torch callable (eager module, compiled, scripted, exported) on one device."""
+    """Any torch callable (eager module, compiled, scripted, exported) on one device.
+
+    The timed call synchronises the device before it returns, so host time around it is the
+    complete latency of the inference, GPU work included.
+    """
 
     def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], backend: str, device: str, engine: str, threads: int):
         self.fn, self.backend, self.device, self.engine, self.threads = fn, backend, device, engine, threads
@@ -104,6 +276,8 @@ class TorchRunner(Runner):
         self.device_name = torch_device_name(device)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
         with torch.inference_mode():
             out = self.fn(x)
         if out.device.type != torch.device(self.device).type:
@@ -112,6 +286,8 @@ class TorchRunner(Runner):
         return out
 
     def prepare(self, x: np.ndarray) -> Call:
+        import torch
+
         xt = torch.from_numpy(x).to(self.device)
         self._run(xt)  # first call (compiles where the backend compiles) and checks the output's device
         fn, cuda = self.fn, self.device.startswith("cuda")
@@ -125,97 +301,6 @@ class TorchRunner(Runner):
         return call
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        import torch
+
         return self._run(torch.from_numpy(x).to(self.device)).float().cpu().numpy()
-
-
-Loader = Callable[[Source, int], Runner]
-
-
-@dataclass(frozen=True)
-class Backend:
-    """A registered backend: `format` is the manifest format it consumes ("checkpoint" for eager torch)."""
-
-    name: str
-    device: str
-    format: str
-    loader: Loader
-    requirement: Callable[[], str | None]
-    sparse: bool = False  # runs torch sparse-CSR modules
-
-    def unavailable_reason(self) -> str | None:
-        """None when this backend can run here, else one line saying why not."""
-        return self.requirement()
-
-    def load(self, source: Source, threads: int) -> Runner:
-        reason = self.unavailable_reason()
-        if reason is not None:
-            raise BackendUnavailable(f"backend {self.name} is unavailable: {reason}")
-        return self.loader(source, threads)
-
-
-REGISTRY: dict[str, Backend] = {}
-
-
-def register(*backends: Backend) -> None:
-    for backend in backends:
-        if backend.name in REGISTRY:
-            raise ValueError(f"backend {backend.name} registered twice")
-        REGISTRY[backend.name] = backend
-
-
-def get_backend(name: str) -> Backend:
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise UserError(f"unknown backend {name!r}: choose from {', '.join(REGISTRY)}") from None
-
-
-def resolve_backends(text: str) -> list[Backend]:
-    """'all', exact names, or families ('eager' = eager-cpu and eager-cuda), comma-separated."""
-    chosen: list[Backend] = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if part == "all":
-            matches = list(REGISTRY.values())
-        elif part in REGISTRY:
-            matches = [REGISTRY[part]]
-        else:
-            matches = [b for b in REGISTRY.values() if b.name.rsplit("-", 1)[0] == part]
-        if not matches:
-            raise UserError(f"unknown backend {part!r}: choose from all, {', '.join(REGISTRY)} (or a family such as 'eager')")
-        chosen.extend(b for b in matches if b not in chosen)
-    if not chosen:
-        raise UserError("no backend selected: give names such as ort-cpu,eager-cpu")
-    return chosen
-
-
-def cuda_unavailable_reason() -> str | None:
-    if not torch.cuda.is_available():
-        build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
-        return f"no CUDA GPU visible to torch ({build})"
-    return None
-
-
-def check_parity(runner: Runner, reference: nn.Module, in_features: int, *, atol: float = 1e-4, rtol: float = 1e-3,
-                 batches: tuple[int, ...] = (1, 7)) -> float:
-    """Compare the runner with eager float32 PyTorch on fixed inputs; return the max abs error or raise."""
-    worst = 0.0
-    for batch in batches:
-        x = sample_input(batch, in_features, seed=batch)
-        with torch.inference_mode():
-            expected = reference(torch.from_numpy(x)).float().numpy()
-        got = np.asarray(runner.infer(x), dtype=np.float32)
-        if got.shape != expected.shape or not np.all(np.isfinite(got)):
-            raise ParityError(f"{runner.backend} returned shape {got.shape} (finite: {np.all(np.isfinite(got))}) "
-                              f"where eager PyTorch gives {expected.shape}; the model did not load correctly")
-        error = float(np.max(np.abs(got - expected)))
-        if not np.allclose(got, expected, atol=atol, rtol=rtol):
-            raise ParityError(f"{runner.backend} disagrees with eager PyTorch at batch {batch} (max abs error {error:.3g}, "
-                              f"atol {atol}, rtol {rtol}); re-export the model")
-        worst = max(worst, error)
-    return worst
-
-
-# Registers the plug-ins, in the order results are listed.
-from spinn_export.bench.backends import eager, torch_compile, torchscript, exported_program, aoti, ort  # noqa: E402,F401,I001

@@ -1,11 +1,13 @@
 """Eager PyTorch: the reference every other backend is checked against. Runs sparse-CSR modules too."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, Source, TorchRunner, as_module, cuda_unavailable_reason, register
+from spinn_export.bench.backends import (
+    CHECKPOINT_FORMAT, Backend, BackendConfig, Source, TorchRunner, as_module, cuda_unavailable_reason,
+)
 
 
-def _loader(device: str):
-    def load(source: Source, threads: int) -> TorchRunner:
+def _loader(device: str):  # type: ignore[no-untyped-def]
+    def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
         from spinn_export.bench.timing import fix_threads
 
         module = as_module(source).to(device)
@@ -14,7 +16,7 @@ def _loader(device: str):
     return load
 
 
-register(
-    Backend("eager-cpu", "cpu", "checkpoint", _loader("cpu"), lambda: None, sparse=True),
-    Backend("eager-cuda", "cuda", "checkpoint", _loader("cuda"), cuda_unavailable_reason, sparse=True),
-)
+EAGER_CPU = Backend("eager-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), sparse=True,
+                    description="eager PyTorch (the reference)")
+EAGER_CUDA = Backend("eager-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason, sparse=True,
+                     description="eager PyTorch on the GPU")

@@ -1,4 +1,5 @@
-"""ONNX Runtime on the CPU (`session.run`) and on CUDA (IOBinding, inputs and outputs resident on the GPU).
+"""ONNX Runtime on the CPU (`session.run`) and on CUDA (IOBinding, inputs and outputs resident on the GPU),
+and on the CPU with the exporter's offline-optimised graph (`onnx-optimized`).
 
 Sessions use the process-wide pool of `timing.ort_global_pool`: sessions with their own
 pools slow each other 1.5-2x when they alternate (as dense and pruned do in a paired run). The
@@ -7,12 +8,43 @@ runs on the CPU, and such a run is refused rather than reported under a CUDA lab
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 
+from spinn_export.bench.backends import Backend, BackendConfig, ProviderFallback, Runner, Source, require_path
 from spinn_export.bench.timing import Call
-from spinn_export.bench.backends import Backend, ProviderFallback, Runner, Source, register, require_path
+from spinn_export.errors import UserError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+@dataclass(frozen=True)
+class OrtConfig(BackendConfig):
+    """`graph_optimization`: ONNX Runtime's session graph-optimisation level."""
+
+    graph_optimization: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.graph_optimization not in OPTIMIZATION_LEVELS:
+            raise UserError(f"graph_optimization {self.graph_optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
+
+
+@dataclass(frozen=True)
+class OrtCudaConfig(OrtConfig):
+    """`tf32`: let the CUDA provider use TF32 matmuls (off by default: TF32 is not float32, and parity is
+    held to float32)."""
+
+    tf32: bool = False
+
+
+@dataclass(frozen=True)
+class OfflineOrtConfig(OrtConfig):
+    """The graph was optimised when it was exported; by default the session adds nothing to it."""
+
+    graph_optimization: str = "disabled"
 
 
 class OrtRunner(Runner):
@@ -56,31 +88,36 @@ def _device_name(device: str) -> str:
     return cpu_model() if device == "cpu" else (gpu_info().get("gpu_name") or "unknown NVIDIA GPU")
 
 
-def open_session(path, device: str, threads: int):  # type: ignore[no-untyped-def]
+def open_session(path: Path, device: str, threads: int, config: OrtConfig = OrtConfig()):  # type: ignore[no-untyped-def]
     """A session on the global thread pool, asking only for this device's provider (then the CPU)."""
     import onnxruntime as ort
 
-    from spinn_export.export.formats import load_onnx_session
     from spinn_export.bench.timing import ort_global_pool
+    from spinn_export.export.formats.onnx import load_onnx_session
 
     ort_global_pool(threads)
     options = ort.SessionOptions()
     options.use_per_session_threads = False
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[config.graph_optimization]
     options.log_severity_level = 3
-    providers = [PROVIDERS[device]] + (["CPUExecutionProvider"] if device != "cpu" else [])
+    tf32 = isinstance(config, OrtCudaConfig) and config.tf32
+    provider = (PROVIDERS[device], {"use_tf32": "1" if tf32 else "0"}) if device == "cuda" else PROVIDERS[device]
+    providers = [provider] + (["CPUExecutionProvider"] if device != "cpu" else [])
     return load_onnx_session(path, providers, options)  # refuses a session whose first provider is not ours
 
 
-def _loader(device: str):
-    def load(source: Source, threads: int) -> OrtRunner:
-        path = require_path(source, f"ort-{device}", "ONNX")
-        return OrtRunner(open_session(path, device, threads), f"ort-{device}", device, threads)
+def _loader(name: str, device: str):  # type: ignore[no-untyped-def]
+    def load(source: Source, threads: int, config: OrtConfig) -> OrtRunner:
+        path = require_path(source, name, "ONNX")
+        return OrtRunner(open_session(path, device, threads, config), name, device, threads)
 
     return load
 
 
-def _ort_missing() -> str | None:
+def ort_missing() -> str | None:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -88,10 +125,10 @@ def _ort_missing() -> str | None:
     return None
 
 
-def _ort_cuda_missing() -> str | None:
+def ort_cuda_missing() -> str | None:
     from spinn_export.bench.machine import no_gpu_reason
 
-    missing = _ort_missing() or no_gpu_reason()
+    missing = ort_missing() or no_gpu_reason()
     if missing:
         return missing
     import onnxruntime
@@ -101,7 +138,10 @@ def _ort_cuda_missing() -> str | None:
     return None
 
 
-register(
-    Backend("ort-cpu", "cpu", "onnx", _loader("cpu"), _ort_missing),
-    Backend("ort-cuda", "cuda", "onnx", _loader("cuda"), _ort_cuda_missing),
-)
+ORT_CPU = Backend("ort-cpu", "cpu", "onnx", _loader("ort-cpu", "cpu"), ort_missing, precisions=("fp32", "int8"),
+                  config=OrtConfig, description="ONNX Runtime, CPU provider")
+ORT_CUDA = Backend("ort-cuda", "cuda", "onnx", _loader("ort-cuda", "cuda"), ort_cuda_missing, precisions=("fp32", "int8"),
+                   config=OrtCudaConfig, description="ONNX Runtime, CUDA provider with IOBinding")
+ORT_OPTIMIZED_CPU = Backend("ort-optimized-cpu", "cpu", "onnx-optimized", _loader("ort-optimized-cpu", "cpu"),
+                            ort_missing, config=OfflineOrtConfig,
+                            description="ONNX Runtime, CPU provider, on the offline-optimised graph")

@@ -10,14 +10,32 @@ size is compiled during `prepare`, and `guard()` runs the timed calls under the
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from spinn_export.bench.backends import (
+    CHECKPOINT_FORMAT, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module,
+    cuda_unavailable_reason,
+)
 from spinn_export.bench.timing import Call
-from spinn_export.bench.backends import Backend, RecompileDetected, Source, TorchRunner, as_module, cuda_unavailable_reason, register
+from spinn_export.errors import UserError
+from spinn_export.export.formats import compiler_missing
+
+MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+@dataclass(frozen=True)
+class CompileConfig(BackendConfig):
+    """`mode`: torch.compile's mode (reduce-overhead uses CUDA graphs on a GPU; max-autotune searches kernels)."""
+
+    mode: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"torch.compile mode {self.mode!r} is not one of {', '.join(MODES)}")
 
 
 def compiled_graphs() -> int:
@@ -56,26 +74,19 @@ class CompiledRunner(TorchRunner):
             raise RecompileDetected(f"{self.backend}: Dynamo compiled {compiled_graphs() - before} new graph(s) while timing")
 
 
-def cpu_compiler_missing() -> str | None:
-    """Inductor's CPU code is C++ compiled at run time."""
-    if any(shutil.which(cxx) for cxx in ("c++", "g++", "clang++")):
-        return None
-    return "Inductor needs a C++ compiler (c++, g++ or clang++) on PATH"
-
-
-def _loader(device: str):
-    def load(source: Source, threads: int) -> CompiledRunner:
+def _loader(device: str):  # type: ignore[no-untyped-def]
+    def load(source: Source, threads: int, config: CompileConfig) -> CompiledRunner:
         from spinn_export.bench.timing import fix_threads
 
         threads = fix_threads(threads)
         module = as_module(source).to(device)
-        compiled = torch.compile(module, fullgraph=True, dynamic=False, isolate_recompiles=True)
+        compiled = torch.compile(module, mode=config.mode, fullgraph=True, dynamic=False, isolate_recompiles=True)
         return CompiledRunner(compiled, f"compile-{device}", device, "inductor", threads)
 
     return load
 
 
-register(
-    Backend("compile-cpu", "cpu", "checkpoint", _loader("cpu"), cpu_compiler_missing),
-    Backend("compile-cuda", "cuda", "checkpoint", _loader("cuda"), cuda_unavailable_reason),
-)
+COMPILE_CPU = Backend("compile-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), compiler_missing, config=CompileConfig,
+                      description="torch.compile (Inductor, C++ kernels)")
+COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason,
+                       config=CompileConfig, description="torch.compile (Inductor, Triton kernels)")

@@ -1,13 +1,13 @@
 """TorchScript: the exporter's traced and frozen archive (`.torchscript.pt`)."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, Source, TorchRunner, cuda_unavailable_reason, register, require_path
+from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
 
 
-def _loader(device: str):
-    def load(source: Source, threads: int) -> TorchRunner:
-        from spinn_export.export.formats import load_torchscript
+def _loader(device: str):  # type: ignore[no-untyped-def]
+    def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
         from spinn_export.bench.timing import fix_threads
+        from spinn_export.export.formats.torchscript import load_torchscript
 
         module = load_torchscript(require_path(source, f"torchscript-{device}", "TorchScript"))
         return TorchRunner(module.to(device), f"torchscript-{device}", device, "torchscript", fix_threads(threads))
@@ -15,7 +15,6 @@ def _loader(device: str):
     return load
 
 
-register(
-    Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"), lambda: None),
-    Backend("torchscript-cuda", "cuda", "torchscript", _loader("cuda"), cuda_unavailable_reason),
-)
+TORCHSCRIPT_CPU = Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"), description="TorchScript interpreter")
+TORCHSCRIPT_CUDA = Backend("torchscript-cuda", "cuda", "torchscript", _loader("cuda"), cuda_unavailable_reason,
+                           description="TorchScript interpreter on the GPU")

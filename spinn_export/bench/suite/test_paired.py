@@ -1,6 +1,6 @@
 """Paired speedups of every variant over dense, per backend and batch: ABBA blocks in fresh processes.
 
-Runs after the latency matrix (file order) and stores its results in the benchmark JSON's "spinn" key.
+Runs after the latency matrix (module order) and stores its results in the benchmark JSON's "spinn" key.
 """
 from __future__ import annotations
 
@@ -8,20 +8,23 @@ import pytest
 
 from spinn_export.bench.backends import get_backend
 from spinn_export.bench.paired import paired_speedups
+from spinn_export.bench.plugin import SuiteState
 
-from spinn_export.bench.plugin import Settings
 
-
-def test_paired_speedup(paired_backend: str, spinn: Settings) -> None:
-    backend = get_backend(paired_backend)
+def test_paired_speedup(spinn_paired_backend: str, spinn_session: SuiteState) -> None:
+    backend = get_backend(spinn_paired_backend)
     reason = backend.unavailable_reason()
     if reason is not None:
-        pytest.skip(f"{paired_backend}: {reason}")
-    baseline = spinn.refs["dense"] if "dense" in spinn.refs else pytest.skip("no dense model to pair against")
-    candidates = [spinn.refs[v] for v in spinn.paired_variants if spinn.refs[v].unsupported_reason(backend) is None]
-    if not candidates or baseline.unsupported_reason(backend) is not None:
-        pytest.skip(f"{paired_backend}: no variant to pair with dense")
-    results = paired_speedups(paired_backend, baseline, candidates, spinn.batches, spinn.threads, spinn.paired)
-    spinn.paired_results.extend(results)
+        pytest.skip(f"{spinn_paired_backend}: {reason}")
+    refs, settings = spinn_session.refs, spinn_session.settings
+    baseline = next((ref for ref in refs.values() if ref.variant.is_baseline), None)
+    if baseline is None or baseline.unsupported_reason(backend) is not None:
+        pytest.skip(f"{spinn_paired_backend}: no dense model to pair against")
+    candidates = [refs[v] for v in settings.paired_variants if refs[v].unsupported_reason(backend) is None]
+    if not candidates:
+        pytest.skip(f"{spinn_paired_backend}: no variant to pair with dense")
+    results = paired_speedups(spinn_paired_backend, baseline, candidates, settings.batches, settings.threads,
+                              settings.paired, settings.backend_configs.get(spinn_paired_backend))
+    spinn_session.paired_results.extend(results)
     for result in results:
         assert result.ci_low <= result.speedup_median <= result.ci_high

@@ -22,23 +22,22 @@ import numpy as np
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.plugin import TIMEIT_BACKEND, SuiteState, runner_for
 from spinn_export.bench.timing import time_block, warm_up
-
-from spinn_export.bench.plugin import Settings, runner_for
 
 TOLERANCE = 0.10
 MIN_ROUNDS = 50  # medians of fewer single calls move by several % on a shared machine (3 rounds: 13 % seen)
 
 
-def test_ort_cpu_agrees_with_timeit(benchmark, timeit_case: tuple[str, int], spinn: Settings,
+def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int], spinn_session: SuiteState,
                                     request: pytest.FixtureRequest) -> None:
-    variant, batch = timeit_case
-    backend = get_backend("ort-cpu")
+    variant, batch = spinn_timeit_case
+    backend = get_backend(TIMEIT_BACKEND)
     reason = backend.unavailable_reason()
     if reason is not None:
-        pytest.skip(f"ort-cpu: {reason}")
-    ref = spinn.refs[variant]
-    runner = runner_for(spinn, backend, ref)
+        pytest.skip(f"{TIMEIT_BACKEND}: {reason}")
+    ref = spinn_session.refs[variant]
+    runner = runner_for(spinn_session, backend, ref)
     x = sample_input(batch, ref.in_features)
     call = runner.prepare(x)  # the suite's call, exactly as test_latency times it
     feeds = {runner.input_name: np.ascontiguousarray(x)}
@@ -48,9 +47,9 @@ def test_ort_cpu_agrees_with_timeit(benchmark, timeit_case: tuple[str, int], spi
     options = request.config.option  # as many rounds as pytest-benchmark's own time budget gives
     rounds = max(MIN_ROUNDS, int(options.benchmark_min_rounds), math.ceil(float(options.benchmark_max_time) / per_call))
     independent: list[float] = []
-    benchmark.group = f"ort-cpu batch={batch} timeit cross-check"
-    benchmark.extra_info.update(check="timeit", variant=variant, model=ref.model, backend="ort-cpu", device="cpu",
-                                batch=batch, threads=runner.threads, provider=runner.provider)
+    benchmark.group = f"{TIMEIT_BACKEND} batch={batch} timeit cross-check"
+    benchmark.extra_info.update(check="timeit", variant=variant, model=ref.model, backend=TIMEIT_BACKEND,
+                                device=backend.device, batch=batch, threads=runner.threads, provider=runner.provider)
     with runner.guard():
         benchmark.pedantic(call, setup=lambda: independent.append(timer.timeit(number=1)), rounds=rounds)
     if benchmark.stats is None:
@@ -59,6 +58,6 @@ def test_ort_cpu_agrees_with_timeit(benchmark, timeit_case: tuple[str, int], spi
     ratio = suite / reference
     benchmark.extra_info.update(reference_median=reference, reference_samples=len(independent), ratio=ratio)
     assert abs(ratio - 1.0) < TOLERANCE, (
-        f"ort-cpu {variant} batch {batch}: the suite's median {suite * 1e6:.1f} us differs from timeit's "
+        f"{TIMEIT_BACKEND} {variant} batch {batch}: the suite's median {suite * 1e6:.1f} us differs from timeit's "
         f"{reference * 1e6:.1f} us by {ratio - 1.0:+.1%} (tolerance {TOLERANCE:.0%}): the harness distorts the timing"
     )

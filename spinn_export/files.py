@@ -1,7 +1,8 @@
-"""Atomic file writes: every artifact appears under its final name complete, or not at all."""
+"""Files: atomic writes (every artifact appears under its final name complete, or not at all) and digests."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -39,3 +40,12 @@ def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def sha256_of(path: str | os.PathLike[str]) -> str:
+    """The file's content digest: what manifests and stage records compare to tell changed from unchanged."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,94 @@
+"""`spinn-export bench`: the benchmark suite that ships in the package, from any folder."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from spinn_export.bench.plugin import OPTIONS, suite_settings
+from spinn_export.errors import UserError
+from spinn_export.files import atomic_path
+
+STAGE = 5
+SUITE_OPTIONS = [o for o in OPTIONS if o.name != "artifacts"]  # the artifacts directory is the positional argument
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="benchmark exported models on every backend (the pytest-benchmark suite)",
+        description="Run the benchmark suite on the models of ARTIFACTS_DIR/manifest.json (every file's sha256 is "
+                    "checked first), or on freshly built reference models when no directory is given. Arguments "
+                    "after -- go to pytest and pytest-benchmark (e.g. -- --benchmark-autosave, "
+                    "-- --benchmark-compare).")
+    parser.add_argument("artifacts", nargs="?", metavar="ARTIFACTS_DIR",
+                        help="a directory written by spinn-export export (default: built-in reference models)")
+    for option in SUITE_OPTIONS:
+        parser.add_argument(f"--{option.name}", **option.argparse_kwargs())
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="write the pytest-benchmark JSON (with the paired speedups) here, for report and gate")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run)
+
+
+def _check_output(path: Path) -> None:
+    """Refuse an output path that cannot work before minutes of benchmarking, not after."""
+    if path.is_dir():
+        raise UserError(f"--json {path} is a directory: give a file name such as {path / 'bench.json'}")
+    if not path.parent.is_dir():
+        raise UserError(f"--json {path}: the directory {path.parent} does not exist; create it or choose another path")
+    if not os.access(path.parent, os.W_OK):
+        raise UserError(f"--json {path}: the directory {path.parent} is not writable; choose another path")
+
+
+def pytest_arguments(args: argparse.Namespace) -> list[str]:
+    """The suite's own pytest invocation: its config file (so the caller's pytest config does not leak in), its
+    test modules, the options as --spinn-* arguments, then the user's extra arguments."""
+    from spinn_export.bench import suite
+
+    directory = Path(suite.__file__).parent
+    words = ["-c", str(directory / "pytest.ini"), "-p", "no:cacheprovider", "-q", str(directory)]
+    if args.artifacts:
+        words.append(f"--spinn-artifacts={Path(args.artifacts).resolve()}")
+    for option in SUITE_OPTIONS:
+        words += option.pytest_args(getattr(args, option.dest))
+    extra = list(args.pytest_args)
+    return words + (extra[1:] if extra[:1] == ["--"] else extra)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.pytest_args and args.pytest_args[0] != "--":
+        raise UserError(f"unexpected argument {args.pytest_args[0]!r}; put pytest's own arguments after --")
+    values = {option.dest: getattr(args, option.dest) for option in SUITE_OPTIONS}
+    suite_settings({**values, "spinn_artifacts": args.artifacts})  # every mistake is one line, before pytest starts
+    words = pytest_arguments(args)
+    if args.json is None:
+        _run_suite(words)
+        return 0
+    _check_output(args.json)
+    try:
+        with atomic_path(args.json) as tmp:  # a failed run leaves no JSON, not even an empty one
+            _run_suite([*words, f"--benchmark-json={tmp}"])
+    except OSError as exc:
+        raise UserError(f"--json {args.json}: cannot write there ({exc.strerror or exc}); choose another path") from None
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _run_suite(words: list[str]) -> None:
+    import pytest
+
+    code = int(pytest.main(words, plugins=_plugins_pytest_would_not_load()))
+    if code != 0:
+        raise UserError(f"the benchmark suite failed (pytest exit {code}); see its output above", exit_code=1)
+
+
+def _plugins_pytest_would_not_load() -> list[object]:
+    """With plug-in autoloading off, pass the two plug-ins the suite needs explicitly (never both ways:
+    registering a module twice is an error)."""
+    if not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return []
+    import pytest_benchmark.plugin
+
+    from spinn_export.bench import plugin
+
+    return [pytest_benchmark.plugin, plugin]

@@ -1,0 +1,86 @@
+"""torch.export: the program with a dynamic batch axis (`.pt2`), loaded without unpickling anything."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spinn_export.errors import UserError, require_file
+from spinn_export.export.formats import (
+    ARTIFACT_HINT, Format, Predict, Shape, dynamic_batch, example_input, quiet, torch_predict, unreadable,
+)
+from spinn_export.model.spec import MLPSpec
+
+
+def exported(model: nn.Module, spec: MLPSpec) -> torch.export.ExportedProgram:
+    with quiet():
+        return torch.export.export(model.eval(), (example_input(spec),), dynamic_shapes=(dynamic_batch(),))
+
+
+def write_exported_program(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+    program = exported(model, spec)
+    buffer = io.BytesIO()
+    with quiet():
+        torch.export.save(program, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def _refuse_pickles(path: Path) -> None:
+    """torch.export.load unpickles payloads flagged `use_pickle` and custom objects, and falls back to
+    unrestricted unpickling for sample inputs; our own exports need none of that, so refuse it up front."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for name in archive.namelist():
+                if name.endswith(("weights_config.json", "constants_config.json")):
+                    config = json.loads(archive.read(name)).get("config", {})
+                    for key, payload in config.items():
+                        if payload.get("use_pickle") or not str(payload.get("path_name", "")).startswith(
+                            ("weight_", "tensor_")
+                        ):
+                            raise UserError(
+                                f"{path}: entry {key!r} would be unpickled (running code from the file); "
+                                "only spinn-export's own .pt2 exports are loaded"
+                            )
+                elif "/sample_inputs/" in name:
+                    payload = archive.read(name)
+                    if payload:
+                        torch.load(io.BytesIO(payload), weights_only=True)
+    except UserError:
+        raise
+    except Exception as exc:  # BadZipFile, JSON errors, UnpicklingError from weights_only
+        raise unreadable(path, "torch.export (.pt2)", exc) from None
+
+
+def load_exported_program(path: str | Path) -> torch.export.ExportedProgram:
+    """A torch.export program, refusing archives that would unpickle anything."""
+    path = Path(path)
+    require_file(path, "torch.export (.pt2) file", ARTIFACT_HINT)
+    _refuse_pickles(path)
+    try:
+        with quiet():
+            return torch.export.load(str(path))
+    except Exception as exc:  # torch raises many types for bad archives
+        raise unreadable(path, "torch.export (.pt2)", exc) from None
+
+
+def _exported_predict(path: Path) -> Predict:
+    return torch_predict(load_exported_program(path).module())
+
+
+def exported_weight_shapes(path: Path) -> list[Shape]:
+    program = load_exported_program(path)
+    parameters = program.graph_signature.inputs_to_parameters
+    shapes: list[Shape] = []
+    for node in program.graph.nodes:
+        if node.op == "call_function" and node.target is torch.ops.aten.linear.default:
+            weight = program.state_dict[parameters[node.args[1].name]]
+            shapes.append((int(weight.shape[0]), int(weight.shape[1])))
+    return shapes
+
+
+EXPORTED_PROGRAM = Format("exported-program", ".pt2", write_exported_program, _exported_predict, exported_weight_shapes,
+                          "torch.export program, dynamic batch axis")

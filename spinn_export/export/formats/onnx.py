@@ -1,0 +1,143 @@
+"""ONNX: one self-contained file from the dynamo exporter, with a dynamic batch axis, `onnx.checker`-clean.
+
+Also home of what every ONNX-based format shares: the export itself (done once per model), the
+self-containment check, the ORT session loader and the weight-shape reader.
+"""
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from spinn_export.errors import UserError, require_file
+from spinn_export.export.formats import (
+    ARTIFACT_HINT, INPUT_NAME, OUTPUT_NAME, Format, Predict, Shape, dynamic_batch, example_input, quiet, unreadable,
+)
+from spinn_export.model.spec import MLPSpec
+
+if TYPE_CHECKING:  # onnxruntime is imported lazily: writing plain ONNX does not need it
+    import onnxruntime as ort
+
+_ONNX_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, MLPSpec, str], bytes]]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for tensor in model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def onnx_bytes(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
+    """One self-contained ONNX model (dynamo exporter, inline weights, dynamic batch axis).
+
+    The ONNX formats start from the same export, and the dynamo exporter takes seconds even for a
+    tiny MLP, so the bytes are kept per model object, keyed by opset, spec and a hash of the weights.
+    """
+    key = (opset, spec, _fingerprint(model))
+    cache = _ONNX_CACHE.setdefault(model, {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = _export_onnx(model, spec, opset)
+    return cache[key]
+
+
+def _export_onnx(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        with quiet():
+            torch.onnx.export(
+                model, (example_input(spec),), str(path), dynamic_shapes=(dynamic_batch(),), external_data=False,
+                opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+            )
+        leftovers = sorted(p.name for p in Path(tmp).iterdir() if p != path)
+        if leftovers:
+            raise RuntimeError(f"the ONNX exporter wrote side files {leftovers}; the model must be one file")
+        return path.read_bytes()
+
+
+def check_onnx(path: Path) -> None:
+    """`onnx.checker` (full) and no external data: the artifact must be one self-contained file."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    onnx.checker.check_model(str(path), full_check=True)
+    external = [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer if uses_external_data(t)]
+    if external:
+        raise RuntimeError(f"initializers {external[:3]} live in an external-data side file")
+
+
+def write_onnx(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+    path.write_bytes(onnx_bytes(model, spec, opset))
+    check_onnx(path)
+
+
+def load_onnx_session(
+    path: str | Path,
+    providers: Sequence[str | tuple[str, dict[str, str]]] | None = None,
+    session_options: ort.SessionOptions | None = None,
+) -> ort.InferenceSession:
+    """An ORT session on a checked, self-contained ONNX file.
+
+    Raises UserError if the file is unreadable, or if the first requested provider is not the one
+    ORT actually uses (onnxruntime-gpu without CUDA silently falls back to CPU otherwise).
+    """
+    import onnxruntime as ort
+
+    path = Path(path)
+    require_file(path, "ONNX file", ARTIFACT_HINT)
+    providers = list(providers or ["CPUExecutionProvider"])
+    options = session_options or ort.SessionOptions()
+    if session_options is None:
+        options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=providers)
+    except Exception as exc:  # ORT raises its own pybind exception types for every kind of bad file
+        raise unreadable(path, "ONNX", exc) from None
+    requested = providers[0] if isinstance(providers[0], str) else providers[0][0]
+    if session.get_providers()[0] != requested:
+        raise UserError(
+            f"{path}: ONNX Runtime is using {session.get_providers()[0]}, not the requested {requested}; "
+            "install the matching onnxruntime build and drivers, or choose another provider"
+        )
+    return session
+
+
+def onnx_predict(path: Path) -> Predict:
+    session = load_onnx_session(path)
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def onnx_weight_shapes(path: Path) -> list[Shape]:
+    """(out, in) of each matrix multiply's weight initializer, in graph order (Gemm, MatMul, int8 MatMulInteger)."""
+    import onnx
+
+    require_file(path, "ONNX file", ARTIFACT_HINT)
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise unreadable(path, "ONNX", exc) from None
+    initializers = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer}
+    shapes: list[Shape] = []
+    for node in graph.node:
+        if node.op_type not in ("Gemm", "FusedGemm", "MatMul", "MatMulInteger") or len(node.input) < 2:
+            continue
+        dims = initializers.get(node.input[1])
+        if dims is None or len(dims) != 2:
+            continue
+        stored_out_in = node.op_type in ("Gemm", "FusedGemm") and any(
+            a.name == "transB" and a.i == 1 for a in node.attribute
+        )
+        shapes.append((dims[0], dims[1]) if stored_out_in else (dims[1], dims[0]))
+    return shapes
+
+
+ONNX = Format("onnx", ".onnx", write_onnx, onnx_predict, onnx_weight_shapes,
+              "ONNX (dynamo exporter), dynamic batch axis, one self-contained file", uses_opset=True)

@@ -1,0 +1,35 @@
+"""Dynamically int8-quantised ONNX: its error and validation-accuracy change are recorded, not held to float32.
+
+It is an ONNX file, so ONNX Runtime backends open it as "onnx", at int8 precision.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from spinn_export.export.formats import Format, quiet
+from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
+from spinn_export.model.spec import MLPSpec
+
+
+def write_onnx_int8(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+    """Dynamic int8 weight quantisation; `quant_pre_process` first (shape inference fails on dynamo Gemms without it)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
+        source.write_bytes(onnx_bytes(model, spec, opset))
+        with quiet():
+            quant_pre_process(str(source), str(prepared))
+            quantize_dynamic(str(prepared), str(quantised), weight_type=QuantType.QInt8)
+        shutil.copyfile(quantised, path)
+    check_onnx(path)
+
+
+ONNX_INT8 = Format("onnx-int8", ".int8.onnx", write_onnx_int8, onnx_predict, onnx_weight_shapes,
+                   "dynamically int8-quantised ONNX (error and accuracy delta recorded, not held to float32)",
+                   precision="int8", opened_as="onnx", uses_opset=True)

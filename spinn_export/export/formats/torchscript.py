@@ -1,0 +1,48 @@
+"""TorchScript: traced and frozen (every torch.jit API is deprecated, but deployments still load it)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spinn_export.errors import require_file
+from spinn_export.export.formats import ARTIFACT_HINT, Format, Shape, example_input, quiet, torch_predict, unreadable
+from spinn_export.model.spec import MLPSpec
+
+
+def write_torchscript(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+    """Traced and frozen; saved through a buffer so the archive's inner name does not depend on the file name."""
+    with quiet(), torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example_input(spec)))
+        buffer = io.BytesIO()
+        torch.jit.save(frozen, buffer)
+    path.write_bytes(buffer.getvalue())
+
+
+def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
+    """A TorchScript module on CPU. TorchScript archives hold code by design: load only your own exports."""
+    path = Path(path)
+    require_file(path, "TorchScript file", ARTIFACT_HINT)
+    try:
+        with quiet():
+            module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError for every kind of bad archive
+        raise unreadable(path, "TorchScript", exc) from None
+    return module.eval()
+
+
+def torchscript_weight_shapes(path: Path) -> list[Shape]:
+    module = load_torchscript(path)
+    shapes: list[Shape] = []
+    for node in module.graph.nodes():
+        if node.kind() == "aten::linear":
+            weight = node.inputsAt(1).toIValue()
+            if isinstance(weight, torch.Tensor) and weight.dim() == 2:
+                shapes.append((int(weight.shape[0]), int(weight.shape[1])))
+    return shapes
+
+
+TORCHSCRIPT = Format("torchscript", ".torchscript.pt", write_torchscript, lambda p: torch_predict(load_torchscript(p)),
+                     torchscript_weight_shapes, "traced and frozen TorchScript (every torch.jit API is deprecated)")
