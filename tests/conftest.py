@@ -20,11 +20,11 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
+def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
     """The real console entry point in a fresh interpreter, as a user runs it."""
     proc = subprocess.run(
         [sys.executable, "-m", "spinn_export", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600,
+        capture_output=True, text=True, cwd=cwd, timeout=600, env=env,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -32,10 +32,10 @@ def run_cli(*args: str, cwd: Path | None = None) -> CliResult:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    """The project's benchmark suite (bench/) in a fresh interpreter, from the checkout, quietly."""
+def run_bench(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """The project's benchmark suite (bench/) in a fresh interpreter, as from the checkout, quietly."""
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
-                          capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+                          capture_output=True, text=True, cwd=cwd, timeout=600, check=False)
 
 
 def assert_clean_error(result: CliResult, *needles: str) -> None:

@@ -170,7 +170,7 @@ def test_exported_program_that_would_unpickle_is_refused(exported, tmp_path):
 
 
 def test_format_names_are_checked(exported):
-    assert [f.name for f in parse_formats("onnx, torchscript")] == ["torchscript", "onnx"]
+    assert [f.name for f in parse_formats("onnx, torchscript, onnx")] == ["onnx", "torchscript"]  # as given, once each
     assert "aoti" not in default_formats()
     with pytest.raises(UserError, match=r"unknown format 'tflite'.*torchscript"):
         parse_formats("onnx,tflite")

@@ -47,7 +47,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    cut = words.index("--") if "--" in words else len(words)  # what follows -- is passed through, not parsed
+    args = parser.parse_args(words[:cut])
+    args.passthrough = words[cut + 1:]
+    if "--" in words and not getattr(args, "takes_passthrough", False):
+        parser.error(f"{args.command} takes no arguments after --")
     try:
         return int(args.func(args) or 0)
     except UserError as exc:

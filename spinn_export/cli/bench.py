@@ -26,8 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(f"--{option.name}", **option.argparse_kwargs())
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help="write the pytest-benchmark JSON (with the paired speedups) here, for report and gate")
-    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, takes_passthrough=True)
 
 
 def _check_output(path: Path) -> None:
@@ -51,35 +50,39 @@ def pytest_arguments(args: argparse.Namespace) -> list[str]:
         words.append(f"--spinn-artifacts={Path(args.artifacts).resolve()}")
     for option in SUITE_OPTIONS:
         words += option.pytest_args(getattr(args, option.dest))
-    extra = list(args.pytest_args)
-    return words + (extra[1:] if extra[:1] == ["--"] else extra)
+    return words + list(args.passthrough)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.pytest_args and args.pytest_args[0] != "--":
-        raise UserError(f"unexpected argument {args.pytest_args[0]!r}; put pytest's own arguments after --")
     values = {option.dest: getattr(args, option.dest) for option in SUITE_OPTIONS}
     suite_settings({**values, "spinn_artifacts": args.artifacts})  # every mistake is one line, before pytest starts
     words = pytest_arguments(args)
     if args.json is None:
-        _run_suite(words)
+        _run_suite(words, "")
         return 0
     _check_output(args.json)
     try:
         with atomic_path(args.json) as tmp:  # a failed run leaves no JSON, not even an empty one
-            _run_suite([*words, f"--benchmark-json={tmp}"])
+            _run_suite([*words, f"--benchmark-json={tmp}"], "; no JSON was written")
     except OSError as exc:
         raise UserError(f"--json {args.json}: cannot write there ({exc.strerror or exc}); choose another path") from None
     print(f"wrote {args.json}")
     return 0
 
 
-def _run_suite(words: list[str]) -> None:
+def _run_suite(words: list[str], consequence: str) -> None:
     import pytest
 
-    code = int(pytest.main(words, plugins=_plugins_pytest_would_not_load()))
+    storage = Path(".benchmarks")  # pytest-benchmark makes its default storage folder even when nothing is saved
+    existed = storage.exists()
+    try:
+        code = int(pytest.main(words, plugins=_plugins_pytest_would_not_load()))
+    finally:
+        if not existed and storage.is_dir() and not any(storage.iterdir()):
+            storage.rmdir()
     if code != 0:
-        raise UserError(f"the benchmark suite failed (pytest exit {code}); see its output above", exit_code=1)
+        raise UserError(f"the benchmark suite failed (pytest exit {code}); see its output above{consequence}",
+                        exit_code=1)
 
 
 def _plugins_pytest_would_not_load() -> list[object]:

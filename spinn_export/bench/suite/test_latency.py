@@ -22,9 +22,11 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
     call = runner.prepare(sample_input(batch, ref.in_features))
     warm_up(call)
     config = spinn_session.settings.backend_configs.get(backend_name)
+    artifact = None if ref.variant.sparse else ref.file(backend.format)  # CSR is built in memory from the checkpoint
     benchmark.group = f"{backend_name} batch={batch}"
     benchmark.extra_info.update(
         variant=variant, role=ref.variant.role, precision=ref.variant.precision, model=ref.model,
+        artifact=None if artifact is None else artifact.name,
         backend=backend_name, device=backend.device, batch=batch,
         params=ref.params, nonzero_params=ref.nonzero_params, flops_per_sample=ref.flops_per_sample,
         widths=list(ref.widths), provider=runner.provider, threads=runner.threads, device_name=runner.device_name,
