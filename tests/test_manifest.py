@@ -75,3 +75,25 @@ def test_unknown_variant_is_refused_before_writing(tmp_path):
 def test_manifest_json_is_the_documented_shape(exported):
     data = json.loads((exported / MANIFEST_NAME).read_text())
     assert list(data) == ["schema", "versions", "artifacts"] and data["schema"] == 1
+
+
+def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(tmp_path):
+    """The report stage and manifest checks run where torch cannot even be imported."""
+    import subprocess
+    import sys
+
+    from .test_results import build_pipeline
+
+    pipeline = build_pipeline(tmp_path / "tiny")
+    script = (
+        "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
+        "from spinn_export.export.manifest import read_manifest\n"
+        "from spinn_export.report.writer import build_report\n"
+        f"manifest = read_manifest({str(pipeline.manifest.parent)!r})\n"
+        f"build_report([{str(pipeline.ort_json)!r}], {str(pipeline.manifest)!r}, [{str(pipeline.structured_dir)!r}], "
+        f"{str(tmp_path / 'report')!r})\n"
+        "print(len(manifest.artifacts))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(proc.stdout.strip()) == 3 and (tmp_path / "report" / "report.html").is_file()
