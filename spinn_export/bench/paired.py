@@ -27,6 +27,7 @@ from spinn_export.errors import UserError
 from spinn_export.bench.timing import Call, Clock, calibrate, time_block, warm_up
 
 if TYPE_CHECKING:
+    from spinn_export.bench.backends import BackendConfig
     from spinn_export.bench.variants import ModelRef
 
 Pairs = dict[Hashable, tuple[Call, Call]]

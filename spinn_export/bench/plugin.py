@@ -224,10 +224,9 @@ def prospective_reason(variant: Variant, backend: Any) -> str | None:
     from spinn_export.bench.backends import CHECKPOINT_FORMAT
     from spinn_export.export.formats import formats
 
-    if variant.precision not in backend.precisions:
-        return f"{backend.name} does not run {variant.precision} models"
-    if variant.sparse:
-        return None if backend.sparse else f"{variant.name} runs only where torch sparse CSR runs"
+    reason = variant.unsupported_reason(backend)
+    if reason is not None or variant.sparse:
+        return reason
     opened = {f.runtime_format for f in formats().values() if f.precision == variant.precision}
     if variant.precision == FP32:
         opened.add(CHECKPOINT_FORMAT)

@@ -62,6 +62,14 @@ class Variant:
     def quantised(self) -> bool:
         return self.precision != FP32
 
+    def unsupported_reason(self, backend: Backend) -> str | None:
+        """Why `backend` can never run this variant, whatever files exist: its precision, or sparse CSR."""
+        if self.precision not in backend.precisions:
+            return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.precision} ({self.name})"
+        if self.sparse and not backend.sparse:
+            return f"{self.name} runs only where torch sparse CSR runs (eager backends)"
+        return None
+
     def sort_key(self) -> tuple[object, ...]:
         """fp32 before quantised; within a precision dense, magnitude (masked, then CSR), structured."""
         return (self.quantised, self.precision, ROLES.index(self.role), self.sparse, self.model or "")
@@ -137,10 +145,9 @@ class ModelRef:
         return tolerance_for(self.variant.precision, self.recorded_error)
 
     def unsupported_reason(self, backend: Backend) -> str | None:
-        if self.variant.precision not in backend.precisions:
-            return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.variant.precision} ({self.name})"
-        if self.variant.sparse:
-            return None if backend.sparse else f"{self.name} runs only where torch sparse CSR runs (eager backends)"
+        reason = self.variant.unsupported_reason(backend)
+        if reason is not None or self.variant.sparse:  # CSR is built in memory from the checkpoint: no file needed
+            return reason
         if self.file(backend.format) is None:
             return f"{self.name} ({self.model}) has no {backend.format} artifact in the manifest"
         return None

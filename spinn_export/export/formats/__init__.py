@@ -17,11 +17,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from spinn_export.errors import UserError
+from spinn_export.errors import UserError, require_file
 from spinn_export.model.spec import MLPSpec
 from spinn_export.plugins import discover
 
@@ -38,6 +38,7 @@ EXAMPLE_BATCH = 2  # the batch traced/exported; the batch axis stays dynamic (mi
 
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
+Loaded = TypeVar("Loaded")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,20 @@ def unreadable(path: Path, what: str, exc: BaseException) -> UserError:
         f"{path} is not a readable {what} file ({reason(exc)}); it may be truncated or corrupt: "
         "re-run `spinn-export export`"
     )
+
+
+def read_artifact(path: str | Path, what: str, load: Callable[[str], Loaded]) -> Loaded:
+    """`load` on an existing file, quietly; any failure of the runtime's own loader becomes one line saying the
+    `what` file is unreadable (runtimes raise many exception types for truncated or foreign files)."""
+    path = Path(path)
+    require_file(path, f"{what} file", ARTIFACT_HINT)
+    try:
+        with quiet():
+            return load(str(path))
+    except UserError:
+        raise
+    except Exception as exc:  # RuntimeError, BadZipFile, protobuf errors, ...
+        raise unreadable(path, what, exc) from None
 
 
 def torch_predict(module: Callable[[torch.Tensor], torch.Tensor]) -> Predict:

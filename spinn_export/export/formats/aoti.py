@@ -12,7 +12,7 @@ from torch import nn
 
 from spinn_export.errors import require_file
 from spinn_export.export.formats import (
-    ARTIFACT_HINT, Format, Predict, Shape, compiler_missing, quiet, torch_predict, unreadable,
+    ARTIFACT_HINT, Format, Predict, Shape, compiler_missing, quiet, read_artifact, torch_predict, unreadable,
 )
 from spinn_export.export.formats.exported_program import exported
 from spinn_export.model.spec import MLPSpec
@@ -29,13 +29,7 @@ def write_aoti(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
 
 def load_aoti(path: str | Path):  # type: ignore[no-untyped-def]
     """The package's runner (a callable on tensors); what the aoti-cpu backend times."""
-    path = Path(path)
-    require_file(path, "AOTInductor file", ARTIFACT_HINT)
-    try:
-        with quiet():
-            return torch._inductor.aoti_load_package(str(path))
-    except Exception as exc:  # the loader raises RuntimeError for bad packages
-        raise unreadable(path, "AOTInductor", exc) from None
+    return read_artifact(path, "AOTInductor", torch._inductor.aoti_load_package)
 
 
 def _aoti_predict(path: Path) -> Predict:

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinn_export.errors import UserError, require_file
+from spinn_export.errors import UserError
 from spinn_export.export.formats import (
-    ARTIFACT_HINT, Format, Predict, Shape, dynamic_batch, example_input, quiet, torch_predict, unreadable,
+    Format, Predict, Shape, dynamic_batch, example_input, quiet, read_artifact, torch_predict, unreadable,
 )
 from spinn_export.model.spec import MLPSpec
 
@@ -57,14 +57,12 @@ def _refuse_pickles(path: Path) -> None:
 
 def load_exported_program(path: str | Path) -> torch.export.ExportedProgram:
     """A torch.export program, refusing archives that would unpickle anything."""
-    path = Path(path)
-    require_file(path, "torch.export (.pt2) file", ARTIFACT_HINT)
-    _refuse_pickles(path)
-    try:
-        with quiet():
-            return torch.export.load(str(path))
-    except Exception as exc:  # torch raises many types for bad archives
-        raise unreadable(path, "torch.export (.pt2)", exc) from None
+
+    def load(file: str) -> torch.export.ExportedProgram:
+        _refuse_pickles(Path(file))
+        return torch.export.load(file)
+
+    return read_artifact(path, "torch.export (.pt2)", load)
 
 
 def _exported_predict(path: Path) -> Predict:

@@ -7,8 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spinn_export.errors import require_file
-from spinn_export.export.formats import ARTIFACT_HINT, Format, Shape, example_input, quiet, torch_predict, unreadable
+from spinn_export.export.formats import Format, Shape, example_input, quiet, read_artifact, torch_predict
 from spinn_export.model.spec import MLPSpec
 
 
@@ -23,14 +22,7 @@ def write_torchscript(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -
 
 def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
     """A TorchScript module on CPU. TorchScript archives hold code by design: load only your own exports."""
-    path = Path(path)
-    require_file(path, "TorchScript file", ARTIFACT_HINT)
-    try:
-        with quiet():
-            module = torch.jit.load(str(path), map_location="cpu")
-    except Exception as exc:  # torch raises RuntimeError for every kind of bad archive
-        raise unreadable(path, "TorchScript", exc) from None
-    return module.eval()
+    return read_artifact(path, "TorchScript", lambda file: torch.jit.load(file, map_location="cpu")).eval()
 
 
 def torchscript_weight_shapes(path: Path) -> list[Shape]:
