@@ -1,7 +1,6 @@
 """The gate: rule logic on frames built here, the CLI's exit codes on real benchmark JSON."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -16,16 +15,16 @@ from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session 
 
 
 
-def _speedups(*rows: tuple[str, int, float, float | None]) -> pd.DataFrame:
-    """Speedup frames as results.speedups builds them: (backend, batch, speedup, paired CI low or None)."""
+def _speedups(*rows: tuple[str, int, float, float]) -> pd.DataFrame:
+    """Speedup frames as results.speedups builds them: (backend, batch, paired speedup, its CI low)."""
     return pd.DataFrame([{
         "machine": "m", "backend": backend, "batch": batch, "variant": "structured", "speedup": speedup,
-        "ci_low": math.nan if low is None else low, "source": "medians" if low is None else "paired",
+        "ci_low": low, "source": "interleaved",
     } for backend, batch, speedup, low in rows])
 
 
-def test_minimum_is_judged_on_the_paired_ci_low_where_measured_else_on_the_median_ratio() -> None:
-    current = _speedups(("ort-cpu", 8192, 2.0, 1.4), ("eager-cpu", 8192, 1.6, None))
+def test_minimum_is_judged_on_the_paired_ci_low() -> None:
+    current = _speedups(("ort-cpu", 8192, 2.0, 1.4), ("eager-cpu", 8192, 1.7, 1.6))
     policy = GatePolicy("structured", (SpeedupRule("ort-cpu", 8192, 1.5), SpeedupRule("eager-cpu", 8192, 1.5)))
     outcome = evaluate(current, policy)
     rows = outcome.rows.set_index("backend")
@@ -37,8 +36,8 @@ def test_minimum_is_judged_on_the_paired_ci_low_where_measured_else_on_the_media
 
 
 def test_drop_is_relative_to_the_baseline_speedup_for_every_baseline_point() -> None:
-    baseline = _speedups(("ort-cpu", 1, 1.2, None), ("ort-cpu", 8192, 2.5, 2.3))
-    current = _speedups(("ort-cpu", 1, 1.2, None), ("ort-cpu", 8192, 2.0, 1.9))
+    baseline = _speedups(("ort-cpu", 1, 1.2, 1.1), ("ort-cpu", 8192, 2.5, 2.3))
+    current = _speedups(("ort-cpu", 1, 1.2, 1.1), ("ort-cpu", 8192, 2.0, 1.9))
     failing = evaluate(current, GatePolicy(max_drop=0.1), baseline)
     rows = failing.rows.set_index("batch")
     assert rows.loc[8192, "judged"] == pytest.approx(0.2) and rows.loc[8192, "result"] == "FAIL"
@@ -53,10 +52,10 @@ def test_drop_is_relative_to_the_baseline_speedup_for_every_baseline_point() -> 
 ])
 def test_a_rule_on_a_backend_or_batch_that_was_not_measured_is_unusable_input(rule: SpeedupRule, needle: str) -> None:
     with pytest.raises(UserError, match=needle) as error:
-        evaluate(_speedups(("ort-cpu", 8192, 2.0, None)), GatePolicy(rules=(rule,)))
+        evaluate(_speedups(("ort-cpu", 8192, 2.0, 1.9)), GatePolicy(rules=(rule,)))
     assert error.value.exit_code == 2
     with pytest.raises(UserError, match="batch 1 on ort-cpu"):  # a baseline point missing from the results
-        evaluate(_speedups(("ort-cpu", 8192, 2.0, None)), GatePolicy(max_drop=0.1), _speedups(("ort-cpu", 1, 1.0, None)))
+        evaluate(_speedups(("ort-cpu", 8192, 2.0, 1.9)), GatePolicy(max_drop=0.1), _speedups(("ort-cpu", 1, 1.0, 0.9)))
 
 
 def test_policy_parsing_and_validation(tmp_path: Path) -> None:
@@ -67,7 +66,7 @@ def test_policy_parsing_and_validation(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="max_drop"):
         GatePolicy(max_drop=1.5)
     with pytest.raises(UserError, match="nothing to check"):
-        evaluate(_speedups(("ort-cpu", 8192, 2.0, None)), GatePolicy(max_drop=0.1))  # a drop needs a baseline
+        evaluate(_speedups(("ort-cpu", 8192, 2.0, 1.9)), GatePolicy(max_drop=0.1))  # a drop needs a baseline
     policy_file = tmp_path / "gate.toml"
     policy_file.write_text('[tool.spinn_export.gate]\nvariant = "magnitude"\nmax_drop = 0.2\n'
                            'rules = [{backend = "ort-cpu", batch = 64, min_speedup = 1.1}]\n')

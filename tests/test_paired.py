@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.bench.paired import PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, summarize
+from spinn_export.bench.paired import (PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, sandwich_ratios,
+                                       summarize)
 
 
 def busy(seconds: float):
@@ -99,4 +100,16 @@ def test_config_and_result_shapes():
     result = PairedResult("ort-cpu", 8192, "structured", "dense", 2.0, 1.9, 2.1, 3, 32, 3.1)
     assert result.ci_half_width == pytest.approx(0.05)
     assert set(result.to_dict()) == {"backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
-                                     "processes", "blocks_per_process", "flop_ratio"}
+                                     "processes", "blocks_per_process", "flop_ratio", "method"}
+
+
+def test_sandwiched_rounds_cancel_linear_drift():
+    """Dense is twice as slow; the machine slows by 1 % per call: the before/after average still reads 2.0,
+    where pairing each round with the dense call before it alone would read low."""
+    slowdown = [1 + 0.01 * step for step in range(41)]  # dense, variant, dense, variant, ... dense
+    dense = [2.0 * slowdown[i] for i in range(0, 41, 2)]
+    variant = [1.0 * slowdown[i] for i in range(1, 41, 2)]
+    assert sandwich_ratios(dense, variant) == pytest.approx([2.0] * 20)
+    assert float(np.median([d / v for d, v in zip(dense, variant)])) < 1.99
+    with pytest.raises(ValueError, match="one more baseline time"):
+        sandwich_ratios(dense[:-1], variant)

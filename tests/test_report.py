@@ -32,13 +32,13 @@ def _csv(out: Path, name: str) -> pd.DataFrame:
 def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> None:
     paths, out = full_report
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
-                                            ("runs", "comparison", "latency", "speedup", "gflops", "crosscheck", "artifacts",
-                                             "pruning")}
-    assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "pruning.png"}
+                                            ("summary", "runs", "comparison", "latency", "speedup", "memory", "gflops",
+                                             "crosscheck", "artifacts", "pruning")}
+    assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png", "pruning.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.pngs)
     page = paths.html.read_text()
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 3 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert len(images) == 4 and all(src.startswith("data:image/png;base64,") for src in images)
     embedded = {base64.b64decode(src.split(",", 1)[1]) for src in images}
     assert embedded == {p.read_bytes() for p in paths.pngs}  # self-contained: the PNGs themselves
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
@@ -60,12 +60,12 @@ def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(ful
         assert row["latency ms (median)"] == pytest.approx(bench.loc[(variant, 256), "median_s"] * 1e3)
         assert row["non-zero"] == bench.loc[(variant, 256), "nonzero_params"]
         assert row["file"] == f"{row['model']}.onnx" and row["file bytes"] == manifest.loc[row["model"], "bytes"]
-    assert table.loc["structured", "speedup"] == pytest.approx(paired.loc[("structured", 256), "speedup_median"])
-    assert table.loc["structured", "speedup from"] == "paired"
-    if ("magnitude-masked", 256) not in paired.index:  # the suite pairs what it pairs: else the medians' ratio
-        assert table.loc["magnitude-masked", "speedup"] == pytest.approx(
-            bench.loc[("dense", 256), "median_s"] / bench.loc[("magnitude-masked", 256), "median_s"])
-        assert table.loc["magnitude-masked", "speedup from"] == "medians"
+    abba = paired[paired["method"] == "abba"]
+    assert table.loc["structured", "speedup"] == pytest.approx(abba.loc[("structured", 256), "speedup_median"])
+    assert table.loc["structured", "speedup from"] == "abba"  # ABBA where measured, else the interleaved rounds
+    rounds = paired[paired["method"] == "interleaved"]
+    assert table.loc["magnitude-masked", "speedup"] == pytest.approx(rounds.loc[("magnitude-masked", 256), "speedup_median"])
+    assert table.loc["magnitude-masked", "speedup from"] == "interleaved"
     assert table.loc["dense", "val R²"] == pytest.approx(structured["val_r2"].iloc[0])
     assert table.loc["structured", "val R²"] == pytest.approx(structured["val_r2"].iloc[-1])
     assert table.loc["magnitude-masked", "residual RMS"] == pytest.approx(magnitude["val_residual_rms"].iloc[-1])
@@ -75,9 +75,9 @@ def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(ful
 
 def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_ceiling(full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
-    speedup = _csv(out, "speedup").dropna(subset=["paired speedup"])
-    assert len(speedup) > 0 and set(speedup["backend"]) == {"ort-cpu"}
-    assert (speedup["CI low"] <= speedup["paired speedup"]).all() and (speedup["paired speedup"] <= speedup["CI high"]).all()
+    speedup = _csv(out, "speedup")
+    assert set(speedup["backend"]) == {"ort-cpu", "eager-cpu"} and len(speedup) == 8  # every (backend, batch, variant)
+    assert (speedup["CI low"] <= speedup["speedup"]).all() and (speedup["speedup"] <= speedup["CI high"]).all()
     assert set(_csv(out, "speedup").query("variant == 'magnitude-masked'")["FLOP-ratio ideal"]) == {1.0}
     gflops = _csv(out, "gflops")
     for backend, results in (("ort-cpu", pipeline.ort_json), ("eager-cpu", pipeline.eager_json)):
@@ -89,19 +89,55 @@ def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_c
     assert latency["p95 ms"].notna().all() and (latency["p95 ms"] >= latency["median ms"]).all()
 
 
+def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+    paths, out = full_report
+    markdown, page = paths.markdown.read_text(), paths.html.read_text()
+    assert re.findall(r"^## .*", markdown, re.M)[0] == "## Summary"
+    assert markdown.index("## Summary") < markdown.index("**machines:**")  # the answer before the metadata
+    assert re.findall(r"<h2>([^<]*)</h2>", page)[0] == "Summary" and page.index("Summary") < page.index("machines:")
+    summary = _csv(out, "summary").set_index(["backend", "variant"])
+    assert set(summary.index) == {(b, v) for b in ("ort-cpu", "eager-cpu") for v in ("magnitude-masked", "structured")}
+    assert set(summary["batch"]) == {256}
+    bench = load_results([pipeline.ort_json, pipeline.eager_json]).benchmarks.set_index(["backend", "variant", "batch"])
+    manifest = load_manifest(pipeline.manifest).artifacts.set_index("file")
+    structured = load_history(pipeline.structured_dir).stages
+    speedup = _csv(out, "speedup").set_index(["backend", "variant", "batch"])
+    for (backend, variant), row in summary.iterrows():
+        assert row["speedup"] == pytest.approx(speedup.loc[(backend, variant, 256), "speedup"])
+        assert row["peak memory vs dense"] == pytest.approx(bench.loc[(backend, variant, 256), "peak_memory_bytes"]
+                                                            / bench.loc[(backend, "dense", 256), "peak_memory_bytes"])
+    row = summary.loc[("ort-cpu", "structured")]
+    assert row["file size vs dense"] == pytest.approx(manifest.loc["structured.onnx", "bytes"] / manifest.loc["dense.onnx", "bytes"])
+    assert row["ΔR² vs dense"] == pytest.approx(structured["val_r2"].iloc[-1] - structured["val_r2"].iloc[0])
+    assert "On ort-cpu at batch 256: " in markdown and f"structured runs {row['speedup']:.2f}×" in markdown
+
+
+def test_memory_table_is_each_cases_peak_and_its_ratio_to_dense(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+    _, out = full_report
+    memory = _csv(out, "memory").set_index(["backend", "variant", "batch"])
+    raw = json.loads(pipeline.eager_json.read_text())
+    for entry in raw["benchmarks"]:
+        info = entry["extra_info"]
+        row = memory.loc[(info["backend"], info["variant"], info["batch"])]
+        assert info["peak_memory_bytes"] > 0 and row["peak MiB"] == pytest.approx(info["peak_memory_bytes"] / 2**20)
+    dense = memory.xs("dense", level="variant")["peak MiB"]
+    structured = memory.xs("structured", level="variant")
+    assert structured["vs dense"].to_numpy() == pytest.approx((structured["peak MiB"] / dense).to_numpy())
+
+
 def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
     paths = build_report([pipeline.eager_json], None, None, out)  # the same directory: last time's extra files must go
-    assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png"}
+    assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png"}
     assert not (out / "pruning.png").exists() and not (out / "csv" / "artifacts.csv").exists()
     assert not (out / "csv" / "crosscheck.csv").exists()  # the eager run has no timeit cross-check
     page, markdown = paths.html.read_text(), paths.markdown.read_text()
     for text in (page, markdown):
         assert "No manifest given (--manifest): artifact sizes omitted." in text
         assert "No pruning history given (--history): omitted." in text
-        assert "No paired measurements in the results" in text
-    speedup = _csv(out, "speedup")
-    assert "CI low" not in speedup.columns and "paired speedup" not in speedup.columns
+        assert "Gate: not run on these results" in text
+    summary = _csv(out, "summary")
+    assert not {"ΔR² vs dense", "file size vs dense"} & set(summary.columns)  # no history, no manifest: not guessed
     comparison = _csv(out, "comparison")
     assert not {"val R²", "file bytes"} & set(comparison.columns)
 

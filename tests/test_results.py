@@ -121,24 +121,43 @@ def test_timeit_cross_checks_are_read_apart_from_the_latencies(bench_json: Path)
     assert (abs(checks["ratio"] - 1) < 0.10).all()  # the suite passed, so each case agreed
 
 
-def test_speedups_are_paired_where_measured_beside_the_medians_and_the_flop_ideal(pipeline: Pipeline) -> None:
+def test_every_speedup_is_paired_abba_preferred_with_the_flop_ideal(pipeline: Pipeline) -> None:
     results = load_results([pipeline.ort_json])
     table = speedups(results).set_index(["variant", "batch"])
-    bench = results.benchmarks.set_index(["variant", "batch"])
     assert sorted(table.index) == [("magnitude-masked", 1), ("magnitude-masked", 256), ("structured", 1), ("structured", 256)]
+    paired = results.paired.set_index(["variant", "batch", "method"])
+    assert set(results.paired["method"]) == {"abba", "interleaved"}  # --spinn-paired=ort-cpu adds ABBA to the rounds
     for (variant, batch), row in table.iterrows():
-        assert row["speedup_medians"] == pytest.approx(bench.loc[("dense", batch), "median_s"]
-                                                       / bench.loc[(variant, batch), "median_s"])
-    for pair in results.paired.itertuples():
-        row = table.loc[(pair.variant, pair.batch)]
-        assert row["source"] == "paired" and row["speedup"] == pair.speedup_median
+        method = "abba" if (variant, batch, "abba") in paired.index else "interleaved"
+        assert row["source"] == method and row["speedup"] == paired.loc[(variant, batch, method), "speedup_median"]
         assert row["ci_low"] <= row["speedup"] <= row["ci_high"]
-    unpaired = table[table["paired_median"].isna()]
-    assert (unpaired["source"] == "medians").all() and (unpaired["speedup"] == unpaired["speedup_medians"]).all()
+    assert set(table.xs("structured")["source"]) == {"abba"}  # the default --paired-variants
+    assert set(table.xs("magnitude-masked")["source"]) == {"interleaved"}
     structured = load_history(pipeline.structured_dir).stages
     assert table.loc[("structured", 256), "flop_ratio"] == pytest.approx(
         structured["flops_per_sample"].iloc[0] / structured["flops_per_sample"].iloc[-1])
     assert table.loc[("magnitude-masked", 256), "flop_ratio"] == 1.0  # zeros are still multiplied
+
+
+def test_a_ratio_of_medians_is_never_a_speedup(pipeline: Pipeline, tmp_path: Path) -> None:
+    data = json.loads(pipeline.eager_json.read_text())
+    data["spinn"]["paired"] = []  # results without paired measurements (an old suite's, say)
+    path = tmp_path / "unpaired.json"
+    path.write_text(json.dumps(data))
+    assert speedups(load_results([path])).empty
+
+
+def test_interleaved_rounds_give_each_latency_case_its_speedup(pipeline: Pipeline) -> None:
+    raw = json.loads(pipeline.eager_json.read_text())
+    rounds = {(p["variant"], p["batch"]): p for p in raw["spinn"]["paired"]}
+    for entry in raw["benchmarks"]:
+        info = entry["extra_info"]
+        if info["variant"] == "dense":
+            assert "speedup" not in info
+            continue
+        pair = rounds[(info["variant"], info["batch"])]
+        assert pair["method"] == "interleaved" and pair["blocks_per_process"] == entry["stats"]["rounds"]
+        assert info["speedup"] == pair["speedup_median"] and info["speedup_ci"] == [pair["ci_low"], pair["ci_high"]]
 
 
 def test_complementary_runs_of_one_machine_merge_and_repeated_runs_stay_apart(pipeline: Pipeline) -> None:
@@ -146,8 +165,8 @@ def test_complementary_runs_of_one_machine_merge_and_repeated_runs_stay_apart(pi
     node = json.loads(pipeline.ort_json.read_text())["machine_info"]["node"]
     assert set(merged.benchmarks["machine"]) == {node}
     table = speedups(merged)
-    assert set(table[table["backend"] == "eager-cpu"]["source"]) == {"medians"}
-    assert "paired" in set(table[table["backend"] == "ort-cpu"]["source"])
+    assert set(table[table["backend"] == "eager-cpu"]["source"]) == {"interleaved"}
+    assert "abba" in set(table[table["backend"] == "ort-cpu"]["source"])
 
     again = pipeline.directory / "ort_again.json"  # the same measured file under a second name: a repeated run
     shutil.copyfile(pipeline.ort_json, again)

@@ -1,5 +1,8 @@
-"""Paired speedups: baseline (A) and candidate (B) alternate A B B A in calibrated blocks within one
-process, repeated in several fresh processes.
+"""Paired speedups, two ways: ABBA blocks in fresh processes (the headline backends), and the latency
+matrix's own interleaved rounds (every other backend and batch).
+
+ABBA: baseline (A) and candidate (B) alternate A B B A in calibrated blocks within one process,
+repeated in several fresh processes.
 
 Timing dense and pruned minutes apart (as a benchmark matrix does) mixes the effect with the
 machine's drift, which on a shared machine is larger than the effect (the same ONNX Runtime call
@@ -8,6 +11,13 @@ process; fresh processes sample what differs between processes (memory layout, t
 Each ABBA cycle gives one ratio time(A) / time(B); the result is their median with a two-level
 bootstrap 95 % CI (resample processes, then cycles within each), so a process-level effect widens
 the interval instead of hiding in it.
+
+Interleaved rounds (`interleaved_result`): the latency benchmark of a candidate times one baseline
+call before each of its own rounds and one after the last, so round i gives the ratio
+(baseline_i + baseline_i+1) / (2 candidate_i): an A B A sandwich that cancels linear drift and the
+order of the two calls, at the cost of timing the baseline once per round. One measurement then
+yields both the candidate's latency and its speedup, so no speedup the report shows is a ratio of
+two medians taken minutes apart.
 """
 from __future__ import annotations
 
@@ -50,9 +60,16 @@ class PairedConfig:
             raise UserError(f"paired measurement needs >= 1 process, >= 2 cycles and a positive block time, got {self}")
 
 
+ABBA_METHOD = "abba"  # ABBA blocks in fresh processes (test_paired)
+INTERLEAVED_METHOD = "interleaved"  # the latency matrix's rounds, baseline sandwiched around each (test_latency)
+
+
 @dataclass(frozen=True)
 class PairedResult:
-    """One (backend, batch, variant) speedup over the baseline: median and bootstrap 95 % CI."""
+    """One (backend, batch, variant) speedup over the baseline: median and bootstrap 95 % CI.
+
+    `blocks_per_process` counts the timed blocks per process: 4 per ABBA cycle, or one per round of
+    an interleaved measurement (1 process)."""
 
     backend: str
     batch: int
@@ -64,6 +81,7 @@ class PairedResult:
     processes: int
     blocks_per_process: int
     flop_ratio: float
+    method: str = ABBA_METHOD
 
     @property
     def ci_half_width(self) -> float:
@@ -109,6 +127,27 @@ def summarize(ratios_by_process: Sequence[Sequence[float]], bootstrap: int = 200
     medians = np.median(ratios[pick_process, pick_cycle].reshape(bootstrap, -1), axis=1)
     low, high = np.percentile(medians, [2.5, 97.5])
     return float(np.median(ratios)), float(low), float(high)
+
+
+def sandwich_ratios(baseline_times: Sequence[float], candidate_times: Sequence[float]) -> list[float]:
+    """(b_i + b_i+1) / (2 c_i) for candidate rounds c_i each preceded by b_i and followed by b_i+1."""
+    if len(baseline_times) != len(candidate_times) + 1 or not candidate_times:
+        raise ValueError(f"need one more baseline time than candidate times, got {len(baseline_times)} and "
+                         f"{len(candidate_times)}")
+    return [(before + after) / (2.0 * candidate)
+            for before, after, candidate in zip(baseline_times, baseline_times[1:], candidate_times)]
+
+
+def interleaved_result(backend: str, batch: int, baseline: ModelRef, candidate: ModelRef,
+                       baseline_times: Sequence[float], candidate_times: Sequence[float],
+                       config: PairedConfig = PairedConfig()) -> PairedResult:
+    """The speedup of one latency benchmark's interleaved rounds, with its bootstrap CI over rounds."""
+    ratios = sandwich_ratios(baseline_times, candidate_times)
+    median, low, high = summarize([ratios], config.bootstrap, config.seed)
+    return PairedResult(backend=backend, batch=int(batch), variant=candidate.name, baseline=baseline.name,
+                        speedup_median=median, ci_low=low, ci_high=high, processes=1,
+                        blocks_per_process=len(ratios),
+                        flop_ratio=baseline.flops_per_sample / candidate.flops_per_sample, method=INTERLEAVED_METHOD)
 
 
 def _worker(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[float]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from spinn_export.bench.paired import PairedConfig, PairedResult
+from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, PairedResult
 from spinn_export.bench.variants import FP32, ModelRef, Variant, possible_variants
 from spinn_export.errors import UserError
 
@@ -86,6 +86,8 @@ OPTIONS = (
                                     f"{QUICK_PAIRED.processes})", "N", "int"),
     SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})",
                 "N", "int"),
+    SuiteOption("no-memory", "skip the peak-memory measurement (one fresh process per backend and variant)",
+                kind="flag"),
 )
 
 
@@ -103,6 +105,7 @@ class SuiteSettings:
     paired: PairedConfig
     quick: bool
     manifest_refs: dict[str, ModelRef] | None = None
+    memory: bool = True
 
 
 @dataclass
@@ -114,6 +117,7 @@ class SuiteState:
     ceiling_gflops: float
     runners: dict[tuple[str, str], Any] = field(default_factory=dict)
     paired_results: list[PairedResult] = field(default_factory=list)
+    peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -178,7 +182,7 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
     return SuiteSettings(
         backends=chosen, batches=batches, variants=variants, threads=threads, backend_configs=configs,
         paired_backends=paired_backends, paired_variants=tuple(v for v in pair_names if v in variants and v != "dense"),
-        paired=paired, quick=quick, manifest_refs=manifest_refs,
+        paired=paired, quick=quick, manifest_refs=manifest_refs, memory=not values.get("spinn_no_memory"),
     )
 
 
@@ -330,6 +334,37 @@ def runner_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
     return state.runners[key]
 
 
+def baseline_for(state: SuiteState, backend: Any, ref: ModelRef) -> ModelRef | None:
+    """The dense float32 model `ref` is paired against on `backend`, or None (`ref` is dense, or dense cannot run)."""
+    if ref.variant.is_baseline:
+        return None
+    dense = next((r for r in state.refs.values() if r.variant.is_baseline), None)
+    return dense if dense is not None and dense.unsupported_reason(backend) is None else None
+
+
+def peak_memory_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
+    """`bench.memory.PeakMemory` of `ref` on `backend` at every batch of the session (one fresh process, cached)."""
+    from spinn_export.bench.memory import PeakMemory, peak_memory
+
+    key = (backend.name, ref.name)
+    if key not in state.peak_memory:
+        settings = state.settings
+        state.peak_memory[key] = (
+            peak_memory(backend, ref, settings.batches, settings.threads, settings.backend_configs.get(backend.name))
+            if settings.memory else PeakMemory("none", dict.fromkeys(settings.batches), "--no-memory was given"))
+    return state.peak_memory[key]
+
+
+def rounds_within_budget(config: pytest.Config, per_round: float, minimum: int) -> int:
+    """Rounds of `per_round` seconds that fit pytest-benchmark's --benchmark-max-time, but at least `minimum`
+    (and --benchmark-min-rounds)."""
+    import math
+
+    options = config.option
+    return max(minimum, int(options.benchmark_min_rounds),
+               math.ceil(float(options.benchmark_max_time) / max(per_round, 1e-9)))
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     if STATE in config.stash:
         from spinn_export.bench import machine
@@ -354,9 +389,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None:
         return
     write = terminalreporter.write_line
-    terminalreporter.section("spinn: paired speedups (ABBA, fresh processes)")
+    terminalreporter.section("spinn: paired speedups over dense")
     write(f"GEMM ceiling: {state.ceiling_gflops:.1f} GFLOP/s at {state.settings.threads} thread(s)")
     for r in state.paired_results:
+        how = (f"{r.processes} processes x {r.blocks_per_process} blocks" if r.method == ABBA_METHOD
+               else f"{r.blocks_per_process} interleaved rounds")
         write(f"{r.backend:>22} batch={r.batch:<5} {r.variant:>18} vs {r.baseline}: {r.speedup_median:5.2f}x "
-              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; "
-              f"{r.processes} processes x {r.blocks_per_process} blocks)")
+              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; {how})")

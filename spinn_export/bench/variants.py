@@ -201,11 +201,17 @@ def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
 def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: BackendConfig | None = None) -> Runner:
     """Load `ref` on `backend` and check it against eager PyTorch (the one parity check) before anything is timed."""
     from spinn_export.bench.backends import get_backend
-    from spinn_export.export.parity import check_parity
-    from spinn_export.model.checkpoint import load_checkpoint
 
     backend = get_backend(backend) if isinstance(backend, str) else backend
     runner = backend.load(ref.source_for(backend), threads, config)
+    verify_runner(backend, ref, runner)
+    return runner
+
+
+def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> None:
+    """Raise ParityError unless `runner` computes what `ref`'s checkpoint computes in eager PyTorch."""
+    from spinn_export.export.parity import check_parity
+    from spinn_export.model.checkpoint import load_checkpoint
+
     reference = load_checkpoint(ref.directory / ref.checkpoint)
     check_parity(reference.model, runner.infer, reference.spec, f"{ref.name} on {backend.name}", ref.tolerance())
-    return runner

@@ -110,7 +110,8 @@ def load_policy(path: str | os.PathLike[str]) -> GatePolicy | None:
 def _require(frame: pd.DataFrame, backend: str, batch: int, variant: str, what: str) -> pd.Series:
     """The one speedup row for this backend and batch, or exit 2 naming what is missing."""
     if frame.empty:
-        raise UserError(f"{what} holds no speedup over dense: benchmark dense and {variant} on the same backends")
+        raise UserError(f"{what} holds no paired speedup over dense: benchmark dense and {variant} on the same backends "
+                        "with the current suite (spinn-export bench)")
     if backend not in set(frame["backend"]):
         raise UserError(f"backend {backend} is not in {what} (it has {', '.join(sorted(set(frame['backend'])))}): "
                         "benchmark it or change the gate policy")
@@ -120,7 +121,7 @@ def _require(frame: pd.DataFrame, backend: str, batch: int, variant: str, what: 
                         "benchmark it or change the gate policy")
     rows = on_backend[(on_backend["batch"] == batch) & (on_backend["variant"] == variant)]
     if rows.empty:
-        raise UserError(f"no {variant} speedup over dense on {backend} batch {batch} in {what}: "
+        raise UserError(f"no paired {variant} speedup over dense on {backend} batch {batch} in {what}: "
                         f"benchmark both dense and {variant} there")
     return rows.iloc[0]
 
@@ -129,8 +130,8 @@ def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame |
              what: str = "the results") -> GateOutcome:
     """Judge speedup frames (as `results.speedups` builds them) against the policy.
 
-    A minimum is judged on the paired CI's lower bound where the suite measured one, else on the
-    ratio of medians. A drop is the current point speedup's shortfall relative to the baseline's.
+    A minimum is judged on the paired CI's lower bound (every speedup is paired). A drop is the current
+    point speedup's shortfall relative to the baseline's.
     """
     if not policy.rules and (policy.max_drop is None or baseline is None):
         raise UserError("the gate policy has nothing to check: give --min-speedup BACKEND:BATCH:X, or --max-drop "
@@ -138,7 +139,7 @@ def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame |
     rows = []
     for rule in policy.rules:
         row = _require(current, rule.backend, rule.batch, policy.variant, what)
-        judged = row["ci_low"] if row["source"] == "paired" else row["speedup"]
+        judged = row["ci_low"]
         rows.append({"rule": "min speedup", "variant": policy.variant, "backend": rule.backend, "batch": rule.batch,
                      "speedup": row["speedup"], "ci_low": row["ci_low"], "source": row["source"],
                      "baseline_speedup": math.nan, "judged": judged, "threshold": rule.min_speedup,

@@ -107,6 +107,19 @@ def plot_latency(benchmarks: pd.DataFrame, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_memory(benchmarks: pd.DataFrame, path: Path) -> Path:
+    """Peak memory against batch size, log-log, one panel per backend (cases with a measurement only)."""
+    measured = benchmarks[benchmarks["peak_memory_bytes"].notna()]
+    fig, axes, backends, series = _backend_panels(measured)
+    for line in series:
+        line.ax.plot(line.group["batch"], line.group["peak_memory_bytes"] / 2**20, marker="o", ms=4, **line.style)
+    for ax, backend in zip(axes, backends):
+        ax.set(xscale="log", yscale="log", title=backend, xlabel="batch size", ylabel="peak memory (MiB)")
+        ax.grid(True, which="both", alpha=0.3)
+    _legend(fig, axes)
+    return _save(fig, path)
+
+
 def plot_speedup(speedups: pd.DataFrame, path: Path) -> Path:
     """Speedup over dense against batch size per backend: measured (with paired CI) and the FLOP ideal."""
     fig, axes, backends, series = _backend_panels(speedups)

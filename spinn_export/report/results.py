@@ -22,6 +22,7 @@ BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
 PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
                   "processes", "blocks_per_process", "flop_ratio")
+METHOD_PREFERENCE = ("abba", "interleaved")  # where both exist: ABBA's fresh processes also sample process effects
 CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds")
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
@@ -33,7 +34,8 @@ class Results:
     """Benchmarks of one or more pytest-benchmark JSON files, keyed by machine.
 
     benchmarks: one row per benchmark (times in seconds, as pytest-benchmark stores them);
-    paired: one row per paired ABBA speedup of the files' `spinn.paired` lists (maybe empty);
+    paired: one row per paired speedup of the files' `spinn.paired` lists (maybe empty): ABBA in fresh
+    processes, or a latency benchmark's interleaved rounds (`method`);
     runs: one row per file, with its machine, hardware, versions and date;
     checks: one row per cross-check of the suite's timing against an independent measurement
     (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty).
@@ -117,6 +119,7 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
             "median_s": median, "iqr_s": stats.get("iqr"), "q1_s": stats.get("q1"), "q3_s": stats.get("q3"),
             "p95_s": float(np.percentile(samples, 95)) if len(samples) >= 20 else np.nan,
             "rounds": stats.get("rounds"), "samples_per_s": batch / median,
+            "peak_memory_bytes": info.get("peak_memory_bytes"),
             # Recomputed from the median so that it agrees with the latency column beside it.
             "gflops": np.nan if flops is None else flops * batch / median / 1e9,
         })
@@ -145,7 +148,7 @@ def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[di
         if missing:
             raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
                             "spinn-export benchmark suite")
-        paired.append({k: entry[k] for k in PAIRED_COLUMNS})
+        paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba")})
     return run, *_benchmark_rows(data, path), paired
 
 
@@ -187,7 +190,7 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
         raise UserError(f"{first['variant']} on {first['backend']} batch {first['batch']} was measured twice on "
                         f"{first['machine']} (models {', '.join(duplicated['model'].unique())}): "
                         "give results with one model per variant")
-    paired_frame = pd.DataFrame(paired_rows, columns=["machine", *PAIRED_COLUMNS])
+    paired_frame = pd.DataFrame(paired_rows, columns=["machine", *PAIRED_COLUMNS, "method"])
     paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
     checks = pd.DataFrame(check_rows, columns=["machine", *CHECK_COLUMNS])
     checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
@@ -217,31 +220,27 @@ def _sorted(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
 
 
 def speedups(results: Results) -> pd.DataFrame:
-    """Speedup of every variant over dense on the same machine, backend and batch.
+    """Speedup of every variant over dense on the same machine, backend and batch: paired measurements only.
 
-    `speedup` is the paired median where the suite measured one (with its CI), otherwise the
-    ratio of the two pytest-benchmark medians; `source` says which. `flop_ratio` is the ideal:
-    dense FLOPs over the variant's FLOPs, as the suite recorded them.
+    A ratio of two pytest-benchmark medians taken minutes apart is not a speedup on a shared machine
+    (2.74x to 5.74x over ten runs where the paired figure stayed within 3.06-3.14x), so a variant
+    without a paired measurement has no row here. Where the suite measured both, the ABBA speedup
+    from fresh processes is preferred to the latency matrix's interleaved rounds; `source` says
+    which. `flop_ratio` is the ideal: dense FLOPs over the variant's FLOPs.
     """
-    bench = results.benchmarks
-    dense = bench[bench["variant"] == BASELINE_VARIANT][["machine", "backend", "batch", "median_s", "flops_per_sample"]]
-    others = bench[bench["variant"] != BASELINE_VARIANT]
-    frame = others.merge(dense, on=["machine", "backend", "batch"], suffixes=("", "_dense"))
-    frame = frame.assign(
-        speedup_medians=frame["median_s_dense"] / frame["median_s"],
-        flop_ratio=pd.to_numeric(frame["flops_per_sample_dense"]) / pd.to_numeric(frame["flops_per_sample"]),
-    )[[*SPEEDUP_KEY, "model", "speedup_medians", "flop_ratio"]]
+    columns = [*SPEEDUP_KEY, "model", "speedup", "ci_low", "ci_high", "source", "processes", "blocks_per_process",
+               "flop_ratio"]
     paired = results.paired[results.paired["baseline"] == BASELINE_VARIANT]
-    paired = paired[[*SPEEDUP_KEY, "speedup_median", "ci_low", "ci_high", "processes", "blocks_per_process",
-                     "flop_ratio"]].rename(columns={"speedup_median": "paired_median", "flop_ratio": "paired_flop_ratio"})
-    frame = frame.merge(paired, on=SPEEDUP_KEY, how="left")
-    has_pair = frame["paired_median"].notna()
-    frame = frame.assign(
-        speedup=frame["paired_median"].where(has_pair, frame["speedup_medians"]).astype(float),
-        source=np.where(has_pair, "paired", "medians"),
-        flop_ratio=frame["paired_flop_ratio"].where(frame["paired_flop_ratio"].notna(), frame["flop_ratio"]).astype(float),
-    ).drop(columns="paired_flop_ratio")
-    return _sorted(frame, SPEEDUP_KEY)
+    if paired.empty:
+        return pd.DataFrame(columns=columns)
+    preference = {method: rank for rank, method in enumerate(METHOD_PREFERENCE)}
+    paired = (paired.assign(_rank=paired["method"].map(preference).fillna(len(preference)))
+              .sort_values("_rank", kind="stable").drop_duplicates(SPEEDUP_KEY).drop(columns="_rank"))
+    models = results.benchmarks[[*BENCH_KEY, "model"]]
+    frame = paired.merge(models, on=SPEEDUP_KEY, how="left").rename(
+        columns={"speedup_median": "speedup", "method": "source"})
+    frame["model"] = frame["model"].fillna(frame["variant"])
+    return _sorted(frame[columns].astype({"speedup": float, "ci_low": float, "ci_high": float}), SPEEDUP_KEY)
 
 
 def load_manifest(path: str | os.PathLike[str]) -> Manifest:

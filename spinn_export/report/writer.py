@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -23,9 +24,15 @@ from spinn_export.files import write_text
 from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, load_history, load_manifest,
                                         load_results, parse_variant, speedups, variant_rank)
 
+if TYPE_CHECKING:
+    from spinn_export.report.gate import GateOutcome
+
 PREFERRED_BACKEND = "ort-cpu"
-CSV_NAMES = ("runs", "latency", "speedup", "gflops", "crosscheck", "artifacts", "comparison", "pruning")
-PNG_NAMES = ("latency", "speedup", "pruning")
+CSV_NAMES = ("summary", "runs", "latency", "speedup", "memory", "gflops", "crosscheck", "artifacts", "comparison",
+             "pruning")
+PNG_NAMES = ("latency", "speedup", "memory", "pruning")
+MIB = 2**20
+SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
 MISSING = "–"
 PLAIN_INTEGERS = ("batch", "stage", "threads")  # labels, not quantities: no thousands separator
 LONG_TEXT = 40  # characters; longer text cells may wrap
@@ -76,10 +83,23 @@ def latency_table(results: Results) -> pd.DataFrame:
 def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({
         "machine": frame["machine"], "backend": frame["backend"], "batch": frame["batch"], "variant": frame["variant"],
-        "speedup (medians)": frame["speedup_medians"], "paired speedup": frame["paired_median"],
-        "CI low": frame["ci_low"], "CI high": frame["ci_high"], "FLOP-ratio ideal": frame["flop_ratio"],
+        "speedup": frame["speedup"], "CI low": frame["ci_low"], "CI high": frame["ci_high"],
+        "measured by": frame["source"].map(SOURCES).fillna(frame["source"]),
+        "samples": frame["processes"] * frame["blocks_per_process"], "FLOP-ratio ideal": frame["flop_ratio"],
     })
     return table.dropna(axis=1, how="all")
+
+
+def memory_table(results: Results) -> pd.DataFrame:
+    """Peak memory per case and its ratio to dense's on the same machine, backend and batch."""
+    bench = results.benchmarks[results.benchmarks["peak_memory_bytes"].notna()]
+    dense = bench[bench["variant"] == BASELINE_VARIANT].set_index(["machine", "backend", "batch"])["peak_memory_bytes"]
+    keys = pd.MultiIndex.from_frame(bench[["machine", "backend", "batch"]])
+    return pd.DataFrame({
+        "machine": bench["machine"], "backend": bench["backend"], "batch": bench["batch"], "variant": bench["variant"],
+        "peak MiB": bench["peak_memory_bytes"].astype(float) / MIB,
+        "vs dense": bench["peak_memory_bytes"].astype(float).to_numpy() / dense.reindex(keys).astype(float).to_numpy(),
+    }).reset_index(drop=True)
 
 
 def gflops_table(results: Results) -> pd.DataFrame:
@@ -134,21 +154,23 @@ def _latency_point(bench: pd.DataFrame) -> tuple[str, int] | None:
 
 
 def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | None:
-    """Final stage of the pruning history of the variant's weights; stage 0 of any history for dense.
+    """Validation metrics of the variant's weights (`_history_stage`)."""
+    stage = _history_stage(histories, variant)
+    return None if stage is None else {"val R²": stage["val_r2"], "residual RMS": stage["val_residual_rms"]}
 
-    Quantised variants have other weights than any stage: no accuracy from the history for them.
-    """
+
+def _history_stage(histories: Sequence[History], variant: str) -> pd.Series | None:
+    """The history stage that holds this variant's weights (final stage; stage 0 of any history for dense).
+
+    Quantised variants have other weights than any stage: none for them."""
     parsed = parse_variant(variant)
     if parsed is None or parsed.quantised:
         return None
     for history in histories:
         if parsed.role == BASELINE_ROLE:
-            stage = history.stages.iloc[0]
-        elif history.method == parsed.role:
-            stage = history.stages.iloc[-1]
-        else:
-            continue
-        return {"val R²": stage["val_r2"], "residual RMS": stage["val_residual_rms"]}
+            return history.stages.iloc[0]
+        if history.method == parsed.role:
+            return history.stages.iloc[-1]
     return None
 
 
@@ -221,6 +243,84 @@ def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest
     return table[order].drop(columns="model" if (table["model"] == table["variant"]).all() else [])
 
 
+def _file_bytes(manifest: Manifest | None, runs: pd.DataFrame) -> float:
+    timed = _timed_file(runs)
+    if manifest is None or timed is None or not (manifest.artifacts["file"] == timed).any():
+        return math.nan
+    return float(manifest.artifacts.loc[manifest.artifacts["file"] == timed, "bytes"].iloc[0])
+
+
+def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
+                 histories: Sequence[History]) -> pd.DataFrame:
+    """Per machine and backend at its largest batch with a dense run: each variant's paired speedup with CI,
+    its change in accuracy and residual against dense, and its file size and peak memory relative to dense's."""
+    rows = []
+    bench = results.benchmarks
+    for (machine, backend), runs in bench.groupby(["machine", "backend"], sort=False):
+        dense_runs = runs[runs["variant"] == BASELINE_VARIANT]
+        if dense_runs.empty:
+            continue
+        batch = int(dense_runs["batch"].max())
+        at = runs[runs["batch"] == batch]
+        dense_at = at[at["variant"] == BASELINE_VARIANT]
+        dense_stage = _history_stage(histories, BASELINE_VARIANT)
+        for variant in sorted(set(at["variant"]) - {BASELINE_VARIANT}, key=variant_rank):
+            mine = at[at["variant"] == variant]
+            sp = speedup[(speedup["machine"] == machine) & (speedup["backend"] == backend)
+                         & (speedup["batch"] == batch) & (speedup["variant"] == variant)]
+            stage = _history_stage(histories, variant)
+            accuracy = {}
+            if stage is not None and dense_stage is not None:
+                accuracy = {"ΔR² vs dense": stage["val_r2"] - dense_stage["val_r2"],
+                            "residual RMS vs dense": _ratio(stage["val_residual_rms"], dense_stage["val_residual_rms"])}
+            rows.append({
+                "machine": machine, "backend": backend, "batch": batch, "variant": variant,
+                "speedup": sp["speedup"].iloc[0] if not sp.empty else math.nan,
+                "CI low": sp["ci_low"].iloc[0] if not sp.empty else math.nan,
+                "CI high": sp["ci_high"].iloc[0] if not sp.empty else math.nan,
+                **accuracy,
+                "file size vs dense": _ratio(_file_bytes(manifest, mine), _file_bytes(manifest, dense_at)),
+                "peak memory vs dense": _ratio(mine["peak_memory_bytes"].iloc[0], dense_at["peak_memory_bytes"].iloc[0]),
+            })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    if table["machine"].nunique() == 1:
+        table = table.drop(columns="machine")
+    return table.dropna(axis=1, how="all")
+
+
+def _ratio(numerator: object, denominator: object) -> float:
+    try:
+        value = float(numerator) / float(denominator)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+def gate_verdict(gate: GateOutcome | None) -> str:
+    """One sentence: the gate's verdict and what it judged, or that no gate judged these results."""
+    if gate is None:
+        return "Gate: not run on these results (spinn-export gate judges them)."
+    checks = "; ".join(f"{r.variant} {r.rule} on {r.backend} at batch {r.batch}: {r.judged:.2f} against "
+                       f"{r.threshold:.2f} ({r.result})" for r in gate.rows.itertuples())
+    return f"Gate {'passed' if gate.passed else 'FAILED'}: {checks}."
+
+
+def headline(summary: pd.DataFrame) -> str:
+    """The answer in one sentence: the structured (else first) variant on ort-cpu (else the first backend)."""
+    if summary.empty or summary["speedup"].isna().all():
+        return "No variant has a paired speedup over dense in these results."
+    measured = summary[summary["speedup"].notna()]
+    backend = PREFERRED_BACKEND if PREFERRED_BACKEND in set(measured["backend"]) else measured["backend"].iloc[0]
+    on = measured[measured["backend"] == backend]
+    parts = []
+    for row in on.to_dict("records"):
+        parts.append(f"{row['variant']} runs {row['speedup']:.2f}× as fast as dense [{row['CI low']:.2f}, "
+                     f"{row['CI high']:.2f}]")
+    return f"On {backend} at batch {int(on['batch'].iloc[0])}: " + "; ".join(parts) + " (paired, 95 % CI)."
+
+
 def _dates(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce").dt.strftime(DATE_FORMAT)
 
@@ -244,7 +344,11 @@ def _format_value(column: str, value: object) -> str:
         return str(value)
     if column == "fraction of ceiling":
         return f"{value:.1%}"
-    if "speedup" in column or column.startswith("CI ") or column == "FLOP-ratio ideal":
+    if column.startswith("Δ"):
+        return f"{value:+.4f}"
+    if column == "peak MiB":
+        return f"{value:.1f}"
+    if "speedup" in column or column.startswith("CI ") or column == "FLOP-ratio ideal" or column.endswith("vs dense"):
         return f"{value:.2f}×"
     if column in ("val R²", "val rel L2"):
         return f"{value:.4f}"
@@ -260,9 +364,16 @@ def displayed(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({c: [_format_value(c, v) for v in table[c].tolist()] for c in table.columns})
 
 
-def build_sections(results: Results, manifest: Manifest | None, histories: Sequence[History]) -> list[Section]:
+def build_sections(results: Results, manifest: Manifest | None, histories: Sequence[History],
+                   gate: GateOutcome | None = None) -> list[Section]:
     speedup = speedups(results)
-    sections = [Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
+    summary = summary_rows(results, speedup, manifest, histories)
+    sections = [Section("summary", "Summary",
+                        f"{headline(summary)} {gate_verdict(gate)} Per backend at its largest batch: the paired speedup "
+                        "over dense with its 95 % CI, validation R² and PDE residual RMS against dense's (pruning "
+                        "history), and the timed file's size and peak memory relative to dense's. Details follow.",
+                        summary if not summary.empty else None),
+                Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
                         runs_table(results, manifest))]
     sections.append(Section("comparison", "Model comparison",
                             "Dense, magnitude and structured side by side. Latency is the median on the named backend "
@@ -274,14 +385,21 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                             "where at least 20 were kept.", latency_table(results)))
     if speedup.empty:
         sections.append(Section("speedup", "Speedup over dense",
-                                "No variant was measured beside dense on the same backend and batch: no speedups."))
+                                "No variant was measured paired with dense on the same backend and batch: no speedups "
+                                "(a ratio of medians timed apart is not shown as one)."))
     else:
-        paired = speedup["paired_median"].notna().any()
-        note = ("Ratio of the pytest-benchmark medians, and the paired ABBA median with its CI where the suite measured "
-                "one. FLOP-ratio ideal = dense FLOPs / variant FLOPs.") if paired else (
-                "Ratio of the pytest-benchmark medians. No paired measurements in the results, so no CIs. "
-                "FLOP-ratio ideal = dense FLOPs / variant FLOPs.")
-        sections.append(Section("speedup", "Speedup over dense", note, speedup_table(speedup)))
+        sections.append(Section("speedup", "Speedup over dense",
+                                "Every speedup is paired: each latency benchmark sandwiches its rounds between dense "
+                                "calls (interleaved rounds), and the headline backends also alternate A B B A blocks in "
+                                "fresh processes (preferred where both exist). Median with a bootstrap 95 % CI; "
+                                "FLOP-ratio ideal = dense FLOPs / variant FLOPs.", speedup_table(speedup)))
+    memory = memory_table(results)
+    sections.append(Section("memory", "Peak memory",
+                            "Peak memory of inference in a fresh process per backend and variant, above the process "
+                            "before the model was loaded (CPU: the kernel's high-water mark VmHWM, which no short spike "
+                            "escapes; CUDA: torch.cuda.max_memory_allocated); vs dense = this variant's peak over "
+                            "dense's.", memory) if not memory.empty else
+                    Section("memory", "Peak memory", "The results carry no peak-memory measurements."))
     has_ceiling = results.benchmarks["ceiling_gflops"].notna().any()
     sections.append(Section("gflops", "Achieved GFLOP/s",
                             "FLOPs per sample × batch / median latency; the ceiling is the suite's best float32 GEMM "
@@ -314,6 +432,9 @@ def build_figures(results: Results, histories: Sequence[History], out_dir: Path)
     if not speedup.empty:
         figures.append(Figure("speedup", "Speedup over dense against batch size (bars: paired CI; dashed: FLOP ideal)",
                               plots.plot_speedup(speedup, out_dir / "speedup.png")))
+    if results.benchmarks["peak_memory_bytes"].notna().any():
+        figures.append(Figure("memory", "Peak memory against batch size (log-log)",
+                              plots.plot_memory(results.benchmarks, out_dir / "memory.png")))
     if histories:
         figures.append(Figure("pruning", "Accuracy and PDE residual after each pruning stage",
                               plots.plot_pruning(histories, out_dir / "pruning.png")))
@@ -352,36 +473,53 @@ def _data_uri(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
 
 
+def _opening(sections: Sequence[Section]) -> tuple[list[Section], list[Section]]:
+    """The summary opens the report, before the run's metadata; the details follow."""
+    first = [s for s in sections if s.name == "summary"]
+    return first, [s for s in sections if s.name != "summary"]
+
+
+def _html_section(section: Section, figure: Figure | None) -> str:
+    parts = [f"<h2>{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.note)}</p>"]
+    if section.table is not None:
+        parts.append(f'<div class="scroll">{_html_table(section.name, section.table)}</div>')
+    if figure is not None:
+        parts.append(f'<figure><img src="{_data_uri(figure.path)}" alt="{html.escape(figure.title)}">'
+                     f"<figcaption>{html.escape(figure.title)}</figcaption></figure>")
+    return "".join(parts)
+
+
 def render_html(sections: Sequence[Section], figures: Sequence[Figure], header: dict[str, str]) -> str:
     meta = "".join(f'<p class="meta"><b>{html.escape(k)}:</b> '
                    + (f"<code>{html.escape(v)}</code>" if k == "command" else html.escape(v)) + "</p>"
                    for k, v in header.items())
-    body = []
     by_name = {f.name: f for f in figures}
-    for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2><p class=\"note\">{html.escape(section.note)}</p>")
-        if section.table is not None:
-            body.append(f'<div class="scroll">{_html_table(section.name, section.table)}</div>')
-        if section.name in by_name:
-            fig = by_name[section.name]
-            body.append(f'<figure><img src="{_data_uri(fig.path)}" alt="{html.escape(fig.title)}">'
-                        f"<figcaption>{html.escape(fig.title)}</figcaption></figure>")
+    first, rest = _opening(sections)
+    body = "".join(_html_section(s, by_name.get(s.name)) for s in first) + meta + "".join(
+        _html_section(s, by_name.get(s.name)) for s in rest)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>spinn-export report</title>'
-            f"<style>{CSS}</style></head><body><h1>spinn-export benchmark report</h1>{meta}{''.join(body)}</body></html>\n")
+            f"<style>{CSS}</style></head><body><h1>spinn-export benchmark report</h1>{body}</body></html>\n")
+
+
+def _markdown_section(section: Section, figure: Figure | None) -> list[str]:
+    lines = [f"## {section.title}", "", section.note, ""]
+    if section.table is not None:
+        align = ["right" if pd.api.types.is_numeric_dtype(section.table[c]) else "left" for c in section.table.columns]
+        lines += [displayed(section.table).to_markdown(index=False, colalign=align, disable_numparse=True), ""]
+    if figure is not None:
+        lines += [f"![{figure.title}]({figure.path.name})", ""]
+    return lines
 
 
 def render_markdown(sections: Sequence[Section], figures: Sequence[Figure], header: dict[str, str]) -> str:
-    lines = ["# spinn-export benchmark report", ""]
-    lines += [f"- **{k}:** " + (f"`{v}`" if k == "command" else v) for k, v in header.items()]
     by_name = {f.name: f for f in figures}
-    for section in sections:
-        lines += ["", f"## {section.title}", "", section.note, ""]
-        if section.table is not None:
-            align = ["right" if pd.api.types.is_numeric_dtype(section.table[c]) else "left" for c in section.table.columns]
-            lines += [displayed(section.table).to_markdown(index=False, colalign=align, disable_numparse=True), ""]
-        if section.name in by_name:
-            fig = by_name[section.name]
-            lines += [f"![{fig.title}]({fig.path.name})", ""]
+    first, rest = _opening(sections)
+    lines = ["# spinn-export benchmark report", ""]
+    for section in first:
+        lines += _markdown_section(section, by_name.get(section.name))
+    lines += [f"- **{k}:** " + (f"`{v}`" if k == "command" else v) for k, v in header.items()]
+    for section in rest:
+        lines += ["", *_markdown_section(section, by_name.get(section.name))]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -395,8 +533,11 @@ def default_command(results: Sequence[Path], manifest: Path | None, histories: S
 
 def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
                  history: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
-                 out_dir: str | os.PathLike[str], *, command: str | None = None) -> ReportPaths:
+                 out_dir: str | os.PathLike[str], *, command: str | None = None,
+                 gate: GateOutcome | None = None) -> ReportPaths:
     """Read everything first (so bad input leaves no output), then write out_dir/report.{html,md}, csv/, *.png.
+
+    `gate`, when the results were judged (spinn-export run), puts its verdict in the summary.
 
     `history` is one pruning directory (or history.json) or several (e.g. structured and magnitude).
     """
@@ -407,7 +548,7 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     loaded = load_results(result_paths)
     loaded_manifest = None if manifest is None else load_manifest(manifest)
     histories = [load_history(h) for h in history_paths]
-    sections = build_sections(loaded, loaded_manifest, histories)
+    sections = build_sections(loaded, loaded_manifest, histories, gate)
     figures = build_figures(loaded, histories, out)
     csv_dir = out / "csv"
     csvs = []
@@ -431,10 +572,15 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
 
 def summary_table(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
                   histories: Sequence[str | os.PathLike[str]]) -> pd.DataFrame:
-    """The model comparison, read from the results themselves (what `spinn-export run` prints at the end)."""
+    """The report's summary, read from the results themselves (what `spinn-export run` prints at the end)."""
     loaded = load_results([Path(p) for p in results])
-    return comparison_table(loaded, speedups(loaded), None if manifest is None else load_manifest(manifest),
-                            [load_history(h) for h in histories])
+    return summary_rows(loaded, speedups(loaded), None if manifest is None else load_manifest(manifest),
+                        [load_history(h) for h in histories])
+
+
+def terminal_table(table: pd.DataFrame) -> str:
+    """A table for the terminal as the report shows it: units, separators, and a dash for what was not measured."""
+    return displayed(table).to_string(index=False) if not table.empty else "(nothing measured)"
 
 
 def _remove_stale(out: Path, csv_dir: Path, csvs: set[str], pngs: set[str]) -> None:

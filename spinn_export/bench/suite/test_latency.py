@@ -1,14 +1,29 @@
-"""Latency of every (variant, backend, batch): grouped per "<backend> batch=<B>" so the variants sit side by side."""
+"""Latency of every (variant, backend, batch), grouped per "<backend> batch=<B>", and every variant's paired
+speedup over dense from the same rounds.
+
+Each round of a variant's benchmark is sandwiched between calls of dense on the same backend and input
+(one before each round, one after the last): the rounds give the variant's latency to pytest-benchmark
+and, against the dense calls around them, its speedup with a bootstrap CI (`paired.interleaved_result`).
+The rounds share pytest-benchmark's time budget (--benchmark-max-time) with the dense calls, so pairing
+costs no extra time. Peak memory comes from a fresh process per (backend, variant) (`bench.memory`),
+measured before the timing starts, never alongside it.
+"""
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.plugin import SuiteState, runner_for
-from spinn_export.bench.timing import warm_up
+from spinn_export.bench.paired import interleaved_result
+from spinn_export.bench.plugin import SuiteState, baseline_for, peak_memory_for, rounds_within_budget, runner_for
+from spinn_export.bench.timing import time_block, warm_up
+
+MIN_ROUNDS = 20  # the speedup's CI is a bootstrap over rounds: fewer leave it wide at the largest batches
 
 
-def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: SuiteState) -> None:
+def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: SuiteState,
+                 request: pytest.FixtureRequest) -> None:
     variant, backend_name, batch = spinn_case
     backend = get_backend(backend_name)
     reason = backend.unavailable_reason()
@@ -19,8 +34,15 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
     if unsupported is not None:
         pytest.skip(unsupported)
     runner = runner_for(spinn_session, backend, ref)
-    call = runner.prepare(sample_input(batch, ref.in_features))
-    warm_up(call)
+    x = sample_input(batch, ref.in_features)
+    call = runner.prepare(x)
+    baseline = baseline_for(spinn_session, backend, ref)
+    calls = [call]
+    if baseline is not None:
+        baseline_runner = runner_for(spinn_session, backend, baseline)
+        baseline_call = baseline_runner.prepare(x)
+        calls.append(baseline_call)
+    memory = peak_memory_for(spinn_session, backend, ref)
     config = spinn_session.settings.backend_configs.get(backend_name)
     artifact = None if ref.variant.sparse else ref.file(backend.format)  # CSR is built in memory from the checkpoint
     benchmark.group = f"{backend_name} batch={batch}"
@@ -31,12 +53,30 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
         params=ref.params, nonzero_params=ref.nonzero_params, flops_per_sample=ref.flops_per_sample,
         widths=list(ref.widths), provider=runner.provider, threads=runner.threads, device_name=runner.device_name,
         backend_options=config.to_dict() if config is not None else {},
+        peak_memory_bytes=memory.peak_bytes.get(batch), memory_method=memory.method,
+        **({"memory_note": memory.reason} if memory.reason else {}),
     )
-    with runner.guard():  # compile: refuses recompiles while timed
-        benchmark(call)
-    if benchmark.stats is not None:  # None under --benchmark-disable
-        median = benchmark.stats.stats.median
-        gflops = ref.flops_per_sample * batch / median / 1e9
-        benchmark.extra_info.update(gflops=gflops, provider=runner.provider)
-        if backend.device == "cpu":
-            benchmark.extra_info["ceiling_fraction"] = gflops / spinn_session.ceiling_gflops
+    per_round = sum(warm_up(c) for c in calls)
+    rounds = rounds_within_budget(request.config, per_round, MIN_ROUNDS)
+    baseline_times: list[float] = []
+    with contextlib.ExitStack() as guards:  # compile: refuses recompiles while timed
+        guards.enter_context(runner.guard())
+        if baseline is None:
+            benchmark.pedantic(call, rounds=rounds)
+        else:
+            guards.enter_context(baseline_runner.guard())
+            benchmark.pedantic(call, setup=lambda: baseline_times.append(time_block(baseline_call, 1)), rounds=rounds)
+            baseline_times.append(time_block(baseline_call, 1))
+    if benchmark.stats is None:  # --benchmark-disable: nothing was timed
+        return
+    stats = benchmark.stats.stats
+    gflops = ref.flops_per_sample * batch / stats.median / 1e9
+    benchmark.extra_info["gflops"] = gflops
+    if backend.device == "cpu":
+        benchmark.extra_info["ceiling_fraction"] = gflops / spinn_session.ceiling_gflops
+    if baseline is not None:
+        result = interleaved_result(backend_name, batch, baseline, ref, baseline_times, list(stats.data),
+                                    spinn_session.settings.paired)
+        spinn_session.paired_results.append(result)
+        benchmark.extra_info.update(speedup_vs=baseline.name, speedup=result.speedup_median,
+                                    speedup_ci=[result.ci_low, result.ci_high])

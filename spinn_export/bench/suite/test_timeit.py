@@ -14,7 +14,6 @@ latencies of their own.
 """
 from __future__ import annotations
 
-import math
 import statistics
 import timeit
 
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.plugin import TIMEIT_BACKEND, SuiteState, runner_for
+from spinn_export.bench.plugin import TIMEIT_BACKEND, SuiteState, rounds_within_budget, runner_for
 from spinn_export.bench.timing import time_block, warm_up
 
 TOLERANCE = 0.10
@@ -44,8 +43,7 @@ def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int
     timer = timeit.Timer(lambda: runner.session.run(None, feeds))
     warm_up(call)
     per_call = min(time_block(call, 1) for _ in range(3))
-    options = request.config.option  # as many rounds as pytest-benchmark's own time budget gives
-    rounds = max(MIN_ROUNDS, int(options.benchmark_min_rounds), math.ceil(float(options.benchmark_max_time) / per_call))
+    rounds = rounds_within_budget(request.config, per_call, MIN_ROUNDS)  # as pytest-benchmark's own budget gives
     independent: list[float] = []
     benchmark.group = f"{TIMEIT_BACKEND} batch={batch} timeit cross-check"
     benchmark.extra_info.update(check="timeit", variant=variant, model=ref.model, backend=TIMEIT_BACKEND,

@@ -1,0 +1,147 @@
+"""Peak memory of one model on one backend, per batch size, measured in a fresh process.
+
+Sampling the resident size while a model runs misses short spikes (an activation buffer that lives
+for a millisecond), so on the CPU this reads the kernel's own high-water mark (`VmHWM`), which
+records every spike. The benchmark process cannot measure itself: it has loaded every model and its
+runtimes keep arenas warm, so a fresh process loads just this model. The figure is the high-water
+mark during inference minus the resident size before the model was loaded: weights, the runtime's
+session and arenas, and activations, without the interpreter and the libraries, which every variant
+shares. Batches run in increasing order, and the high-water mark is reset (`/proc/self/clear_refs`)
+before each, so a batch is not charged for a larger one. The model is checked against eager PyTorch
+after its measurement rather than before: the check runs batches up to 4096, whose buffers the
+runtimes would otherwise keep and charge to every smaller batch.
+
+On CUDA the figure is `torch.cuda.max_memory_allocated` for runtimes that allocate through PyTorch;
+ONNX Runtime's CUDA arena is invisible to it, so that case says "not measured" rather than 0.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import multiprocessing
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from spinn_export.bench.backends import Backend, BackendConfig
+    from spinn_export.bench.variants import ModelRef
+
+STATUS = Path("/proc/self/status")
+CLEAR_REFS = Path("/proc/self/clear_refs")
+RESET_PEAK = "5"  # clear_refs: "reset the peak resident set size" (Linux >= 4.0, proc(5))
+CALLS_PER_BATCH = 3
+TORCH_FORMATS = ("checkpoint", "torchscript", "exported-program", "aoti")
+
+
+@dataclass(frozen=True)
+class PeakMemory:
+    """Peak bytes per batch (None: not measured, and `reason` says why)."""
+
+    method: str
+    peak_bytes: dict[int, int | None]
+    reason: str | None = None
+
+
+def _status_bytes(field: str) -> int:
+    for line in STATUS.read_text().splitlines():
+        if line.startswith(field + ":"):
+            value, unit = line.split()[1:3]
+            if unit != "kB":
+                raise RuntimeError(f"unexpected unit {unit!r} for {field} in {STATUS}")
+            return int(value) * 1024
+    raise RuntimeError(f"{field} is not in {STATUS}")
+
+
+def _release_free_heap() -> None:
+    """Collect garbage and hand glibc's free heap back to the kernel, so freed memory does not count."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
+
+
+def kernel_peak_unavailable() -> str | None:
+    """Why the kernel's resettable high-water mark cannot be read here, or None."""
+    try:
+        _status_bytes("VmHWM")
+        CLEAR_REFS.write_text(RESET_PEAK)
+    except (OSError, RuntimeError) as exc:
+        return f"the kernel's peak resident size cannot be read and reset here ({exc})"
+    return None
+
+
+def _cpu_peaks(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
+               config: BackendConfig | None) -> PeakMemory:
+    from spinn_export.bench.backends import sample_input
+    from spinn_export.bench.variants import verify_runner
+
+    reason = kernel_peak_unavailable()
+    if reason is not None:
+        return PeakMemory("VmHWM", dict.fromkeys(batches), reason)
+    inputs = {batch: sample_input(batch, ref.in_features) for batch in batches}  # not the model's memory
+    _release_free_heap()
+    before = _status_bytes("VmRSS")
+    runner = backend.load(ref.source_for(backend), threads, config)
+    peaks: dict[int, int | None] = {}
+    with runner.guard():
+        for batch in sorted(batches):
+            call = runner.prepare(inputs[batch])
+            _release_free_heap()
+            CLEAR_REFS.write_text(RESET_PEAK)
+            for _ in range(CALLS_PER_BATCH):
+                call()
+            peaks[batch] = _status_bytes("VmHWM") - before
+            del call
+    verify_runner(backend, ref, runner)
+    return PeakMemory("VmHWM", peaks)
+
+
+def _cuda_peaks(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
+                config: BackendConfig | None) -> PeakMemory:
+    import torch
+
+    from spinn_export.bench.backends import sample_input
+    from spinn_export.bench.variants import verify_runner
+
+    if backend.format not in TORCH_FORMATS:
+        return PeakMemory("torch.cuda", dict.fromkeys(batches),
+                          f"{backend.name} allocates outside PyTorch's allocator: not measured")
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    runner = backend.load(ref.source_for(backend), threads, config)
+    peaks: dict[int, int | None] = {}
+    with runner.guard():
+        for batch in sorted(batches):
+            call = runner.prepare(sample_input(batch, ref.in_features))
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            for _ in range(CALLS_PER_BATCH):
+                call()
+            peaks[batch] = torch.cuda.max_memory_allocated() - before
+            del call
+    verify_runner(backend, ref, runner)
+    return PeakMemory("torch.cuda", peaks)
+
+
+def _measure_here(backend_name: str, ref: ModelRef, batches: tuple[int, ...], threads: int,
+                  config: BackendConfig | None) -> PeakMemory:
+    """In the fresh process: fix threads as the benchmark did, then measure."""
+    from spinn_export.bench.backends import get_backend
+    from spinn_export.bench.timing import fix_threads
+
+    fix_threads(threads)
+    backend = get_backend(backend_name)
+    measure = _cuda_peaks if backend.device == "cuda" else _cpu_peaks
+    return measure(backend, ref, batches, threads, config)
+
+
+def peak_memory(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
+                config: BackendConfig | None = None) -> PeakMemory:
+    """Peak memory of `ref` on `backend` at each batch, in a fresh (spawned) process."""
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_measure_here, backend.name, ref, tuple(batches), threads, config).result()
