@@ -4,7 +4,9 @@ and on the CPU with the exporter's offline-optimised graph (`onnx-optimized`).
 Sessions use the process-wide pool of `timing.ort_global_pool`: sessions with their own
 pools slow each other 1.5-2x when they alternate (as dense and pruned do in a paired run). The
 provider that ORT actually chose is checked: onnxruntime-gpu without its CUDA libraries silently
-runs on the CPU, and such a run is refused rather than reported under a CUDA label.
+runs on the CPU, and such a run is refused rather than reported under a CUDA label. torch is
+imported before any session (by `timing`), so onnxruntime-gpu reuses the CUDA and cuDNN libraries
+a CUDA build of torch has loaded when their major versions match.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+CUDA_DEVICE_ID = 0  # the CUDA provider's default device: inputs and outputs are bound there
 OPTIMIZATION_LEVELS = ("disabled", "basic", "extended", "all")
 
 
@@ -65,15 +68,20 @@ class OrtRunner(Runner):
             session, feeds = self.session, {self.input_name: x}
             session.run(None, feeds)
             return lambda: session.run(None, feeds)
+        return self._bound_call(x)
+
+    def _bound_call(self, x: np.ndarray) -> Call:
+        """IOBinding: the input is copied to the GPU once, here, and the output is bound to the GPU, so a
+        timed call moves nothing between host and device; it returns once the outputs are synchronised."""
         import onnxruntime as ort
 
-        binding = self.session.io_binding()
-        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0))
-        binding.bind_output(self.session.get_outputs()[0].name, "cuda", 0)
+        session, binding = self.session, self.session.io_binding()
+        binding.bind_ortvalue_input(self.input_name, ort.OrtValue.ortvalue_from_numpy(x, "cuda", CUDA_DEVICE_ID))
+        binding.bind_output(session.get_outputs()[0].name, "cuda", CUDA_DEVICE_ID)
 
         def call() -> None:
-            self.session.run_with_iobinding(binding)  # synchronises the CUDA stream at the end of the run
-            binding.synchronize_outputs()
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # the device work is finished when the call returns
 
         call()
         return call
@@ -86,6 +94,15 @@ def _device_name(device: str) -> str:
     from spinn_export.bench.machine import cpu_model, gpu_info
 
     return cpu_model() if device == "cpu" else (gpu_info().get("gpu_name") or "unknown NVIDIA GPU")
+
+
+def session_providers(device: str, config: OrtConfig) -> list[str | tuple[str, dict[str, str]]]:
+    """This device's provider first, then the CPU for any node it cannot run; TF32 only when asked for."""
+    if device == "cpu":
+        return [PROVIDERS["cpu"]]
+    tf32 = isinstance(config, OrtCudaConfig) and config.tf32
+    options = {"device_id": str(CUDA_DEVICE_ID), "use_tf32": "1" if tf32 else "0"}
+    return [(PROVIDERS[device], options), PROVIDERS["cpu"]]
 
 
 def open_session(path: Path, device: str, threads: int, config: OrtConfig = OrtConfig()):  # type: ignore[no-untyped-def]
@@ -103,9 +120,7 @@ def open_session(path: Path, device: str, threads: int, config: OrtConfig = OrtC
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[config.graph_optimization]
     options.log_severity_level = 3
-    tf32 = isinstance(config, OrtCudaConfig) and config.tf32
-    provider = (PROVIDERS[device], {"use_tf32": "1" if tf32 else "0"}) if device == "cuda" else PROVIDERS[device]
-    providers = [provider] + (["CPUExecutionProvider"] if device != "cpu" else [])
+    providers = session_providers(device, config)
     return load_onnx_session(path, providers, options)  # refuses a session whose first provider is not ours
 
 
@@ -133,8 +148,9 @@ def ort_cuda_missing() -> str | None:
         return missing
     import onnxruntime
 
-    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        return "this onnxruntime build has no CUDAExecutionProvider (install onnxruntime-gpu)"
+    if PROVIDERS["cuda"] not in onnxruntime.get_available_providers():
+        return ("this onnxruntime build has no CUDAExecutionProvider: install onnxruntime-gpu alone "
+                "(pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu; both provide one module)")
     return None
 
 

@@ -5,11 +5,16 @@ recompile limit (8) it runs eager without a word, so a dense and a pruned model 
 sizes would put eager numbers under a compile label. Here each model compiles in its own
 isolated region with static shapes and `fullgraph=True` (hitting the limit raises), every batch
 size is compiled during `prepare`, and `guard()` runs the timed calls under the
-"fail_on_recompile" stance and checks Dynamo's graph counter did not move.
+"fail_on_recompile" stance and checks Dynamo's graph counter did not move. The same holds for
+every mode: `reduce-overhead` and `max-autotune` add CUDA graphs and kernel search on a GPU, not
+another way back to eager.
 """
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -43,6 +48,21 @@ def compiled_graphs() -> int:
     from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
+
+
+def triton_missing() -> str | None:
+    """Inductor writes its GPU kernels in Triton, and Triton builds each kernel's launcher with a C
+    compiler (CC, else gcc or clang) the first time it runs: without either, compile-cuda fails mid-run."""
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed (torch.compile's GPU kernels need it; Linux CUDA builds of torch bring it)"
+    if not (os.environ.get("CC") or shutil.which("gcc") or shutil.which("clang")):
+        return "no C compiler (gcc or clang on PATH, or CC): Triton builds its kernel launchers with one"
+    return None
+
+
+def compile_cuda_missing() -> str | None:
+    """None when torch.compile can build and run CUDA kernels here, else why not."""
+    return cuda_unavailable_reason() or triton_missing()
 
 
 class CompiledRunner(TorchRunner):
@@ -88,5 +108,5 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 COMPILE_CPU = Backend("compile-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), compiler_missing, config=CompileConfig,
                       description="torch.compile (Inductor, C++ kernels)")
-COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason,
+COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), compile_cuda_missing,
                        config=CompileConfig, description="torch.compile (Inductor, Triton kernels)")
