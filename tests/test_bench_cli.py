@@ -28,18 +28,24 @@ def _toy_environment(tmp_path: Path) -> dict[str, str]:
 
 def test_bench_from_another_folder_writes_json_with_paired_speedups(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
     result = run_cli("bench", str(pipeline.manifest.parent), "--backends", "ort-cpu", "--batches", "1,256",
-                     "--variants", "dense,structured", "--quick", "--threads", "1", "--json", "out.json", cwd=tmp_path)
+                     "--variants", "dense,structured", "--quick", "--threads", "1", "--json", "out.json",
+                     "--log", "run.log", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "benchmark 'ort-cpu batch=256'" in log and "Name (time in" in log  # pytest-benchmark's tables: the log
+    assert "Name (time in" not in result.stdout and "[1/" in result.stdout  # the console: a line per case
+    assert "test_latency[ort-cpu-b256-structured]: passed" in result.stdout
     data = json.loads((tmp_path / "out.json").read_text())
     latencies = [b for b in data["benchmarks"] if "check" not in b["extra_info"]]
     assert {(b["extra_info"]["variant"], b["extra_info"]["batch"]) for b in latencies} == {
         (v, n) for v in ("dense", "structured") for n in (1, 256)}
     assert {b["extra_info"]["artifact"] for b in latencies} == {"dense.onnx", "structured.onnx"}
     paired = data["spinn"]["paired"]
-    assert {(p["backend"], p["batch"], p["variant"]) for p in paired} == {("ort-cpu", 1, "structured"),
-                                                                          ("ort-cpu", 256, "structured")}
+    assert sorted((p["method"], p["batch"]) for p in paired) == [("abba", 1), ("abba", 256), ("interleaved", 1),
+                                                                  ("interleaved", 256)]
+    assert {(p["backend"], p["variant"]) for p in paired} == {("ort-cpu", "structured")}
     assert all(p["ci_low"] <= p["speedup_median"] <= p["ci_high"] for p in paired)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]  # nothing else left in the user's folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "run.log"]  # nothing else in the user's folder
 
 
 def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
@@ -54,7 +60,8 @@ def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipe
     data = json.loads((tmp_path / "toy.json").read_text())
     toy = [b["extra_info"] for b in data["benchmarks"] if b["extra_info"]["backend"] == "toy-cpu"]
     assert {info["variant"] for info in toy} == {"dense", "structured"} and {i["provider"] for i in toy} == {"numpy"}
-    assert [p["backend"] for p in data["spinn"]["paired"]] == ["toy-cpu"]
+    assert [p["backend"] for p in data["spinn"]["paired"] if p["method"] == "abba"] == ["toy-cpu"]
+    assert {p["backend"] for p in data["spinn"]["paired"]} == {"toy-cpu", "eager-cpu"}  # every backend's rounds
 
 
 def test_a_backend_that_disagrees_with_eager_pytorch_is_never_timed(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
@@ -75,6 +82,8 @@ def test_a_backend_that_disagrees_with_eager_pytorch_is_never_timed(pipeline: Pi
     (["--backend-option", "compile-cpu:mode=fastest"], "mode 'fastest' is not one of"),
     (["--json", "."], "is a directory"),
     (["--json", "no/such/dir/out.json"], "does not exist"),
+    (["--log", "."], "--log . is a directory"),
+    (["--log", "no/such/dir/bench.log"], "does not exist"),
     (["extra"], "unrecognized arguments: extra"),
 ])
 def test_bench_user_errors_are_one_line_and_write_nothing(pipeline: Pipeline, tmp_path: Path, args: list[str],  # noqa: F811

@@ -29,7 +29,7 @@ QUICK_BATCHES = "1,8192"
 QUICK_VARIANTS = "dense,structured"
 STRUCTURED_REDUCTION = 0.685  # the headline model: 68.5 % of the parameters removed,
 STRUCTURED_ROUND_TO = 32  # in widths that are multiples of 32, as `spinn-export run` prunes it (SIMD-friendly)
-PAIRED_BY_DEFAULT = ("ort-cpu", "ort-cuda")  # paired runs take ~1 min per backend: the headline ones by default
+PAIRED_BY_DEFAULT = ("ort-cpu", "ort-cuda")  # ABBA runs take ~1 min per backend: the headline ones by default
 TIMEIT_BACKEND = "ort-cpu"  # the cross-check times ONNX Runtime's own session.run against the suite's harness
 PAIRED = PairedConfig()
 QUICK_PAIRED = PairedConfig(processes=2, cycles=4)
@@ -78,8 +78,9 @@ OPTIONS = (
     SuiteOption("threads", "intra-op threads for every backend (default: physical cores)", "N", "int"),
     SuiteOption("backend-option", "a backend's own option, BACKEND:KEY=VALUE (e.g. compile-cpu:mode=max-autotune); "
                                   "repeatable; `spinn-export backends` lists each backend's options", "B:K=V", "repeat"),
-    SuiteOption("paired", "backends for the paired ABBA speedup, or 'none' (default: ort-cpu/ort-cuda where "
-                          "benchmarked, else the first backend)", "BACKENDS"),
+    SuiteOption("paired", "backends that also get the ABBA speedup in fresh processes, or 'none' (every case is "
+                          "paired with dense in its own rounds anyway; default: ort-cpu/ort-cuda where benchmarked)",
+                "BACKENDS"),
     SuiteOption("paired-variants", "variants paired against dense (default: structured; 'all': every benchmarked "
                                    "variant)", "NAMES"),
     SuiteOption("paired-processes", f"fresh processes per paired measurement (default {PAIRED.processes}; quick "
@@ -161,8 +162,8 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
     unknown = [v for v in variants if v not in known]
     if unknown or not variants:
         raise UserError(f"unknown variant(s) {', '.join(unknown) or repr(requested)}: choose from {', '.join(known)}")
-    headline = [b.name for b in chosen if b.name in PAIRED_BY_DEFAULT] or [chosen[0].name]
-    paired_text = values.get("spinn_paired") or ",".join(headline)
+    headline = [b.name for b in chosen if b.name in PAIRED_BY_DEFAULT]
+    paired_text = values.get("spinn_paired") or ",".join(headline) or "none"
     paired_backends = () if paired_text == "none" else tuple(resolve_backends(paired_text))
     pair_text = values.get("spinn_paired_variants") or "structured"
     pair_names = [v for v in variants if v != "dense"] if pair_text == "all" else _names(pair_text)
