@@ -20,9 +20,15 @@ def write_torchscript(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -
     path.write_bytes(buffer.getvalue())
 
 
-def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
-    """A TorchScript module on CPU. TorchScript archives hold code by design: load only your own exports."""
-    return read_artifact(path, "TorchScript", lambda file: torch.jit.load(file, map_location="cpu")).eval()
+def load_torchscript(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """The archive with every tensor placed on `device` as it is read. TorchScript archives hold code by design:
+    load only your own exports.
+
+    The module is frozen, which turns its weights into constants of the graph: it has no parameters or
+    buffers, so `.to(device)` would move nothing and leave every weight on the CPU. Only `map_location`
+    places them.
+    """
+    return read_artifact(path, "TorchScript", lambda file: torch.jit.load(file, map_location=device)).eval()
 
 
 def torchscript_weight_shapes(path: Path) -> list[Shape]:
