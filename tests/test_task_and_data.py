@@ -69,7 +69,7 @@ def test_user_data_formats(tmp_path, suffix):
     else:
         np.savez(path, **{c: frame[c].to_numpy() for c in frame})
     data = load_user_dataset(path, ["a", "b"], ["y"])
-    assert data.in_features == 2 and data.out_features == 1 and data.task is None
+    assert data.in_features == 2 and data.out_features == 1 and data.physics is None
     assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 50
 
 

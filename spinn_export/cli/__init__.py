@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from spinn_export.errors import UserError
-
+from spinn_export.model.spec import parse_widths
+from spinn_export.prune.budget import Target
+from spinn_export.task.data import Dataset, resolve_dataset
+from spinn_export.task.physics import load_physics
 
 
 def command_modules() -> list:
@@ -74,11 +79,84 @@ def positive_int(text: str) -> int:
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data/--inputs/--targets/--seed, shared by every command that touches data."""
+    """--data/--inputs/--targets/--physics/--seed, shared by every command that touches data."""
     group = parser.add_argument_group("data (default: the built-in Stokes task)")
     group.add_argument("--data", metavar="FILE", help="your own data: .csv, .parquet or .npz")
     group.add_argument("--inputs", metavar="COLS", help="comma-separated input column names")
     group.add_argument("--targets", metavar="COLS", help="comma-separated target column names")
+    group.add_argument("--physics", metavar="PATH.py:FUNCTION",
+                       help="your PDE residual, a function residual(model, inputs) -> Tensor, in a file "
+                            "(PATH.py:FUNCTION) or an importable module (module:FUNCTION); the tool uses its mean "
+                            "square (replaces the built-in task's residual)")
     group.add_argument("--seed", type=int, default=0, help="seed for data splits and training (default 0)")
 
+
+def dataset_of(args: argparse.Namespace, seed: int) -> Dataset:
+    """The data of --data/--inputs/--targets (default: the built-in task), held to --physics when given."""
+    physics = None if args.physics is None else load_physics(args.physics)
+    return resolve_dataset(args.data, args.inputs, args.targets, seed, physics)
+
+
+def physics_weight(args: argparse.Namespace, dataset: Dataset, default: float) -> float:
+    """--physics-weight, refused where the data has no physics (it would silently do nothing)."""
+    if dataset.physics is None and args.physics_weight:
+        raise UserError("--physics-weight needs physics: no PDE is known for --data files; "
+                        "give --physics PATH.py:FUNCTION or drop the flag")
+    return default if args.physics_weight is None else args.physics_weight
+
+
+def fraction(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction like 0.685, got {text!r}") from None
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
+    """Exactly one pruning budget (--target, --target-flops or --widths), shared by prune and run."""
+    budget = parser.add_mutually_exclusive_group(required=required)
+    budget.add_argument("--target", type=fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
+    budget.add_argument("--target-flops", type=fraction, metavar="R", help="fraction of FLOPs per sample to remove")
+    budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
+    return budget
+
+
+def budget_of(args: argparse.Namespace) -> Target | None:
+    """The budget given by add_budget_arguments' flags, or None when none was given."""
+    if args.widths is not None:
+        return Target.of_widths(parse_widths(args.widths))
+    if args.target_flops is not None:
+        return Target.flops(args.target_flops)
+    if args.target is not None:
+        return Target.params(args.target)
+    return None
+
+
+def output_dir(path: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """An output directory that exists or can be made: checked before any work, and without making it."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{flag} {target} is a file, not a directory; give a directory path")
+    _require_writable_below(target, flag, target)
+    return target
+
+
+def output_file(path: str | os.PathLike[str], example: str, flag: str = "--out") -> Path:
+    """An output file path whose directory exists or can be made: checked before any work, writing nothing."""
+    target = Path(path)
+    if target.is_dir():
+        raise UserError(f"{flag} {target} is a directory; give a file path such as {target / example}")
+    _require_writable_below(target.parent, flag, target)
+    return target
+
+
+def _require_writable_below(directory: Path, flag: str, target: Path) -> None:
+    """The nearest existing ancestor of `directory` (itself included) must be a directory we may write in."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {target}: {existing} is a file, so no directory can be made there; choose another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {target}: no permission to write in {existing}; choose another path")
 

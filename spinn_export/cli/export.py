@@ -7,6 +7,7 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import DEFAULT_OPSET, default_formats, formats, parse_formats
 from spinn_export.export.manifest import ArtifactRecord
+from spinn_export.cli import output_dir
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if not MIN_OPSET <= args.opset <= MAX_OPSET:
         raise UserError(f"--opset {args.opset} is out of range: choose {MIN_OPSET}..{MAX_OPSET}")
     formats = parse_formats(args.formats)
+    output_dir(args.out)
     manifest = export_checkpoints(args.checkpoints, args.out, formats, args.opset,
                                   on_artifact=lambda record: print(_line(record), flush=True))
     print(f"{len(manifest.artifacts)} verified artifact(s) listed in {args.out}/manifest.json")

@@ -6,6 +6,7 @@ import argparse
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.importer import import_model
 from spinn_export.model.spec import ACTIVATIONS
+from spinn_export.cli import output_file
 
 STAGE = 1
 
@@ -21,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_file(args.out, "model.safetensors")
     spec, model = import_model(args.file, args.activation, args.trust_pickle)
     save_checkpoint(args.out, model, spec, {"variant": "dense", "source": str(args.file)})
-    print(f"imported {spec.in_features} -> {' -> '.join(map(str, spec.widths))} -> {spec.out_features} "
-          f"({spec.activation}, {spec.params:,} parameters) to {args.out}")
+    print(f"imported {spec.describe()} to {args.out}")
     return 0

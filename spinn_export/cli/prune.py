@@ -6,23 +6,15 @@ import dataclasses
 
 from spinn_export.prune.budget import MODES, Target
 from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.task.data import resolve_dataset
+from spinn_export.task.data import dataset_metadata
 from spinn_export.errors import UserError
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
-from spinn_export.model.spec import parse_widths
-from spinn_export.cli import add_data_arguments, positive_int
+from spinn_export.cli import (add_budget_arguments, add_data_arguments, budget_of, dataset_of, output_dir,
+                              physics_weight, positive_int)
 
 STAGE = 3
 DEFAULTS = PruneConfig(Target.params(0.5))
-KEPT_METADATA = ("dataset", "inputs", "targets")
-
-
-def _fraction(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a fraction like 0.685, got {text!r}") from None
 
 
 def _non_negative_int(text: str) -> int:
@@ -42,10 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "Exactly one of --target, --target-flops or --widths sets the budget.",
     )
     parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense or structured)")
-    budget = parser.add_mutually_exclusive_group(required=True)
-    budget.add_argument("--target", type=_fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
-    budget.add_argument("--target-flops", type=_fraction, metavar="R", help="fraction of FLOPs per sample to remove")
-    budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
+    add_budget_arguments(parser, required=True)
     parser.add_argument("--method", choices=METHODS, default=DEFAULTS.method,
                         help="structured (remove neurons) or magnitude (unstructured L1 baseline, same non-zero count)")
     parser.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds,
@@ -70,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--on-drop", choices=ON_DROP, default=DEFAULTS.on_drop,
                         help="when a round exceeds --tolerance: record it only (default), stop, or roll it back and stop")
     parser.add_argument("--physics-weight", type=float, default=None,
-                        help=f"weight of the PDE residual in fine-tuning and Taylor scores (built-in task; default {DEFAULTS.finetune.physics_weight})")
+                        help="weight of the PDE residual in fine-tuning and Taylor scores (built-in task or --physics; "
+                             f"default {DEFAULTS.finetune.physics_weight})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for fine-tuning")
     add_data_arguments(parser)
     parser.set_defaults(seed=None)
@@ -78,33 +68,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def _target(args: argparse.Namespace) -> Target:
-    if args.widths is not None:
-        return Target.of_widths(parse_widths(args.widths))
-    if args.target_flops is not None:
-        return Target.flops(args.target_flops)
-    return Target.params(args.target)
-
-
 def run(args: argparse.Namespace) -> int:
-    target = _target(args)
+    target = budget_of(args)
+    output_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.variant == "magnitude":
         raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; prune its dense original instead")
     seed = args.seed if args.seed is not None else int(checkpoint.metadata.get("seed", "0"))
-    dataset = resolve_dataset(args.data, args.inputs, args.targets, seed)
-    if dataset.task is None and args.physics_weight:
-        raise UserError("--physics-weight needs the built-in task: no PDE is known for --data files; drop the flag")
-    physics_weight = DEFAULTS.finetune.physics_weight if args.physics_weight is None else args.physics_weight
+    dataset = dataset_of(args, seed)
     finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs, lr=args.lr,
-                                   physics_weight=physics_weight, seed=seed, device=args.device)
+                                   physics_weight=physics_weight(args, dataset, DEFAULTS.finetune.physics_weight),
+                                   seed=seed, device=args.device)
     config = PruneConfig(
         target=target, method=args.method, rounds=args.rounds, finetune=finetune,
         importance=args.importance, mode=args.mode, min_width=args.min_width, round_to=args.round_to,
         fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed,
     )
-    metadata = {key: checkpoint.metadata[key] for key in KEPT_METADATA if key in checkpoint.metadata}
-    metadata["variant"] = checkpoint.variant
+    metadata = {**dataset_metadata(dataset), "variant": checkpoint.variant}
     result = prune(checkpoint.model, checkpoint.spec, dataset, config, args.out, metadata=metadata)
     dense, final = result.stages[0], result.final
     print(f"{config.method} pruning: {result.plan.describe()}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.report.writer import build_report
+from spinn_export.cli import output_dir
 
 STAGE = 6
 
@@ -22,6 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    output_dir(args.out)
     paths = build_report(args.results, args.manifest, args.history, args.out)
     print(f"wrote {paths.html}, {paths.markdown}, {len(paths.csvs)} CSV tables in {paths.csv_dir} "
           f"and {len(paths.pngs)} plots")

@@ -1,29 +1,63 @@
-"""`spinn-export run`: the whole pipeline on the built-in default, resumable."""
+"""`spinn-export run`: the whole pipeline, on the built-in SPINN or on the user's own model, resumable."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from spinn_export.pipeline.job import RunConfig, format_summary, run as run_pipeline
+from spinn_export.errors import UserError
+from spinn_export.model.spec import ACTIVATIONS
+from spinn_export.pipeline.job import RunConfig, UserModel, default_round_to, format_summary, run as run_pipeline
+from spinn_export.task.data import parse_columns
+from spinn_export.cli import add_budget_arguments, add_data_arguments, budget_of, output_dir, positive_int
 
 STAGE = 8
+MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle")  # meaningful only with --model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "run", help="the main job: train, prune, export, benchmark, report and gate the built-in SPINN",
-        description="Train the dense SPINN (or reuse it), prune it to 68.5%% structurally and by magnitude, "
-                    "export and verify every artifact, benchmark the CPU (and CUDA) backends, write the report "
-                    "and run the gate. Stages whose outputs exist and match are not redone.")
+        "run", help="the main job: train (or import yours), prune, export, benchmark, report and gate",
+        description="Train the dense SPINN (or import your model with --model, trained on --data, held to --physics), "
+                    "prune it structurally and by magnitude (default: 68.5% of the parameters), export and verify "
+                    "every artifact, benchmark the CPU (and CUDA) backends, write the report and run the gate. "
+                    "Stages whose inputs and outputs are unchanged are not redone.")
+    parser.add_argument("--model", type=Path, metavar="FILE",
+                        help="your trained MLP: a state_dict (.pt/.pth/.safetensors), or a whole module with "
+                             "--trust-pickle; needs --data, --inputs and --targets")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help="the activation of --model (default: detected from a module, else tanh)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow unpickling a whole module; this runs code from the file")
+    add_data_arguments(parser)
+    add_budget_arguments(parser, required=False)
+    parser.add_argument("--round-to", type=positive_int, metavar="N",
+                        help="every hidden width a multiple of N (default 32 for the built-in SPINN; none for --model)")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer epochs, formats, backends and batches")
     parser.add_argument("--out", type=Path, default=RunConfig.out, help="output directory (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policy", type=Path, help="gate policy TOML with [tool.spinn_export.gate] "
                         "(default: ./pyproject.toml's, else structured >= 1.0x dense on ort-cpu at the largest batch)")
     parser.set_defaults(func=run)
 
 
+def user_model(args: argparse.Namespace) -> UserModel | None:
+    """--model and the flags that describe it; those flags without --model are a mistake, not ignored."""
+    if args.model is None:
+        given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS if getattr(args, name)]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply with --model FILE (the built-in job trains its own SPINN)")
+        return None
+    if not (args.data and args.inputs and args.targets):
+        raise UserError("--model needs the data it was trained on: --data FILE --inputs COLS --targets COLS")
+    return UserModel(model=args.model, data=Path(args.data), inputs=tuple(parse_columns(args.inputs)),
+                     targets=tuple(parse_columns(args.targets)), physics=args.physics, activation=args.activation,
+                     trust_pickle=args.trust_pickle)
+
+
 def run(args: argparse.Namespace) -> int:
-    outcome = run_pipeline(RunConfig(out=args.out, quick=args.quick, seed=args.seed, policy=args.policy))
+    model = user_model(args)
+    config = RunConfig(out=output_dir(args.out), quick=args.quick, seed=args.seed, policy=args.policy, model=model,
+                       target=budget_of(args) or RunConfig.target,
+                       round_to=args.round_to if args.round_to is not None else default_round_to(model))
+    outcome = run_pipeline(config)
     print(format_summary(outcome))
     return outcome.gate.exit_code

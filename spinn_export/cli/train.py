@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.task.data import resolve_dataset
-from spinn_export.errors import UserError
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
+from spinn_export.task.data import check_model_fits, dataset_metadata
 from spinn_export.task.train import TrainConfig, train
-from spinn_export.cli import add_data_arguments, positive_int
+from spinn_export.cli import add_data_arguments, dataset_of, output_file, physics_weight, positive_int
 
 DEFAULTS = TrainConfig()
 
@@ -25,28 +24,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--physics-weight", type=float, default=None,
-                        help=f"weight of the PDE residual loss (built-in task only; default {DEFAULTS.physics_weight})")
+                        help=f"weight of the PDE residual loss (built-in task or --physics; default {DEFAULTS.physics_weight})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset = resolve_dataset(args.data, args.inputs, args.targets, args.seed)
-    if dataset.task is None and args.physics_weight:
-        raise UserError("--physics-weight needs the built-in task: no PDE is known for --data files; drop the flag")
-    physics_weight = DEFAULTS.physics_weight if args.physics_weight is None else args.physics_weight
+    output_file(args.out, "dense.safetensors")
+    dataset = dataset_of(args, args.seed)
+    weight = physics_weight(args, dataset, DEFAULTS.physics_weight)
     widths = parse_widths(args.widths) if args.widths else SPINN_REFERENCE.widths
     spec = MLPSpec(dataset.in_features, widths, dataset.out_features, args.activation)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                         physics_weight=physics_weight, seed=args.seed, device=args.device)
+                         physics_weight=weight, seed=args.seed, device=args.device)
     model = build_model(spec)
+    check_model_fits(dataset, spec, model)
     result = train(model, dataset, config)
     final = result.final
     save_checkpoint(args.out, model, spec, {
-        "variant": "dense", "dataset": dataset.name, "seed": str(args.seed),
-        "val_r2": f"{final.r2:.6f}", "inputs": ",".join(dataset.input_names), "targets": ",".join(dataset.target_names),
-    })
+        "variant": "dense", **dataset_metadata(dataset), "seed": str(args.seed), "val_r2": f"{final.r2:.6f}"})
     residual = "n/a" if final.residual_rms is None else f"{final.residual_rms:.4g}"
     print(f"trained {spec.params:,}-parameter model for {config.epochs} epochs: "
           f"val R2 {final.r2:.4f}, rel L2 {final.rel_l2:.4f}, residual RMS {residual} -> {args.out}")

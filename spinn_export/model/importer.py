@@ -39,7 +39,10 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
             raise UserError(f"{path}: not a readable safetensors file ({first_line(exc)})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
+    except pickle.UnpicklingError:
+        if not _is_torch_save(path):
+            raise UserError(f"{path}: not a readable PyTorch file (neither the zip archive nor the pickle that "
+                            "torch.save writes); it may be corrupt or another format") from None
         if not trust_pickle:
             raise UserError(
                 f"{path} holds pickled Python objects (e.g. a whole module saved with torch.save(model)), and "
@@ -47,7 +50,6 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
                 "or better, save model.state_dict() and import that"
             ) from None
         obj = _load_trusted(path)
-        del exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable PyTorch file ({first_line(exc)}); it may be truncated or corrupt") from None
     if isinstance(obj, nn.Module):
@@ -59,6 +61,16 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
             "save model.state_dict() (a dict of weight tensors) and import that"
         )
     return mlp_from_state_dict(state, activation or "tanh")
+
+
+def _is_torch_save(path: Path) -> bool:
+    """Whether the file is in a format torch.save writes: a zip archive (the default since PyTorch 1.6) or a
+    legacy pickle stream (which opens with the pickle PROTO opcode). Anything else that fails to unpickle is a
+    damaged or foreign file, not a pickled module waiting for --trust-pickle."""
+    if zipfile.is_zipfile(path):
+        return True
+    with path.open("rb") as handle:
+        return handle.read(1) == pickle.PROTO
 
 
 def _load_trusted(path: Path) -> object:

@@ -61,6 +61,10 @@ class MLPSpec:
     def weight_bytes(self) -> int:
         return self.params * FLOAT32_BYTES
 
+    def describe(self) -> str:
+        """`18 -> 512 -> 512 -> 512 -> 256 -> 2 (tanh, 666,882 parameters)`: a model named in one line."""
+        return f"{' -> '.join(map(str, self.dims))} ({self.activation}, {self.params:,} parameters)"
+
     def with_widths(self, widths: tuple[int, ...] | list[int]) -> "MLPSpec":
         return dataclasses.replace(self, widths=tuple(widths))
 

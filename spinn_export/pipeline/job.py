@@ -1,37 +1,50 @@
-"""`spinn-export run`: train -> prune (structured and magnitude) -> export -> benchmark -> report -> gate.
+"""`spinn-export run`: train (or import the user's model) -> prune (structured and magnitude) -> export ->
+benchmark -> report -> gate.
 
 Every stage is resumable (`pipeline.stages`). The benchmark stage runs the packaged suite through
 `spinn-export bench` in a fresh process (ONNX Runtime's process-wide thread pool must be created before
 any session, and the export stage's sessions were not), so the main job works from any folder.
+
+With a `UserModel` the first stage imports the user's MLP (as `spinn-export import` does: nothing is
+unpickled unless they vouch for the file) instead of training the built-in SPINN, and pruning fine-tunes
+on the user's data, held to the user's physics when given. Everything a stage depends on (the model and
+data files, the physics file, the column names) is in its record, so a resumed run notices a change.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from torch import nn
 
 from spinn_export.bench.variants import possible_variants
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model.importer import import_model
 from spinn_export.model.mlp import build_model
-from spinn_export.model.spec import SPINN_REFERENCE
+from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
 from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
 from spinn_export.report.writer import build_report, summary_table
-from spinn_export.task.data import builtin_dataset
+from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
+from spinn_export.task.metrics import evaluate
+from spinn_export.task.physics import load_physics
 from spinn_export.task.train import TrainConfig, train
 
 TARGET = 0.685
+ROUND_TO = 32  # the built-in SPINN's widths in multiples of 32 keep its GEMMs on full SIMD tiles
 HEADLINE_BACKEND = "ort-cpu"  # what the default gate judges, and the backend paired in every run
 # Every fp32 variant, and the structured model quantised (the quantised dense and magnitude models add time,
 # not a comparison the report makes).
@@ -39,15 +52,55 @@ MAIN_VARIANTS = tuple(v.name for v in possible_variants(["fp32", "int8"]) if not
 
 
 @dataclass(frozen=True)
+class UserModel:
+    """`run --model`: the user's trained MLP, the data it was trained on and optionally its physics
+    (`--physics`, see `task.physics`), pruned instead of a freshly trained built-in SPINN."""
+
+    model: Path
+    data: Path
+    inputs: tuple[str, ...]
+    targets: tuple[str, ...]
+    physics: str | None = None
+    activation: str | None = None
+    trust_pickle: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": str(self.model), "activation": self.activation, "trust_pickle": self.trust_pickle,
+                "data": str(self.data), "inputs": list(self.inputs), "targets": list(self.targets),
+                "physics": self.physics}
+
+    @property
+    def arguments(self) -> list[str]:
+        """The `spinn-export run` flags that name it."""
+        words = ["--model", str(self.model)]
+        words += ["--activation", self.activation] if self.activation else []
+        words += ["--trust-pickle"] if self.trust_pickle else []
+        words += ["--data", str(self.data), "--inputs", ",".join(self.inputs), "--targets", ",".join(self.targets)]
+        return words + (["--physics", self.physics] if self.physics else [])
+
+
+def default_round_to(model: UserModel | None) -> int | None:
+    """Widths in multiples of 32 for the built-in SPINN; a user's model of any widths is pruned neuron by neuron
+    unless --round-to asks for blocks (a block of 32 can be a third of a small layer, or more than all of it)."""
+    return ROUND_TO if model is None else None
+
+
+@dataclass(frozen=True)
 class RunConfig:
-    """The whole main job; `quick` trades accuracy and statistical power for a smoke run."""
+    """The whole main job; `quick` trades accuracy and statistical power for a smoke run.
+
+    `model` None: train the built-in SPINN on the built-in task. `bench_batches` narrows the benchmark
+    (default: 1 and 8192 when quick, else 1, 64, 1024 and 8192).
+    """
 
     out: Path = Path("runs/default")
     quick: bool = False
     seed: int = 0
-    target: float = TARGET
-    round_to: int | None = 32  # widths in multiples of 32 keep GEMMs on full SIMD tiles
+    target: Target = Target.params(TARGET)
+    round_to: int | None = ROUND_TO
     policy: Path | None = None
+    model: UserModel | None = None
+    bench_batches: tuple[int, ...] | None = None
 
     @property
     def train(self) -> TrainConfig:
@@ -55,7 +108,7 @@ class RunConfig:
 
     def prune(self, method: str) -> PruneConfig:
         finetune = dataclasses.replace(FINETUNE, epochs=1 if self.quick else FINETUNE.epochs)
-        return PruneConfig(Target.params(self.target), method=method, seed=self.seed, round_to=self.round_to,
+        return PruneConfig(self.target, method=method, seed=self.seed, round_to=self.round_to,
                            rounds=2 if self.quick else PruneConfig.rounds, finetune=finetune)
 
     @property
@@ -73,7 +126,52 @@ class RunConfig:
 
     @property
     def batches(self) -> tuple[int, ...]:
+        if self.bench_batches is not None:
+            return self.bench_batches
         return (1, 8192) if self.quick else (1, 64, 1024, 8192)
+
+    @property
+    def command(self) -> str:
+        """The `spinn-export run` command line of this run, as the report shows it."""
+        words = ["spinn-export", "run", *(self.model.arguments if self.model else [])]
+        if self.target != RunConfig.target:
+            words += target_arguments(self.target)
+        if self.round_to != default_round_to(self.model):
+            words += ["--round-to", str(self.round_to or 1)]
+        words += ["--quick"] if self.quick else []
+        words += ["--seed", str(self.seed)] if self.seed else []
+        words += ["--policy", str(self.policy)] if self.policy else []
+        return shlex.join([*words, "--out", str(self.out)])
+
+
+def target_arguments(target: Target) -> list[str]:
+    """The budget flag that asks for `target`."""
+    if target.kind == "widths":
+        return ["--widths", ",".join(map(str, target.widths or ()))]
+    return ["--target" if target.kind == "params" else "--target-flops", f"{target.reduction:g}"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the dense model comes from and what it is pruned on: the data (with its physics) and, for a user's
+    model, the model imported in memory. Built before any stage runs, so a mistake in them costs nothing."""
+
+    dataset: Dataset
+    imported: tuple[MLPSpec, nn.Sequential] | None = None
+    files: tuple[Path, ...] = ()  # the user's data and physics files: inputs of the stages that read them
+
+
+def prepare(config: RunConfig) -> Source:
+    """Read and check everything the stages will need: the data, the physics on the model, the model's shape."""
+    user = config.model
+    if user is None:
+        return Source(builtin_dataset(config.seed))
+    physics = None if user.physics is None else load_physics(user.physics)
+    dataset = load_user_dataset(user.data, list(user.inputs), list(user.targets), config.seed, physics)
+    spec, model = import_model(user.model, user.activation, user.trust_pickle)
+    check_model_fits(dataset, spec, model)
+    physics_file = () if physics is None or physics.source is None else (physics.source,)
+    return Source(dataset, (spec, model), (user.data, *physics_file))
 
 
 @dataclass(frozen=True)
@@ -102,7 +200,7 @@ def resolve_policy(config: RunConfig) -> GatePolicy:
     return default_policy(config)
 
 
-def stages(config: RunConfig) -> list[Stage]:
+def stages(config: RunConfig, source: Source) -> list[Stage]:
     out = config.out
     dense = out / "dense.safetensors"
     structured_dir, magnitude_dir = out / "prune-structured", out / "prune-magnitude"
@@ -112,20 +210,24 @@ def stages(config: RunConfig) -> list[Stage]:
     manifest = artifacts / "manifest.json"
     results = out / "bench.json"
     report_dir = out / "report"
+    dataset = source.dataset
+    user = config.model
+    source_params = {} if user is None else {"model": user.to_dict()}
+
+    def save_dense(model: nn.Module, spec: MLPSpec, extra: dict[str, str]) -> None:
+        save_checkpoint(dense, model, spec, {"variant": "dense", **extra, **dataset_metadata(dataset),
+                                             "seed": str(config.seed), "val_r2": f"{evaluate(model, dataset).r2:.6f}"})
 
     def do_train() -> None:
-        dataset = builtin_dataset(config.seed)
         model = build_model(SPINN_REFERENCE)
-        result = train(model, dataset, config.train, desc="train dense")
-        save_checkpoint(dense, model, SPINN_REFERENCE, {
-            "variant": "dense", "dataset": dataset.name, "seed": str(config.seed), "val_r2": f"{result.final.r2:.6f}",
-            "inputs": ",".join(dataset.input_names), "targets": ",".join(dataset.target_names)})
+        train(model, dataset, config.train, desc="train dense")
+        save_dense(model, SPINN_REFERENCE, {})
 
     def do_prune(method: str, out_dir: Path) -> Callable[[], None]:
         def action() -> None:
             checkpoint = load_checkpoint(dense)
-            prune(checkpoint.model, checkpoint.spec, builtin_dataset(config.seed), config.prune(method), out_dir,
-                  metadata={k: v for k, v in checkpoint.metadata.items() if k in ("dataset", "inputs", "targets")})
+            prune(checkpoint.model, checkpoint.spec, dataset, config.prune(method), out_dir,
+                  metadata=dataset_metadata(dataset))
         return action
 
     def do_export() -> None:
@@ -141,15 +243,24 @@ def stages(config: RunConfig) -> list[Stage]:
                             "see its output above")
 
     def do_report() -> None:
-        build_report([results], manifest, [structured_dir, magnitude_dir], report_dir,
-                     command=f"spinn-export run{' --quick' if config.quick else ''} --out {out}")
+        build_report([results], manifest, [structured_dir, magnitude_dir], report_dir, command=config.command)
 
+    if user is None or source.imported is None:
+        first = Stage("train", (), dataclasses.asdict(config.train), (dense,), do_train)
+    else:
+        spec, model = source.imported
+
+        def do_import() -> None:
+            print(f"  imported {spec.describe()} from {user.model}", flush=True)
+            save_dense(model, spec, {"source": str(user.model)})
+
+        first = Stage("import", (user.model,), user.to_dict(), (dense,), do_import)
     return [
-        Stage("train", (), dataclasses.asdict(config.train), (dense,), do_train),
-        Stage("prune-structured", (dense,), config.prune("structured").to_dict(), (structured, histories[0]),
-              do_prune("structured", structured_dir)),
-        Stage("prune-magnitude", (dense,), config.prune("magnitude").to_dict(), (magnitude, histories[1]),
-              do_prune("magnitude", magnitude_dir)),
+        first,
+        Stage("prune-structured", (dense, *source.files), {**config.prune("structured").to_dict(), **source_params},
+              (structured, histories[0]), do_prune("structured", structured_dir)),
+        Stage("prune-magnitude", (dense, *source.files), {**config.prune("magnitude").to_dict(), **source_params},
+              (magnitude, histories[1]), do_prune("magnitude", magnitude_dir)),
         Stage("export", (dense, structured, magnitude), {"formats": config.formats}, (manifest,), do_export),
         Stage("bench", (manifest,), {"args": config.bench_args}, (results,), do_bench),
         Stage("report", (results, manifest, *histories), {}, (report_dir / "report.html",), do_report),
@@ -157,11 +268,12 @@ def stages(config: RunConfig) -> list[Stage]:
 
 
 def run(config: RunConfig) -> RunOutcome:
-    all_stages = stages(config)
+    policy = resolve_policy(config)  # an unreadable policy file fails now, not after the benchmark
+    all_stages = stages(config, prepare(config))
     reused = tuple(s.name for i, s in enumerate(all_stages, 1) if not run_stage(s, config.out, i, len(all_stages) + 1))
     print(f"[{len(all_stages) + 1}/{len(all_stages) + 1}] gate", flush=True)
     results = config.out / "bench.json"
-    gate = run_gate(results, resolve_policy(config))
+    gate = run_gate(results, policy)
     summary = summary_table([results], config.out / "artifacts" / "manifest.json",
                             [config.out / "prune-structured", config.out / "prune-magnitude"])
     return RunOutcome(html=config.out / "report" / "report.html", gate=gate, summary=summary, reused=reused)

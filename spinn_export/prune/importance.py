@@ -92,7 +92,7 @@ def _taylor_scores(
     gates = [torch.ones(w, requires_grad=True) for w in spec.widths]
     gated = _Gated(model, gates)
     totals = [torch.zeros(w) for w in spec.widths]
-    use_physics = dataset.task is not None and physics_weight > 0
+    use_physics = dataset.physics is not None and physics_weight > 0
     was_training = model.training
     model.eval()
     n = len(dataset.x_train)
@@ -100,8 +100,8 @@ def _taylor_scores(
         index = torch.randint(n, (min(batch_size, n),), generator=generator)
         loss = nn.functional.mse_loss(gated(dataset.x_train[index]), dataset.y_train[index])
         if use_physics:
-            points = dataset.task.sample_inputs(physics_points, generator)
-            loss = loss + physics_weight * dataset.task.residual(gated, points, create_graph=True).pow(2).mean()
+            points = dataset.physics.points(dataset.x_train, physics_points, generator)
+            loss = loss + physics_weight * dataset.physics.mean_square(gated, points)
         grads = torch.autograd.grad(loss, gates)
         for total, grad in zip(totals, grads):
             total += grad.abs()

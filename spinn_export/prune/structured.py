@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from spinn_export.files import write_json, write_text
 from spinn_export.prune.budget import MODES, PrunePlan, Target, plan_widths, round_targets
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.task.data import Dataset
+from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.errors import UserError
 from spinn_export.prune.importance import CRITERIA, neuron_scores, require_plain_mlp
 from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
@@ -252,11 +252,7 @@ def prune(
     started = time.perf_counter()
     out_dir = Path(out_dir)
     require_plain_mlp(model, spec)
-    if (spec.in_features, spec.out_features) != (dataset.in_features, dataset.out_features):
-        raise UserError(
-            f"the model maps {spec.in_features} inputs to {spec.out_features} outputs but the data has "
-            f"{dataset.in_features} inputs and {dataset.out_features} targets; pass the data it was trained on"
-        )
+    check_model_fits(dataset, spec, model)
     baseline = spec
     model = copy.deepcopy(model).cpu()
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,6 +1,8 @@
 """Datasets: the built-in task's deterministic splits, or the user's own table (CSV, Parquet, NPZ)."""
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,14 +10,16 @@ import numpy as np
 import torch
 
 from spinn_export.errors import UserError, first_line, require_file
-from spinn_export.task.stokes import STOKES, StokesTask
+from spinn_export.model.spec import MLPSpec
+from spinn_export.task.physics import BUILTIN, Physics, check_physics
+from spinn_export.task.stokes import STOKES
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train/validation/test tensors; `task` is set when a PDE residual is defined for the data."""
+    """Train/validation/test tensors; `physics` is set when a PDE residual is defined for the data."""
 
     name: str
     input_names: tuple[str, ...]
@@ -26,7 +30,7 @@ class Dataset:
     y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
-    task: StokesTask | None = None
+    physics: Physics | None = None
 
     @property
     def in_features(self) -> int:
@@ -49,7 +53,7 @@ def builtin_dataset(seed: int = 0, n_train: int = 80_000, n_val: int = 8_192, n_
         x_train=inputs[:a], y_train=targets[:a],
         x_val=inputs[a:b], y_val=targets[a:b],
         x_test=inputs[b:], y_test=targets[b:],
-        task=STOKES,
+        physics=BUILTIN,
     )
 
 
@@ -93,8 +97,9 @@ def _column(table: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
     return values.astype(np.float32)
 
 
-def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], seed: int = 0) -> Dataset:
-    """A table with named input and target columns, shuffled by seed into 80/10/10 splits."""
+def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], seed: int = 0,
+                      physics: Physics | None = None) -> Dataset:
+    """A table with named input and target columns, shuffled by seed into 80/10/10 splits, held to `physics`."""
     path = require_file(path, "data file", "check the --data path")
     if not inputs or not targets:
         raise UserError("--data needs both --inputs and --targets, as comma-separated column names")
@@ -115,6 +120,7 @@ def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], s
         x_train=x_all[:a], y_train=y_all[:a],
         x_val=x_all[a:b], y_val=y_all[a:b],
         x_test=x_all[b:], y_test=y_all[b:],
+        physics=physics,
     )
 
 
@@ -122,10 +128,35 @@ def parse_columns(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def resolve_dataset(data: str | None, inputs: str | None, targets: str | None, seed: int) -> Dataset:
-    """The CLI's --data/--inputs/--targets triple, or the built-in task when --data is absent."""
+def resolve_dataset(data: str | os.PathLike[str] | None, inputs: str | None, targets: str | None, seed: int,
+                    physics: Physics | None = None) -> Dataset:
+    """The CLI's --data/--inputs/--targets triple, or the built-in task when --data is absent.
+
+    `physics` (the user's --physics) replaces the built-in task's residual; user data without it has none.
+    """
     if data is None:
         if inputs or targets:
             raise UserError("--inputs/--targets only apply with --data FILE")
-        return builtin_dataset(seed)
-    return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed)
+        dataset = builtin_dataset(seed)
+        return dataset if physics is None else dataclasses.replace(dataset, physics=physics)
+    return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed, physics)
+
+
+def check_model_fits(dataset: Dataset, spec: MLPSpec, model: torch.nn.Module) -> None:
+    """Before any work: the model maps the data's inputs to its targets, and the data's physics runs on it."""
+    if (spec.in_features, spec.out_features) != (dataset.in_features, dataset.out_features):
+        raise UserError(
+            f"the model maps {spec.in_features} inputs to {spec.out_features} outputs but the data has "
+            f"{dataset.in_features} inputs and {dataset.out_features} targets; pass the data it was trained on"
+        )
+    if dataset.physics is not None:
+        check_physics(dataset.physics, model, dataset.x_train)
+
+
+def dataset_metadata(dataset: Dataset) -> dict[str, str]:
+    """What a checkpoint records about the data (and physics) it was trained or pruned on."""
+    metadata = {"dataset": dataset.name, "inputs": ",".join(dataset.input_names),
+                "targets": ",".join(dataset.target_names)}
+    if dataset.physics is not None:
+        metadata["physics"] = dataset.physics.name
+    return metadata

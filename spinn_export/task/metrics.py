@@ -39,10 +39,10 @@ def relative_l2(prediction: torch.Tensor, target: torch.Tensor) -> float:
 
 
 def residual_rms(model: nn.Module, dataset: Dataset, inputs: torch.Tensor) -> float | None:
-    if dataset.task is None:
+    """RMS of the data's physics residual at (up to RESIDUAL_POINTS of) `inputs`; None when no physics is known."""
+    if dataset.physics is None:
         return None
-    residual = dataset.task.residual(model, inputs[:RESIDUAL_POINTS])
-    return float(residual.pow(2).mean().sqrt())
+    return float(dataset.physics.mean_square(model, inputs[:RESIDUAL_POINTS]).detach().sqrt())
 
 
 def evaluate(model: nn.Module, dataset: Dataset, split: str = "val") -> Metrics:

@@ -66,8 +66,9 @@ def resolve_device(name: str) -> torch.device:
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str = "train", progress: bool = True) -> TrainResult:
     """Adam with cosine decay; a fresh optimizer per call, because pruning changes parameter shapes.
 
-    The physics term is the mean squared PDE residual at fresh collocation points, so it
-    regularises the model where there are no labels as well.
+    The physics term is the mean squared PDE residual at collocation points drawn afresh every step
+    (`Physics.points`: the task's own domain where it has one), so it regularises the model beyond
+    the labelled batch as well.
     """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -79,7 +80,7 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str 
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, T_max=config.epochs * steps_per_epoch, eta_min=config.min_lr
     )
-    use_physics = dataset.task is not None and config.physics_weight > 0
+    use_physics = dataset.physics is not None and config.physics_weight > 0
     x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
     history: list[EpochRecord] = []
     bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
@@ -92,8 +93,8 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str 
             loss = data_loss
             physics_loss = torch.zeros(())
             if use_physics:
-                points = dataset.task.sample_inputs(config.physics_points, generator).to(device)
-                physics_loss = dataset.task.residual(model, points, create_graph=True).pow(2).mean()
+                points = dataset.physics.points(dataset.x_train, config.physics_points, generator).to(device)
+                physics_loss = dataset.physics.mean_square(model, points)
                 loss = data_loss + config.physics_weight * physics_loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
