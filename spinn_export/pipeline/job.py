@@ -234,13 +234,14 @@ def stages(config: RunConfig, source: Source) -> list[Stage]:
         export_checkpoints([dense, structured, magnitude], artifacts, parse_formats(config.formats))
 
     def do_bench() -> None:
+        # the suite's long tables go to OUT/bench.log (not a stage parameter: where the log goes changes no result)
         command = [sys.executable, "-m", "spinn_export", "bench", str(artifacts), *config.bench_args,
-                   "--json", str(results)]
+                   "--json", str(results), "--log", str(out / "bench.log")]
         print("  spinn-export " + " ".join(command[3:]), flush=True)
         completed = subprocess.run(command, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         if completed.returncode != 0:
             raise UserError(f"the benchmark stage failed (spinn-export bench exit {completed.returncode}); "
-                            "see its output above")
+                            f"see its message above and {out / 'bench.log'}")
 
     def do_report() -> None:
         build_report([results], manifest, [structured_dir, magnitude_dir], report_dir, command=config.command)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable
@@ -94,17 +93,18 @@ def load_physics(text: str) -> Physics:
 
 
 def _module_from_file(path: Path, text: str) -> ModuleType:
-    """Import a .py file under a private module name (registered while it runs, as the import system does)."""
-    module_name = f"spinn_export_physics_{abs(hash(path.resolve()))}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    if spec is None or spec.loader is None:
-        raise UserError(f"--physics {text}: {path} is not a Python source file; {FORM}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
+    """Run a .py file as a module under a private name (registered in sys.modules, as an import would).
+
+    The source is compiled as it is now, never from a cached __pycache__ (a file edited within the same second
+    and size would otherwise run stale), and nothing is written beside the user's file.
+    """
+    module = ModuleType(f"spinn_export_physics_{abs(hash(path.resolve()))}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module
     try:
-        spec.loader.exec_module(module)
+        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except Exception as exc:  # the user's module may fail in any way; each is one line naming it
-        del sys.modules[module_name]
+        del sys.modules[module.__name__]
         raise UserError(f"--physics {text}: importing {path} failed ({type(exc).__name__}: {first_line(exc)})") from None
     return module
 
