@@ -6,7 +6,9 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model.importer import import_model
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
@@ -149,3 +151,18 @@ def test_checkpoint_files_get_normal_permissions(small_checkpoint):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_importing_a_spinn_export_checkpoint_keeps_its_activation(tmp_path):
+    """A checkpoint from `spinn-export train` (e.g. given to `run --model`) carries its spec: a SiLU model is not
+    re-read as tanh, and contradicting it is an error rather than a silently different network."""
+    spec = MLPSpec(3, (8, 5), 2, "silu")
+    torch.manual_seed(0)
+    model = build_model(spec)
+    save_checkpoint(tmp_path / "m.safetensors", model, spec, {"variant": "dense"})
+    imported_spec, imported = import_model(tmp_path / "m.safetensors")
+    x = torch.randn(4, 3)
+    assert imported_spec == spec
+    torch.testing.assert_close(imported(x), model(x))
+    with pytest.raises(UserError, match="silu"):
+        import_model(tmp_path / "m.safetensors", activation="tanh")

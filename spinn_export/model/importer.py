@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError, first_line, require_file
+from spinn_export.model.checkpoint import SPEC_KEY, load_checkpoint, read_metadata
 from spinn_export.model.mlp import mlp_from_module, mlp_from_state_dict
 from spinn_export.model.spec import MLPSpec
 
@@ -30,6 +31,12 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
     """Safe by default: only `weights_only` loading, unless the user vouches for the file."""
     path = require_file(path, "file", "check the path")
     if path.suffix == ".safetensors":
+        if SPEC_KEY in read_metadata(path):  # already a spinn-export checkpoint: its spec knows the activation
+            checkpoint = load_checkpoint(path)
+            if activation not in (None, checkpoint.spec.activation):
+                raise UserError(f"{path} is a spinn-export checkpoint of a {checkpoint.spec.activation} model; "
+                                f"drop --activation {activation}")
+            return checkpoint.spec, checkpoint.model
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
