@@ -98,7 +98,6 @@ def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
     (nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)), "BatchNorm1d"),
 ])
 def test_non_mlp_modules_are_refused_naming_the_layer(module, needle):
-    from spinn_export.errors import UserError
     from spinn_export.model.mlp import mlp_from_module
 
     with pytest.raises(UserError, match=needle):
