@@ -1,4 +1,5 @@
 """The main job's resumability: a stage reruns exactly when its inputs, parameters or outputs changed."""
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from spinn_export.errors import UserError
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.pipeline.job import RunConfig, Source, UserModel, resolve_policy, stages
+from spinn_export.pipeline.job import RunConfig, Source, UserModel, default_policy, resolve_policy, stages
 from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.task.data import builtin_dataset
 
@@ -74,17 +75,19 @@ def test_the_builtin_job_keeps_its_stages_and_records_and_a_user_model_adds_its_
     """Without --model nothing changes (so earlier runs still resume); with it, import replaces training and
     the pruning stages also depend on the data and physics files and the model's description."""
     builtin = RunConfig(quick=True, out=tmp_path)
-    plan = stages(builtin, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16)))
+    plan = stages(builtin, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16)), default_policy(builtin))
     assert [s.name for s in plan] == ["train", "prune-structured", "prune-magnitude", "export", "bench", "report"]
     assert plan[1].inputs == (tmp_path / "dense.safetensors",)
     assert plan[1].params == builtin.prune("structured").to_dict() and builtin.round_to == 32
     assert builtin.command == f"spinn-export run --quick --out {tmp_path}"
+    assert plan[-1].params == {"policy": dataclasses.asdict(default_policy(builtin))}  # its verdict is in the report
 
     user = UserModel(tmp_path / "m.pt", tmp_path / "d.csv", ("a", "b"), ("y",), physics="pde.py:residual")
     mine = RunConfig(out=tmp_path, model=user, round_to=None)
     files = (tmp_path / "d.csv", tmp_path / "pde.py")
     spec = MLPSpec(2, (4,), 1)
-    plan = stages(mine, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16), (spec, build_model(spec)), files))
+    plan = stages(mine, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16), (spec, build_model(spec)), files),
+                  default_policy(mine))
     assert (plan[0].name, plan[0].inputs, plan[0].params) == ("import", (tmp_path / "m.pt",), user.to_dict())
     assert plan[1].inputs == (tmp_path / "dense.safetensors", *files)
     assert plan[1].params["model"] == user.to_dict() and plan[2].params["model"]["physics"] == "pde.py:residual"

@@ -37,7 +37,7 @@ from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
-from spinn_export.report.writer import build_report, summary_table
+from spinn_export.report.writer import build_report, headline, summary_table, terminal_table
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.physics import load_physics
@@ -200,7 +200,7 @@ def resolve_policy(config: RunConfig) -> GatePolicy:
     return default_policy(config)
 
 
-def stages(config: RunConfig, source: Source) -> list[Stage]:
+def stages(config: RunConfig, source: Source, policy: GatePolicy) -> list[Stage]:
     out = config.out
     dense = out / "dense.safetensors"
     structured_dir, magnitude_dir = out / "prune-structured", out / "prune-magnitude"
@@ -244,7 +244,8 @@ def stages(config: RunConfig, source: Source) -> list[Stage]:
                             f"see its message above and {out / 'bench.log'}")
 
     def do_report() -> None:
-        build_report([results], manifest, [structured_dir, magnitude_dir], report_dir, command=config.command)
+        build_report([results], manifest, [structured_dir, magnitude_dir], report_dir, command=config.command,
+                     gate=run_gate(results, policy))  # the verdict belongs in the report's summary
 
     if user is None or source.imported is None:
         first = Stage("train", (), dataclasses.asdict(config.train), (dense,), do_train)
@@ -264,13 +265,14 @@ def stages(config: RunConfig, source: Source) -> list[Stage]:
               (magnitude, histories[1]), do_prune("magnitude", magnitude_dir)),
         Stage("export", (dense, structured, magnitude), {"formats": config.formats}, (manifest,), do_export),
         Stage("bench", (manifest,), {"args": config.bench_args}, (results,), do_bench),
-        Stage("report", (results, manifest, *histories), {}, (report_dir / "report.html",), do_report),
+        Stage("report", (results, manifest, *histories), {"policy": dataclasses.asdict(policy)},
+              (report_dir / "report.html",), do_report),
     ]
 
 
 def run(config: RunConfig) -> RunOutcome:
     policy = resolve_policy(config)  # an unreadable policy file fails now, not after the benchmark
-    all_stages = stages(config, prepare(config))
+    all_stages = stages(config, prepare(config), policy)
     reused = tuple(s.name for i, s in enumerate(all_stages, 1) if not run_stage(s, config.out, i, len(all_stages) + 1))
     print(f"[{len(all_stages) + 1}/{len(all_stages) + 1}] gate", flush=True)
     results = config.out / "bench.json"
@@ -281,9 +283,12 @@ def run(config: RunConfig) -> RunOutcome:
 
 
 def format_summary(outcome: RunOutcome) -> str:
+    """What the job prints last: the answer in a sentence, the summary and the gate as clean tables."""
     gate = "passed" if outcome.gate.passed else "FAILED"
     return "\n".join([
-        outcome.summary.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
+        headline(outcome.summary),
+        "",
+        terminal_table(outcome.summary),
         "",
         format_rows(outcome.gate.rows),
         f"gate {gate}",

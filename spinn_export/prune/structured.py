@@ -28,7 +28,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from spinn_export.files import write_json, write_text
 from spinn_export.prune.budget import MODES, PrunePlan, Target, plan_widths, round_targets
@@ -41,6 +40,7 @@ from spinn_export.task.metrics import evaluate
 from spinn_export.model.mlp import ACTIVATION_MODULES, build_model, count_nonzero, linear_layers
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.train import TrainConfig, train
+from spinn_export.progress import progress as progress_lines
 
 FOLDS = ("mean", "bias", "none")
 METHODS = ("structured", "magnitude")
@@ -272,7 +272,7 @@ def prune(
         raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, not more than the target {target_nonzero:,}")
     targets = round_targets(baseline, config.target, config.rounds, config.round_to)
     stopped: str | None = None
-    bar = tqdm(targets, desc=f"{config.method} prune", unit="round", disable=not progress)
+    bar = progress_lines(targets, desc=f"{config.method} prune", unit="round", enabled=progress)
     for index, target in enumerate(bar, start=1):
         round_started = time.perf_counter()
         previous = (spec, copy.deepcopy(model))

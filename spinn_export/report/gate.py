@@ -170,6 +170,7 @@ def run_gate(results: str | os.PathLike[str], policy: GatePolicy,
 
 
 def format_rows(rows: pd.DataFrame) -> str:
-    """The rows as a plain-text table for the terminal (drop columns that are empty throughout)."""
-    shown = rows.dropna(axis=1, how="all")
-    return shown.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    """The rows as a plain-text table for the terminal (columns empty throughout dropped, '-' for a gap)."""
+    from spinn_export.report.writer import terminal_table
+
+    return terminal_table(rows.dropna(axis=1, how="all"))

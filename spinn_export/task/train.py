@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from spinn_export.task.data import Dataset
 from spinn_export.errors import UserError
 from spinn_export.task.metrics import Metrics, evaluate
+from spinn_export.progress import progress as progress_lines
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str 
     use_physics = dataset.physics is not None and config.physics_weight > 0
     x_train, y_train = dataset.x_train.to(device), dataset.y_train.to(device)
     history: list[EpochRecord] = []
-    bar = tqdm(range(1, config.epochs + 1), desc=desc, unit="epoch", disable=not progress, leave=False)
+    bar = progress_lines(range(1, config.epochs + 1), desc=desc, unit="epoch", enabled=progress, leave=False)
     for epoch in bar:
         order = torch.randperm(n, generator=generator).to(device)
         totals = torch.zeros(3)

@@ -1,0 +1,39 @@
+"""Progress for long loops: a tqdm bar on a terminal, one plain line per step anywhere else.
+
+A bar redraws itself with carriage returns; in a CI log, a pipe or a file those become hundreds of
+half-lines. Off a terminal, each finished step is one line with the figures the bar would show.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, Generic, TypeVar
+
+from tqdm.auto import tqdm
+
+Item = TypeVar("Item")
+
+
+class PlainProgress(Generic[Item]):
+    """The subset of tqdm's interface the project uses (iteration and `set_postfix`), as plain lines on stderr."""
+
+    def __init__(self, items: Iterable[Item], desc: str, unit: str) -> None:
+        self.items, self.desc, self.unit = list(items), desc, unit
+        self.postfix: dict[str, Any] = {}
+
+    def set_postfix(self, **values: Any) -> None:
+        self.postfix = values
+
+    def __iter__(self) -> Iterator[Item]:
+        for done, item in enumerate(self.items, 1):
+            yield item
+            figures = "".join(f", {key}={value}" for key, value in self.postfix.items())
+            print(f"  {self.desc}: {self.unit} {done}/{len(self.items)}{figures}", file=sys.stderr, flush=True)
+
+
+def progress(items: Iterable[Item], *, desc: str, unit: str, enabled: bool = True,
+             leave: bool = True) -> tqdm | PlainProgress[Item]:
+    """A bar where stderr is a terminal, plain lines where it is not, nothing when not `enabled`."""
+    if not enabled or sys.stderr.isatty():
+        return tqdm(items, desc=desc, unit=unit, disable=not enabled, leave=leave)
+    return PlainProgress(items, desc, unit)
