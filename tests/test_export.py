@@ -29,7 +29,7 @@ STRUCTURED = DENSE.with_widths((20, 12))
 CONTRACT_KEYS = {
     "model", "variant", "format", "file", "bytes", "sha256", "checkpoint", "checkpoint_sha256", "params",
     "nonzero_params", "flops_per_sample", "widths", "in_features", "out_features", "activation", "opset",
-    "parity", "accuracy_delta",
+    "parity", "precision", "accuracy", "within_budget", "calibration",
 }
 PARITY_KEYS = {"passed", "batches", "max_abs_error", "max_rel_error", "atol", "rtol", "weight_shapes"}
 
@@ -108,14 +108,18 @@ def test_every_artifact_reproduces_eager_pytorch_in_its_own_runtime(exported):
             assert error < 1e-5, (r["file"], error)
 
 
-def test_int8_records_accuracy_delta_only_on_the_builtin_task(exported):
+def test_int8_records_accuracy_only_on_the_builtin_task(exported):
     by_key = {(r["model"], r["format"]): r for r in _records(exported)}
-    delta = by_key["dense", "onnx-int8"]["accuracy_delta"]
-    assert delta["dataset"] == "stokes2d" and delta["split"] == "val"
-    assert delta["delta_r2"] == pytest.approx(delta["r2"] - delta["r2_reference"])
-    assert delta["r2"] != delta["r2_reference"]
-    assert by_key["structured", "onnx-int8"]["accuracy_delta"] is None  # no dataset in its metadata
-    assert by_key["dense", "onnx"]["accuracy_delta"] is None
+    measured = by_key["dense", "onnx-int8"]["accuracy"]
+    assert measured["dataset"] == "stokes2d" and measured["split"] == "val" and measured["max_r2_drop"] == 0.01
+    assert measured["val_r2_delta"] == pytest.approx(measured["val_r2"] - measured["val_r2_reference"])
+    assert measured["val_r2"] != measured["val_r2_reference"]
+    assert by_key["dense", "onnx-int8"]["within_budget"] == (measured["val_r2_delta"] >= -0.01)
+    assert measured["residual_rms"] is None and "derivatives" in measured["residual_note"]
+    assert measured["residual_rms_reference"] > 0  # the float32 PyTorch model's, by autograd
+    assert by_key["structured", "onnx-int8"]["accuracy"] is None  # no dataset in its metadata: nothing to judge on
+    assert by_key["structured", "onnx-int8"]["within_budget"] is None
+    assert by_key["dense", "onnx"]["accuracy"] is None and by_key["dense", "onnx"]["within_budget"] is True
 
 
 def test_onnx_artifacts_are_single_checked_files_with_a_dynamic_batch(exported):

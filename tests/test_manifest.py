@@ -1,6 +1,7 @@
 """Reading a manifest back: the benchmark suite trusts it only if every file is what was verified."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
@@ -30,7 +31,8 @@ def test_round_trip(exported):
     manifest = read_manifest(exported)
     record = manifest.find("tiny", "torchscript")
     assert record is not None and record.widths == (8, 4) and record.variant == "dense" and record.opset is None
-    assert set(manifest.versions) == {"torch", "onnx", "onnxruntime", "python"}
+    installed = importlib.util.find_spec("openvino") is not None  # it verifies onnx-bf16, so it is recorded where present
+    assert set(manifest.versions) == {"torch", "onnx", "onnxruntime", "python"} | ({"openvino"} if installed else set())
     assert sorted(p.name for p in exported.iterdir()) == [MANIFEST_NAME, "tiny.safetensors", "tiny.torchscript.pt"]
 
 
@@ -39,6 +41,19 @@ def test_a_changed_artifact_is_refused(exported):
     with pytest.raises(UserError, match="sha256 mismatch"):
         read_manifest(exported)
     assert read_manifest(exported, verify=False).artifacts  # still readable when asked not to verify
+
+
+def test_older_manifests_read_their_accuracy_delta_as_accuracy(exported):
+    data = json.loads((exported / MANIFEST_NAME).read_text())
+    record = data["artifacts"][0]
+    for key in ("accuracy", "within_budget", "calibration"):
+        del record[key]
+    record["accuracy_delta"] = {"dataset": "stokes2d", "split": "val", "r2_reference": 0.99, "r2": 0.98,
+                                "delta_r2": -0.01, "rel_l2_reference": 0.1, "rel_l2": 0.11}
+    (exported / MANIFEST_NAME).write_text(json.dumps(data))
+    read = read_manifest(exported).artifacts[0]
+    assert read.accuracy["val_r2"] == 0.98 and read.accuracy["val_r2_delta"] == -0.01
+    assert read.accuracy["residual_rms"] is None and read.within_budget is None  # no budget was recorded then
 
 
 @pytest.mark.parametrize("content, message", [("{not json", "not a valid manifest"),

@@ -2,9 +2,11 @@
 stored), and the `ModelRef` that says where its files are and what it costs.
 
 A manifest model becomes one variant per precision it was exported at (dense, structured,
-magnitude-masked; `<...>-int8`), plus magnitude-csr (the magnitude weights as torch sparse CSR, on
-backends that run sparse modules). Variant names are derived here and parsed back here, nowhere else.
-This module imports no torch: the report reads variant names with it.
+magnitude-masked; `<...>-bf16`, `<...>-int8`, `<...>-int8-static`: `export.formats.PRECISIONS`), plus
+magnitude-csr (the magnitude weights as torch sparse CSR, on backends that run sparse modules). Every
+precision is a file in the manifest, bf16 included (`export.formats.onnx_bf16` says why), so a variant is
+always its files. Variant names are derived here and parsed back here, nowhere else. This module imports
+no torch: the report reads variant names with it.
 """
 from __future__ import annotations
 
@@ -15,17 +17,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
+from spinn_export.export.formats import PRECISIONS
 from spinn_export.model.spec import ROLES
 
 if TYPE_CHECKING:
     from torch import nn
 
     from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source
-    from spinn_export.export.parity import Tolerance
+    from spinn_export.export.parity import ParityResult, Tolerance
 
 BASELINE_ROLE = "dense"
 FP32 = "fp32"
 MASKED, CSR = "masked", "csr"
+# A backend that runs int8 models runs both int8 ONNX forms (dynamic: MatMulInteger; static: QuantizeLinear/
+# DequantizeLinear, ONNX's standard form), so a variant at a precision here also runs where `Backend.precisions`
+# names the value.
+RUNS_AS = {"int8-static": "int8"}
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,8 @@ class Variant:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise UserError(f"unknown model role {self.role!r}: expected one of {', '.join(ROLES)}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
         if self.sparse and (self.role != "magnitude" or self.precision != FP32):
             raise UserError("only fp32 magnitude-pruned weights run as sparse CSR")
 
@@ -60,11 +69,12 @@ class Variant:
 
     @property
     def quantised(self) -> bool:
+        """Below float32 (bf16 or int8): its error is recorded, not held to float32."""
         return self.precision != FP32
 
     def unsupported_reason(self, backend: Backend) -> str | None:
         """Why `backend` can never run this variant, whatever files exist: its precision, or sparse CSR."""
-        if self.precision not in backend.precisions:
+        if not {self.precision, RUNS_AS.get(self.precision)} & set(backend.precisions):
             return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.precision} ({self.name})"
         if self.sparse and not backend.sparse:
             return f"{self.name} runs only where torch sparse CSR runs (eager backends)"
@@ -76,18 +86,18 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
-        """The inverse of `name`: 'structured-int8', 'magnitude-csr', 'dense:mymodel'."""
+        """The inverse of `name`: 'structured-int8', 'dense-int8-static', 'magnitude-csr', 'dense:mymodel'."""
         base, _, model = text.partition(":")
         role, *rest = base.split("-")
         flags = [part for part in rest if part in (MASKED, CSR)]
-        precisions = [part for part in rest if part not in (MASKED, CSR)]
+        precision = "-".join(part for part in rest if part not in (MASKED, CSR)) or FP32
         try:
-            variant = cls(role, precisions[0] if len(precisions) == 1 else FP32, CSR in flags, model or None)
+            variant = cls(role, precision, CSR in flags, model or None)
         except UserError:
             variant = None
         if variant is None or variant.name != text:
             raise UserError(f"{text!r} is not a variant name (such as dense, structured, magnitude-masked, "
-                            "magnitude-csr, structured-int8)")
+                            "magnitude-csr, structured-int8, structured-int8-static)")
         return variant
 
 
@@ -199,19 +209,25 @@ def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
 
 
 def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: BackendConfig | None = None) -> Runner:
-    """Load `ref` on `backend` and check it against eager PyTorch (the one parity check) before anything is timed."""
+    """Load `ref` on `backend` and check it against eager PyTorch (the one parity check) before anything is timed.
+
+    The check's result stays on the runner as `runner.parity` (a `ParityResult`): every timed case reports its
+    max abs error against eager float32 from it.
+    """
     from spinn_export.bench.backends import get_backend
 
     backend = get_backend(backend) if isinstance(backend, str) else backend
     runner = backend.load(ref.source_for(backend), threads, config)
-    verify_runner(backend, ref, runner)
+    runner.parity = verify_runner(backend, ref, runner)  # type: ignore[attr-defined]
     return runner
 
 
-def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> None:
-    """Raise ParityError unless `runner` computes what `ref`'s checkpoint computes in eager PyTorch."""
+def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResult:
+    """Raise ParityError unless `runner` computes what `ref`'s checkpoint computes in eager PyTorch; else what the
+    check measured."""
     from spinn_export.export.parity import check_parity
     from spinn_export.model.checkpoint import load_checkpoint
 
     reference = load_checkpoint(ref.directory / ref.checkpoint)
-    check_parity(reference.model, runner.infer, reference.spec, f"{ref.name} on {backend.name}", ref.tolerance())
+    return check_parity(reference.model, runner.infer, reference.spec, f"{ref.name} on {backend.name}",
+                        ref.tolerance())

@@ -1,13 +1,17 @@
-"""`spinn-export export`: verified TorchScript, ONNX and torch.export artifacts plus DIR/manifest.json."""
+"""`spinn-export export`: verified TorchScript, ONNX and torch.export artifacts (and low-precision ones, with their
+accuracy against an R^2 budget) plus DIR/manifest.json."""
 from __future__ import annotations
 
 import argparse
 
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
-from spinn_export.export.formats import DEFAULT_OPSET, default_formats, formats, parse_formats
+from spinn_export.export.formats import (
+    ALL_FORMATS, DEFAULT_OPSET, default_formats, formats, parse_formats, unavailable_formats,
+)
 from spinn_export.export.manifest import ArtifactRecord
-from spinn_export.cli import output_dir
+from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
+from spinn_export.cli import add_data_arguments, dataset_of, output_dir
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13
@@ -22,16 +26,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT", help="spinn-export .safetensors checkpoints")
     parser.add_argument("--out", required=True, metavar="DIR", help="directory for the artifacts and manifest.json")
     parser.add_argument("--formats", default=None,
-                        help=f"comma-separated formats (default: {','.join(default_formats())})")
+                        help=f"comma-separated formats, or '{ALL_FORMATS}' (every format this machine can produce; "
+                             f"the rest are skipped with the reason) (default: {','.join(default_formats())})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    parser.add_argument("--max-r2-drop", type=float, default=DEFAULT_MAX_R2_DROP, metavar="D",
+                        help="accuracy budget of low-precision formats: the most validation R^2 they may lose against "
+                             f"the float32 model; those over it are marked (within_budget: false) and never chosen "
+                             f"(default {DEFAULT_MAX_R2_DROP})")
+    add_data_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def _line(record: ArtifactRecord) -> str:
-    parity = record.parity
-    delta = record.accuracy_delta
-    extra = f", val R2 {delta['r2']:.4f} (delta {delta['delta_r2']:+.2e})" if delta else ""
+    parity, measured = record.parity, record.accuracy
+    extra = ""
+    if measured:
+        verdict = "within budget" if record.within_budget else "OVER BUDGET"
+        extra = f", val R2 {measured['val_r2']:.4f} (delta {measured['val_r2_delta']:+.2e}, {verdict})"
     return (f"{record.file:<34} {record.bytes:>10,} B  max abs err {parity['max_abs_error']:.2e} "
             f"({parity['criterion']}{', ok' if parity['passed'] else ''}){extra}")
 
@@ -41,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--opset {args.opset} is out of range: choose {MIN_OPSET}..{MAX_OPSET}")
     formats = parse_formats(args.formats)
     output_dir(args.out)
+    data = None if args.data is None and args.physics is None else dataset_of(args, args.seed)
+    if args.formats is not None and args.formats.strip() == ALL_FORMATS:
+        for name, reason in unavailable_formats().items():
+            print(f"skipped {name}: {reason}", flush=True)
     manifest = export_checkpoints(args.checkpoints, args.out, formats, args.opset,
-                                  on_artifact=lambda record: print(_line(record), flush=True))
+                                  on_artifact=lambda record: print(_line(record), flush=True), data=data,
+                                  max_r2_drop=args.max_r2_drop)
     print(f"{len(manifest.artifacts)} verified artifact(s) listed in {args.out}/manifest.json")
     return 0

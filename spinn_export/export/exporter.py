@@ -3,31 +3,99 @@
 Each artifact is written under a temporary name, loaded back in its own runtime and checked (parity,
 weight shapes), and only then renamed into place; the manifest is written last. A failure or Ctrl-C
 leaves no file under a final name that was not verified.
+
+Low-precision artifacts are also measured on the validation split of the data the checkpoint was trained
+on (the built-in task its metadata names, or the data given: `--data`) against the float32 model and an
+R^2 budget; calibrated formats are written from that data's training inputs. Both are resolved and checked
+for every checkpoint before anything is written.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import math
 import platform
 import shutil
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import DEFAULT_OPSET, Format, load_artifact, write_artifact
+from spinn_export.export.formats import DEFAULT_OPSET, Format, calibration_inputs, load_artifact, write_artifact
 from spinn_export.export.manifest import MANIFEST_NAME, ArtifactRecord, Manifest, read_manifest
-from spinn_export.export.parity import accuracy_delta, check_parity, task_dataset, tolerance_for
+from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_parity, task_dataset, tolerance_for
 from spinn_export.files import atomic_path, sha256_of, write_json
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ROLES
+from spinn_export.task.data import Dataset, builtin_dataset
+from spinn_export.task.metrics import Metrics, evaluate
+from spinn_export.task.stokes import STOKES
 
 
 def versions() -> dict[str, str]:
+    """The libraries that wrote and verified the artifacts (openvino where installed: it verifies onnx-bf16)."""
     import onnx
     import onnxruntime
     import torch
 
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "python": platform.python_version()}
+    found = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+             "python": platform.python_version()}
+    try:
+        found["openvino"] = importlib.metadata.version("openvino")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    return found
+
+
+@dataclass(frozen=True)
+class CheckpointData:
+    """What one checkpoint's low-precision artifacts are judged and calibrated on.
+
+    `dataset`: the data it was trained on, when known (the built-in task its metadata names, or the data
+    given), and `reference` the float32 model's metrics on its validation split. `calibration`: the checked
+    training-input rows for calibrated formats, and `calibration_record` where they came from.
+    """
+
+    dataset: Dataset | None = None
+    reference: Metrics | None = None
+    calibration: np.ndarray | None = None
+    calibration_record: dict[str, Any] | None = None
+
+
+def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format], data: Dataset | None) -> CheckpointData:
+    """Resolve and check the data for `checkpoint`'s formats (called for every checkpoint before anything is written).
+
+    Calibration uses the training inputs of the data given, else of the built-in task the checkpoint names;
+    a checkpoint that names no dataset at all (the benchmark's built-in models: seeded weights, no training)
+    but takes the built-in task's inputs is calibrated on the built-in task's, and the record says so
+    (`source: default`). Accuracy is measured only on data the checkpoint is known to model.
+    """
+    spec = checkpoint.spec
+    if data is not None and (data.in_features, data.out_features) != (spec.in_features, spec.out_features):
+        raise UserError(f"{name}: the model maps {spec.in_features} inputs to {spec.out_features} outputs but the data "
+                        f"has {data.in_features} inputs and {data.out_features} targets; pass the data it was trained on")
+    low_precision = [f for f in formats if not f.float32]
+    if not low_precision:
+        return CheckpointData()
+    known = data if data is not None else task_dataset(checkpoint.metadata)
+    reference = None if known is None else evaluate(checkpoint.model, known)
+    if not any(f.calibrated for f in low_precision):
+        return CheckpointData(known, reference)
+    if known is not None:
+        source, calibrate_on = ("given" if data is not None else "checkpoint"), known
+    elif "dataset" not in checkpoint.metadata and spec.in_features == len(STOKES.input_names):
+        source, calibrate_on = "default", builtin_dataset()
+    else:
+        named = checkpoint.metadata.get("dataset")
+        trained_on = f"its data ({named!r})" if named else "its data (the checkpoint names none)"
+        raise UserError(f"{name}: calibrated formats ({', '.join(f.name for f in low_precision if f.calibrated)}) need "
+                        f"the training inputs of {trained_on}; pass --data FILE --inputs COLS --targets COLS")
+    rows = calibration_inputs(calibrate_on.x_train.numpy(), spec.in_features, f"{calibrate_on.name}, training split")
+    record = {"dataset": calibrate_on.name, "split": "train", "rows": len(rows), "source": source}
+    return CheckpointData(known, reference, rows, record)
 
 
 def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
@@ -39,18 +107,19 @@ def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
 
 
 def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, opset: int,
-               checkpoint_file: Path) -> ArtifactRecord:
+               checkpoint_file: Path, data: CheckpointData = CheckpointData(),
+               max_r2_drop: float = DEFAULT_MAX_R2_DROP) -> ArtifactRecord:
     """Write, reload, verify, then rename into place: a failing artifact never appears under its final name."""
     label = f"{name} [{fmt.name}]"
     spec, model = checkpoint.spec, checkpoint.model
     final = out_dir / fmt.filename(name)
     with atomic_path(final) as tmp:
-        write_artifact(fmt, model, spec, tmp, opset, name)
+        write_artifact(fmt, model, spec, tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt)
         parity = check_parity(model, artifact, spec, label, tolerance_for(fmt.precision),
                               weight_shapes=fmt.weight_shapes(tmp))
-        dataset = None if fmt.float32 else task_dataset(checkpoint.metadata)
-        delta = accuracy_delta(model, artifact, dataset) if dataset is not None else None
+        measured = None if fmt.float32 or data.dataset is None else accuracy(
+            model, artifact, data.dataset, max_r2_drop, data.reference)
         size, digest = tmp.stat().st_size, sha256_of(tmp)
     return ArtifactRecord(
         model=name, variant=checkpoint.variant, format=fmt.name, file=final.name, bytes=size, sha256=digest,
@@ -58,7 +127,10 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
         params=spec.params, nonzero_params=count_nonzero(model), flops_per_sample=spec.flops_per_sample,
         widths=spec.widths, in_features=spec.in_features, out_features=spec.out_features,
         activation=spec.activation, opset=opset if fmt.uses_opset else None,
-        parity=parity.to_dict(), accuracy_delta=delta, precision=fmt.precision,
+        parity=parity.to_dict(), precision=fmt.precision,
+        accuracy=None if measured is None else measured.to_dict(),
+        within_budget=True if fmt.float32 else None if measured is None else measured.within_budget,
+        calibration=data.calibration_record if fmt.calibrated else None,
     )
 
 
@@ -71,9 +143,16 @@ def _previous(out_dir: Path) -> tuple[ArtifactRecord, ...]:
 
 def export_checkpoints(
     paths: Sequence[str | Path], out_dir: str | Path, formats: Sequence[Format], opset: int = DEFAULT_OPSET,
-    on_artifact: Callable[[ArtifactRecord], None] = lambda record: None,
+    on_artifact: Callable[[ArtifactRecord], None] = lambda record: None, *, data: Dataset | None = None,
+    max_r2_drop: float = DEFAULT_MAX_R2_DROP,
 ) -> Manifest:
-    """Export every checkpoint in every format, verifying each artifact, then write DIR/manifest.json."""
+    """Export every checkpoint in every format, verifying each artifact, then write DIR/manifest.json.
+
+    `data`: the data the checkpoints were trained on, when it is not the built-in task their metadata names
+    (accuracy and calibration use it). `max_r2_drop`: the accuracy budget of low-precision artifacts.
+    """
+    if not (max_r2_drop >= 0 and math.isfinite(max_r2_drop)):
+        raise UserError(f"--max-r2-drop must be zero or a positive R^2 change such as 0.01, got {max_r2_drop}")
     out_dir = Path(out_dir)
     sources = [Path(p) for p in paths]
     names = [p.name.removesuffix(".safetensors") if p.name.endswith(".safetensors") else p.stem for p in sources]
@@ -84,13 +163,14 @@ def export_checkpoints(
     for path, checkpoint in zip(sources, checkpoints):
         if checkpoint.variant not in ROLES:
             raise UserError(f"{path}: unknown variant {checkpoint.variant!r} in metadata; expected one of {', '.join(ROLES)}")
+    prepared = [checkpoint_data(checkpoint, name, formats, data) for name, checkpoint in zip(names, checkpoints)]
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous(out_dir)
     records: list[ArtifactRecord] = []
-    for source, name, checkpoint in zip(sources, names, checkpoints):
+    for source, name, checkpoint, checked in zip(sources, names, checkpoints, prepared):
         copied = _copy_checkpoint(source, out_dir)
         for fmt in formats:
-            record = export_one(checkpoint, name, fmt, out_dir, opset, copied)
+            record = export_one(checkpoint, name, fmt, out_dir, opset, copied, checked, max_r2_drop)
             records.append(record)
             on_artifact(record)
     replaced = {(r.model, r.format) for r in records}

@@ -22,7 +22,14 @@ MANIFEST_NAME = "manifest.json"
 @dataclass(frozen=True)
 class ArtifactRecord:
     """One manifest entry (docs/ARCHITECTURE.md); `variant` is the model's role (dense, structured,
-    magnitude) and `precision` the format's; `parity` and `accuracy_delta` are plain dicts."""
+    magnitude) and `precision` the format's; `parity`, `accuracy` and `calibration` are plain dicts.
+
+    `accuracy` (`export.parity.Accuracy.to_dict`: val_r2, val_r2_delta against the float32 model, residual_rms,
+    ...) is measured for low-precision artifacts where the checkpoint's data is known, else None.
+    `within_budget`: True for float32 artifacts (held to float32 parity), the budget's verdict on a measured
+    low-precision one, None where nothing was measured. `calibration` says which rows calibrated a
+    calibrated format (dataset, split, rows, source).
+    """
 
     model: str
     variant: str
@@ -41,15 +48,23 @@ class ArtifactRecord:
     activation: str
     opset: int | None
     parity: dict[str, Any]
-    accuracy_delta: dict[str, Any] | None
     precision: str = "fp32"  # absent from manifests written before it was recorded: those held only fp32 and int8 ONNX
+    accuracy: dict[str, Any] | None = None
+    within_budget: bool | None = None
+    calibration: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ArtifactRecord":
+        data = dict(data)
         precision = data.get("precision", "int8" if data.get("format") == "onnx-int8" else "fp32")
+        older = data.pop("accuracy_delta", None)  # manifests before `accuracy`: its R^2 figures, no residual, no budget
+        if older is not None and "accuracy" not in data:
+            data["accuracy"] = {"dataset": older["dataset"], "split": older["split"], "val_r2": older["r2"],
+                                "val_r2_reference": older["r2_reference"], "val_r2_delta": older["delta_r2"],
+                                "residual_rms": None, "residual_note": "not recorded by the exporter that wrote this"}
         return cls(**{**data, "widths": tuple(data["widths"]), "precision": precision})
 
 

@@ -48,6 +48,7 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
     benchmark.group = f"{backend_name} batch={batch}"
     benchmark.extra_info.update(
         variant=variant, role=ref.variant.role, precision=ref.variant.precision, model=ref.model,
+        max_abs_error=runner.parity.max_abs_error,  # its check against eager float32 before timing
         artifact=None if artifact is None else artifact.name,
         backend=backend_name, device=backend.device, batch=batch,
         params=ref.params, nonzero_params=ref.nonzero_params, flops_per_sample=ref.flops_per_sample,

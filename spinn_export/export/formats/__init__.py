@@ -5,6 +5,10 @@ The exporter, the parity check, the manifest and the benchmark variants all take
 this registry, so a new format is one module plus its entry point. Loaders are shared with the
 benchmark backends, so every one turns a corrupt or truncated file into a one-line `UserError` and
 never unpickles by default.
+
+Precisions (`PRECISIONS`) are what an artifact computes in: `fp32` is held to float32 parity; the others
+(`bf16`, dynamic `int8`, calibrated `int8-static`) have their error against eager float32 recorded when
+they are exported, and later runs are held to it (`export.parity.tolerance_for`).
 """
 from __future__ import annotations
 
@@ -30,22 +34,27 @@ if TYPE_CHECKING:
     from torch import nn
 
 FORMAT_GROUP = "spinn_export.formats"
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
+ALL_FORMATS = "all"  # --formats all: every format this machine can produce
 DEFAULT_OPSET = 18
 ARTIFACT_HINT = "check the path or re-run `spinn-export export`"
 INPUT_NAME, OUTPUT_NAME = "x", "y"
 EXAMPLE_BATCH = 2  # the batch traced/exported; the batch axis stays dynamic (min 1)
+CALIBRATION_ROWS = 4096  # static ranges (MinMax) settle well before this on the project's inputs; more costs time
+MIN_CALIBRATION_ROWS = 128  # fewer rows miss the tails of the inputs' ranges, and later inputs are clipped to them
 
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
 Loaded = TypeVar("Loaded")
+Writer = Callable[["nn.Module", MLPSpec, Path, int], None]
+CalibratedWriter = Callable[["nn.Module", MLPSpec, Path, int, np.ndarray], None]
 
 
 @dataclass(frozen=True)
 class Format:
     """One artifact format.
 
-    `precision`: "fp32" artifacts are held to float32 parity; others (int8) have their error recorded.
+    `precision`: one of PRECISIONS; "fp32" artifacts are held to float32 parity, others have their error recorded.
     `opened_as`: the format a benchmark backend opens this file as (int8 ONNX is opened as "onnx");
     None means its own name.
     `byte_stable`: re-running the same export command gives byte-identical files (checked in the tests).
@@ -53,11 +62,13 @@ class Format:
     with n counting earlier scripted modules in the process.  AOTInductor is not checked.
     `uses_opset`: the --opset option applies (ONNX formats).
     `available()`: None, or why this machine cannot produce the format.
+    `calibrated`: the writer takes a fifth argument, calibration inputs (float32 rows of the training data),
+    because a static quantiser fixes its activation ranges from data; the exporter supplies them.
     """
 
     name: str
     extension: str
-    write: Callable[[nn.Module, MLPSpec, Path, int], None]
+    write: Writer | CalibratedWriter
     load: Callable[[Path], Predict]
     weight_shapes: Callable[[Path], list[Shape]]
     description: str
@@ -67,6 +78,7 @@ class Format:
     byte_stable: bool = True
     uses_opset: bool = False
     available: Callable[[], str | None] = lambda: None
+    calibrated: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -109,8 +121,20 @@ def default_formats() -> tuple[str, ...]:
     return tuple(name for name, f in formats().items() if f.default)
 
 
+def unavailable_formats() -> dict[str, str]:
+    """Registered formats this machine cannot produce, with the reason (what `--formats all` skips)."""
+    reasons = {name: fmt.available() for name, fmt in formats().items()}
+    return {name: reason for name, reason in reasons.items() if reason} | _discovered().broken
+
+
 def parse_formats(text: str | None) -> tuple[Format, ...]:
-    """'onnx,torchscript' -> Formats, in the order given, with a clear error for unknown or unavailable ones."""
+    """'onnx,torchscript' -> Formats, in the order given, with a clear error for unknown or unavailable ones.
+
+    'all' is every registered format this machine can produce (`unavailable_formats` says why the rest are not).
+    """
+    if text is not None and text.strip() == ALL_FORMATS:
+        skipped = unavailable_formats()
+        return tuple(fmt for name, fmt in formats().items() if name not in skipped)
     names = [part.strip() for part in (text or ",".join(default_formats())).split(",") if part.strip()]
     if not names:
         raise UserError(f"--formats is empty: choose from {', '.join(formats())}")
@@ -202,6 +226,28 @@ def compiler_missing() -> str | None:
     return "no C++ compiler (c++, g++ or clang++) on PATH"
 
 
+def calibration_inputs(x: np.ndarray, in_features: int, source: str) -> np.ndarray:
+    """The rows a calibrated format is written from: the first CALIBRATION_ROWS training inputs, as float32.
+
+    The exporter checks them for every checkpoint before anything is written, so too few rows, NaN or the
+    wrong width is one line naming `source`, never a half-finished export.
+    """
+    x = np.asarray(x)
+    if x.ndim != 2 or x.shape[1] != in_features:
+        width = f"{x.shape[1]} columns" if x.ndim == 2 else f"shape {x.shape}"
+        raise UserError(f"calibration data ({source}) has {width} but the model takes {in_features} inputs; "
+                        "pass the data the model was trained on")
+    if len(x) < MIN_CALIBRATION_ROWS:
+        raise UserError(f"calibration data ({source}) has {len(x)} training rows; calibrated formats need at least "
+                        f"{MIN_CALIBRATION_ROWS}: pass more data")
+    rows = np.ascontiguousarray(x[:CALIBRATION_ROWS], dtype=np.float32)
+    bad = ~np.isfinite(rows).all(axis=1)
+    if bad.any():
+        raise UserError(f"calibration data ({source}) has {int(bad.sum())} row(s) with NaN or infinite values, first "
+                        f"at row {int(np.argmax(bad))}; clean or drop those rows")
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------- loaded artifacts
 
 
@@ -235,13 +281,21 @@ def load_artifact(path: str | Path, fmt: Format | str | None = None) -> Artifact
     return Artifact(path=path, format=fmt.name, in_features=shapes[0][1], predict=fmt.load(path))
 
 
-def write_artifact(fmt: Format, model: nn.Module, spec: MLPSpec, path: Path, opset: int, label: str) -> None:
-    """Run one writer; any exporter failure becomes one line naming the model and the format."""
+def write_artifact(fmt: Format, model: nn.Module, spec: MLPSpec, path: Path, opset: int, label: str,
+                   calibration: np.ndarray | None = None) -> None:
+    """Run one writer (with `calibration` rows where the format is calibrated); any exporter failure becomes one
+    line naming the model and the format."""
     import torch
 
+    if fmt.calibrated and calibration is None:
+        raise UserError(f"{label}: {fmt.name} needs calibration inputs (the training data); pass --data FILE "
+                        "--inputs COLS --targets COLS")
     try:
         with torch.no_grad():
-            fmt.write(model.eval(), spec, path, opset)
+            if fmt.calibrated:
+                fmt.write(model.eval(), spec, path, opset, calibration)  # type: ignore[call-arg]
+            else:
+                fmt.write(model.eval(), spec, path, opset)  # type: ignore[call-arg]
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # exporters fail in many ways; each is reported, none is hidden

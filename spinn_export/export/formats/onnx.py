@@ -116,7 +116,8 @@ def onnx_predict(path: Path) -> Predict:
 
 
 def onnx_weight_shapes(path: Path) -> list[Shape]:
-    """(out, in) of each matrix multiply's weight initializer, in graph order (Gemm, MatMul, int8 MatMulInteger)."""
+    """(out, in) of each matrix multiply's weight initializer, in graph order (Gemm, MatMul, int8 MatMulInteger;
+    in a static QDQ model the weight reaches the Gemm through a DequantizeLinear of the int8 initializer)."""
     import onnx
 
     require_file(path, "ONNX file", ARTIFACT_HINT)
@@ -125,6 +126,9 @@ def onnx_weight_shapes(path: Path) -> list[Shape]:
     except Exception as exc:  # protobuf DecodeError and friends
         raise unreadable(path, "ONNX", exc) from None
     initializers = {t.name: tuple(int(d) for d in t.dims) for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
+            initializers[node.output[0]] = initializers[node.input[0]]
     shapes: list[Shape] = []
     for node in graph.node:
         if node.op_type not in ("Gemm", "FusedGemm", "MatMul", "MatMulInteger") or len(node.input) < 2:

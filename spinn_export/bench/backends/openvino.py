@@ -1,0 +1,95 @@
+"""OpenVINO on the CPU (`openvino-cpu`): ONNX artifacts compiled with every setting that changes the result or the
+timing set explicitly, and read back.
+
+OpenVINO chooses for itself unless told: on CPUs with AMX or AVX512-BF16 it computes float32 models in bf16
+(errors of bf16 size under a float32 label), and it picks its own streams and threads. So the inference
+precision (f32 unless the file declares bf16, `export.formats.onnx_bf16`), NUM_STREAMS (1: one inference at a
+time, the latency case), INFERENCE_NUM_THREADS and the LATENCY hint are all set, the compiled model's own
+report of them is what the runner records (`provider`, `threads`), and a model that would compute in another
+precision than asked is refused. The float32 parity check before timing proves the rest.
+
+Precisions: fp32, both int8 ONNX forms (their float parts at f32), and bf16 only where OpenVINO reports native
+BF16 (OPTIMIZATION_CAPABILITIES), asked once when the plug-in loads, so that bf16 pairs are not generated
+on other CPUs (`spinn-export backends` shows why).
+
+Each `prepare` gets its own infer request with its input tensor set once, so the timed call is `infer()`
+alone, and prepared calls of several batch sizes (the paired measurement keeps them all) stay independent.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source, require_path
+from spinn_export.bench.timing import Call
+from spinn_export.errors import UserError
+from spinn_export.export.formats.onnx_bf16 import (
+    Compiled, compile_onnx, native_bf16_missing, openvino_missing, openvino_predict,
+)
+
+NAME = "openvino-cpu"
+PRECISION_HINTS = ("auto", "f32", "bf16")
+
+
+@dataclass(frozen=True)
+class OpenVinoConfig(BackendConfig):
+    """`precision_hint`: INFERENCE_PRECISION_HINT; auto is what the file declares (f32 for float32 and int8 ONNX,
+    bf16 for onnx-bf16); forcing bf16 on a float32 variant fails its parity check, by design. `streams`:
+    NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads."""
+
+    precision_hint: str = "auto"
+    streams: int = 1
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.precision_hint not in PRECISION_HINTS:
+            raise UserError(f"precision_hint {self.precision_hint!r} is not one of {', '.join(PRECISION_HINTS)}")
+        if self.streams < 1:
+            raise UserError(f"streams must be at least 1, got {self.streams}")
+        if self.threads < 0:
+            raise UserError(f"threads must be 0 (the suite's --threads) or more, got {self.threads}")
+
+
+class OpenVinoRunner(Runner):
+    def __init__(self, compiled: Compiled):
+        from spinn_export.bench.machine import cpu_model
+
+        self.compiled, self.backend, self.device = compiled, NAME, "cpu"
+        self.provider, self.threads, self.device_name = compiled.label, compiled.threads, cpu_model()
+        self.predict = openvino_predict(compiled)
+
+    def prepare(self, x: np.ndarray) -> Call:
+        import openvino as ov
+
+        request = self.compiled.model.create_infer_request()
+        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(x, dtype=np.float32)))  # a copy the request owns
+        request.infer()
+
+        def call() -> None:
+            request.infer(share_outputs=True)  # outputs stay in the request's buffers: nothing is copied out
+
+        return call
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        return self.predict(x)
+
+
+def _load(source: Source, threads: int, config: OpenVinoConfig) -> OpenVinoRunner:
+    path = require_path(source, NAME, "ONNX")
+    hint = None if config.precision_hint == "auto" else config.precision_hint
+    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams))
+
+
+def _precisions() -> tuple[tuple[str, ...], str]:
+    """What this CPU runs, and a note for the listing when it cannot run bf16 (the backend's own reason covers a
+    missing openvino)."""
+    bf16_missing = native_bf16_missing()
+    if bf16_missing is None:
+        return ("fp32", "bf16", "int8"), ""
+    return ("fp32", "int8"), "" if openvino_missing() else f"; no bf16 here: {bf16_missing}"
+
+
+_RUNS, _NOTE = _precisions()
+OPENVINO_CPU = Backend(NAME, "cpu", "onnx", _load, openvino_missing, precisions=_RUNS, config=OpenVinoConfig,
+                       description=f"OpenVINO, CPU plugin: explicit precision, threads and streams{_NOTE}")
