@@ -28,7 +28,7 @@ from spinn_export.prune.magnitude import magnitude_prune
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
-CONTRACT_NAMES = {"eager-cpu", "compile-cpu", "torchscript-cpu", "exported-program-cpu", "ort-cpu",
+CONTRACT_NAMES = {"eager-cpu", "compile-cpu", "torchscript-cpu", "exported-program-cpu", "ort-cpu", "openvino-cpu",
                   "eager-cuda", "compile-cuda", "torchscript-cuda", "exported-program-cuda", "ort-cuda"}
 
 
@@ -60,14 +60,15 @@ def test_every_backend_is_an_entry_point_and_none_is_listed_in_code():
     points = importlib.metadata.entry_points(group="spinn_export.backends")
     assert sorted(p.name for p in points) == sorted(backends()) and CONTRACT_NAMES <= {p.name for p in points}
     formats = importlib.metadata.entry_points(group="spinn_export.formats")
-    assert {"torchscript", "onnx", "exported-program", "onnx-optimized", "onnx-int8", "aoti"} <= {p.name for p in formats}
+    assert {"torchscript", "onnx", "exported-program", "onnx-optimized", "onnx-int8", "onnx-int8-static", "onnx-bf16",
+            "aoti"} <= {p.name for p in formats}
 
 
 def test_backend_names_resolve_by_family_and_device_and_unknown_names_are_refused():
     assert [b.name for b in resolve_backends("eager,ort-cpu")] == ["eager-cpu", "eager-cuda", "ort-cpu"]
     assert len(resolve_backends("all")) == len(backends())
     cpu = {b.name for b in resolve_backends("cpu")}
-    assert {"eager-cpu", "compile-cpu", "ort-cpu", "ort-optimized-cpu"} <= cpu and "aoti-cpu" not in cpu
+    assert {"eager-cpu", "compile-cpu", "ort-cpu", "ort-optimized-cpu", "openvino-cpu"} <= cpu and "aoti-cpu" not in cpu
     assert all(b.device == "cuda" for b in resolve_backends("cuda"))
     assert {b.name for b in resolve_backends(None)} == cpu | {b.name for b in resolve_backends("cuda")}
     assert [b.name for b in resolve_backends("aoti-cpu")] == ["aoti-cpu"]  # slow: only by name
