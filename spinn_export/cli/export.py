@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--opset {args.opset} is out of range: choose {MIN_OPSET}..{MAX_OPSET}")
     formats = parse_formats(args.formats)
     output_dir(args.out)
-    data = None if args.data is None and args.physics is None else dataset_of(args, args.seed)
+    given = any(value is not None for value in (args.data, args.inputs, args.targets, args.physics))
+    data = dataset_of(args, args.seed) if given else None  # else each checkpoint's own (the built-in task it names)
     if args.formats is not None and args.formats.strip() == ALL_FORMATS:
         for name, reason in unavailable_formats().items():
             print(f"skipped {name}: {reason}", flush=True)

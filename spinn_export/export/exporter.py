@@ -30,7 +30,7 @@ from spinn_export.files import atomic_path, sha256_of, write_json
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ROLES
-from spinn_export.task.data import Dataset, builtin_dataset
+from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
 from spinn_export.task.metrics import Metrics, evaluate
 from spinn_export.task.stokes import STOKES
 
@@ -74,9 +74,8 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
     (`source: default`). Accuracy is measured only on data the checkpoint is known to model.
     """
     spec = checkpoint.spec
-    if data is not None and (data.in_features, data.out_features) != (spec.in_features, spec.out_features):
-        raise UserError(f"{name}: the model maps {spec.in_features} inputs to {spec.out_features} outputs but the data "
-                        f"has {data.in_features} inputs and {data.out_features} targets; pass the data it was trained on")
+    if data is not None:
+        check_model_fits(data, spec, checkpoint.model)  # widths, and the data's physics tried once (one-line errors)
     low_precision = [f for f in formats if not f.float32]
     if not low_precision:
         return CheckpointData()
