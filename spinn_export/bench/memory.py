@@ -19,7 +19,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -141,7 +140,9 @@ def _measure_here(backend_name: str, ref: ModelRef, batches: tuple[int, ...], th
 
 def peak_memory(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
                 config: BackendConfig | None = None) -> PeakMemory:
-    """Peak memory of `ref` on `backend` at each batch, in a fresh (spawned) process."""
-    context = multiprocessing.get_context("spawn")
+    """Peak memory of `ref` on `backend` at each batch, in a fresh process (`timing.fresh_process_context`)."""
+    from spinn_export.bench.timing import fresh_process_context
+
+    context = fresh_process_context()
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
         return pool.submit(_measure_here, backend.name, ref, tuple(batches), threads, config).result()

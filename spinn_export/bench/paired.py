@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spinn_export.errors import UserError
-from spinn_export.bench.timing import Call, Clock, calibrate, time_block, warm_up
+from spinn_export.bench.timing import Call, Clock, calibrate, fresh_process_context, time_block, warm_up
 
 if TYPE_CHECKING:
     from spinn_export.bench.backends import BackendConfig
@@ -157,12 +156,12 @@ def _worker(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[
 
 
 def measure_in_processes(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[list[float]]]:
-    """Run `make_pairs` and the ABBA cycles in `config.processes` fresh (spawned) processes, one at a time.
+    """Run `make_pairs` and the ABBA cycles in `config.processes` fresh processes (`timing.fresh_process_context`), one at a time.
 
     One at a time: processes running side by side would compete for the cores being measured.
     `make_pairs` must be picklable (a module-level function or a functools.partial of one).
     """
-    context = multiprocessing.get_context("spawn")
+    context = fresh_process_context()
     collected: dict[Hashable, list[list[float]]] = {}
     for _ in range(config.processes):
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

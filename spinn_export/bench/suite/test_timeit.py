@@ -1,7 +1,7 @@
 """Cross-check: the suite's ort-cpu timing against an independent `timeit` of `session.run`.
 
 The suite's figure is pytest-benchmark's median of single calls of the runner's prepared call, as
-test_latency times it (pytest-benchmark picks one iteration per round for every ort-cpu case here).
+test_latency times it (rounds of one call each).
 The independent figure is `timeit` calling `session.run` on the same session and input array, one
 call per sample, so both are medians of single calls. The two interleave, one timeit call before
 each pytest-benchmark round (pedantic `setup`, which is not timed): two measurements taken one after
