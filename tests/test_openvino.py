@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.memory import kernel_peak_unavailable, peak_memory
 from spinn_export.bench.variants import Variant, open_runner, refs_from_manifest
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
@@ -63,6 +64,16 @@ def test_a_forced_bf16_hint_never_passes_as_float32(refs):
     else:  # bf16 on a float32 variant: the float32 parity check rejects it
         with pytest.raises(ParityError, match="parity failed"):
             open_runner("openvino-cpu", refs["dense"], 1, config)
+
+
+@needs_openvino
+@pytest.mark.skipif(kernel_peak_unavailable() is not None, reason=f"peak RSS: {kernel_peak_unavailable()}")
+def test_peak_memory_frees_each_batch_call_and_the_runner_still_works(refs):
+    """The peak-memory measurement frees each batch's prepared call before the next one and then checks parity:
+    with a request-adopted input tensor that crashed the process (OpenVINO kept using the freed memory)."""
+    memory = peak_memory(get_backend("openvino-cpu"), refs["dense"], (1, 4096), 1, None)
+    assert memory.method == "VmHWM" and memory.reason is None
+    assert 0 < memory.peak_bytes[1] <= memory.peak_bytes[4096]
 
 
 @needs_openvino
