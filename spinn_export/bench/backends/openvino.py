@@ -10,7 +10,7 @@ precision than asked is refused. The float32 parity check before timing proves t
 
 Precisions: fp32, both int8 ONNX forms (their float parts at f32), and bf16 only where OpenVINO reports native
 BF16 (OPTIMIZATION_CAPABILITIES), asked once when the plug-in loads, so that bf16 pairs are not generated
-on other CPUs (`spinn-export backends` shows why).
+on other CPUs (the description in `spinn-export backends --json` says why).
 
 Each `prepare` gets its own infer request with its input written once, so the timed call is `infer()` alone,
 and prepared calls of several batch sizes (the paired measurement keeps them all) stay independent.
@@ -35,7 +35,8 @@ PRECISION_HINTS = ("auto", "f32", "bf16")
 @dataclass(frozen=True)
 class OpenVinoConfig(BackendConfig):
     """`precision_hint`: INFERENCE_PRECISION_HINT; auto is what the file declares (f32 for float32 and int8 ONNX,
-    bf16 for onnx-bf16); forcing bf16 on a float32 variant fails its parity check, by design. `streams`:
+    bf16 for onnx-bf16); forcing bf16 on a float32 variant is refused (no native bf16) or fails its float32 parity
+    check, by design. `streams`:
     NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads."""
 
     precision_hint: str = "auto"
