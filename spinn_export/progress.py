@@ -15,7 +15,8 @@ Item = TypeVar("Item")
 
 
 class PlainProgress(Generic[Item]):
-    """The subset of tqdm's interface the project uses (iteration and `set_postfix`), as plain lines on stderr."""
+    """The subset of tqdm's interface the project uses (iteration, `set_postfix`, `close`), as plain lines on
+    stderr."""
 
     def __init__(self, items: Iterable[Item], desc: str, unit: str) -> None:
         self.items, self.desc, self.unit = list(items), desc, unit
@@ -23,6 +24,9 @@ class PlainProgress(Generic[Item]):
 
     def set_postfix(self, **values: Any) -> None:
         self.postfix = values
+
+    def close(self) -> None:
+        """Nothing to clear: the lines already printed are the record (a loop may stop early, as pruning does)."""
 
     def __iter__(self) -> Iterator[Item]:
         for done, item in enumerate(self.items, 1):

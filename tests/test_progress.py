@@ -15,6 +15,8 @@ def test_off_a_terminal_each_step_is_one_plain_line(capsys: pytest.CaptureFixtur
     assert lines == ["  train dense: epoch 1/3, loss=1.00", "  train dense: epoch 2/3, loss=0.50",
                      "  train dense: epoch 3/3, loss=0.33"]
     assert "\r" not in "".join(lines)
+    bar.close()  # as after a loop that stopped early: nothing more is printed
+    assert capsys.readouterr().err == ""
 
 
 def test_disabled_progress_prints_nothing(capsys: pytest.CaptureFixture[str]) -> None:
