@@ -191,6 +191,8 @@ def _artifact(manifest: Manifest | None, timed: str | None, model: str, variant:
     if timed is not None and (arts["file"] == timed).any():
         return arts[arts["file"] == timed].iloc[0]
     parsed = parse_variant(variant)
+    if parsed is not None and parsed.sparse:
+        return None  # torch sparse CSR is built in memory from the checkpoint: no exported file runs it
     same = arts[arts["model"] == model]
     if parsed is not None:
         same = same[same["precision"] == parsed.precision]
