@@ -384,7 +384,9 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                             comparison_table(results, speedup, manifest, histories)))
     sections.append(Section("latency", "Latency and throughput",
                             "pytest-benchmark statistics per call (one call = one batch); p95 from the stored rounds "
-                            "where at least 20 were kept.", latency_table(results)))
+                            "where at least 20 were kept. A variant's rounds alternate with dense calls (its paired "
+                            "speedup), so at small batches its call starts with dense's weights in cache; dense's "
+                            "own rounds do not alternate.", latency_table(results)))
     if speedup.empty:
         sections.append(Section("speedup", "Speedup over dense",
                                 "No variant was measured paired with dense on the same backend and batch: no speedups "
