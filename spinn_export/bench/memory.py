@@ -19,7 +19,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +55,14 @@ def _status_bytes(field: str) -> int:
     raise RuntimeError(f"{field} is not in {STATUS}")
 
 
+_LIBC = ctypes.CDLL(ctypes.util.find_library("c")) if ctypes.util.find_library("c") else None
+
+
 def _release_free_heap() -> None:
     """Collect garbage and hand glibc's free heap back to the kernel, so freed memory does not count."""
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc is not None and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
+    if _LIBC is not None and hasattr(_LIBC, "malloc_trim"):
+        _LIBC.malloc_trim(0)
 
 
 def kernel_peak_unavailable() -> str | None:
@@ -73,69 +75,62 @@ def kernel_peak_unavailable() -> str | None:
     return None
 
 
-def _cpu_peaks(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
-               config: BackendConfig | None) -> PeakMemory:
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.variants import verify_runner
+@dataclass(frozen=True)
+class Meter:
+    """Where memory is counted: `settle` makes `in_use` exact (free the heap, or synchronise the device),
+    `reset_peak` starts a new high-water mark and `peak` reads it."""
 
+    method: str
+    settle: Callable[[], object]
+    in_use: Callable[[], int]
+    reset_peak: Callable[[], object]
+    peak: Callable[[], int]
+
+
+def _meter(backend: Backend) -> Meter | str:
+    """The meter for `backend`'s device, or why its memory cannot be measured here."""
+    if backend.device == "cuda":
+        import torch
+
+        if backend.format not in TORCH_FORMATS:
+            return f"{backend.name} allocates outside PyTorch's allocator: not measured"
+        return Meter("torch.cuda", torch.cuda.synchronize, torch.cuda.memory_allocated,
+                     torch.cuda.reset_peak_memory_stats, torch.cuda.max_memory_allocated)
     reason = kernel_peak_unavailable()
     if reason is not None:
-        return PeakMemory("VmHWM", dict.fromkeys(batches), reason)
-    inputs = {batch: sample_input(batch, ref.in_features) for batch in batches}  # not the model's memory
-    _release_free_heap()
-    before = _status_bytes("VmRSS")
-    runner = backend.load(ref.source_for(backend), threads, config)
-    peaks: dict[int, int | None] = {}
-    for batch in sorted(batches):
-        call = runner.prepare(inputs[batch])  # compile: builds this shape, outside the guard as in the suite
-        _release_free_heap()
-        CLEAR_REFS.write_text(RESET_PEAK)
-        with runner.guard():
-            for _ in range(CALLS_PER_BATCH):
-                call()
-        peaks[batch] = _status_bytes("VmHWM") - before
-        del call
-    verify_runner(backend, ref, runner)
-    return PeakMemory("VmHWM", peaks)
-
-
-def _cuda_peaks(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
-                config: BackendConfig | None) -> PeakMemory:
-    import torch
-
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.variants import verify_runner
-
-    if backend.format not in TORCH_FORMATS:
-        return PeakMemory("torch.cuda", dict.fromkeys(batches),
-                          f"{backend.name} allocates outside PyTorch's allocator: not measured")
-    torch.cuda.synchronize()
-    before = torch.cuda.memory_allocated()
-    runner = backend.load(ref.source_for(backend), threads, config)
-    peaks: dict[int, int | None] = {}
-    for batch in sorted(batches):
-        call = runner.prepare(sample_input(batch, ref.in_features))
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        with runner.guard():
-            for _ in range(CALLS_PER_BATCH):
-                call()
-        peaks[batch] = torch.cuda.max_memory_allocated() - before
-        del call
-    verify_runner(backend, ref, runner)
-    return PeakMemory("torch.cuda", peaks)
+        return reason
+    return Meter("VmHWM", _release_free_heap, lambda: _status_bytes("VmRSS"),
+                 lambda: CLEAR_REFS.write_text(RESET_PEAK), lambda: _status_bytes("VmHWM"))
 
 
 def _measure_here(backend_name: str, ref: ModelRef, batches: tuple[int, ...], threads: int,
                   config: BackendConfig | None) -> PeakMemory:
-    """In the fresh process: fix threads as the benchmark did, then measure."""
-    from spinn_export.bench.backends import get_backend
+    """In the fresh process: fix threads as the benchmark did, then load the model and run each batch."""
+    from spinn_export.bench.backends import get_backend, sample_input
     from spinn_export.bench.timing import fix_threads
+    from spinn_export.bench.variants import verify_runner
 
     fix_threads(threads)
     backend = get_backend(backend_name)
-    measure = _cuda_peaks if backend.device == "cuda" else _cpu_peaks
-    return measure(backend, ref, batches, threads, config)
+    meter = _meter(backend)
+    if isinstance(meter, str):
+        return PeakMemory("torch.cuda" if backend.device == "cuda" else "VmHWM", dict.fromkeys(batches), meter)
+    inputs = {batch: sample_input(batch, ref.in_features) for batch in batches}  # not the model's memory
+    meter.settle()
+    before = meter.in_use()
+    runner = backend.load(ref.source_for(backend), threads, config)
+    peaks: dict[int, int | None] = {}
+    for batch in sorted(batches):
+        call = runner.prepare(inputs[batch])  # compile: builds this shape, outside the guard as in the suite
+        meter.settle()
+        meter.reset_peak()
+        with runner.guard():
+            for _ in range(CALLS_PER_BATCH):
+                call()
+        peaks[batch] = meter.peak() - before
+        del call
+    verify_runner(backend, ref, runner)
+    return PeakMemory(meter.method, peaks)
 
 
 def peak_memory(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
