@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from spinn_export.bench.variants import BASELINE_ROLE
-from spinn_export.report import plots
+from spinn_export.report import pareto, plots
 from spinn_export.files import write_text
 from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, load_history, load_manifest,
                                         load_results, parse_variant, speedups, variant_rank)
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 PREFERRED_BACKEND = "ort-cpu"
 CSV_NAMES = ("summary", "runs", "latency", "speedup", "memory", "gflops", "crosscheck", "artifacts", "comparison",
-             "pruning")
-PNG_NAMES = ("latency", "speedup", "memory", "pruning")
+             "pruning", "pareto")
+PNG_NAMES = ("latency", "speedup", "memory", "pruning", "pareto")
 MIB = 2**20
 SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
 MISSING = "-"  # not measured (never a filled-in value)
@@ -527,21 +527,24 @@ def render_markdown(sections: Sequence[Section], figures: Sequence[Figure], head
     return "\n".join(lines).rstrip() + "\n"
 
 
-def default_command(results: Sequence[Path], manifest: Path | None, histories: Sequence[Path], out_dir: Path) -> str:
+def default_command(results: Sequence[Path], manifest: Path | None, histories: Sequence[Path], out_dir: Path,
+                    sweep: Path | None = None) -> str:
     words = ["spinn-export", "report", *map(str, results)]
     words += ["--manifest", str(manifest)] if manifest is not None else []
     for history in histories:
         words += ["--history", str(history)]
+    words += ["--sweep", str(sweep)] if sweep is not None else []
     return shlex.join([*words, "--out", str(out_dir)])
 
 
 def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
                  history: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
                  out_dir: str | os.PathLike[str], *, command: str | None = None,
-                 gate: GateOutcome | None = None) -> ReportPaths:
+                 gate: GateOutcome | None = None, sweep: str | os.PathLike[str] | None = None) -> ReportPaths:
     """Read everything first (so bad input leaves no output), then write out_dir/report.{html,md}, csv/, *.png.
 
-    `gate`, when the results were judged (spinn-export run), puts its verdict in the summary.
+    `gate`, when the results were judged (spinn-export run), puts its verdict in the summary. `sweep`, the --out
+    DIR of `spinn-export sweep`, adds its Pareto section (`report.pareto`).
 
     `history` is one pruning directory (or history.json) or several (e.g. structured and magnitude).
     """
@@ -552,8 +555,12 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     loaded = load_results(result_paths)
     loaded_manifest = None if manifest is None else load_manifest(manifest)
     histories = [load_history(h) for h in history_paths]
+    loaded_sweep = None if sweep is None else pareto.load_sweep(sweep)
     sections = build_sections(loaded, loaded_manifest, histories, gate)
     figures = build_figures(loaded, histories, out)
+    if loaded_sweep is not None:
+        sections.append(Section("pareto", pareto.TITLE, pareto.NOTE, pareto.report_table(loaded_sweep)))
+        figures.append(Figure("pareto", pareto.CAPTION, pareto.plot_pareto(loaded_sweep, out / "pareto.png")))
     csv_dir = out / "csv"
     csvs = []
     for section in sections:
@@ -564,7 +571,7 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     header = {
         "machines": ", ".join(loaded.runs["machine"].unique()),
         "command": command or default_command(result_paths, None if manifest is None else Path(manifest),
-                                              history_paths, out),
+                                              history_paths, out, None if sweep is None else Path(sweep)),
         "benchmarked": ", ".join(sorted(set(_dates(loaded.runs["datetime"]).dropna()))) or MISSING,
         "report written": dt.datetime.now(dt.timezone.utc).strftime(DATE_FORMAT),
     }

@@ -1,0 +1,417 @@
+"""`spinn-export sweep`: accuracy against measured speed. Prune one checkpoint to several targets (fine-tuning
+each), export every point, measure each point's paired speedup over dense, and write the Pareto front.
+
+Two phases, deliberately apart:
+
+1. Fine-tuning is independent per point, so it scales out: every point is a `PointJob` submitted to an executor
+   (`pipeline.executors`: local processes by default, or a Dask or Ray cluster). A job carries everything a
+   worker needs by value or by recipe (the checkpoint's bytes; how to rebuild the dataset, since a user's
+   physics function loaded from a file does not pickle), and returns the files `spinn-export prune` writes as
+   bytes, so workers need no filesystem shared with this machine (a user's --data and --physics files
+   excepted) and this process is the only writer of DIR.
+2. Timing never runs concurrently: after every future is done (and a local pool or cluster is stopped), each
+   point is measured here, one measurement at a time, by `bench.paired.paired_speedups`: ABBA blocks against
+   dense in fresh processes forked from a server that imported only the libraries, so ONNX Runtime's global
+   thread pool is created in each measuring process before its sessions, and this process's own state (the
+   exporter's sessions) cannot leak in. It is the same measurement as `spinn-export bench --paired`, without
+   pytest's latency matrix, which a sweep does not report. Every row records the machine that measured it.
+
+DIR is built under a temporary name beside it and renamed into place only when complete, so a failed or
+interrupted sweep leaves nothing half-written under DIR.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import json
+import math
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from spinn_export.bench.paired import PairedConfig, PairedResult, paired_speedups
+from spinn_export.bench.timing import default_threads
+from spinn_export.bench.variants import refs_from_manifest
+from spinn_export.errors import UserError, first_line
+from spinn_export.export.exporter import export_checkpoints
+from spinn_export.export.formats import Format, formats, get_format
+from spinn_export.files import _umask, sha256_of
+from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
+from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
+from spinn_export.pipeline.job import RunConfig
+from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
+from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata, resolve_dataset
+from spinn_export.task.physics import load_physics
+
+LATENCY = "lat:"
+EXAMPLE = "fractions of parameters to remove such as 0.3,0.5,0.685,0.8, or latency budgets such as lat:0.4"
+DEFAULT_BACKEND = "ort-cpu"
+DEFAULT_BATCH = 8192  # the main job's largest batch, where compute (what pruning removes) dominates the call
+
+
+@dataclass(frozen=True)
+class SweepTarget:
+    """One point's budget as given: a fraction of parameters to remove (`kind` params), or `lat:R`, a latency
+    budget of R times dense's on the sweep's backend and batch (`kind` latency)."""
+
+    kind: str
+    value: float
+
+    @property
+    def text(self) -> str:
+        return f"{LATENCY if self.kind == 'latency' else ''}{self.value:g}"
+
+    @property
+    def slug(self) -> str:
+        """The text as part of a file name (no colon)."""
+        return self.text.replace(":", "")
+
+    def budget(self, backend: str, batch: int) -> Target:
+        if self.kind == "latency":
+            return Target.latency(self.value, backend, batch)
+        return Target.params(self.value)
+
+
+def parse_targets(text: str) -> tuple[SweepTarget, ...]:
+    """'0.3,0.5,lat:0.4' -> targets, each strictly between 0 and 1, none twice; a mistake is one line."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise UserError(f"--targets is empty: give {EXAMPLE}")
+    targets: list[SweepTarget] = []
+    for item in items:
+        if not item:
+            raise UserError(f"--targets {text!r} has an empty entry: give {EXAMPLE}, separated by commas")
+        kind, number = ("latency", item[len(LATENCY):]) if item.startswith(LATENCY) else ("params", item)
+        try:
+            value = float(number)
+        except ValueError:
+            raise UserError(f"--targets: {item!r} is neither a fraction nor a latency budget: give {EXAMPLE}") from None
+        if not (math.isfinite(value) and 0.0 < value < 1.0):
+            meaning = ("the fraction of dense's latency allowed, e.g. lat:0.4" if kind == "latency"
+                       else "the fraction of parameters to remove, e.g. 0.685")
+            raise UserError(f"--targets: {item} is outside (0, 1): a target is {meaning}")
+        target = SweepTarget(kind, value)
+        if target in targets:
+            raise UserError(f"--targets names {target.text} twice")
+        targets.append(target)
+    return tuple(targets)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """How to build the dataset, rather than the dataset: a worker rebuilds it (a user's physics function, run
+    from its file, does not pickle by reference). Paths are absolute, since a worker's directory is its own."""
+
+    data: str | None = None
+    inputs: str | None = None
+    targets: str | None = None
+    physics: str | None = None
+    seed: int = 0
+
+    @classmethod
+    def of(cls, data: str | None, inputs: str | None, targets: str | None, physics: str | None,
+           seed: int) -> "DataSource":
+        """The CLI's data flags, with a data file and a physics PATH.py made absolute."""
+        if physics is not None:
+            where, _, function = physics.rpartition(":")
+            if where and Path(where).is_file():
+                physics = f"{Path(where).resolve()}:{function}"
+        return cls(None if data is None else str(Path(data).resolve()), inputs, targets, physics, seed)
+
+    def load(self) -> Dataset:
+        physics = None if self.physics is None else load_physics(self.physics)
+        return resolve_dataset(self.data, self.inputs, self.targets, self.seed, physics)
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(source: DataSource) -> Dataset:
+    """A worker process builds the dataset once and reuses it for every point it fine-tunes."""
+    return source.load()
+
+
+@dataclass(frozen=True)
+class PointJob:
+    """One point to prune and fine-tune, self-contained (what a worker on another machine receives).
+
+    `threads`: torch threads for the worker (None: the worker's own setting, for a cluster the user runs)."""
+
+    name: str
+    target: SweepTarget
+    config: PruneConfig
+    checkpoint: bytes
+    data: DataSource
+    metadata: tuple[tuple[str, str], ...]
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class PointOutput:
+    """What a worker returns: the files `spinn-export prune` writes, by name, and where and how long it ran."""
+
+    name: str
+    files: tuple[tuple[str, bytes], ...]
+    host: str
+    wall_s: float
+
+    @property
+    def history(self) -> dict[str, Any]:
+        return json.loads(dict(self.files)["history.json"])
+
+
+def finetune_point(job: PointJob) -> PointOutput:
+    """Prune and fine-tune one point (in a worker): `structured.prune` into a scratch directory, returned as bytes."""
+    import torch
+
+    started = time.perf_counter()
+    if job.threads is not None:
+        torch.set_num_threads(job.threads)
+    with tempfile.TemporaryDirectory(prefix="spinn-sweep-") as scratch:
+        source = Path(scratch) / "input.safetensors"
+        source.write_bytes(job.checkpoint)
+        checkpoint = load_checkpoint(source)
+        out = Path(scratch) / "out"
+        prune(checkpoint.model, checkpoint.spec, _dataset(job.data), job.config, out, metadata=dict(job.metadata),
+              progress=False)
+        files = tuple((path.name, path.read_bytes()) for path in sorted(out.iterdir()))
+    return PointOutput(job.name, files, socket.gethostname(), time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A sweep. `quick`, `rounds`, `finetune_epochs`, `round_to` and `seed` shape each point's pruning as in the
+    main job (`RunConfig.prune`: quick is 2 rounds of 1 fine-tuning epoch); `magnitude` adds a magnitude point at
+    each parameter target. `workers` (default: one per physical core, at most one per point) sizes the local pool
+    or the cluster started here when no `address` is given."""
+
+    targets: tuple[SweepTarget, ...]
+    method: str = "structured"
+    magnitude: bool = True
+    backend: str = DEFAULT_BACKEND
+    batch: int = DEFAULT_BATCH
+    quick: bool = False
+    rounds: int | None = None
+    finetune_epochs: int | None = None
+    round_to: int | None = None
+    seed: int = 0
+    executor: str = DEFAULT_EXECUTOR
+    address: str | None = None
+    workers: int | None = None
+    paired: PairedConfig = PairedConfig()
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            raise UserError(f"a sweep needs targets: give {EXAMPLE}")
+        if self.batch < 1 or (self.workers is not None and self.workers < 1):
+            raise UserError(f"--batch and --workers must be positive integers, got {self.batch} and {self.workers}")
+        if self.method == "magnitude" and any(t.kind == "latency" for t in self.targets):
+            raise UserError("a latency budget needs --method structured: masked (magnitude) models keep full-size "
+                            "matrices, so no magnitude budget changes their latency")
+
+    def prune_config(self, target: SweepTarget, method: str) -> PruneConfig:
+        base = RunConfig(quick=self.quick, target=target.budget(self.backend, self.batch), round_to=self.round_to,
+                         seed=self.seed).prune(method)
+        epochs = base.finetune.epochs if self.finetune_epochs is None else self.finetune_epochs
+        return dataclasses.replace(base, rounds=self.rounds or base.rounds,
+                                   finetune=dataclasses.replace(base.finetune, epochs=epochs))
+
+    def methods(self, target: SweepTarget) -> tuple[str, ...]:
+        """The sweep's method at every target, and magnitude alongside at parameter targets."""
+        companion = self.magnitude and self.method == "structured" and target.kind == "params"
+        return (self.method, "magnitude") if companion else (self.method,)
+
+
+def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: bytes, data: DataSource,
+              dataset: Dataset) -> list[PointJob]:
+    """Every point's job; a parameter target that no widths can meet is refused here, before any work."""
+    metadata = tuple({**dataset_metadata(dataset), "variant": checkpoint.variant}.items())
+    jobs = []
+    for target in config.targets:
+        for method in config.methods(target):
+            prune_config = config.prune_config(target, method)
+            if target.kind == "params":
+                try:
+                    plan_widths(checkpoint.spec, prune_config.target, min_width=prune_config.min_width,
+                                round_to=prune_config.round_to)
+                except UserError as exc:
+                    raise UserError(f"--targets {target.text}: {exc}") from None
+            jobs.append(PointJob(f"{method}-{target.slug}", target, prune_config, checkpoint_bytes, data, metadata))
+    return jobs
+
+
+def run_jobs(jobs: Sequence[PointJob], config: SweepConfig, log: Callable[[str], None]) -> list[PointOutput]:
+    """Fine-tune every point: parameter targets side by side on the executor, then latency targets here, one at a
+    time (a latency budget is met by timing candidates, and timing never shares the machine).
+
+    Returns when every job is done and the executor is stopped, so nothing runs during the measurements after."""
+    side_by_side = [job for job in jobs if job.target.kind != "latency"]
+    alone = [job for job in jobs if job.target.kind == "latency"]
+    outputs: list[PointOutput] = []
+    if side_by_side:
+        executor = get_executor(config.executor)
+        workers = config.workers or max(1, min(len(side_by_side), default_threads()))
+        # a pool or cluster started here shares this machine's cores; a cluster the user runs has its own settings
+        threads = max(1, default_threads() // workers) if config.address is None else None
+        where = config.address or f"{workers} worker{'s' * (workers > 1)} here"
+        log(f"fine-tuning {len(side_by_side)} points on {executor.name} ({where})")
+        with executor.open(workers, config.address) as pool:
+            futures = {pool.submit(finetune_point, dataclasses.replace(job, threads=threads)): job
+                       for job in side_by_side}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    outputs.append(_finished(futures[future], future.result, log))
+            finally:
+                for future in futures:
+                    future.cancel()
+    for job in alone:
+        log(f"fine-tuning {job.name} here (a latency budget times candidates: nothing else runs meanwhile)")
+        outputs.append(_finished(job, functools.partial(finetune_point, job), log))
+    order = [job.name for job in jobs]
+    return sorted(outputs, key=lambda output: order.index(output.name))
+
+
+def _finished(job: PointJob, result: Callable[[], PointOutput], log: Callable[[str], None]) -> PointOutput:
+    """A job's output, with one log line; a failed point is one line naming it (the other points are cancelled)."""
+    try:
+        output = result()
+    except UserError as exc:  # an engine may wrap the worker's error (Ray adds its traceback): its own message
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else first_line(exc)
+        raise UserError(f"point {job.name} failed: {message.strip().splitlines()[0]}") from None
+    final = [s for s in output.history["stages"] if not s["rolled_back"]][-1]
+    log(f"  {job.name}: widths {final['widths']}, val R2 {final['val_r2']:.4f}, on {output.host} in "
+        f"{output.wall_s:.0f} s")
+    return output
+
+
+def export_format(backend_format: str) -> Format:
+    """The float32 format the backend opens (ONNX for backends that run the checkpoint: cheap, and checked)."""
+    for fmt in formats().values():
+        if fmt.float32 and fmt.runtime_format == backend_format and fmt.available() is None:
+            return fmt
+    return get_format("onnx")
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Build a directory under a temporary name beside `final`; it replaces `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes a private directory; DIR is shared like any other
+        yield stage
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(stage, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_out_dir(out: Path) -> None:
+    """DIR is new, empty, or an earlier sweep's (which the new one replaces); anything else is refused."""
+    if out.is_dir() and any(out.iterdir()) and not (out / JSON_NAME).is_file():
+        raise UserError(f"--out {out} holds files that are not a sweep's (no {JSON_NAME}); a sweep replaces its "
+                        "directory, so choose a new or empty one")
+
+
+def measure(points: Sequence[PointOutput], baseline_name: str, artifacts: Path, config: SweepConfig,
+            log: Callable[[str], None]) -> dict[str, PairedResult]:
+    """Each point's paired speedup over the baseline, by point name (ABBA in fresh processes, one at a time)."""
+    refs = {ref.model: ref for ref in refs_from_manifest(artifacts)
+            if not ref.variant.quantised and not ref.variant.sparse}
+    candidates = [refs[point.name] for point in points]
+    threads = default_threads()
+    log(f"measuring {len(candidates)} points against {baseline_name} on {config.backend} at batch {config.batch} "
+        f"({threads} threads; ABBA, {config.paired.processes} fresh processes, one at a time)")
+    results = paired_speedups(config.backend, refs[baseline_name], candidates, [config.batch], threads, config.paired)
+    by_variant = {result.variant: result for result in results}
+    return {ref.model: by_variant[ref.name] for ref in candidates}
+
+
+def point_row(output: PointOutput, job: PointJob, speed: PairedResult, measured_on: str) -> SweepPoint:
+    history = output.history
+    final = [s for s in history["stages"] if not s["rolled_back"]][-1]
+    return SweepPoint(
+        target=job.target.text, method=job.config.method, widths=tuple(final["widths"]), params=final["params"],
+        nonzero_params=final["nonzero_params"], val_r2=final["val_r2"], residual_rms=final["val_residual_rms"],
+        speedup=speed.speedup_median, ci_low=speed.ci_low, ci_high=speed.ci_high, flop_ratio=speed.flop_ratio,
+        backend=speed.backend, batch=speed.batch, measured_on=measured_on, finetuned_on=output.host,
+    )
+
+
+def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config: SweepConfig, out: str | os.PathLike[str],
+              log: Callable[[str], None] = print) -> Sweep:
+    """Fine-tune every point (on the executor), export, measure (here, one at a time), write DIR; return its points.
+
+    Everything the sweep needs is checked first (backend, executor, checkpoint, data, budgets), so a mistake costs
+    no work and writes nothing.
+    """
+    from spinn_export.bench.backends import get_backend, torch_device_name
+    from spinn_export.task.metrics import evaluate
+
+    started = time.perf_counter()
+    out = Path(out)
+    backend = get_backend(config.backend)
+    reason = backend.unavailable_reason()
+    if reason is not None:
+        raise UserError(f"backend {backend.name} is unavailable: {reason}")
+    get_executor(config.executor).check(config.address)
+    check_out_dir(out)
+    source = load_checkpoint(checkpoint_path)
+    if source.variant == "magnitude":
+        raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original instead")
+    dataset = data.load()
+    check_model_fits(dataset, source.spec, source.model)
+    checkpoint_bytes = Path(checkpoint_path).read_bytes()
+    jobs = plan_jobs(config, source, checkpoint_bytes, data, dataset)
+    fmt = export_format(backend.format)
+    with staged_directory(out) as stage:
+        outputs = run_jobs(jobs, config, log)
+        finetuned = time.perf_counter()
+        for output in outputs:
+            for name, content in output.files:
+                (stage / "points" / output.name).mkdir(parents=True, exist_ok=True)
+                (stage / "points" / output.name / name).write_bytes(content)
+        baseline = source.variant
+        with tempfile.TemporaryDirectory(dir=stage) as scratch:
+            inputs = [Path(scratch) / f"{baseline}.safetensors"]
+            inputs[0].write_bytes(checkpoint_bytes)
+            for output, job in zip(outputs, jobs):
+                inputs.append(Path(scratch) / f"{output.name}.safetensors")
+                inputs[-1].write_bytes(dict(output.files)[f"{job.config.method}.safetensors"])
+            log(f"exporting {len(inputs)} models ({fmt.name}, parity-checked)")
+            export_checkpoints(inputs, stage / "artifacts", (fmt,), data=None if data.data is None else dataset)
+        exported = time.perf_counter()
+        speeds = measure(outputs, baseline, stage / "artifacts", config, log)
+        measured_on = f"{socket.gethostname()} ({torch_device_name(backend.device)})"
+        points = [point_row(output, job, speeds[output.name], measured_on) for output, job in zip(outputs, jobs)]
+        dense = evaluate(source.model, dataset, "val")
+        summary = {
+            "schema": 1,
+            "checkpoint": str(Path(checkpoint_path).resolve()), "checkpoint_sha256": sha256_of(checkpoint_path),
+            "targets": [t.text for t in config.targets], "method": config.method, "backend": config.backend,
+            "batch": config.batch, "threads": default_threads(), "measured_on": measured_on, "export_format": fmt.name,
+            "executor": config.executor, "address": config.address, "workers": config.workers,
+            "paired": dataclasses.asdict(config.paired),
+            "dense": {"model": baseline, "widths": list(source.spec.widths), "params": source.spec.params,
+                      "val_r2": dense.r2, "residual_rms": dense.residual_rms},
+            "finetune": [{"point": o.name, "host": o.host, "wall_s": o.wall_s, "config": j.config.to_dict()}
+                         for o, j in zip(outputs, jobs)],
+            "wall_s": {"finetune": finetuned - started, "export": exported - finetuned,
+                       "measure": time.perf_counter() - exported},
+        }
+        summary["wall_s"]["total"] = time.perf_counter() - started
+        write_sweep(stage, points, summary)
+    return load_sweep(out)
