@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.bench.paired import (PairedConfig, PairedResult, abba, measure_in_processes, run_pairs, sandwich_ratios,
-                                       summarize)
+import functools
+
+from spinn_export.bench.paired import (PairedConfig, PairedResult, abba, equal_rounds, measure_in_processes, pooled_result,
+                                       run_pairs, run_sandwiches, sandwich, sandwich_ratios, summarize)
 
 
 def busy(seconds: float):
@@ -87,11 +89,46 @@ def test_run_pairs_and_fresh_processes():
     machine = VirtualMachine()
     local = run_pairs({"k": (machine.work(0.002), machine.work(0.001))}, config, clock=machine.clock)
     assert float(np.median(local["k"])) == pytest.approx(2.0, rel=0.05)
-    collected = measure_in_processes(synthetic_pairs, config)
+    collected = measure_in_processes(synthetic_pairs, functools.partial(run_pairs, config=config), config.processes)
     assert list(collected) == [("half", 1)]
     assert len(collected[("half", 1)]) == 2 and all(len(r) == 7 for r in collected[("half", 1)])
     median, low, high = summarize(collected[("half", 1)])
     assert 1.3 < median < 3.0 and low <= median <= high  # real busy-waits on a shared machine: loose
+
+
+def test_interleaved_rounds_in_fresh_processes():
+    """The latency matrix's rounds, repeated in fresh processes: the asked number of rounds per process."""
+    machine = VirtualMachine()
+    local = sandwich(machine.work(0.002), machine.work(0.001), rounds=30, clock=machine.clock)
+    assert len(local) == 30 and float(np.median(local)) == pytest.approx(2.0, rel=0.05)
+    collected = measure_in_processes(synthetic_pairs, functools.partial(run_sandwiches, rounds={("half", 1): 9}), 2)
+    assert [len(r) for r in collected[("half", 1)]] == [9, 9]
+    assert 1.3 < float(np.median(collected[("half", 1)])) < 3.0
+    assert run_sandwiches({"not asked": (busy(0.0), busy(0.0))}, rounds={}) == {}
+
+
+class _Ref:
+    """What `pooled_result` reads of a `ModelRef`."""
+
+    def __init__(self, name: str, flops: int) -> None:
+        self.name, self.flops_per_sample = name, flops
+
+
+def test_pooled_processes_weigh_equally_and_an_odd_one_moves_the_figure_by_its_share():
+    rng = np.random.default_rng(2)
+    steady = [tuple(2.0 * np.exp(rng.normal(0, 0.02, size=n))) for n in (400, 20, 20)]  # the matrix's, then 2 fresh
+    assert [len(r) for r in equal_rounds(steady)] == [20, 20, 20]
+    thinned = equal_rounds(steady)[0]
+    assert thinned[0] == steady[0][0] and thinned[-1] == steady[0][-1]  # evenly over the whole span
+    dense, structured = _Ref("dense", 300), _Ref("structured", 100)
+    alone = pooled_result("eager-cpu", 8192, dense, structured, steady[:1])
+    assert alone.processes == 1 and alone.blocks_per_process == 400
+    odd = [tuple(1.3 * r for r in steady[0]), *steady[1:]]  # one process saw a different machine
+    pooled = pooled_result("eager-cpu", 8192, dense, structured, odd)
+    assert pooled.processes == 3 and pooled.blocks_per_process == 20 and pooled.method == "interleaved"
+    assert abs(pooled.speedup_median - 2.0) < abs(1.3 * 2.0 - 2.0) / 2  # the odd process does not own the figure
+    assert pooled.ci_high > 2.0 * 1.1  # and the interval says the processes disagree
+    assert pooled.flop_ratio == 3.0
 
 
 def test_config_and_result_shapes():

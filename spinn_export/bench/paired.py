@@ -12,12 +12,21 @@ Each ABBA cycle gives one ratio time(A) / time(B); the result is their median wi
 bootstrap 95 % CI (resample processes, then cycles within each), so a process-level effect widens
 the interval instead of hiding in it.
 
-Interleaved rounds (`interleaved_result`): the latency benchmark of a candidate times one baseline
+Interleaved rounds (`sandwich`, `pooled_result`): the latency benchmark of a candidate times one baseline
 call before each of its own rounds and one after the last, so round i gives the ratio
 (baseline_i + baseline_i+1) / (2 candidate_i): an A B A sandwich that cancels linear drift and the
 order of the two calls, at the cost of timing the baseline once per round. One measurement then
 yields both the candidate's latency and its speedup, so no speedup the report shows is a ratio of
 two medians taken minutes apart.
+
+One process is not enough for a figure that must repeat: 5 runs of the same artifacts (AMD EPYC, 2 cores)
+gave eager-cpu's structured speedup at batch 8192 within 13.8 % of each other, each run's own CI narrow
+and excluding the others, because what differs between runs (where the allocator put the weights, the
+neighbours' load that minute) is constant within one. So after the matrix, each backend's cases are
+timed again, round for round, in fresh processes (`interleaved_ratios`), minutes after the first; the
+speedup is the median over all processes' rounds with a CI that resamples processes first
+(`pooled_result`), so a lucky or unlucky process widens the interval and moves the figure only by its
+share.
 """
 from __future__ import annotations
 
@@ -114,6 +123,14 @@ def run_pairs(pairs: Pairs, config: PairedConfig, clock: Clock = time.perf_count
     return out
 
 
+def equal_rounds(ratios_by_process: Sequence[Sequence[float]]) -> list[list[float]]:
+    """Every process thinned to the shortest one's length, evenly over its time span, so each process weighs the
+    same in `summarize` (at small batches the first process times thousands of rounds, a fresh one a few hundred)."""
+    shortest = min(len(ratios) for ratios in ratios_by_process)
+    return [[ratios[i] for i in np.linspace(0, len(ratios) - 1, shortest).round().astype(int)]
+            for ratios in ratios_by_process]
+
+
 def summarize(ratios_by_process: Sequence[Sequence[float]], bootstrap: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """Median of all ratios and a two-level (process, then cycle) percentile bootstrap 95 % CI."""
     ratios = np.asarray(ratios_by_process, dtype=np.float64)
@@ -137,35 +154,60 @@ def sandwich_ratios(baseline_times: Sequence[float], candidate_times: Sequence[f
             for before, after, candidate in zip(baseline_times, baseline_times[1:], candidate_times)]
 
 
-def interleaved_result(backend: str, batch: int, baseline: ModelRef, candidate: ModelRef,
-                       baseline_times: Sequence[float], candidate_times: Sequence[float],
-                       config: PairedConfig = PairedConfig()) -> PairedResult:
-    """The speedup of one latency benchmark's interleaved rounds, with its bootstrap CI over rounds."""
-    ratios = sandwich_ratios(baseline_times, candidate_times)
-    median, low, high = summarize([ratios], config.bootstrap, config.seed)
+def pooled_result(backend: str, batch: int, baseline: ModelRef, candidate: ModelRef,
+                  ratios_by_process: Sequence[Sequence[float]], config: PairedConfig = PairedConfig()) -> PairedResult:
+    """The speedup of one case's interleaved rounds, from one or more processes (`equal_rounds`), with the
+    two-level bootstrap CI of `summarize`."""
+    ratios = equal_rounds(ratios_by_process)
+    median, low, high = summarize(ratios, config.bootstrap, config.seed)
     return PairedResult(backend=backend, batch=int(batch), variant=candidate.name, baseline=baseline.name,
-                        speedup_median=median, ci_low=low, ci_high=high, processes=1,
-                        blocks_per_process=len(ratios),
+                        speedup_median=median, ci_low=low, ci_high=high, processes=len(ratios),
+                        blocks_per_process=len(ratios[0]),
                         flop_ratio=baseline.flops_per_sample / candidate.flops_per_sample, method=INTERLEAVED_METHOD)
 
 
-def _worker(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[float]]:
+def sandwich(call_a: Call, call_b: Call, rounds: int, clock: Clock = time.perf_counter) -> list[float]:
+    """`rounds` single calls of B, each between single calls of A: the latency matrix's rounds, as ratios."""
+    a_times = [time_block(call_a, 1, clock)]
+    b_times = []
+    for _ in range(rounds):
+        b_times.append(time_block(call_b, 1, clock))
+        a_times.append(time_block(call_a, 1, clock))
+    return sandwich_ratios(a_times, b_times)
+
+
+def run_sandwiches(pairs: Pairs, rounds: dict[Hashable, int], clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:
+    """Interleaved rounds for every pair in this process, after warming both calls."""
+    out: dict[Hashable, list[float]] = {}
+    for key, (call_a, call_b) in pairs.items():
+        if key in rounds:
+            warm_up(call_a, clock=clock)
+            warm_up(call_b, clock=clock)
+            out[key] = sandwich(call_a, call_b, rounds[key], clock)
+    return out
+
+
+Measure = Callable[[Pairs], dict[Hashable, list[float]]]
+
+
+def _worker(make_pairs: MakePairs, measure: Measure) -> dict[Hashable, list[float]]:
     pairs, guard = make_pairs()
     with guard:
-        return run_pairs(pairs, config)
+        return measure(pairs)
 
 
-def measure_in_processes(make_pairs: MakePairs, config: PairedConfig) -> dict[Hashable, list[list[float]]]:
-    """Run `make_pairs` and the ABBA cycles in `config.processes` fresh processes (`timing.fresh_process_context`), one at a time.
+def measure_in_processes(make_pairs: MakePairs, measure: Measure, processes: int) -> dict[Hashable, list[list[float]]]:
+    """Run `make_pairs` and `measure` (ABBA cycles or interleaved rounds) in `processes` fresh processes
+    (`timing.fresh_process_context`), one at a time.
 
     One at a time: processes running side by side would compete for the cores being measured.
-    `make_pairs` must be picklable (a module-level function or a functools.partial of one).
+    `make_pairs` and `measure` must be picklable (module-level functions or functools.partials of them).
     """
     context = fresh_process_context()
     collected: dict[Hashable, list[list[float]]] = {}
-    for _ in range(config.processes):
+    for _ in range(processes):
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            result = pool.submit(_worker, make_pairs, config).result()
+            result = pool.submit(_worker, make_pairs, measure).result()
         for key, ratios in result.items():
             collected.setdefault(key, []).append(ratios)
     return collected
@@ -198,7 +240,7 @@ def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[Model
                     backend_config: BackendConfig | None = None) -> list[PairedResult]:
     """Speedup of each candidate `ModelRef` over `baseline` on `backend` at each batch size."""
     make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads, backend_config)
-    collected = measure_in_processes(make, config)
+    collected = measure_in_processes(make, functools.partial(run_pairs, config=config), config.processes)
     results = []
     for ref in candidates:
         for batch in batches:
@@ -209,3 +251,13 @@ def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[Model
                 blocks_per_process=4 * config.cycles, flop_ratio=baseline.flops_per_sample / ref.flops_per_sample,
             ))
     return results
+
+
+def interleaved_ratios(backend: str, baseline: ModelRef, candidates: Sequence[ModelRef], rounds: dict[tuple[str, int], int],
+                       processes: int, threads: int,
+                       backend_config: BackendConfig | None = None) -> dict[tuple[str, int], list[list[float]]]:
+    """Interleaved rounds of every (candidate name, batch) in `rounds` against `baseline`, in `processes` fresh
+    processes: per process, {key: that many sandwich ratios}, to pool with the latency matrix's own."""
+    batches = tuple(sorted({batch for _, batch in rounds}))
+    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), batches, threads, backend_config)
+    return measure_in_processes(make, functools.partial(run_sandwiches, rounds=dict(rounds)), processes)

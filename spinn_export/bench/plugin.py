@@ -33,6 +33,10 @@ PAIRED_BY_DEFAULT = ("ort-cpu", "ort-cuda")  # ABBA runs take ~1 min per backend
 TIMEIT_BACKEND = "ort-cpu"  # the cross-check times ONNX Runtime's own session.run against the suite's harness
 PAIRED = PairedConfig()
 QUICK_PAIRED = PairedConfig(processes=2, cycles=4)
+# The latency matrix's own process plus fresh ones that repeat each case's interleaved rounds after the matrix
+# (suite/test_processes.py): three halve the run-to-run spread of the speedups that one process gives
+# (its median moves only by a third of one process's luck) at about 10 s per backend on 2 cores.
+INTERLEAVED_PROCESSES = 3
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,9 @@ OPTIONS = (
                                     f"{QUICK_PAIRED.processes})", "N", "int"),
     SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})",
                 "N", "int"),
+    SuiteOption("processes", "processes that time each case's interleaved rounds with dense: the matrix's own plus "
+                             f"N-1 fresh ones after it, pooled (default {INTERLEAVED_PROCESSES}; 1: the matrix's only)",
+                "N", "int"),
     SuiteOption("no-memory", "skip the peak-memory measurement (one fresh process per backend and variant)",
                 kind="flag"),
 )
@@ -107,6 +114,7 @@ class SuiteSettings:
     quick: bool
     manifest_refs: dict[str, ModelRef] | None = None
     memory: bool = True
+    processes: int = INTERLEAVED_PROCESSES
 
 
 @dataclass
@@ -119,6 +127,34 @@ class SuiteState:
     runners: dict[tuple[str, str], Any] = field(default_factory=dict)
     paired_results: list[PairedResult] = field(default_factory=list)
     peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # (backend, batch, variant) -> the interleaved case: its rounds' ratios per process and its extra_info
+    interleaved: dict[tuple[str, int, str], "InterleavedCase"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InterleavedCase:
+    """One latency case paired with dense by interleaved rounds: what later processes add to and update."""
+
+    baseline: ModelRef
+    candidate: ModelRef
+    ratios_by_process: tuple[tuple[float, ...], ...]
+    extra_info: dict[str, Any]  # the benchmark's own (pytest-benchmark writes it to the JSON at the end)
+    round_seconds: float  # one round (a dense call and a candidate call) after warm-up, for later processes' budget
+
+
+def record_interleaved(state: SuiteState, backend: str, batch: int, case: InterleavedCase) -> PairedResult:
+    """Pool the case's processes into its speedup: in the paired results (replacing the case's earlier figure)
+    and in the benchmark's extra_info."""
+    from spinn_export.bench.paired import pooled_result
+
+    key = (backend, int(batch), case.candidate.name)
+    state.interleaved[key] = case
+    result = pooled_result(backend, batch, case.baseline, case.candidate, case.ratios_by_process, state.settings.paired)
+    state.paired_results = [r for r in state.paired_results
+                            if (r.method, r.backend, r.batch, r.variant) != (result.method, *key)] + [result]
+    case.extra_info.update(speedup_vs=case.baseline.name, speedup=result.speedup_median,
+                           speedup_ci=[result.ci_low, result.ci_high], speedup_processes=result.processes)
+    return result
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:
@@ -172,6 +208,9 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
     paired = QUICK_PAIRED if quick else PAIRED
     paired = replace(paired, processes=values.get("spinn_paired_processes") or paired.processes,
                      cycles=values.get("spinn_paired_cycles") or paired.cycles)
+    processes = values.get("spinn_processes") or INTERLEAVED_PROCESSES
+    if processes < 1:
+        raise UserError(f"--processes must be a positive integer, got {processes}")
     threads = values.get("spinn_threads") or default_threads()
     if threads < 1:
         raise UserError(f"--threads must be a positive integer, got {threads}")
@@ -184,6 +223,7 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
         backends=chosen, batches=batches, variants=variants, threads=threads, backend_configs=configs,
         paired_backends=paired_backends, paired_variants=tuple(v for v in pair_names if v in variants and v != "dense"),
         paired=paired, quick=quick, manifest_refs=manifest_refs, memory=not values.get("spinn_no_memory"),
+        processes=processes,
     )
 
 
@@ -247,7 +287,7 @@ def _supported(variant: str, backend: Any, settings: SuiteSettings) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = set(metafunc.fixturenames)
-    if not names & {"spinn_case", "spinn_timeit_case", "spinn_paired_backend"}:
+    if not names & {"spinn_case", "spinn_timeit_case", "spinn_paired_backend", "spinn_backend"}:
         return
     settings = settings_of(metafunc.config)
     if "spinn_case" in names:
@@ -263,6 +303,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pairs = [pytest.param(None, id=f"no-{TIMEIT_BACKEND}", marks=pytest.mark.skip(
                 reason=f"{TIMEIT_BACKEND} is not among the benchmarked backends: no timeit cross-check"))]
         metafunc.parametrize("spinn_timeit_case", pairs)
+    if "spinn_backend" in names:
+        chosen = [b.name for b in settings.backends]
+        metafunc.parametrize("spinn_backend", chosen, ids=chosen)
     if "spinn_paired_backend" in names:
         paired = [b.name for b in settings.paired_backends]
         metafunc.parametrize("spinn_paired_backend", paired, ids=paired)
@@ -395,6 +438,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     write(f"GEMM ceiling: {state.ceiling_gflops:.1f} GFLOP/s at {state.settings.threads} thread(s)")
     for r in state.paired_results:
         how = (f"{r.processes} processes x {r.blocks_per_process} blocks" if r.method == ABBA_METHOD
-               else f"{r.blocks_per_process} interleaved rounds")
+               else f"{r.processes} process(es) x {r.blocks_per_process} interleaved rounds")
         write(f"{r.backend:>22} batch={r.batch:<5} {r.variant:>18} vs {r.baseline}: {r.speedup_median:5.2f}x "
               f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; {how})")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import statistics
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
@@ -94,14 +95,13 @@ def time_block(call: Call, calls: int, clock: Clock = time.perf_counter) -> floa
 
 
 def warm_up(call: Call, min_calls: int = 3, min_seconds: float = 0.05, clock: Clock = time.perf_counter) -> float:
-    """Run until caches, allocators and lazy initialisation have settled; return the last call's time."""
+    """Run until caches, allocators and lazy initialisation have settled; return the median call time after the
+    first (what a round budget is sized on: one call caught by a neighbour's burst must not shrink it tenfold)."""
     start = clock()
-    done = 0
-    last = 0.0
-    while done < min_calls or clock() - start < min_seconds:
-        last = time_block(call, 1, clock)
-        done += 1
-    return last
+    times: list[float] = []
+    while len(times) < min_calls or clock() - start < min_seconds:
+        times.append(time_block(call, 1, clock))
+    return statistics.median(times[1:])
 
 
 def calibrate(call: Call, block_seconds: float, clock: Clock = time.perf_counter) -> int:

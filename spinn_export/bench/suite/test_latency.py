@@ -3,7 +3,8 @@ speedup over dense from the same rounds.
 
 Each round of a variant's benchmark is sandwiched between calls of dense on the same backend and input
 (one before each round, one after the last): the rounds give the variant's latency to pytest-benchmark
-and, against the dense calls around them, its speedup with a bootstrap CI (`paired.interleaved_result`).
+and, against the dense calls around them, its speedup with a bootstrap CI (`plugin.record_interleaved`); fresh
+processes repeat those rounds after the matrix (`test_processes.py`) and the speedup pools them all.
 The rounds share pytest-benchmark's time budget (--benchmark-max-time) with the dense calls, so pairing
 costs no extra time. Peak memory comes from a fresh process per (backend, variant) (`bench.memory`),
 measured before the timing starts, never alongside it.
@@ -15,8 +16,9 @@ import contextlib
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.paired import interleaved_result
-from spinn_export.bench.plugin import SuiteState, baseline_for, peak_memory_for, rounds_within_budget, runner_for
+from spinn_export.bench.paired import sandwich_ratios
+from spinn_export.bench.plugin import (InterleavedCase, SuiteState, baseline_for, peak_memory_for, record_interleaved,
+                                       rounds_within_budget, runner_for)
 from spinn_export.bench.timing import time_block, warm_up
 
 MIN_ROUNDS = 20  # the speedup's CI is a bootstrap over rounds: fewer leave it wide at the largest batches
@@ -75,9 +77,7 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
     benchmark.extra_info["gflops"] = gflops
     if backend.device == "cpu":
         benchmark.extra_info["ceiling_fraction"] = gflops / spinn_session.ceiling_gflops
-    if baseline is not None:
-        result = interleaved_result(backend_name, batch, baseline, ref, baseline_times, list(stats.data),
-                                    spinn_session.settings.paired)
-        spinn_session.paired_results.append(result)
-        benchmark.extra_info.update(speedup_vs=baseline.name, speedup=result.speedup_median,
-                                    speedup_ci=[result.ci_low, result.ci_high])
+    if baseline is not None:  # suite/test_processes.py adds fresh processes' rounds to these after the matrix
+        ratios = tuple(sandwich_ratios(baseline_times, list(stats.data)))
+        record_interleaved(spinn_session, backend_name, batch,
+                           InterleavedCase(baseline, ref, (ratios,), benchmark.extra_info, per_round))
