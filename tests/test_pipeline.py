@@ -93,3 +93,24 @@ def test_the_builtin_job_keeps_its_stages_and_records_and_a_user_model_adds_its_
     assert plan[1].params["model"] == user.to_dict() and plan[2].params["model"]["physics"] == "pde.py:residual"
     assert mine.command.startswith(f"spinn-export run --model {tmp_path / 'm.pt'} --data {tmp_path / 'd.csv'} "
                                    "--inputs a,b --targets y --physics pde.py:residual")
+
+
+def test_main_job_exports_and_benchmarks_every_precision_this_machine_can_produce():
+    """Low-precision formats that are available join the defaults; one that is not (bf16 without native BF16) is
+    left out with its reason, and the benchmark asks for the structured model in each exported precision."""
+    from spinn_export.export.formats import formats, unavailable_formats
+    from spinn_export.pipeline.job import main_formats, main_variants
+
+    chosen = main_formats()
+    for name, fmt in formats().items():
+        if fmt.default:
+            assert name in chosen
+        elif fmt.precision != "fp32":
+            assert (name in chosen) == (name not in unavailable_formats())
+    assert "aoti" not in chosen  # slow and float32: opt-in
+    variants = main_variants(chosen)
+    precisions = {formats()[name].precision for name in chosen} - {"fp32"}
+    assert {f"structured-{p}" for p in precisions} <= set(variants)
+    assert not any(v.startswith(("dense-", "magnitude-masked-")) for v in variants)
+    assert RunConfig().bench_args[RunConfig().bench_args.index("--variants") + 1] == ",".join(variants)
+    assert RunConfig(quick=True).formats == "onnx"

@@ -25,10 +25,10 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
-from spinn_export.bench.variants import possible_variants
+from spinn_export.bench.variants import FP32, possible_variants
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
-from spinn_export.export.formats import parse_formats
+from spinn_export.export.formats import formats, parse_formats, unavailable_formats
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.importer import import_model
 from spinn_export.model.mlp import build_model
@@ -50,9 +50,23 @@ ROUND_TO = 32  # the built-in SPINN's widths in multiples of 32 keep its GEMMs o
 # times fewer than its minimum rounds (test_latency.MIN_ROUNDS), so the largest batches keep their CIs.
 CASE_SECONDS = 0.5
 HEADLINE_BACKEND = "ort-cpu"  # what the default gate judges, and the backend paired in every run
-# Every fp32 variant, and the structured model quantised (the quantised dense and magnitude models add time,
-# not a comparison the report makes).
-MAIN_VARIANTS = tuple(v.name for v in possible_variants(["fp32", "int8"]) if not v.quantised or v.role == "structured")
+
+
+def main_formats() -> tuple[str, ...]:
+    """The default formats plus every low-precision one this machine can produce (bf16 only where the CPU has
+    native BF16): the main job measures every precision it can verify, not only float32. Slow formats that
+    add no precision (AOTInductor) stay opt-in."""
+    skipped = unavailable_formats()
+    return tuple(name for name, fmt in formats().items()
+                 if fmt.default or (fmt.precision != FP32 and name not in skipped))
+
+
+def main_variants(format_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Every fp32 variant, and the structured model in each low precision exported (the quantised dense and
+    magnitude models add time, not a comparison the report makes)."""
+    exported = {formats()[name].precision for name in format_names}
+    return tuple(v.name for v in possible_variants([FP32, *sorted(exported - {FP32})])
+                 if not v.quantised or v.role == "structured")
 
 
 @dataclass(frozen=True)
@@ -116,9 +130,9 @@ class RunConfig:
                            rounds=2 if self.quick else PruneConfig.rounds, finetune=finetune)
 
     @property
-    def formats(self) -> str | None:
-        """None: every default format (each one a registered plug-in)."""
-        return "onnx" if self.quick else None
+    def formats(self) -> str:
+        """The formats the export stage writes (each one a registered plug-in): `main_formats`, or ONNX when quick."""
+        return "onnx" if self.quick else ",".join(main_formats())
 
     @property
     def bench_args(self) -> list[str]:
@@ -126,7 +140,8 @@ class RunConfig:
         common = ["--batches", ",".join(map(str, self.batches)), "--paired", HEADLINE_BACKEND]
         if self.quick:
             return [*common, "--quick", "--backends", f"eager-cpu,{HEADLINE_BACKEND}"]
-        return [*common, "--variants", ",".join(MAIN_VARIANTS), "--", f"--benchmark-max-time={CASE_SECONDS}"]
+        variants = main_variants(tuple(self.formats.split(",")))
+        return [*common, "--variants", ",".join(variants), "--", f"--benchmark-max-time={CASE_SECONDS}"]
 
     @property
     def batches(self) -> tuple[int, ...]:
@@ -236,6 +251,8 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy) -> list[Stage]
 
     def do_export() -> None:
         export_checkpoints([dense, structured, magnitude], artifacts, parse_formats(config.formats))
+        for name, reason in unavailable_formats().items():  # a precision this machine cannot run says why
+            print(f"  skipped {name}: {reason}", flush=True)
 
     def do_bench() -> None:
         # the suite's long tables go to OUT/bench.log (not a stage parameter: where the log goes changes no result)
