@@ -7,7 +7,8 @@ from spinn_export.bench.paired import PairedConfig
 from spinn_export.cli import add_data_arguments, output_dir, positive_int
 from spinn_export.model.checkpoint import read_metadata
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, executors
-from spinn_export.pipeline.sweep import DEFAULT_BACKEND, DEFAULT_BATCH, DataSource, SweepConfig, parse_targets, run_sweep
+from spinn_export.pipeline.points import DataSource, parse_targets
+from spinn_export.pipeline.sweep import DEFAULT_BACKEND, DEFAULT_BATCH, SweepConfig, run_sweep
 from spinn_export.prune.structured import METHODS
 
 STAGE = 8

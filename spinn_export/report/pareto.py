@@ -22,9 +22,7 @@ import pandas as pd
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_text
-from spinn_export.report.plots import ROLE_COLORS, _save
-
-import matplotlib.pyplot as plt  # noqa: E402  (after report.plots has chosen the Agg backend)
+from spinn_export.report.plots import ROLE_COLORS, _save, plt  # pyplot as report.plots set it up (Agg)
 
 CSV_NAME, PNG_NAME, JSON_NAME = "pareto.csv", "pareto.png", "sweep.json"
 TITLE = "Accuracy against measured speedup (sweep)"

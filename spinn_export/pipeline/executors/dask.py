@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 from collections.abc import Iterator
 
 from spinn_export.pipeline.executors import Executor
@@ -20,8 +21,9 @@ def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Exe
 
     with contextlib.ExitStack() as stack:
         if address is None:
+            # silent: a failed point is reported once, as one line, by the sweep (not also as the worker's traceback)
             cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                       dashboard_address=None))
+                                                       dashboard_address=None, silence_logs=logging.CRITICAL))
             client = stack.enter_context(Client(cluster))
         else:
             client = stack.enter_context(_connect(address))

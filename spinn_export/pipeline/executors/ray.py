@@ -2,7 +2,8 @@
 CPUs as requested workers when no address is given.
 
 Ray has no `concurrent.futures.Executor` of its own, but every task's `ObjectRef.future()` is a
-`concurrent.futures.Future`, so `RayExecutor.submit` is all the adapting needed. Each task asks for one CPU, so
+`concurrent.futures.Future`, so `RayExecutor.submit` and `RayFuture` (which fails with the task's own error) are
+all the adapting needed. Each task asks for one CPU, so
 a local instance of N CPUs fine-tunes N points at once; a cluster you run schedules by its own resources.
 """
 from __future__ import annotations
@@ -16,8 +17,32 @@ from typing import Any
 from spinn_export.pipeline.executors import Executor
 
 
+class RayFuture(concurrent.futures.Future):
+    """A Ray task's result as a concurrent future, failing with the task's own exception: Ray re-raises it wrapped
+    (its `cause`) in an error whose message is the remote traceback, which no one-line error could show."""
+
+    def __init__(self, ref: Any) -> None:
+        super().__init__()
+        self.ref = ref
+        self.set_running_or_notify_cancel()  # submitted tasks are Ray's to schedule; cancel() asks Ray
+        ref.future().add_done_callback(self._settle)
+
+    def _settle(self, inner: concurrent.futures.Future) -> None:
+        error = inner.exception()
+        if error is None:
+            self.set_result(inner.result())
+        else:
+            self.set_exception(getattr(error, "cause", None) or error)
+
+    def cancel(self) -> bool:
+        import ray
+
+        ray.cancel(self.ref)
+        return False
+
+
 class RayExecutor(concurrent.futures.Executor):
-    """`submit(fn, *args)` runs `fn` as a Ray task of one CPU and returns its result's concurrent future."""
+    """`submit(fn, *args)` runs `fn` as a Ray task of one CPU."""
 
     def __init__(self) -> None:
         self._remote: dict[Callable[..., Any], Any] = {}
@@ -27,7 +52,7 @@ class RayExecutor(concurrent.futures.Executor):
 
         if fn not in self._remote:
             self._remote[fn] = ray.remote(num_cpus=1, max_retries=0)(fn)
-        return self._remote[fn].remote(*args, **kwargs).future()
+        return RayFuture(self._remote[fn].remote(*args, **kwargs))
 
 
 @contextlib.contextmanager
@@ -39,7 +64,7 @@ def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Exe
 
     owned = not ray.is_initialized()
     if owned:
-        options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
+        options: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
         try:
             if address is None:
                 ray.init(num_cpus=workers, include_dashboard=False, **options)
