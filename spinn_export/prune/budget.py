@@ -1,42 +1,71 @@
-"""The budget solver: per-layer widths that meet a parameter, FLOP or explicit-width target.
+"""The budget solver: per-layer widths that meet a parameter, FLOP, latency or explicit-width target.
 
-Widths are found by removing one neuron (or one `round_to` block) at a time from the layer chosen
-by the mode, until the budget is met, and then keeping whichever of the last two states is closer
-to it.  Each step changes the count by one neuron's worth, so the plan lands within half a
-neuron's (block's) worth of the target: as close as the layer sizes allow.
+Widths are found by removing one neuron (or one `round_to` block; a layer may have its own block)
+at a time from the layer chosen by the mode, until the budget is met, and then keeping whichever of
+the last two states is closer to it.  Each step changes the count by one neuron's worth, so the
+plan lands within half a neuron's (block's) worth of the target: as close as the layer sizes allow.
 
 * uniform: the next neuron comes from the layer that keeps the largest fraction of its baseline
   width, so every hidden layer keeps the same fraction to within one neuron.
 * global: the next neuron is the lowest-scoring one left in any layer (scores from
-  `importance.neuron_scores`, already normalised by each neuron's cost).
+  `importance.neuron_scores`, already normalised by each neuron's parameter cost).  Against a
+  latency target the cost that matters is latency, so there the next block is the one that loses
+  the least importance per unit of latency it saves (NetAdapt/HALP-like), read from the table.
+
+A latency target is solved against a `LatencyModel` (`prune.latency` measures one); this module
+only walks the widths, so it stays pure and testable with any table.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
 from spinn_export.errors import UserError
 from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.importance import neuron_costs
 
-KINDS = ("params", "flops", "widths")
+KINDS = ("params", "flops", "widths", "latency")
 MODES = ("uniform", "global")
+RoundTo = int | tuple[int, ...] | None  # one block for every hidden layer, or one per layer
+
+
+class LatencyModel(Protocol):
+    """Estimated latencies of whole width vectors, in any unit as long as it is the same for all of them."""
+
+    def latency(self, vectors: Sequence[Sequence[int]]) -> list[float]:
+        """One estimate per hidden-width vector; a table measures what it lacks for all of them at once."""
 
 
 @dataclass(frozen=True)
 class Target:
-    """What to reach: a fractional reduction of parameters or FLOPs, or explicit hidden widths."""
+    """What to reach: a fractional reduction of parameters or FLOPs, explicit hidden widths, or a fraction of
+    dense's latency (`latency_ratio`: 0.4 keeps 40 %, 2.5x faster) on one backend at one batch size."""
 
     kind: str
     reduction: float | None = None
     widths: tuple[int, ...] | None = None
+    latency_ratio: float | None = None
+    backend: str | None = None
+    batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise UserError(f"unknown target kind {self.kind!r}: choose one of {', '.join(KINDS)}")
+        if self.kind == "latency":
+            r = self.latency_ratio
+            if r is None or not math.isfinite(r) or not 0.0 < r < 1.0:
+                raise UserError(f"--target-latency {r} is impossible: give the fraction of dense latency to keep, "
+                                "strictly between 0 and 1 (0.4 = 2.5x faster)")
+            if not self.backend:
+                raise UserError("a latency target needs the backend it is measured on, e.g. --backend ort-cpu")
+            if self.batch is None or int(self.batch) < 1:
+                raise UserError(f"--batch must be a positive integer, got {self.batch}")
+            object.__setattr__(self, "batch", int(self.batch))
+            return
         if self.kind == "widths":
             if not self.widths:
                 raise UserError("an explicit-width target needs widths, e.g. --widths 256,256,256,128")
@@ -61,14 +90,24 @@ class Target:
     def of_widths(cls, widths: Sequence[int]) -> "Target":
         return cls("widths", widths=tuple(widths))
 
+    @classmethod
+    def latency(cls, ratio: float, backend: str, batch: int) -> "Target":
+        """Keep `ratio` of dense's latency on `backend` at `batch` rows per call (0.4 = 2.5x faster)."""
+        return cls("latency", latency_ratio=float(ratio), backend=backend, batch=batch)
+
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "widths":
             return {"kind": "widths", "widths": list(self.widths or ())}
+        if self.kind == "latency":
+            return {"kind": "latency", "latency_ratio": self.latency_ratio, "backend": self.backend, "batch": self.batch}
         return {"kind": self.kind, "reduction": self.reduction}
 
     def describe(self) -> str:
         if self.kind == "widths":
             return f"widths {list(self.widths or ())}"
+        if self.kind == "latency":
+            ratio = float(self.latency_ratio or 0)
+            return f"{ratio:.2%} of dense latency on {self.backend} at batch {self.batch} ({1 / ratio:.2f}x faster)"
         return f"{self.reduction:.2%} fewer {self.kind}"
 
 
@@ -87,7 +126,7 @@ class PrunePlan:
     widths: tuple[int, ...]
     target_value: int | None
     min_width: int
-    round_to: int | None
+    round_to: RoundTo
 
     @property
     def spec(self) -> MLPSpec:
@@ -115,7 +154,7 @@ class PrunePlan:
             "target_value": self.target_value,
             "mode": self.mode,
             "min_width": self.min_width,
-            "round_to": self.round_to,
+            "round_to": list(self.round_to) if isinstance(self.round_to, tuple) else self.round_to,
             "widths": list(self.widths),
             "params": self.params,
             "flops_per_sample": self.flops_per_sample,
@@ -132,36 +171,53 @@ class PrunePlan:
         return f"target {goal}; achieved {achieved} with widths {list(self.widths)}"
 
 
-def _bounds(spec: MLPSpec, min_width: int, round_to: int | None) -> tuple[list[int], list[int]]:
+def layer_steps(spec: MLPSpec, round_to: RoundTo) -> tuple[int, ...]:
+    """Each hidden layer's block: `round_to` for all, one per layer, or 1 (neuron by neuron)."""
+    if isinstance(round_to, tuple):
+        if len(round_to) != len(spec.widths):
+            raise ValueError(f"round_to gives {len(round_to)} blocks for {len(spec.widths)} hidden layers")
+        steps = round_to
+    else:
+        steps = (round_to or 1,) * len(spec.widths)
+    if any(step < 1 for step in steps):
+        raise UserError(f"--round-to must be a positive integer, got {round_to}")
+    return steps
+
+
+def _bounds(spec: MLPSpec, min_width: int, steps: tuple[int, ...]) -> tuple[list[int], list[int]]:
     """Per-layer (lowest, highest) allowed widths; errors where no allowed width exists."""
-    step = round_to or 1
-    low = math.ceil(min_width / step) * step
-    highs = []
-    for index, width in enumerate(spec.widths):
+    lows, highs = [], []
+    for index, (width, step) in enumerate(zip(spec.widths, steps)):
         if width < min_width:
             raise UserError(
                 f"--min-width {min_width} is wider than hidden layer {index} ({width} neurons); lower --min-width"
             )
-        high = width // step * step
+        low, high = math.ceil(min_width / step) * step, width // step * step
         if high < low:
             raise UserError(
-                f"--round-to {round_to} cannot be met: hidden layer {index} has {width} neurons, fewer than the "
-                f"smallest allowed multiple of {round_to} (>= --min-width {min_width}); use a smaller --round-to"
+                f"--round-to {step} cannot be met: hidden layer {index} has {width} neurons, fewer than the "
+                f"smallest allowed multiple of {step} (>= --min-width {min_width}); use a smaller --round-to"
             )
+        lows.append(low)
         highs.append(high)
-    return [low] * len(spec.widths), highs
+    return lows, highs
 
 
-def _explicit(spec: MLPSpec, widths: tuple[int, ...], min_width: int, round_to: int | None) -> tuple[int, ...]:
+def lowest_widths(spec: MLPSpec, min_width: int, round_to: RoundTo) -> list[int]:
+    """The narrowest widths a plan may reach: what bounds every budget from below."""
+    return _bounds(spec, min_width, layer_steps(spec, round_to))[0]
+
+
+def _explicit(spec: MLPSpec, widths: tuple[int, ...], min_width: int, steps: tuple[int, ...]) -> tuple[int, ...]:
     if len(widths) != len(spec.widths):
         raise UserError(f"--widths gives {len(widths)} hidden widths but the model has {len(spec.widths)} hidden layers")
-    for index, (want, have) in enumerate(zip(widths, spec.widths)):
+    for index, (want, have, step) in enumerate(zip(widths, spec.widths, steps)):
         if want > have:
             raise UserError(f"--widths asks hidden layer {index} for {want} neurons but it has only {have}; pruning cannot grow a layer")
         if want < min_width:
             raise UserError(f"--widths takes hidden layer {index} to {want} neurons, below the minimum width {min_width}")
-        if round_to and want % round_to:
-            raise UserError(f"--round-to {round_to} cannot be met: --widths gives hidden layer {index} {want} neurons")
+        if want % step:
+            raise UserError(f"--round-to {step} cannot be met: --widths gives hidden layer {index} {want} neurons")
     return widths
 
 
@@ -172,13 +228,16 @@ def plan_widths(
     mode: str = "uniform",
     scores: Sequence[torch.Tensor] | None = None,
     min_width: int = 1,
-    round_to: int | None = None,
+    round_to: RoundTo = None,
     baseline: MLPSpec | None = None,
+    latency: LatencyModel | None = None,
 ) -> PrunePlan:
     """Widths for the model `spec` that reach `target` (a float means a parameter reduction).
 
     Reductions and uniform fractions are relative to `baseline` (default: `spec` itself), so an
-    iterative schedule can plan each round of an already-pruned model against the original.
+    iterative schedule can plan each round of an already-pruned model against the original. A latency
+    target needs `latency`, the table its estimates come from; its ratio is relative to the table's
+    estimate for `baseline`, and its solver asks the table once per step for everything the step reads.
     """
     target = target if isinstance(target, Target) else Target.params(target)
     baseline = baseline or spec
@@ -186,8 +245,7 @@ def plan_widths(
         raise UserError(f"unknown pruning mode {mode!r}: choose uniform or global")
     if min_width < 1:
         raise UserError(f"--min-width must be at least 1, got {min_width}")
-    if round_to is not None and round_to < 1:
-        raise UserError(f"--round-to must be a positive integer, got {round_to}")
+    steps = layer_steps(spec, round_to)
     if (baseline.in_features, len(baseline.widths), baseline.out_features) != (spec.in_features, len(spec.widths), spec.out_features):
         raise ValueError(f"baseline {baseline.to_dict()} is not an ancestor of {spec.to_dict()}")
 
@@ -195,62 +253,94 @@ def plan_widths(
         return PrunePlan(baseline, target, mode, tuple(widths), value, min_width, round_to)
 
     if target.kind == "widths":
-        return make(_explicit(spec, target.widths or (), min_width, round_to), None)
+        return make(_explicit(spec, target.widths or (), min_width, steps), None)
 
-    low, state = _bounds(spec, min_width, round_to)
-    goal = (1.0 - float(target.reduction or 0)) * cost(baseline, target.kind)
-    value = round(goal)
-    smallest = cost(spec.with_widths(low), target.kind)
+    if target.kind == "latency":
+        if latency is None:
+            raise ValueError("a latency target is solved against measured latencies: use prune.latency.plan_latency")
+        measure = latency.latency
+        full = measure([baseline.widths])[0]
+        goal, value = float(target.latency_ratio or 0) * full, None
+    else:
+        def measure(vectors: Sequence[Sequence[int]]) -> list[float]:
+            return [float(cost(spec.with_widths(v), target.kind)) for v in vectors]
+
+        full = cost(baseline, target.kind)
+        goal = (1.0 - float(target.reduction or 0)) * full
+        value = round(goal)
+    low, state = _bounds(spec, min_width, steps)
+    smallest = measure([low])[0]
     if smallest > goal:
-        floor = 1.0 - smallest / cost(baseline, target.kind)
+        floor = smallest / full
+        if target.kind == "latency":
+            raise UserError(
+                f"target {target.describe()} cannot be met: even the smallest allowed widths {low} keep an estimated "
+                f"{floor:.3f} of dense latency, so the achievable range is {floor:.3f} to 1; raise the target or "
+                "lower --min-width"
+            )
         raise UserError(
             f"target {target.describe()} is impossible: it would take a layer below the minimum width "
-            f"{low[0]} (the smallest allowed model removes only {floor:.2%}); lower the target or --min-width"
+            f"{low[0]} (the smallest allowed model removes only {1.0 - floor:.2%}); lower the target or --min-width"
         )
-    step = round_to or 1
+    latency_aware = mode == "global" and target.kind == "latency"
     if mode == "global":
         if scores is None or [len(s) for s in scores] != list(spec.widths):
             raise ValueError("global mode needs one score per hidden neuron of each layer of `spec`")
         ranked = [torch.sort(s.detach().float()).values for s in scores]
+        per_parameter = neuron_costs(spec)  # scores are per parameter; importance per latency needs them whole
 
-    def priority(index: int) -> float:
+    def stepped(index: int) -> list[int]:
+        return [w - steps[index] if i == index else w for i, w in enumerate(state)]
+
+    def priority(index: int, saved: float) -> tuple[float, float, int]:
         """Lower is removed first."""
         if mode == "uniform":
-            return -state[index] / baseline.widths[index]
+            return (-state[index] / baseline.widths[index], 0.0, index)
         removed = spec.widths[index] - state[index]
-        return float(ranked[index][removed : removed + step].mean())
+        block = ranked[index][removed : removed + steps[index]]
+        if not latency_aware:
+            return (float(block.mean()), 0.0, index)
+        lost = float(block.sum()) * per_parameter[index]
+        return (lost / saved if saved > 0 else math.inf, lost, index)  # saves nothing measurable: last resort
 
-    previous: list[int] | None = None
-    while cost(spec.with_widths(state), target.kind) > goal:
-        candidates = [i for i in range(len(state)) if state[i] - step >= low[i]]
-        choice = min(candidates, key=lambda i: (priority(i), i))
-        previous = list(state)
-        state[choice] -= step
-    if previous is not None:
-        over = cost(spec.with_widths(previous), target.kind) - goal
-        under = goal - cost(spec.with_widths(state), target.kind)
-        if over < under:
-            state = previous
+    previous: tuple[list[int], float] | None = None
+    current = measure([state])[0]
+    while current > goal:
+        candidates = [i for i in range(len(state)) if state[i] - steps[i] >= low[i]]
+        saved: dict[int, float] = {}
+        if latency_aware:
+            current, *after = measure([state, *(stepped(i) for i in candidates)])
+            saved = {i: current - value_after for i, value_after in zip(candidates, after)}
+        choice = min(candidates, key=lambda i: priority(i, saved.get(i, 0.0)))
+        previous = (list(state), current)
+        state = stepped(choice)
+        current = measure([state])[0]
+    if previous is not None and previous[1] - goal < goal - current:
+        state = previous[0]
     return make(state, value)
 
 
-def round_targets(baseline: MLPSpec, target: Target, rounds: int, round_to: int | None = None) -> tuple[Target, ...]:
+def round_targets(baseline: MLPSpec, target: Target, rounds: int, round_to: RoundTo = None) -> tuple[Target, ...]:
     """Per-round targets (relative to `baseline`) whose per-round fractions compound to `target`.
 
-    Round j of N removes 1 - (1 - r)^(j/N); explicit widths shrink geometrically per layer.
+    Round j of N removes 1 - (1 - r)^(j/N); explicit widths shrink geometrically per layer. A latency
+    target is planned into explicit widths first (`prune.latency.plan_latency`): latency is a property of
+    the widths, so the rounds then shrink towards those.
     """
     if rounds < 1:
         raise UserError(f"--rounds must be at least 1, got {rounds}")
+    if target.kind == "latency":
+        raise ValueError("plan a latency target into widths first (prune.latency.plan_latency)")
     if target.kind != "widths":
         keep = 1.0 - float(target.reduction or 0)
         return tuple(Target(target.kind, reduction=1.0 - keep ** (j / rounds)) for j in range(1, rounds)) + (target,)
     final = target.widths or ()
-    step = round_to or 1
-    steps = []
+    steps = layer_steps(baseline, round_to)
+    rounded = []
     for j in range(1, rounds):
         widths = []
-        for start, end in zip(baseline.widths, final):
+        for start, end, step in zip(baseline.widths, final, steps):
             wanted = start * (end / start) ** (j / rounds)
             widths.append(min(max(round(wanted / step) * step, end), max(start // step * step, end)))
-        steps.append(Target.of_widths(widths))
-    return (*steps, target)
+        rounded.append(Target.of_widths(widths))
+    return (*rounded, target)

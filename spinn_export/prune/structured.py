@@ -12,6 +12,11 @@ neuron's output is replaced by a constant, folded into the next layer's bias:
 fine-tunes with the training loss (data + physics) via `train.train`, which builds a fresh Adam
 each call.  That is the correct optimizer handling here: shrinking changes every parameter's
 shape, so moment estimates of the old tensors no longer belong to any parameter.
+
+A latency target (and `--round-to auto`) is planned against measurements (`prune.latency`) before
+anything is written: the plan is checked end to end, the rounds then shrink towards its widths,
+and the pruned model is measured paired against dense at the end (history.json's
+`achieved.latency_ratio`).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,11 +35,13 @@ import torch
 from torch import nn
 
 from spinn_export.files import write_json, write_text
-from spinn_export.prune.budget import MODES, PrunePlan, Target, plan_widths, round_targets
+from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_widths, round_targets
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.errors import UserError
 from spinn_export.prune.importance import CRITERIA, neuron_scores, require_plain_mlp
+from spinn_export.prune.latency import (AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, BackendMeasurer, LatencyLookup,
+                                        LatencyPlan, Measurer, Ratio, auto_round_to, plan_latency)
 from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
 from spinn_export.task.metrics import evaluate
 from spinn_export.model.mlp import ACTIVATION_MODULES, build_model, count_nonzero, linear_layers
@@ -129,6 +136,14 @@ class PruneConfig:
 
     `finetune` is the training run after each round (epochs 0: none); its loss (data + physics weight)
     is also what the taylor criterion scores. Round r fine-tunes with seed `seed + r`.
+
+    `round_to` is a block for every hidden width, or "auto" (each layer's multiple read from a measured
+    latency table). `backend` and `batch` say where `--round-to auto` measures (default ort-cpu at 4096); a
+    latency target names its own, and these must then agree with it or be left out.
+
+    With a latency target, method magnitude keeps the non-zero count of the structured plan for that
+    target (the main job's baseline; masking makes no model faster, so the CLI refuses to prune to a
+    latency target by magnitude).
     """
 
     target: Target
@@ -138,12 +153,14 @@ class PruneConfig:
     importance: str = "l1"
     mode: str = "uniform"
     min_width: int = 1
-    round_to: int | None = None
+    round_to: int | str | None = None
     fold: str = "mean"
     calibration_samples: int = 4096
     tolerance: float | None = None
     on_drop: str = "record"
     seed: int = 0
+    backend: str | None = None
+    batch: int | None = None
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("--method", self.method, METHODS), ("--importance", self.importance, CRITERIA),
@@ -157,12 +174,35 @@ class PruneConfig:
             raise UserError(f"--tolerance must be a non-negative R2 drop like 0.01, got {self.tolerance}")
         if self.on_drop != "record" and self.tolerance is None:
             raise UserError(f"--on-drop {self.on_drop} needs --tolerance (the largest allowed drop in validation R2)")
+        if not (self.round_to is None or self.round_to == AUTO or (isinstance(self.round_to, int) and self.round_to >= 1)):
+            raise UserError(f"--round-to must be a positive integer or {AUTO}, got {self.round_to!r}")
+        given = {"--backend": self.backend, "--batch": self.batch}
+        if self.measured_on is None and any(v is not None for v in given.values()):
+            raise UserError("--backend and --batch say where latency is measured: they apply only with "
+                            f"--target-latency or --round-to {AUTO}")
+        if self.target.kind == "latency":
+            own = {"--backend": self.target.backend, "--batch": self.target.batch}
+            clash = [flag for flag, value in given.items() if value is not None and value != own[flag]]
+            if clash:
+                raise UserError(f"{' and '.join(clash)} disagree with the latency target's "
+                                f"({self.target.backend} at batch {self.target.batch}); give them once")
+
+    @property
+    def measured_on(self) -> tuple[str, int] | None:
+        """The backend and batch latencies are measured on: a latency target's, or --round-to auto's; else None."""
+        if self.target.kind == "latency":
+            return str(self.target.backend), int(self.target.batch or 0)
+        if self.round_to == AUTO:
+            return self.backend or DEFAULT_BACKEND, self.batch or DEFAULT_BATCH
+        return None
 
     def train_config(self, round_index: int) -> TrainConfig:
         return dataclasses.replace(self.finetune, seed=self.seed + round_index)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "target": self.target.to_dict()}
+        """Every field; `backend` and `batch` only when given (records of runs without them stay as they were)."""
+        data = {**dataclasses.asdict(self), "target": self.target.to_dict()}
+        return {k: v for k, v in data.items() if v is not None or k not in ("backend", "batch")}
 
 
 @dataclass(frozen=True)
@@ -187,6 +227,9 @@ class Stage:
 
 @dataclass(frozen=True)
 class PruneResult:
+    """A finished run. `latency`: a latency target's plan and checks; `achieved_latency`: the pruned model's paired
+    latency over dense's (structured pruning to a latency target only)."""
+
     config: PruneConfig
     plan: PrunePlan
     target_nonzero: int
@@ -195,6 +238,8 @@ class PruneResult:
     model: nn.Sequential
     stopped: str | None
     wall_s: float
+    latency: LatencyPlan | None = None
+    achieved_latency: Ratio | None = None
 
     @property
     def final(self) -> Stage:
@@ -203,10 +248,20 @@ class PruneResult:
     def to_dict(self) -> dict[str, Any]:
         """history.json: the target (as asked) beside what the final model achieved."""
         base, final = self.plan.baseline, self.final
+        target = {**self.config.target.to_dict(), "target_value": self.plan.target_value,
+                  "planned_widths": list(self.plan.widths), "nonzero_params": self.target_nonzero}
+        if self.config.round_to == AUTO:
+            target["round_to"] = list(self.plan.round_to) if isinstance(self.plan.round_to, tuple) else self.plan.round_to
+        if self.latency is not None:
+            target["latency"] = self.latency.to_dict()
+        latency = {}
+        if self.achieved_latency is not None:
+            backend, batch = self.config.measured_on or ("", 0)
+            latency = {"latency_ratio": self.achieved_latency.ratio,
+                       "latency": {**self.achieved_latency.to_dict(), "backend": backend, "batch": batch}}
         return {
             "method": self.config.method,
-            "target": {**self.config.target.to_dict(), "target_value": self.plan.target_value,
-                       "planned_widths": list(self.plan.widths), "nonzero_params": self.target_nonzero},
+            "target": target,
             "achieved": {
                 "widths": list(final.widths),
                 "params": final.params,
@@ -215,6 +270,7 @@ class PruneResult:
                 "params_reduction": 1.0 - final.params / base.params,
                 "nonzero_reduction": 1.0 - final.nonzero_params / self.stages[0].nonzero_params,
                 "flops_reduction": 1.0 - final.flops_per_sample / base.flops_per_sample,
+                **latency,
             },
             "stopped": self.stopped,
             "wall_s": self.wall_s,
@@ -243,18 +299,21 @@ def prune(
     *,
     metadata: dict[str, str] | None = None,
     progress: bool = True,
+    measurer: Measurer | None = None,
 ) -> PruneResult:
     """Prune in rounds with fine-tuning; write every stage, the final checkpoint and the history.
 
     The input model is not modified.  With `--method magnitude` the same rounds zero weights
     instead of removing neurons, down to the parameter count the structured plan reaches.
+    `measurer` replaces the backend measurements a latency target or `--round-to auto` takes
+    (default: `latency.BackendMeasurer` on the config's backend and batch).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
     require_plain_mlp(model, spec)
     check_model_fits(dataset, spec, model)
     baseline = spec
-    model = copy.deepcopy(model).cpu()
+    model = original = copy.deepcopy(model).cpu()
     generator = torch.Generator().manual_seed(config.seed)
     calibration = dataset.x_train[torch.randperm(len(dataset.x_train), generator=generator)[: config.calibration_samples]]
 
@@ -262,15 +321,15 @@ def prune(
         return neuron_scores(m, s, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
                              seed=config.seed + round_index)
 
-    needs_scores = config.mode == "global"
-    plan = plan_widths(baseline, config.target, mode=config.mode, min_width=config.min_width, round_to=config.round_to,
-                       scores=scores_of(model, spec, 0) if needs_scores else None)
+    scores = scores_of(model, spec, 0) if config.mode == "global" else None
+    with _measuring(config, measurer) as active:
+        round_to, plan, latency = _plan(config, baseline, scores, active, progress)
     metadata = {**(metadata or {}), "seed": str(config.seed), "pruning": json.dumps(config.to_dict())}
     stages = [_record(0, model, spec, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
     start_nonzero, target_nonzero = stages[0].nonzero_params, plan.params
     if config.method == "magnitude" and target_nonzero >= start_nonzero:
         raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, not more than the target {target_nonzero:,}")
-    targets = round_targets(baseline, config.target, config.rounds, config.round_to)
+    targets = round_targets(baseline, Target.of_widths(plan.widths) if latency else config.target, config.rounds, round_to)
     stopped: str | None = None
     bar = progress_lines(targets, desc=f"{config.method} prune", unit="round", enabled=progress)
     for index, target in enumerate(bar, start=1):
@@ -279,7 +338,7 @@ def prune(
         if config.method == "structured":
             scores = scores_of(model, spec, index)
             step = plan_widths(spec, target, mode=config.mode, scores=scores, min_width=config.min_width,
-                               round_to=config.round_to, baseline=baseline)
+                               round_to=round_to, baseline=baseline)
             spec, model = structured_prune_once(model, spec, step, scores=scores, fold=config.fold, calibration=calibration)
             frozen: contextlib.AbstractContextManager = contextlib.nullcontext()
         else:
@@ -305,12 +364,50 @@ def prune(
             break
         stages.append(stage)
     bar.close()
-    result = PruneResult(config, plan, target_nonzero, tuple(stages), spec, model, stopped, time.perf_counter() - started)
+    achieved = None
+    if latency is not None and config.method == "structured":
+        with _measuring(config, measurer) as active:
+            achieved = active.ratio((baseline, original), (spec, model), final=True)  # type: ignore[union-attr]
+    result = PruneResult(config, plan, target_nonzero, tuple(stages), spec, model, stopped, time.perf_counter() - started,
+                         latency, achieved)
     final = result.final
     save_checkpoint(out_dir / f"{config.method}.safetensors", model, spec,
                     {**metadata, "variant": config.method, "stage": str(final.stage), "val_r2": f"{final.val_r2:.6f}"})
     write_history(result, out_dir)
     return result
+
+
+@contextlib.contextmanager
+def _measuring(config: PruneConfig, given: Measurer | None) -> Iterator[Measurer | None]:
+    """What measures latency for this run (None unless its target or --round-to auto needs it), released after use:
+    the worker that times the table's probes does not idle through fine-tuning."""
+    if config.measured_on is None or given is not None:
+        yield given if config.measured_on else None
+        return
+    with BackendMeasurer(*config.measured_on) as measurer:
+        yield measurer
+
+
+def _plan(config: PruneConfig, baseline: MLPSpec, scores: Sequence[torch.Tensor] | None, measurer: Measurer | None,
+          progress: bool) -> tuple[RoundTo, PrunePlan, LatencyPlan | None]:
+    """The final widths (and the blocks the rounds move in): from the budget alone, or from the latency table."""
+    if measurer is None:
+        return config.round_to, plan_widths(baseline, config.target, mode=config.mode, scores=scores,  # type: ignore[arg-type]
+                                             min_width=config.min_width, round_to=config.round_to), None  # type: ignore[arg-type]
+    lookup = LatencyLookup(measurer, baseline)
+    common: dict[str, Any] = {"mode": config.mode, "scores": scores, "min_width": config.min_width}
+    round_to: RoundTo = auto_round_to(lookup, baseline, config.target, **common) if config.round_to == AUTO else config.round_to  # type: ignore[assignment]
+    latency = None
+    if config.target.kind == "latency":
+        latency = plan_latency(lookup, baseline, config.target, round_to=round_to,
+                               log=print if progress else lambda _: None, **common)
+        plan, round_to = latency.plan, latency.plan.round_to
+    else:
+        plan = plan_widths(baseline, config.target, round_to=round_to, **common)
+    if progress:
+        print(f"  latency table {lookup.path}: {lookup.measured} layer shapes measured now, "
+              f"{len(lookup.table.costs) - lookup.measured} from the cache", flush=True)
+    return round_to, plan, latency
 
 
 def write_history(result: PruneResult, out_dir: Path) -> None:

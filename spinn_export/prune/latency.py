@@ -1,0 +1,549 @@
+"""Latency budgets (`--target-latency R`, `--round-to auto`): a measured table of layer shapes, the solver's view
+of it, and end-to-end paired checks of what the solver chose.
+
+Parameter, FLOP and width budgets are proxies for what users prune for: the same parameter count runs at
+different speeds depending on how the widths fall on the kernels' tiles and thread splits. So a latency target is
+planned against latencies measured on the backend and batch size it names, through lookup tables of layer shapes
+as in NetAdapt and HALP.
+
+The table. An entry is one layer shape (in K, out N): the latency of the smallest model `build_model` makes with
+that layer, `MLPSpec(K, (N,), out_features)` (the layer, its activation and the model's output layer), exported
+to the backend's format and timed through the backend's own Runner, over the latency of a fixed anchor probe
+timed in the same rounds: each round times every probe of a chunk between two timings of the anchor, so a probe's
+per-round ratios are `bench.paired.sandwich_ratios` and its median and 95 % CI `bench.paired.summarize`. Ratios,
+not seconds, because the machine's speed drifts between chunks and a ratio to an anchor timed alongside does not
+(much). A width vector's estimate is the sum of its layers' entries. That sum counts the per-call overhead once
+per layer and an output layer after every hidden layer, which the model has only once: an offset that barely
+depends on the widths, so the differences the solver ranks by are the layers' own, while the sum's ratio to
+dense's is biased towards 1. The end-to-end checks remove that bias (and anything else a sum of layers misses).
+
+Measured lazily: only the shapes the solver reads, everything one solver step reads in one interleaved chunk, in
+one worker process kept for the whole plan (`bench.timing.fresh_process_context`). A separate process, because
+ONNX Runtime's global thread pool must exist before any session (`bench.timing.ort_global_pool`), while the prune
+process (and `spinn-export run`'s export stage after it) makes sessions of its own. A probe of an ONNX format is
+the format plug-in's export of one template with the weight tensors swapped for the probe's (the dynamo exporter
+takes about 1.5 s per model; a plan reads dozens of shapes); every probe passes the parity check against eager
+PyTorch that every benchmarked model passes (`bench.variants.open_runner`) before it is timed.
+
+Cached: one JSON file per key, the machine (CPU model, thread count, GPU for CUDA backends), the backend and its
+default options, the batch, the library versions, the model's output width and activation, and the anchor, in
+`$SPINN_EXPORT_CACHE`, else `$XDG_CACHE_HOME/spinn-export`, else `~/.cache/spinn-export`, written atomically after
+every chunk. A different key is a different file, so a library upgrade measures afresh. Solved plans (widths and
+their checks) are kept in the same file, so a second run with the same target, and the main job's magnitude
+stage, get the same widths at once.
+
+The checks (`plan_latency`). The table's plan is verified end to end: dense and the chosen widths, both with
+random weights (latency does not depend on their values), paired on the backend (`bench.paired.paired_speedups`:
+ABBA blocks in fresh processes). Where the measured ratio misses the target by more than `TOLERANCE`, the goal
+given to the solver is scaled by target / measured and the plan solved again, at most `CHECKS` times; the checked
+vector nearest the target wins. All before any fine-tuning, which is the expensive part; the pruned model itself
+is measured paired against dense once more at the end (`structured.prune`).
+
+Layering: prune comes before bench in the pipeline. This module imports bench (backends, runners, timing, paired
+statistics) and the exporter's formats only inside the functions that measure, which run only when a latency
+target or `--round-to auto` asks for a measurement; the solver (`budget.plan_widths`) takes any
+`budget.LatencyModel`, and the tests give `LatencyLookup` a synthetic `Measurer`.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+from spinn_export.errors import UserError
+from spinn_export.files import write_json
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.budget import PrunePlan, RoundTo, Target, lowest_widths, plan_widths
+
+if TYPE_CHECKING:
+    from spinn_export.bench.backends import Backend
+    from spinn_export.bench.paired import PairedResult
+    from spinn_export.bench.variants import ModelRef
+
+DEFAULT_BACKEND = "ort-cpu"  # the headline backend of every benchmark and of the default gate
+# Compute-bound like 8192 for the reference's GEMMs (the same latency per row to within noise, and the interleaved
+# and ABBA speedups agree there), at half the measuring time of each probe.
+DEFAULT_BATCH = 4096
+AUTO = "auto"
+GRID = 8  # widths a latency plan considers: multiples of 8 (one AVX2 register of float32), as the table's grid
+AUTO_MULTIPLES = (8, 16, 32)  # --round-to auto picks among these; 32, the usual fixed choice, where nothing finer pays
+WINDOW = 64  # --round-to auto reads each layer's costs this far either side of a first plan
+ANCHOR = (256, 256)  # the probe every other is timed against: mid-sized, so its ratio to any probe is well measured
+ROUNDS = 9  # per chunk; each probe's CI comes with it, and a noisier machine shows as wider intervals
+BLOCK_SECONDS = 0.01  # a probe's block is at least this long (small probes run several calls per block)
+CHUNK = 24  # probes open at once in the worker (each holds its weights and activation arena)
+CHECKS = 3  # end-to-end checks per plan (each about 10 s at the reference's size on 2 cores)
+CHECK_PROCESSES, CHECK_CYCLES = 2, 8  # a check only steers the goal; the final measurement uses PairedConfig()
+TOLERANCE = 0.05  # a checked ratio within 5 % of the target ends the checks
+MAX_GOAL = 0.999  # the solver's goal stays a fraction strictly below 1
+SEED = 0
+SCHEMA = 1
+CACHE_ENV = "SPINN_EXPORT_CACHE"
+
+Shape = tuple[int, int]
+Model = tuple[MLPSpec, nn.Module]
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One table entry: the probe's latency over the anchor's (median of its paired rounds, with the 95 % CI), and
+    the probe's median seconds per call, for reading (the solver uses only the ratios)."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """A model's latency over dense's on one backend at one batch: 1 / its paired speedup, CI inverted likewise."""
+
+    ratio: float
+    ci_low: float
+    ci_high: float
+    method: str
+    processes: int
+    blocks_per_process: int
+
+    @classmethod
+    def of(cls, result: PairedResult) -> Ratio:
+        return cls(1.0 / result.speedup_median, 1.0 / result.ci_high, 1.0 / result.ci_low, result.method,
+                   result.processes, result.blocks_per_process)
+
+    @property
+    def speedup(self) -> float:
+        return 1.0 / self.ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "speedup": self.speedup}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Ratio:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
+    def describe(self) -> str:
+        return (f"{self.ratio:.3f} [{self.ci_low:.3f}, {self.ci_high:.3f}] of dense ({self.speedup:.2f}x faster; "
+                f"paired {self.method}, {self.processes} processes)")
+
+
+class Measurer(Protocol):
+    """What measures: layer probes against the anchor, and whole models paired against dense. `key` names everything
+    a latency depends on besides the shapes; it must hold `backend` and `batch`."""
+
+    def key(self) -> dict[str, Any]:
+        """JSON-ready values only (they are compared with the cache file's)."""
+
+    def costs(self, shapes: Sequence[Shape], out_features: int, activation: str) -> dict[Shape, Cost]:
+        """One entry per (in, out) shape, all timed in the same rounds."""
+
+    def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
+        """candidate's latency over baseline's, paired; `final` asks for the full measurement rather than a check."""
+
+
+def cache_dir() -> Path:
+    """$SPINN_EXPORT_CACHE, else $XDG_CACHE_HOME/spinn-export, else ~/.cache/spinn-export."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spinn-export"
+
+
+def grid_steps(spec: MLPSpec) -> tuple[int, ...]:
+    """The table's grid per hidden layer: multiples of GRID, neuron by neuron for a layer narrower than that."""
+    return tuple(GRID if width >= GRID else 1 for width in spec.widths)
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """The measured entries under one key, and the plans solved against them (by `plan_key`)."""
+
+    key: Mapping[str, Any]
+    costs: Mapping[Shape, Cost]
+    plans: Mapping[str, Mapping[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        entries = [{"in": k, "out": n, **dataclasses.asdict(cost)} for (k, n), cost in sorted(self.costs.items())]
+        return {"schema": SCHEMA, "key": dict(self.key), "entries": entries, "plans": dict(self.plans)}
+
+    @classmethod
+    def load(cls, path: Path, key: Mapping[str, Any]) -> LatencyTable:
+        """The cached table, or an empty one where there is none, it is unreadable or it holds another key."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data["key"] != key:
+                raise ValueError("another key")
+            costs = {(int(e["in"]), int(e["out"])): Cost(*(float(e[f.name]) for f in dataclasses.fields(Cost)))
+                     for e in data["entries"]}
+            return cls(key, costs, dict(data["plans"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return cls(key, {}, {})
+
+
+class LatencyLookup:
+    """The solver's view of one table (a `budget.LatencyModel`): estimates of whole width vectors, measuring the
+    shapes it lacks together and saving the table after every chunk, so an interrupted plan keeps what it measured.
+
+    Mutable on purpose: it holds the table as it grows during one plan, and the measurer that grows it.
+    """
+
+    def __init__(self, measurer: Measurer, spec: MLPSpec, directory: Path | None = None) -> None:
+        self.measurer, self.spec = measurer, spec
+        self.key = {"schema": SCHEMA, **measurer.key(), "out_features": spec.out_features,
+                    "activation": spec.activation, "anchor": list(ANCHOR), "rounds": ROUNDS}
+        digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
+        self.path = (directory or cache_dir()) / f"latency-{self.key['backend']}-batch{self.key['batch']}-{digest}.json"
+        self.table = LatencyTable.load(self.path, self.key)
+        self.measured = 0
+
+    def shapes(self, widths: Sequence[int]) -> list[Shape]:
+        dims = (self.spec.in_features, *widths)
+        return list(zip(dims[:-1], dims[1:]))
+
+    def latency(self, vectors: Sequence[Sequence[int]]) -> list[float]:
+        wanted = dict.fromkeys(shape for vector in vectors for shape in self.shapes(vector))
+        missing = [shape for shape in wanted if shape not in self.table.costs]
+        for start in range(0, len(missing), CHUNK):
+            found = self.measurer.costs(missing[start:start + CHUNK], self.spec.out_features, self.spec.activation)
+            self._store(dataclasses.replace(self.table, costs={**self.table.costs, **found}))
+            self.measured += len(found)
+        return [sum(self.table.costs[shape].ratio for shape in self.shapes(vector)) for vector in vectors]
+
+    def recall(self, key: str) -> Mapping[str, Any] | None:
+        return self.table.plans.get(key)
+
+    def remember(self, key: str, record: Mapping[str, Any]) -> None:
+        self._store(dataclasses.replace(self.table, plans={**self.table.plans, key: dict(record)}))
+
+    def _store(self, table: LatencyTable) -> None:
+        self.table = table
+        try:
+            write_json(self.path, table.to_dict())
+        except OSError as exc:
+            raise UserError(f"cannot write the latency table {self.path} ({exc.strerror or exc}); set {CACHE_ENV} "
+                            "to a writable directory") from None
+
+
+def require_backend(name: str) -> Backend:
+    """The named backend if it can run here, else one line naming the ones that can."""
+    from spinn_export.bench.backends import backends, get_backend
+
+    backend = get_backend(name)
+    reason = backend.unavailable_reason()
+    if reason is not None:
+        usable = [b.name for b in backends().values() if b.unavailable_reason() is None]
+        raise UserError(f"--backend {name} cannot measure latency here: {reason}; available here: {', '.join(usable)}")
+    return backend
+
+
+def random_model(spec: MLPSpec, seed: int = SEED) -> nn.Sequential:
+    """Seeded random weights: latency does not depend on the values, and seeded files make a plan repeatable."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(spec).eval()
+
+
+def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], batch: int,
+                 threads: int) -> tuple[list[float], list[list[float]]]:
+    """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block, with the anchor's
+    block before the first round and after every round; blocks are sized by `bench.timing.calibrate`."""
+    from spinn_export.bench.backends import sample_input
+    from spinn_export.bench.timing import calibrate, fix_threads, time_block, warm_up
+    from spinn_export.bench.variants import open_runner
+
+    fix_threads(threads)
+    refs = (anchor, *probes)
+    runners = [open_runner(backend, ref, threads) for ref in refs]
+    with contextlib.ExitStack() as guard:
+        for runner in runners:
+            guard.enter_context(runner.guard())
+        calls = [runner.prepare(sample_input(batch, ref.in_features)) for runner, ref in zip(runners, refs)]
+        for call in calls:
+            warm_up(call)
+        counts = [calibrate(call, BLOCK_SECONDS) for call in calls]
+        anchor_times = [time_block(calls[0], counts[0])]
+        probe_times: list[list[float]] = [[] for _ in probes]
+        for _ in range(ROUNDS):
+            for times, call, count in zip(probe_times, calls[1:], counts[1:]):
+                times.append(time_block(call, count))
+            anchor_times.append(time_block(calls[0], counts[0]))
+    return anchor_times, probe_times
+
+
+class BackendMeasurer:
+    """Measures on a registered backend at one batch: probes in one worker process, whole models paired in fresh
+    processes. A context manager: its files live in a temporary directory, its worker until the plan is done."""
+
+    def __init__(self, backend: str, batch: int, threads: int | None = None) -> None:
+        from spinn_export.bench.backends import CHECKPOINT_FORMAT
+        from spinn_export.bench.timing import default_threads
+        from spinn_export.export.formats import formats
+
+        self.backend = require_backend(backend)
+        self.batch, self.threads = int(batch), threads or default_threads()
+        self.format = None
+        if self.backend.format != CHECKPOINT_FORMAT:
+            self.format = next((f for f in formats().values() if f.float32 and f.runtime_format == self.backend.format),
+                               None)
+            if self.format is None:
+                raise UserError(f"--backend {backend} opens {self.backend.format} files, which no float32 format "
+                                "plug-in writes; choose another backend")
+        self._stack = contextlib.ExitStack()
+        self._directory: Path | None = None
+        self._worker: Any = None
+        self._templates: dict[tuple[int, str], bytes] = {}
+        self._exported: dict[int, tuple[nn.Module, ModelRef]] = {}
+
+    def __enter__(self) -> BackendMeasurer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def key(self) -> dict[str, Any]:
+        from spinn_export.bench.machine import cpu_model, gpu_info, library_versions
+
+        key = {"cpu_model": cpu_model(), "threads": self.threads, "backend": self.backend.name,
+               "backend_config": self.backend.make_config().to_dict(), "batch": self.batch,
+               "versions": library_versions()}
+        if self.backend.device == "cuda":
+            key["gpu"] = gpu_info()
+        return key
+
+    def costs(self, shapes: Sequence[Shape], out_features: int, activation: str) -> dict[Shape, Cost]:
+        import numpy as np
+
+        from spinn_export.bench.paired import sandwich_ratios, summarize
+
+        anchor = self._probe("anchor", MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation))
+        probes = [self._probe(f"probe-{k}x{n}", MLPSpec(k, (n,), out_features, activation)) for k, n in shapes]
+        try:
+            anchor_times, probe_times = self._pool().submit(
+                _time_probes, self.backend.name, anchor, tuple(probes), self.batch, self.threads).result()
+        finally:
+            for ref in probes:
+                for _, name in ref.files:
+                    (ref.directory / name).unlink(missing_ok=True)
+        found = {}
+        for shape, times in zip(shapes, probe_times):
+            median, low, high = summarize([sandwich_ratios(anchor_times, times)])  # anchor / probe, per round
+            found[shape] = Cost(1.0 / median, 1.0 / high, 1.0 / low, float(np.median(times)))
+        return found
+
+    def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
+        from spinn_export.bench.paired import PairedConfig, paired_speedups
+
+        config = PairedConfig() if final else PairedConfig(processes=CHECK_PROCESSES, cycles=CHECK_CYCLES)
+        dense, pruned = self._export("dense", *baseline), self._export("structured", *candidate)
+        [result] = paired_speedups(self.backend.name, dense, [pruned], [self.batch], self.threads, config)
+        return Ratio.of(result)
+
+    def _pool(self) -> Any:
+        if self._worker is None:
+            from concurrent.futures import ProcessPoolExecutor
+
+            from spinn_export.bench.timing import fresh_process_context
+
+            self._worker = self._stack.enter_context(
+                ProcessPoolExecutor(max_workers=1, mp_context=fresh_process_context()))
+        return self._worker
+
+    def _dir(self) -> Path:
+        if self._directory is None:
+            self._directory = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="spinn-latency-")))
+        return self._directory
+
+    def _probe(self, name: str, spec: MLPSpec) -> ModelRef:
+        model = random_model(spec)
+        return self._ref(name, "dense", spec, model, self._retargeted(model, spec))
+
+    def _export(self, role: str, spec: MLPSpec, model: nn.Module) -> ModelRef:
+        """A whole model through the format plug-in's own writer (once per model object)."""
+        if id(model) not in self._exported:
+            self._exported[id(model)] = (model, self._ref(f"{role}-{len(self._exported)}", role, spec, model, None))
+        return self._exported[id(model)][1]
+
+    def _ref(self, name: str, role: str, spec: MLPSpec, model: nn.Module, data: bytes | None) -> ModelRef:
+        """Checkpoint and artifact in the temporary directory, as the `ModelRef` that runners and pairs open."""
+        from spinn_export.bench.backends import CHECKPOINT_FORMAT
+        from spinn_export.bench.variants import ModelRef, Variant
+        from spinn_export.export.formats import DEFAULT_OPSET
+
+        directory = self._dir()
+        checkpoint = save_checkpoint(directory / f"{name}.safetensors", model, spec, {"variant": role}).name
+        files = [(CHECKPOINT_FORMAT, checkpoint)]
+        if self.format is not None:
+            artifact = directory / self.format.filename(name)
+            if data is None:
+                self.format.write(model, spec, artifact, DEFAULT_OPSET)  # type: ignore[call-arg]
+            else:
+                artifact.write_bytes(data)
+            files.append((self.format.runtime_format, artifact.name))
+        return ModelRef(Variant(role), name, directory, checkpoint, tuple(files), spec.params, spec.params,
+                        spec.flops_per_sample, spec.widths, spec.in_features)
+
+    def _retargeted(self, model: nn.Module, spec: MLPSpec) -> bytes | None:
+        """An ONNX probe without an export: the plug-in's file of the anchor's shape with `model`'s tensors in place
+        of its own (same operators and attributes; shapes are re-inferred by the runtime). None where the format is
+        not ONNX or its file does not name the tensors as the model's state dict does: then the plug-in writes it."""
+        if self.format is None or not self.format.uses_opset:
+            return None
+        import onnx
+        from onnx import numpy_helper
+
+        proto = onnx.load_from_string(self._template(spec.out_features, spec.activation))
+        tensors = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
+        if {init.name for init in proto.graph.initializer} != set(tensors):
+            return None
+        for init in proto.graph.initializer:
+            init.CopyFrom(numpy_helper.from_array(tensors[init.name], init.name))
+        proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = spec.in_features
+        del proto.graph.value_info[:]
+        return proto.SerializeToString()
+
+    def _template(self, out_features: int, activation: str) -> bytes:
+        from spinn_export.export.formats import DEFAULT_OPSET
+
+        if (out_features, activation) not in self._templates:
+            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
+            path = self._dir() / f"template-{out_features}-{activation}{self.format.extension}"  # type: ignore[union-attr]
+            self.format.write(random_model(spec), spec, path, DEFAULT_OPSET)  # type: ignore[union-attr, call-arg]
+            self._templates[(out_features, activation)] = path.read_bytes()
+        return self._templates[(out_features, activation)]
+
+
+@dataclass(frozen=True)
+class Check:
+    """One end-to-end check of a solved width vector: random weights, paired against dense. `goal` is the table ratio
+    the solver was asked for, `estimate` the table's ratio for these widths."""
+
+    goal: float
+    widths: tuple[int, ...]
+    estimate: float
+    measured: Ratio
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"goal": self.goal, "widths": list(self.widths), "estimate": self.estimate,
+                "measured": self.measured.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Check:
+        return cls(float(data["goal"]), tuple(data["widths"]), float(data["estimate"]), Ratio.from_dict(data["measured"]))
+
+
+@dataclass(frozen=True)
+class LatencyPlan:
+    """A latency target's plan: the chosen widths (the check nearest the target) and every check taken."""
+
+    plan: PrunePlan
+    checks: tuple[Check, ...]
+    table: Path
+    reused: bool
+
+    @property
+    def chosen(self) -> Check:
+        return next(check for check in self.checks if check.widths == self.plan.widths)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"estimate": self.chosen.estimate, "checked_ratio": self.chosen.measured.ratio,
+                "checks": [check.to_dict() for check in self.checks], "table": str(self.table), "reused": self.reused}
+
+
+def plan_key(spec: MLPSpec, target: Target, mode: str, min_width: int, round_to: RoundTo,
+             scores: Sequence[torch.Tensor] | None) -> str:
+    """Everything a latency plan depends on besides the table's own key (scores only matter in global mode)."""
+    digest = None
+    if mode == "global" and scores is not None:
+        digest = hashlib.sha256(b"".join(s.detach().float().numpy().tobytes() for s in scores)).hexdigest()
+    return json.dumps({"spec": spec.to_dict(), "latency_ratio": target.latency_ratio, "mode": mode,
+                       "min_width": min_width, "round_to": list(round_to) if isinstance(round_to, tuple) else round_to,
+                       "scores": digest, "checks": CHECKS, "tolerance": TOLERANCE}, sort_keys=True)
+
+
+def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: str = "uniform",
+                 scores: Sequence[torch.Tensor] | None = None, min_width: int = 1, round_to: RoundTo = None,
+                 log: Log = print) -> LatencyPlan:
+    """Widths for `target` (a latency target) from the table, checked end to end and corrected (module docstring).
+
+    `round_to` None plans on the table's grid (`grid_steps`). The goal given to the solver after a check is scaled by
+    target / measured and kept within what the widths can reach (the solver's own floor check speaks for the
+    target as given, before any check).
+    """
+    round_to = round_to or grid_steps(spec)
+    key = plan_key(spec, target, mode, min_width, round_to, scores)
+    stored = lookup.recall(key)
+    if stored is not None:
+        checks = tuple(Check.from_dict(c) for c in stored["checks"])
+        plan = PrunePlan(spec, target, mode, tuple(stored["widths"]), None, min_width, round_to)
+        return LatencyPlan(plan, checks, lookup.path, reused=True)
+    dense = (spec, random_model(spec))
+    wanted, goal = float(target.latency_ratio or 0), float(target.latency_ratio or 0)
+    plans: list[PrunePlan] = []
+    checks: list[Check] = []
+    for _ in range(CHECKS):
+        plan = plan_widths(spec, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
+                           min_width=min_width, round_to=round_to, latency=lookup)
+        if any(check.widths == plan.widths for check in checks):
+            break  # the corrected goal leads back to widths already checked
+        full, planned = lookup.latency([spec.widths, plan.widths])
+        measured = lookup.measurer.ratio(dense, (plan.spec, random_model(plan.spec)), final=False)
+        plans.append(plan)
+        checks.append(Check(goal, plan.widths, planned / full, measured))
+        log(f"  latency check {len(checks)}: widths {list(plan.widths)}, table estimate {planned / full:.3f}, "
+            f"measured {measured.describe()}")
+        if abs(measured.ratio / wanted - 1.0) <= TOLERANCE:
+            break
+        floor = lookup.latency([lowest_widths(spec, min_width, round_to)])[0] / full
+        goal = min(max(goal * wanted / measured.ratio, floor), MAX_GOAL)
+    best = min(range(len(checks)), key=lambda i: abs(checks[i].measured.ratio - wanted))
+    plan = dataclasses.replace(plans[best], target=target)
+    lookup.remember(key, {"widths": list(plan.widths), "checks": [check.to_dict() for check in checks]})
+    return LatencyPlan(plan, tuple(checks), lookup.path, reused=False)
+
+
+def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
+    """The finest of AUTO_MULTIPLES all of whose multiples among `costs` (width -> estimate, on the grid) are
+    efficient, i.e. cheaper than every wider width measured; at most `width` (the layer's own).
+
+    Widths between a kernel's tiles (or a thread split's) cost what the next tile costs, so they show as not
+    efficient and rule out the finer multiple. Noise can only make a width look inefficient, never a genuine step
+    disappear on average, so a noisy table falls back to the coarse multiple, never to a wasteful fine one.
+    """
+    fitting = [m for m in AUTO_MULTIPLES if m <= width] or [1]
+    for multiple in fitting[:-1]:
+        on = [n for n in costs if n % multiple == 0]
+        if on and all(costs[n] < min((c for k, c in costs.items() if k > n), default=math.inf) for n in on):
+            return multiple
+    return fitting[-1]
+
+
+def auto_round_to(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: str = "uniform",
+                  scores: Sequence[torch.Tensor] | None = None, min_width: int = 1) -> tuple[int, ...]:
+    """`--round-to auto`: each hidden layer's width multiple, read from the table around a first plan on its grid
+    (table only, no checks) for the same target: the layer's grid widths within WINDOW of that plan, the other
+    layers held at it, all measured in one chunk."""
+    steps = grid_steps(spec)
+    first = plan_widths(spec, target, mode=mode, scores=scores, min_width=min_width, round_to=steps, latency=lookup)
+    windows = []
+    for index, (width, step) in enumerate(zip(first.widths, steps)):
+        lowest = math.ceil(min_width / step) * step
+        top = spec.widths[index] // step * step
+        windows.append(range(max(lowest, width - WINDOW), min(top, width + WINDOW) + 1, step))
+    vectors = [[n if j == i else w for j, w in enumerate(first.widths)] for i, window in enumerate(windows)
+               for n in window]
+    values = iter(lookup.latency(vectors))
+    return tuple(efficient_multiple({n: next(values) for n in window}, width)
+                 for window, width in zip(windows, spec.widths))
