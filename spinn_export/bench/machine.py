@@ -1,16 +1,50 @@
-"""What the numbers were measured on (CPU, GPU, driver, library versions) and the machine's ceiling:
-a large float32 GEMM's GFLOP/s, so each backend's figure can be read as a fraction of it."""
+"""What the numbers were measured on (CPU, GPU, driver, library versions) and the machine's GEMM ceilings: one
+per precision the hardware runs, so each case's achieved GFLOP/s is read as a fraction of its own precision's.
+
+A ceiling (`measure_ceilings`) is the best rate of a large square GEMM at one precision on one device, timed
+in every library the backends compute with, because they differ: on a 2-core AVX2 CPU ONNX Runtime's float32
+MatMul (MLAS) ran up to twice torch.matmul's rate, so a torch-only ceiling would let ORT cases exceed it. The
+ceiling is the best of those; every implementation's figure is kept beside it (`measured`). The best, not the
+median: a ceiling is what the machine can reach, and on a shared machine interference only ever lowers a run.
+
+What the hardware supports is detected at run time, never assumed: the kernel's CPU flags (/proc/cpuinfo),
+torch's CPU capability, the GPU's compute capability. The rules, precision by precision:
+
+* fp32 is always measured (torch.matmul, ONNX Runtime's MatMul and OpenVINO's on the CPU; torch on CUDA,
+  TF32 off as in the CUDA backends' defaults).
+* int8 is measured wherever an int8 GEMM runs at a vector rate: on every CPU (ONNX Runtime's MatMulInteger,
+  uint8 x int8, the kernel both int8 ONNX forms run on, and OpenVINO's int8 MatMul) and on CUDA from int8
+  tensor cores (sm_75, torch._int_mm). `native` says whether the CPU has int8 dot-product instructions
+  (AVX512-VNNI, AVX-VNNI, AMX-INT8); without them the kernels still run, on AVX2's 8-bit multiplies with
+  16-bit intermediate sums, and the int8 cases are a fraction of that measured figure, with `native: false`.
+  (torch._int_mm is not used on the CPU: there it is a reference loop two orders of magnitude slower.)
+* bf16 is measured only where native: AMX-BF16 or AVX512-BF16 on the CPU (torch.matmul through oneDNN, and
+  OpenVINO at bf16), tensor cores from sm_80 on CUDA. Elsewhere bf16 is converted to float32 element by element
+  at a small fraction of the float32 rate, and no bf16 artifact is written for such a machine
+  (`export.formats.onnx_bf16` needs native BF16), so it is recorded with `gflops: null` and the reason.
+
+A precision that is not measured has no ceiling, and its cases no fraction: never one against another
+precision's ceiling (int8-static runs as int8: `variants.RUNS_AS`).
+"""
 from __future__ import annotations
 
 import functools
+import math
 import platform
 import shutil
 import subprocess
+import tempfile
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+
+from spinn_export.bench.variants import FP32, RUNS_AS
+from spinn_export.export.formats import reason as error_text
 
 
 @functools.cache
@@ -73,27 +107,239 @@ def machine_info() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), **library_versions()}
 
 
-def gemm_ceiling(threads: int, size: int = 2048, seconds: float = 1.0, device: str = "cpu") -> float:
-    """Best GFLOP/s of a size x size float32 matmul over about `seconds` (after one warm-up).
+CPU_NATIVE = {"fp32": (), "bf16": ("amx_bf16", "avx512_bf16"), "int8": ("amx_int8", "avx512_vnni", "avx_vnni")}
+CPU_VECTOR = ("avx512f", "avx512bw", "avx2", "fma", "asimd")  # what a precision without its own instructions runs on
+CUDA_NATIVE = {"fp32": (0, 0), "bf16": (8, 0), "int8": (7, 5)}  # compute capability of its tensor cores
+WITHOUT_NATIVE = {("cpu", "int8")}  # measured even without native support: vector kernels exist (see above)
+GEMM_SIZE = {"cpu": 1024, "cuda": 8192}  # square: at full rate on 2 CPU cores yet timed ~10x per method; a GPU needs more
+METHOD_SECONDS = {"cpu": 0.4, "cuda": 0.25}  # per implementation: the CPU's 4-5 (6-7 with bf16) stay under ~4 s
+Ceilings = dict[str, dict[str, "Ceiling"]]  # device -> precision (fp32, bf16, int8) -> ceiling
 
-    The best, not the median: a ceiling is what the machine can reach, and on a shared machine
-    interference only ever lowers a run.
-    """
-    from spinn_export.bench.timing import fix_threads
 
-    fix_threads(threads)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    torch.matmul(a, b)
-    sync()
-    best = float("inf")
+@dataclass(frozen=True)
+class Ceiling:
+    """The best rate (GFLOP/s; GOP/s for int8) of a large square GEMM at one precision on one device, or why there is
+    none. `native`: the hardware has instructions for this precision (`features` names what was found);
+    `reason`: why it is not native, or not measured; `measured`: every implementation timed, with its rate."""
+
+    gflops: float | None
+    method: str
+    native: bool
+    features: tuple[str, ...]
+    reason: str | None = None
+    measured: tuple[tuple[str, float], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gflops": self.gflops, "method": self.method, "native": self.native, "features": list(self.features),
+                "reason": self.reason, "measured": dict(self.measured)}
+
+
+def ceiling_precision(precision: str) -> str:
+    """The ceiling a case of this precision is a fraction of: its own, int8-static's being int8's."""
+    return RUNS_AS.get(precision, precision)
+
+
+def case_ceiling(ceilings: Ceilings, device: str, precision: str) -> Ceiling | None:
+    """The measured ceiling of a case's device and precision, or None (not measured: no fraction)."""
+    ceiling = ceilings.get(device, {}).get(ceiling_precision(precision))
+    return ceiling if ceiling is not None and ceiling.gflops is not None else None
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (x86 `flags`, ARM `Features`); empty where unreadable."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def cpu_support(precision: str, flags: Iterable[str], capability: str) -> tuple[bool, tuple[str, ...], str | None]:
+    """(native, features found, reason it is not native) of a precision on a CPU with these flags and torch capability."""
+    flags = set(flags)
+    native = [f for f in CPU_NATIVE[precision] if f in flags]
+    features = (*native, *(f for f in CPU_VECTOR if f in flags), f"torch {capability}")
+    if precision == FP32 or native:
+        return True, features, None
+    return False, features, f"no {' / '.join(CPU_NATIVE[precision])} among the CPU's flags"
+
+
+def cuda_support(precision: str, capability: tuple[int, int]) -> tuple[bool, tuple[str, ...], str | None]:
+    """(native, features, reason) of a precision on a GPU of this compute capability (tensor cores for bf16, int8)."""
+    features = (f"sm_{capability[0]}{capability[1]}",)
+    needed = CUDA_NATIVE[precision]
+    if capability >= needed:
+        return True, features + (("tensor cores",) if precision != FP32 else ()), None
+    return False, features, f"{precision} tensor cores need sm_{needed[0]}{needed[1]} or newer"
+
+
+def best_gflops(call: Callable[[], object], flops: float, seconds: float) -> float:
+    """The best rate of `call` over about `seconds` (at least 3 timed calls) after one warm-up call."""
+    from spinn_export.bench.timing import time_block
+
+    call()
+    best = math.inf
     deadline = time.perf_counter() + seconds
     runs = 0
     while runs < 3 or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        torch.matmul(a, b)
-        sync()
-        best = min(best, time.perf_counter() - start)
+        best = min(best, time_block(call, 1))
         runs += 1
-    return 2.0 * size**3 / best / 1e9
+    return flops / best / 1e9
+
+
+def _torch_gemm(precision: str, device: str, size: int, threads: int) -> Callable[[], object]:
+    """torch.matmul (oneDNN/MKL on the CPU, cuBLAS on CUDA), or torch._int_mm for int8 (CUDA only)."""
+    if precision == "int8":
+        a, b = (torch.randint(-128, 128, (size, size), dtype=torch.int8, device=device) for _ in range(2))
+        op = torch._int_mm
+    else:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
+        op = torch.matmul
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def call() -> None:
+        op(a, b)
+        sync()
+
+    return call
+
+
+def _onnx_gemm(form: str, size: int) -> tuple[bytes, np.ndarray]:
+    """One size x size GEMM by constant weights as ONNX, and its input. `float`: MatMul; `integer`: MatMulInteger
+    (uint8 x int8, ONNX Runtime's int8 kernel); `qdq`: float MatMul between QuantizeLinear/DequantizeLinear pairs
+    (OpenVINO runs it as an int8 MatMul)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.integers(-127, 128, (size, size), dtype=np.int8) if form != "float" else \
+        rng.standard_normal((size, size), dtype=np.float32)
+    inits = [numpy_helper.from_array(weights, "W")]
+    if form == "qdq":
+        inits += [numpy_helper.from_array(np.array(v, dtype=t), n) for n, v, t in
+                  (("sa", 0.02, np.float32), ("za", 128, np.uint8), ("sw", 0.01, np.float32), ("zw", 0, np.int8))]
+        nodes = [helper.make_node("QuantizeLinear", ["A", "sa", "za"], ["Aq"]),
+                 helper.make_node("DequantizeLinear", ["Aq", "sa", "za"], ["Ad"]),
+                 helper.make_node("DequantizeLinear", ["W", "sw", "zw"], ["Wd"]),
+                 helper.make_node("MatMul", ["Ad", "Wd"], ["Y"])]
+    else:
+        nodes = [helper.make_node("MatMulInteger" if form == "integer" else "MatMul", ["A", "W"], ["Y"])]
+    in_type, out_type = (TensorProto.UINT8, TensorProto.INT32) if form == "integer" else (TensorProto.FLOAT,) * 2
+    graph = helper.make_graph(nodes, "gemm", [helper.make_tensor_value_info("A", in_type, [size, size])],
+                              [helper.make_tensor_value_info("Y", out_type, [size, size])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9  # what every supported ONNX Runtime reads
+    x = rng.integers(0, 256, (size, size), dtype=np.uint8) if form == "integer" else \
+        rng.standard_normal((size, size), dtype=np.float32)
+    return model.SerializeToString(), x
+
+
+def _ort_gemm(form: str, device: str, size: int, threads: int) -> Callable[[], object]:
+    """ONNX Runtime's CPU kernel (MLAS), on the process's global thread pool like the ORT backends' sessions."""
+    from spinn_export.bench.backends.ort import open_session
+
+    model, x = _onnx_gemm(form, size)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "gemm.onnx"
+        path.write_bytes(model)
+        session = open_session(path, device, threads)
+    return lambda: session.run(None, {"A": x})
+
+
+def _openvino_gemm(form: str, hint: str, size: int, threads: int) -> Callable[[], object]:
+    """OpenVINO's CPU plugin, compiled with the inference precision, threads and 1 stream set as the backend does."""
+    import openvino as ov
+
+    from spinn_export.export.formats.onnx_bf16 import compile_onnx
+
+    model, x = _onnx_gemm(form, size)
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "gemm.onnx"
+        path.write_bytes(model)
+        compiled = compile_onnx(path, hint, threads, 1)
+    request = compiled.model.create_infer_request()
+    request.set_input_tensor(ov.Tensor(x))
+    return request.infer
+
+
+def _ort_missing() -> str | None:
+    from spinn_export.bench.backends.ort import ort_missing
+
+    return ort_missing()
+
+
+def _openvino_missing() -> str | None:
+    from spinn_export.export.formats.onnx_bf16 import openvino_missing
+
+    return openvino_missing()
+
+
+@dataclass(frozen=True)
+class Gemm:
+    """One GEMM implementation a backend computes with: `build(size, threads)` returns one synchronised call."""
+
+    name: str
+    device: str
+    precision: str
+    build: Callable[[int, int], Callable[[], object]]
+    missing: Callable[[], str | None] = lambda: None
+
+
+GEMMS = (
+    Gemm("torch.matmul", "cpu", "fp32", functools.partial(_torch_gemm, "fp32", "cpu")),
+    Gemm("onnxruntime MatMul", "cpu", "fp32", functools.partial(_ort_gemm, "float", "cpu"), _ort_missing),
+    Gemm("openvino MatMul f32", "cpu", "fp32", functools.partial(_openvino_gemm, "float", "f32"), _openvino_missing),
+    Gemm("torch.matmul bf16", "cpu", "bf16", functools.partial(_torch_gemm, "bf16", "cpu")),
+    Gemm("openvino MatMul bf16", "cpu", "bf16", functools.partial(_openvino_gemm, "float", "bf16"), _openvino_missing),
+    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", functools.partial(_ort_gemm, "integer", "cpu"), _ort_missing),
+    Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", functools.partial(_openvino_gemm, "qdq", "f32"), _openvino_missing),
+    Gemm("torch.matmul", "cuda", "fp32", functools.partial(_torch_gemm, "fp32", "cuda")),
+    Gemm("torch.matmul bf16", "cuda", "bf16", functools.partial(_torch_gemm, "bf16", "cuda")),
+    Gemm("torch._int_mm", "cuda", "int8", functools.partial(_torch_gemm, "int8", "cuda")),
+)
+
+
+def support(device: str, precision: str) -> tuple[bool, tuple[str, ...], str | None]:
+    """What this machine's `device` offers `precision`, detected now."""
+    if device == "cuda":
+        return cuda_support(precision, torch.cuda.get_device_capability())
+    return cpu_support(precision, cpu_flags(), torch.backends.cpu.get_cpu_capability())
+
+
+def measure_ceiling(device: str, precision: str, threads: int, gemms: Iterable[Gemm] = GEMMS) -> Ceiling:
+    """The best of every available implementation of this (device, precision), or why none was timed."""
+    native, features, reason = support(device, precision)
+    if not native and (device, precision) not in WITHOUT_NATIVE:
+        return Ceiling(None, "not measured", False, features, f"{reason}: {precision} would be emulated through "
+                       "float32, and no backend runs such models here")
+    size = GEMM_SIZE[device]
+    measured, skipped = [], []
+    for gemm in (g for g in gemms if (g.device, g.precision) == (device, precision)):
+        why = gemm.missing()
+        if why is None:
+            try:
+                measured.append((gemm.name, best_gflops(gemm.build(size, threads), 2.0 * size**3, METHOD_SECONDS[device])))
+                continue
+            except Exception as exc:  # a library that cannot run this GEMM here: the others still give the ceiling
+                why = error_text(exc)
+        skipped.append(f"{gemm.name}: {why}")
+    if not measured:
+        return Ceiling(None, "not measured", native, features, "; ".join(skipped) or f"no {precision} GEMM on {device}")
+    name, gflops = max(measured, key=lambda item: item[1])
+    where = f"{threads} thread(s)" if device == "cpu" else (gpu_info().get("gpu_name") or device)
+    method = f"best of {len(measured)}: {name}, {size}x{size}x{size}, {where}"
+    return Ceiling(gflops, method, native, features, reason, tuple(measured))
+
+
+def measure_ceilings(devices: Iterable[str], threads: int) -> Ceilings:
+    """Every precision's ceiling on each device (the devices of the run's backends), at the suite's thread count."""
+    from spinn_export.bench.timing import fix_threads
+
+    fix_threads(threads)
+    return {device: {precision: measure_ceiling(device, precision, threads) for precision in CPU_NATIVE}
+            for device in dict.fromkeys(devices)}

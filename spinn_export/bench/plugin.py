@@ -1,6 +1,8 @@
 """The benchmark suite's pytest plugin (registered through the `pytest11` entry point, like pytest-benchmark's):
 its options, the models (built once per session, or a user's manifest), loaded-and-checked runners, the
-GEMM ceiling, and the "spinn" section of the benchmark JSON. The test modules are in `bench/suite/`.
+GEMM ceilings per precision (`machine.measure_ceilings`), every passed latency case's median (for the fastest
+verified deployment, `suite/test_verified_fastest.py`) and every skip's reason, and the "spinn" section of the
+benchmark JSON. The test modules are in `bench/suite/`.
 
     spinn-export bench DIR [--backends ...]        from any folder, on DIR/manifest.json's models
     pytest bench                                   from the checkout: the default matrix on built-in models
@@ -123,12 +125,26 @@ class SuiteState:
 
     settings: SuiteSettings
     refs: dict[str, ModelRef]
-    ceiling_gflops: float
+    ceilings: dict[str, dict[str, Any]]  # device -> precision -> machine.Ceiling
     runners: dict[tuple[str, str], Any] = field(default_factory=dict)
     paired_results: list[PairedResult] = field(default_factory=list)
     peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
     # (backend, batch, variant) -> the interleaved case: its rounds' ratios per process and its extra_info
     interleaved: dict[tuple[str, int, str], "InterleavedCase"] = field(default_factory=dict)
+    latencies: dict[tuple[str, int, str], float] = field(default_factory=dict)  # (backend, batch, variant) -> median s
+    fastest: list[Any] = field(default_factory=list)  # bench.fastest.Fastest per batch measured,
+    fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not
+
+    def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
+        """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
+        nothing where that ceiling was not measured."""
+        from spinn_export.bench.machine import case_ceiling, ceiling_precision
+
+        ceiling = case_ceiling(self.ceilings, device, precision)
+        if ceiling is None:
+            return {}
+        return {"ceiling_precision": ceiling_precision(precision), "ceiling_gflops": ceiling.gflops,
+                "ceiling_fraction": gflops / ceiling.gflops}
 
 
 @dataclass(frozen=True)
@@ -278,16 +294,32 @@ def prospective_reason(variant: Variant, backend: Any) -> str | None:
     return None if backend.format in opened else f"no {variant.precision} format is opened as {backend.format}"
 
 
-def _supported(variant: str, backend: Any, settings: SuiteSettings) -> bool:
-    """Pairs that can never run are not generated (int8 runs only where a backend runs int8, CSR only on eager)."""
+def _unsupported_reason(variant: str, backend: Any, settings: SuiteSettings) -> str | None:
+    """Why a pair can never run (int8 runs only where a backend runs int8, CSR only on eager), or None."""
     if settings.manifest_refs is not None:
-        return settings.manifest_refs[variant].unsupported_reason(backend) is None
-    return prospective_reason(Variant.parse(variant), backend) is None
+        return settings.manifest_refs[variant].unsupported_reason(backend)
+    return prospective_reason(Variant.parse(variant), backend)
+
+
+def _supported(variant: str, backend: Any, settings: SuiteSettings) -> bool:
+    """Pairs that can never run are not generated; the summary says why (`not_generated`)."""
+    return _unsupported_reason(variant, backend, settings) is None
+
+
+def not_generated(settings: SuiteSettings) -> dict[str, int]:
+    """Reason -> latency cases (pairs x batches) not generated because the pair can never run."""
+    counts: dict[str, int] = {}
+    for backend in settings.backends:
+        for variant in settings.variants:
+            reason = _unsupported_reason(variant, backend, settings)
+            if reason is not None:
+                counts[reason] = counts.get(reason, 0) + len(settings.batches)
+    return counts
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     names = set(metafunc.fixturenames)
-    if not names & {"spinn_case", "spinn_timeit_case", "spinn_paired_backend", "spinn_backend"}:
+    if not names & {"spinn_case", "spinn_timeit_case", "spinn_paired_backend", "spinn_backend", "spinn_fastest_batch"}:
         return
     settings = settings_of(metafunc.config)
     if "spinn_case" in names:
@@ -303,6 +335,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pairs = [pytest.param(None, id=f"no-{TIMEIT_BACKEND}", marks=pytest.mark.skip(
                 reason=f"{TIMEIT_BACKEND} is not among the benchmarked backends: no timeit cross-check"))]
         metafunc.parametrize("spinn_timeit_case", pairs)
+    if "spinn_fastest_batch" in names:  # suite/test_verified_fastest.py: one per batch, after the matrix
+        metafunc.parametrize("spinn_fastest_batch", settings.batches, ids=[f"b{n}" for n in settings.batches])
     if "spinn_backend" in names:
         chosen = [b.name for b in settings.backends]
         metafunc.parametrize("spinn_backend", chosen, ids=chosen)
@@ -354,7 +388,8 @@ def build_builtin_models(directory: Path, settings: SuiteSettings) -> dict[str, 
 
 @pytest.fixture(scope="session")
 def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SuiteState:
-    """The session's models, ready and verified, and the machine's GEMM ceiling at the fixed thread count."""
+    """The session's models, ready and verified, and the machine's GEMM ceilings per precision, on the devices of
+    the backends that can run here, at the fixed thread count."""
     from spinn_export.bench import machine
     from spinn_export.bench.timing import fix_threads
 
@@ -363,7 +398,8 @@ def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     refs = settings.manifest_refs
     if refs is None:
         refs = build_builtin_models(tmp_path_factory.mktemp("spinn-models"), settings)
-    state = SuiteState(settings, refs, machine.gemm_ceiling(settings.threads))
+    devices = [b.device for b in settings.backends if b.unavailable_reason() is None]
+    state = SuiteState(settings, refs, machine.measure_ceilings(devices, settings.threads))
     request.config.stash[STATE] = state
     return state
 
@@ -410,6 +446,37 @@ def rounds_within_budget(config: pytest.Config, per_round: float, minimum: int) 
                math.ceil(float(options.benchmark_max_time) / max(per_round, 1e-9)))
 
 
+SKIPPED = pytest.StashKey[dict[str, int]]()  # reason -> suite tests skipped with it
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep what the suite's tests leave for later ones and for the summary: every skip's reason, and each passed
+    latency case's median (the fastest verified deployment is chosen among them)."""
+    report = yield
+    stash = item.config.stash
+    if SETTINGS not in stash:  # not the suite's session: stay inert
+        return report
+    if report.skipped and isinstance(report.longrepr, tuple):
+        reason = str(report.longrepr[2]).removeprefix("Skipped: ")
+        stash.setdefault(SKIPPED, {})[reason] = stash.get(SKIPPED, {}).get(reason, 0) + 1
+    funcargs = getattr(item, "funcargs", {})
+    benchmark = funcargs.get("benchmark")
+    if (report.when == "call" and report.passed and STATE in stash and "spinn_case" in funcargs
+            and benchmark is not None and benchmark.stats is not None):
+        variant, backend, batch = funcargs["spinn_case"]
+        stash[STATE].latencies[(backend, int(batch), variant)] = benchmark.stats.stats.median
+    return report
+
+
+def skip_reasons(config: pytest.Config) -> dict[str, int]:
+    """Reason -> cases: the suite's skipped tests and the pairs never generated (they could not run here)."""
+    counts = dict(config.stash.get(SKIPPED, {}))
+    for reason, cases in not_generated(config.stash[SETTINGS]).items():
+        counts[reason] = counts.get(reason, 0) + cases
+    return counts
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     if STATE in config.stash:
         from spinn_export.bench import machine
@@ -422,10 +489,14 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         return
     state = config.stash[STATE]
     output_json["spinn"] = {
-        "ceiling_gflops": state.ceiling_gflops,
+        "ceilings": {device: {p: c.to_dict() for p, c in by_precision.items()}
+                     for device, by_precision in state.ceilings.items()},
         "threads": state.settings.threads,
         "backend_options": {name: c.to_dict() for name, c in state.settings.backend_configs.items()},
         "paired": [result.to_dict() for result in state.paired_results],
+        "fastest": [r.to_dict() for r in state.fastest],
+        "fastest_skipped": [r.to_dict() for r in state.fastest_skipped],
+        "skipped": [{"reason": reason, "cases": cases} for reason, cases in skip_reasons(config).items()],
     }
 
 
@@ -434,8 +505,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if state is None:
         return
     write = terminalreporter.write_line
+    terminalreporter.section("spinn: GEMM ceilings")
+    for device, by_precision in state.ceilings.items():
+        for precision, c in by_precision.items():
+            figure = f"{c.gflops:8.1f} GFLOP/s ({c.method})" if c.gflops is not None else "not measured"
+            write(f"{device:>4} {precision:>4}: {figure}; native: {'yes' if c.native else 'no'}"
+                  f"{f' ({c.reason})' if c.reason else ''}")
+    terminalreporter.section("spinn: skipped, with the reason")
+    for reason, cases in skip_reasons(config).items():
+        write(f"{cases:4} case(s): {reason}")
+    terminalreporter.section("spinn: fastest verified deployment vs dense float32 on ort-cpu")
+    for r in state.fastest:
+        write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, {r.speedup_vs_dense_fp32:.2f}x "
+              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] ({r.verified_by})")
+    for skipped in state.fastest_skipped:
+        write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")
     terminalreporter.section("spinn: paired speedups over dense")
-    write(f"GEMM ceiling: {state.ceiling_gflops:.1f} GFLOP/s at {state.settings.threads} thread(s)")
     for r in state.paired_results:
         how = (f"{r.processes} processes x {r.blocks_per_process} blocks" if r.method == ABBA_METHOD
                else f"{r.processes} process(es) x {r.blocks_per_process} interleaved rounds")

@@ -1,3 +1,3 @@
-"""The benchmark suite's test modules (pytest-benchmark): the latency matrix, the paired speedups and the
-timeit cross-check, in that order. Its plug-in is `spinn_export.bench.plugin`; `spinn-export bench` runs it
+"""The benchmark suite's test modules (pytest-benchmark), run in name order: the latency matrix first, then the
+paired speedups, the fresh processes' rounds, the timeit cross-check and the fastest verified deployment. Its plug-in is `spinn_export.bench.plugin`; `spinn-export bench` runs it
 from any folder, and `pytest bench` from the checkout."""

@@ -75,8 +75,7 @@ def test_latency(benchmark, spinn_case: tuple[str, str, int], spinn_session: Sui
     stats = benchmark.stats.stats
     gflops = ref.flops_per_sample * batch / stats.median / 1e9
     benchmark.extra_info["gflops"] = gflops
-    if backend.device == "cpu":
-        benchmark.extra_info["ceiling_fraction"] = gflops / spinn_session.ceiling_gflops
+    benchmark.extra_info.update(spinn_session.ceiling_fields(backend.device, ref.variant.precision, gflops))
     if baseline is not None:  # suite/test_processes.py adds fresh processes' rounds to these after the matrix
         ratios = tuple(sandwich_ratios(baseline_times, list(stats.data)))
         record_interleaved(spinn_session, backend_name, batch,

@@ -1,0 +1,59 @@
+"""The fastest verified deployment at each batch (`bench.fastest`): chosen among the latency matrix's passed cases
+(their medians, kept by `plugin.pytest_runtest_makereport`) within the accuracy budget, then timed call by call
+against dense float32 on ort-cpu for its paired speedup.
+
+It must run after the matrix: pytest collects a folder's modules in name order, and this name sorts after
+test_latency.py (and the suite's other modules). A batch without a result says why, in the JSON
+(`spinn.fastest_skipped`) and as the skip's reason: ort-cpu not benchmarked or unavailable, no dense float32 model
+for it, no passed case, or no verified one.
+"""
+from __future__ import annotations
+
+from typing import NoReturn
+
+import pytest
+
+from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.fastest import (REFERENCE_BACKEND, Candidate, NotMeasured, fastest_verified, measure_fastest,
+                                        verdict_for)
+from spinn_export.bench.plugin import SuiteState, rounds_within_budget, runner_for
+from spinn_export.bench.suite.test_latency import MIN_ROUNDS
+from spinn_export.bench.timing import warm_up
+
+
+def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: SuiteState,
+                                     request: pytest.FixtureRequest) -> None:
+    batch, settings = spinn_fastest_batch, spinn_session.settings
+
+    def not_measured(reason: str) -> NoReturn:
+        spinn_session.fastest_skipped.append(NotMeasured(batch, reason))
+        pytest.skip(f"fastest deployment at batch {batch}: {reason}")
+
+    if REFERENCE_BACKEND not in {b.name for b in settings.backends}:
+        not_measured(f"{REFERENCE_BACKEND} is not among the benchmarked backends, and the speedup is over dense "
+                     f"float32 on {REFERENCE_BACKEND}")
+    reference = get_backend(REFERENCE_BACKEND)
+    unavailable = reference.unavailable_reason()
+    if unavailable is not None:
+        not_measured(f"{REFERENCE_BACKEND} is unavailable ({unavailable})")
+    dense = next((r for r in spinn_session.refs.values() if r.variant.is_baseline), None)
+    if dense is None or dense.unsupported_reason(reference) is not None:
+        not_measured(f"no dense float32 model runs on {REFERENCE_BACKEND}")
+    candidates = [Candidate(backend, variant, latency, verdict_for(spinn_session.refs[variant], get_backend(backend).format))
+                  for (backend, measured_batch, variant), latency in spinn_session.latencies.items()
+                  if measured_batch == batch]
+    if not candidates:
+        not_measured("no latency case passed at this batch")
+    chosen = fastest_verified(candidates)
+    if chosen is None:
+        unverified = sorted({f"{c.variant}: {c.verdict.by}" for c in candidates})
+        not_measured(f"no measured variant is within the accuracy budget ({'; '.join(unverified)})")
+    backend, ref = get_backend(chosen.backend), spinn_session.refs[chosen.variant]
+    runner, baseline_runner = runner_for(spinn_session, backend, ref), runner_for(spinn_session, reference, dense)
+    x = sample_input(batch, ref.in_features)
+    call, baseline_call = runner.prepare(x), baseline_runner.prepare(x)
+    rounds = rounds_within_budget(request.config, warm_up(call) + warm_up(baseline_call), MIN_ROUNDS)
+    with runner.guard(), baseline_runner.guard():  # compile: refuses recompiles while timed
+        result = measure_fastest(batch, chosen, ref.variant.precision, call, baseline_call, rounds, settings.paired)
+    spinn_session.fastest.append(result)
+    assert result.ci_low <= result.speedup_vs_dense_fp32 <= result.ci_high
