@@ -91,7 +91,8 @@ def test_executors_are_discovered_plugins_named_as_their_entry_points() -> None:
 
 
 @pytest.mark.parametrize("name", ["dask", "ray"])
-def test_a_missing_engine_is_an_unavailable_plugin_naming_its_pip_extra(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_engine_is_an_unavailable_plugin_naming_its_pip_extra(name: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(executors_module.importlib.util, "find_spec", lambda module: None)
     executor = get_executor(name)  # still listed: its module imports the engine only when started
     assert executor.unavailable_reason() == f"{executor.engine} is not installed; pip install 'spinn-export[{name}]'"

@@ -46,12 +46,11 @@ from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
 from spinn_export.pipeline.job import RunConfig
 from spinn_export.pipeline.points import EXAMPLE, DataSource, PointJob, PointOutput, SweepTarget, finetune_point
 from spinn_export.prune.budget import plan_widths
+from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
 from spinn_export.prune.structured import PruneConfig
 from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
 from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
 
-DEFAULT_BACKEND = "ort-cpu"
-DEFAULT_BATCH = 8192  # the main job's largest batch, where compute (what pruning removes) dominates the call
 
 
 @dataclass(frozen=True)
@@ -59,7 +58,8 @@ class SweepConfig:
     """A sweep. `quick`, `rounds`, `finetune_epochs`, `round_to` and `seed` shape each point's pruning as in the
     main job (`RunConfig.prune`: quick is 2 rounds of 1 fine-tuning epoch); `magnitude` adds a magnitude point at
     each parameter target. `workers` (default: one per physical core, at most one per point) sizes the local pool
-    or the cluster started here when no `address` is given."""
+    or the cluster started here when no `address` is given. `backend` and `batch` are where every point is measured,
+    and where latency budgets and `round_to` "auto" measure (the defaults of `prune --target-latency`)."""
 
     targets: tuple[SweepTarget, ...]
     method: str = "structured"
@@ -69,7 +69,7 @@ class SweepConfig:
     quick: bool = False
     rounds: int | None = None
     finetune_epochs: int | None = None
-    round_to: int | None = None
+    round_to: int | str | None = None
     seed: int = 0
     executor: str = DEFAULT_EXECUTOR
     address: str | None = None
@@ -86,8 +86,9 @@ class SweepConfig:
                             "matrices, so no magnitude budget changes their latency")
 
     def prune_config(self, target: SweepTarget, method: str) -> PruneConfig:
+        where = {"backend": self.backend, "batch": self.batch} if self.round_to == AUTO else {}
         base = RunConfig(quick=self.quick, target=target.budget(self.backend, self.batch), round_to=self.round_to,
-                         seed=self.seed).prune(method)
+                         seed=self.seed, **where).prune(method)
         epochs = base.finetune.epochs if self.finetune_epochs is None else self.finetune_epochs
         return dataclasses.replace(base, rounds=self.rounds or base.rounds,
                                    finetune=dataclasses.replace(base.finetune, epochs=epochs))
@@ -100,13 +101,14 @@ class SweepConfig:
 
 def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: bytes, data: DataSource,
               dataset: Dataset) -> list[PointJob]:
-    """Every point's job; a parameter target that no widths can meet is refused here, before any work."""
+    """Every point's job; a target that no widths can meet is refused here, before any work (where the widths come
+    from measured latencies, pruning finds out)."""
     metadata = tuple({**dataset_metadata(dataset), "variant": checkpoint.variant}.items())
     jobs = []
     for target in config.targets:
         for method in config.methods(target):
             prune_config = config.prune_config(target, method)
-            if target.kind == "params":
+            if prune_config.measured_on is None:
                 try:
                     plan_widths(checkpoint.spec, prune_config.target, min_width=prune_config.min_width,
                                 round_to=prune_config.round_to)
@@ -117,12 +119,13 @@ def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: byt
 
 
 def run_jobs(jobs: Sequence[PointJob], config: SweepConfig, log: Callable[[str], None]) -> list[PointOutput]:
-    """Fine-tune every point: parameter targets side by side on the executor, then latency targets here, one at a
-    time (a latency budget is met by timing candidates, and timing never shares the machine).
+    """Fine-tune every point: side by side on the executor, then, here and one at a time, the points whose pruning
+    times latencies (a latency budget, `--round-to auto`: `PruneConfig.measured_on`), since timing never shares the
+    machine.
 
     Returns when every job is done and the executor is stopped, so nothing runs during the measurements after."""
-    side_by_side = [job for job in jobs if job.target.kind != "latency"]
-    alone = [job for job in jobs if job.target.kind == "latency"]
+    side_by_side = [job for job in jobs if job.config.measured_on is None]
+    alone = [job for job in jobs if job.config.measured_on is not None]
     outputs: list[PointOutput] = []
     if side_by_side:
         executor = get_executor(config.executor)
@@ -141,7 +144,7 @@ def run_jobs(jobs: Sequence[PointJob], config: SweepConfig, log: Callable[[str],
                 for future in futures:
                     future.cancel()
     for job in alone:
-        log(f"fine-tuning {job.name} here (a latency budget times candidates: nothing else runs meanwhile)")
+        log(f"fine-tuning {job.name} here (its pruning times latencies: nothing else runs meanwhile)")
         outputs.append(_finished(job, functools.partial(finetune_point, job), log))
     order = [job.name for job in jobs]
     return sorted(outputs, key=lambda output: order.index(output.name))
@@ -218,8 +221,8 @@ def point_row(output: PointOutput, job: PointJob, speed: PairedResult, measured_
     )
 
 
-def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config: SweepConfig, out: str | os.PathLike[str],
-              log: Callable[[str], None] = print) -> Sweep:
+def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config: SweepConfig,
+              out: str | os.PathLike[str], log: Callable[[str], None] = print) -> Sweep:
     """Fine-tune every point (on the executor), export, measure (here, one at a time), write DIR; return its points.
 
     Everything the sweep needs is checked first (backend, executor, checkpoint, data, budgets), so a mistake costs
@@ -238,7 +241,8 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
     check_out_dir(out)
     source = load_checkpoint(checkpoint_path)
     if source.variant == "magnitude":
-        raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original instead")
+        raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original "
+                        "instead")
     dataset = data.load()
     check_model_fits(dataset, source.spec, source.model)
     checkpoint_bytes = Path(checkpoint_path).read_bytes()

@@ -108,7 +108,8 @@ def load_sweep(directory: str | os.PathLike[str]) -> Sweep:
     try:
         frame = pd.read_csv(csv, dtype={"widths": str, "target": str})
     except (OSError, ValueError) as exc:
-        raise UserError(f"{csv} is not readable as a sweep table ({type(exc).__name__}); rerun spinn-export sweep") from None
+        raise UserError(f"{csv} is not readable as a sweep table ({type(exc).__name__}); rerun spinn-export "
+                        "sweep") from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing or frame.empty:
         what = f"lacks the columns {', '.join(missing)}" if missing else "has no points"
