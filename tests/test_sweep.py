@@ -224,3 +224,19 @@ def test_points_whose_pruning_times_latencies_are_fine_tuned_here_one_at_a_time(
     assert ran == [("structured-lat0.6", os.getpid()), ("structured-lat0.4", os.getpid())]
     assert [output.name for output in outputs] == ["structured-lat0.6", "structured-lat0.4"]
     assert lines[0] == "fine-tuning structured-lat0.6 here (its pruning times latencies: nothing else runs meanwhile)"
+
+
+def test_a_worker_rebuilds_the_data_and_physics_from_absolute_paths(tiny: tuple[Path, list[str]], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pde.py").write_text(
+        "import torch\n\n\ndef residual(model, inputs):\n"
+        "    grad = torch.autograd.grad(model(inputs).sum(), inputs, create_graph=True)[0]\n"
+        "    return grad[:, 0] - torch.cos(inputs[:, 0])\n")
+    (tmp_path / "data.csv").write_bytes(Path(tiny[1][1]).read_bytes())
+    monkeypatch.chdir(tmp_path)
+    source = DataSource.of("data.csv", "a,b,c,d", "y", "pde.py:residual", 0)
+    assert (source.data, source.physics) == (str(tmp_path / "data.csv"), f"{tmp_path / 'pde.py'}:residual")
+    assert DataSource.of(None, None, None, "my_module:residual", 0).physics == "my_module:residual"  # importable
+    monkeypatch.chdir(tmp_path.parent)  # a worker's directory is its own
+    dataset = source.load()
+    assert dataset.input_names == ("a", "b", "c", "d") and dataset.physics is not None

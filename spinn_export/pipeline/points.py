@@ -112,7 +112,8 @@ def _dataset(source: DataSource) -> Dataset:
 class PointJob:
     """One point to prune and fine-tune, self-contained (what a worker on another machine receives).
 
-    `threads`: torch threads for the worker (None: the worker's own setting, for a cluster the user runs)."""
+    `threads`: torch threads for the worker (None: the worker's own setting, for a cluster the user runs).
+    `progress`: pruning's own progress lines, for a job run in the sweep's process (a worker's would interleave)."""
 
     name: str
     target: SweepTarget
@@ -121,6 +122,7 @@ class PointJob:
     data: DataSource
     metadata: tuple[tuple[str, str], ...]
     threads: int | None = None
+    progress: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,6 @@ def finetune_point(job: PointJob) -> PointOutput:
         checkpoint = load_checkpoint(source)
         out = Path(scratch) / "out"
         prune(checkpoint.model, checkpoint.spec, _dataset(job.data), job.config, out, metadata=dict(job.metadata),
-              progress=False)
+              progress=job.progress)
         files = tuple((path.name, path.read_bytes()) for path in sorted(out.iterdir()))
     return PointOutput(job.name, files, socket.gethostname(), time.perf_counter() - started)

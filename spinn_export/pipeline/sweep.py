@@ -145,7 +145,7 @@ def run_jobs(jobs: Sequence[PointJob], config: SweepConfig, log: Callable[[str],
                     future.cancel()
     for job in alone:
         log(f"fine-tuning {job.name} here (its pruning times latencies: nothing else runs meanwhile)")
-        outputs.append(_finished(job, functools.partial(finetune_point, job), log))
+        outputs.append(_finished(job, functools.partial(finetune_point, dataclasses.replace(job, progress=True)), log))
     order = [job.name for job in jobs]
     return sorted(outputs, key=lambda output: order.index(output.name))
 
