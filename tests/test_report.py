@@ -32,8 +32,8 @@ def _csv(out: Path, name: str) -> pd.DataFrame:
 def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> None:
     paths, out = full_report
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
-                                            ("summary", "runs", "comparison", "latency", "speedup", "memory", "gflops",
-                                             "crosscheck", "artifacts", "pruning")}
+                                            ("summary", "fastest", "runs", "comparison", "latency", "speedup", "memory",
+                                             "ceilings", "gflops", "crosscheck", "skipped", "artifacts", "pruning")}
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png", "pruning.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.pngs)
     page = paths.html.read_text()
@@ -82,8 +82,9 @@ def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_c
     gflops = _csv(out, "gflops")
     for backend, results in (("ort-cpu", pipeline.ort_json), ("eager-cpu", pipeline.eager_json)):
         rows = gflops[gflops["backend"] == backend]
-        ceiling = json.loads(results.read_text())["spinn"]["ceiling_gflops"]
+        ceiling = json.loads(results.read_text())["spinn"]["ceilings"]["cpu"]["fp32"]["gflops"]  # every variant is fp32
         assert list(rows["ceiling GFLOP/s"]) == pytest.approx([ceiling] * len(rows))
+        assert set(rows["ceiling precision"]) == {"fp32"}
         assert rows["fraction of ceiling"].to_numpy() == pytest.approx((rows["GFLOP/s"] / ceiling).to_numpy())
     latency = _csv(out, "latency")
     assert latency["p95 ms"].notna().all() and (latency["p95 ms"] >= latency["median ms"]).all()

@@ -49,10 +49,12 @@ def verdict_for(ref: ModelRef, runtime_format: str) -> Verdict:
     timed = ref.file(runtime_format)
     records = read_manifest(ref.directory, verify=False).artifacts  # sha256 was checked when the suite started
     record = next((r for r in records if timed is not None and r.file == timed.name), None)
-    delta = None if record is None or not record.accuracy else record.accuracy.get("val_r2_delta")
-    if record is None or record.within_budget is None:
-        return Verdict(False, "no accuracy recorded at export (the checkpoint's data was unknown, or the manifest "
-                              "predates the budget)", delta)
+    if record is None:
+        return Verdict(False, "the timed file is not in the manifest")
+    delta = record.accuracy.get("val_r2_delta") if record.accuracy else None
+    if record.within_budget is None:
+        return Verdict(False, "no accuracy recorded at export (the checkpoint's data was unknown)" if delta is None else
+                       f"the manifest records ΔR² {delta:+.4f} but no budget verdict (it predates --max-r2-drop)", delta)
     if not record.within_budget:
         return Verdict(False, f"validation R² change {delta:+.4f} is outside the export's budget", delta)
     return Verdict(True, BUDGET, delta)

@@ -37,7 +37,7 @@ from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
-from spinn_export.report.writer import build_report, headline, summary_table, terminal_table
+from spinn_export.report.writer import build_report, fastest_summary, headline, summary_table, terminal_table
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.physics import load_physics
@@ -304,13 +304,17 @@ def run(config: RunConfig) -> RunOutcome:
 
 
 def format_summary(outcome: RunOutcome) -> str:
-    """What the job prints last: the answer in a sentence, the summary and the gate as clean tables."""
+    """What the job prints last: the answer in a sentence, the fastest verified deployment (or why it was not
+    measured), the summary, the fastest deployment per batch and the gate as clean tables."""
     gate = "passed" if outcome.gate.passed else "FAILED"
+    fastest, per_batch = fastest_summary([outcome.html.parents[1] / "bench.json"])  # OUT/report/report.html: OUT
     return "\n".join([
         headline(outcome.summary),
+        fastest,
         "",
         terminal_table(outcome.summary),
         "",
+        *([terminal_table(per_batch), ""] if not per_batch.empty else []),
         format_rows(outcome.gate.rows),
         f"gate {gate}",
         f"report: {outcome.html.resolve()}",

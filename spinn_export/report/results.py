@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinn_export.bench.variants import BASELINE_ROLE, Variant
+from spinn_export.bench.variants import BASELINE_ROLE, FP32, RUNS_AS, Variant
 from spinn_export.errors import UserError
 
 BASELINE_VARIANT = Variant(BASELINE_ROLE).name
@@ -27,6 +27,14 @@ CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
 LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
+CEILING_COLUMNS = ("machine", "device", "precision", "gflops", "method", "native", "features", "reason")
+FASTEST_COLUMNS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",
+                   "val_r2_delta", "baseline_backend")
+FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "rounds", "method")
+# Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
+LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
+                  "native": True, "features": None, "reason": None}
+NOT_MEASURED_BEFORE = "the suite that wrote these results predates it"
 
 
 @dataclass(frozen=True)
@@ -38,13 +46,22 @@ class Results:
     processes, or a latency benchmark's interleaved rounds (`method`);
     runs: one row per file, with its machine, hardware, versions and date;
     checks: one row per cross-check of the suite's timing against an independent measurement
-    (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty).
+    (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty);
+    ceilings: one row per machine, device and precision (`spinn.ceilings`; `gflops` NaN where not measured,
+    `reason` says why); each benchmark row carries its own (`ceiling_precision`, `ceiling_gflops`);
+    fastest: the fastest verified deployment per machine and batch (`spinn.fastest`), and fastest_skipped why a
+    batch has none (`spinn.fastest_skipped`, or one row per file written before it was measured);
+    skipped: reason -> cases the suite skipped or never generated (`spinn.skipped`; maybe empty).
     """
 
     benchmarks: pd.DataFrame
     paired: pd.DataFrame
     runs: pd.DataFrame
     checks: pd.DataFrame
+    ceilings: pd.DataFrame
+    fastest: pd.DataFrame
+    fastest_skipped: pd.DataFrame
+    skipped: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -110,8 +127,11 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
                            "ratio": info.get("ratio"), "rounds": stats.get("rounds")})
             continue
         flops = info.get("flops_per_sample")
+        parsed = parse_variant(info["variant"])
+        precision = info.get("precision") or (parsed.precision if parsed is not None else FP32)
         rows.append({
             "variant": info["variant"], "model": info.get("model", info["variant"]), "artifact": info.get("artifact"),
+            "precision": precision, "ceiling_precision": RUNS_AS.get(precision, precision),
             "backend": info["backend"], "batch": batch, "device": info.get("device"),
             "device_name": info.get("device_name"), "provider": info.get("provider"), "threads": info.get("threads"),
             "params": info.get("params"), "nonzero_params": info.get("nonzero_params"),
@@ -128,7 +148,45 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
     return rows, checks
 
 
-def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+def _ceiling_rows(spinn: dict[str, Any]) -> list[dict[str, Any]]:
+    """`spinn.ceilings` as rows; a file with only the older `ceiling_gflops` gives its one float32 CPU row."""
+    if "ceilings" not in spinn:
+        legacy = spinn.get("ceiling_gflops")
+        return [] if legacy is None else [{**LEGACY_CEILING, "gflops": float(legacy)}]
+    return [{"device": device, "precision": precision, "gflops": entry.get("gflops"), "method": entry.get("method"),
+             "native": entry.get("native"), "features": ", ".join(entry.get("features") or []) or None,
+             "reason": entry.get("reason")}
+            for device, by_precision in spinn["ceilings"].items() for precision, entry in by_precision.items()]
+
+
+def _fastest_rows(spinn: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`spinn.fastest` and `spinn.fastest_skipped`; a file without them says it predates the measurement."""
+    if "fastest" not in spinn:
+        return [], [{"batch": None, "reason": NOT_MEASURED_BEFORE}]
+    for entry in spinn["fastest"]:
+        missing = [k for k in FASTEST_COLUMNS if k not in entry]
+        if missing:
+            raise UserError(f"a fastest entry in {path} lacks {', '.join(missing)}: give results written by the "
+                            "spinn-export benchmark suite")
+    rows = [{k: entry.get(k) for k in (*FASTEST_COLUMNS, *FASTEST_DETAILS)} for entry in spinn["fastest"]]
+    return rows, [{"batch": e.get("batch"), "reason": e.get("reason")} for e in spinn.get("fastest_skipped") or []]
+
+
+@dataclass(frozen=True)
+class _RunFile:
+    """What one results file holds, as rows (before machine labels are given)."""
+
+    run: dict[str, Any]
+    benchmarks: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+    paired: list[dict[str, Any]]
+    ceilings: list[dict[str, Any]]
+    fastest: list[dict[str, Any]]
+    fastest_skipped: list[dict[str, Any]]
+    skipped: list[dict[str, Any]]
+
+
+def _read_run(path: Path) -> _RunFile:
     data = read_json(path, "benchmark results")
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
         raise UserError(f"{path} holds no benchmarks: give a pytest-benchmark JSON file (--benchmark-json)")
@@ -140,7 +198,6 @@ def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[di
         "cpu_model": _cpu_model(machine_info), "gpu_name": machine_info.get("gpu_name"),
         "driver": machine_info.get("driver"), "versions": _versions(machine_info),
         "datetime": data.get("datetime"), "commit": commit.get("id"), "dirty": commit.get("dirty"),
-        "ceiling_gflops": spinn.get("ceiling_gflops"),
     }
     paired = []
     for entry in spinn.get("paired") or []:
@@ -149,7 +206,9 @@ def _read_run(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]], list[di
             raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
                             "spinn-export benchmark suite")
         paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba")})
-    return run, *_benchmark_rows(data, path), paired
+    skipped = [{"reason": e.get("reason"), "cases": e.get("cases")} for e in spinn.get("skipped") or []]
+    return _RunFile(run, *_benchmark_rows(data, path), paired, _ceiling_rows(spinn), *_fastest_rows(spinn, path),
+                    skipped)
 
 
 def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[str]:
@@ -173,28 +232,33 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
     if not paths:
         raise UserError("give at least one benchmark results JSON file")
     read = [_read_run(Path(p)) for p in paths]
-    runs = [r for r, _, _, _ in read]
-    labels = _machine_labels(runs, [b for _, b, _, _ in read])
-    bench_rows, check_rows, paired_rows = [], [], []
-    for label, (run, benches, checks, paired) in zip(labels, read):
-        run["machine"] = label
-        # The suite's ceiling is a float32 GEMM on the CPU: a fraction of it means nothing on a GPU.
-        bench_rows += [{"machine": label, **b, "ceiling_gflops": run["ceiling_gflops"] if b["device"] == "cpu" else None}
-                       for b in benches]
-        check_rows += [{"machine": label, **c} for c in checks]
-        paired_rows += [{"machine": label, **p} for p in paired]
-    benchmarks = pd.DataFrame(bench_rows)
+    labels = _machine_labels([f.run for f in read], [f.benchmarks for f in read])
+    for label, file in zip(labels, read):
+        file.run["machine"] = label
+        measured = {(c["device"], c["precision"]): c["gflops"] for c in file.ceilings}
+        for row in file.benchmarks:  # a case's ceiling: its own device's at its own precision, never another's
+            row["ceiling_gflops"] = measured.get((row["device"], row["ceiling_precision"]))
+
+    def rows(part: str) -> list[dict[str, Any]]:
+        return [{"machine": label, **row} for label, file in zip(labels, read) for row in getattr(file, part)]
+
+    benchmarks = pd.DataFrame(rows("benchmarks"))
     duplicated = benchmarks[benchmarks.duplicated(BENCH_KEY, keep=False)]
     if not duplicated.empty:
         first = duplicated.iloc[0]
         raise UserError(f"{first['variant']} on {first['backend']} batch {first['batch']} was measured twice on "
                         f"{first['machine']} (models {', '.join(duplicated['model'].unique())}): "
                         "give results with one model per variant")
-    paired_frame = pd.DataFrame(paired_rows, columns=["machine", *PAIRED_COLUMNS, "method"])
+    paired_frame = pd.DataFrame(rows("paired"), columns=["machine", *PAIRED_COLUMNS, "method"])
     paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
-    checks = pd.DataFrame(check_rows, columns=["machine", *CHECK_COLUMNS])
+    checks = pd.DataFrame(rows("checks"), columns=["machine", *CHECK_COLUMNS])
     checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
-    return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame(runs), checks)
+    fastest = pd.DataFrame(rows("fastest"), columns=["machine", *FASTEST_COLUMNS, *FASTEST_DETAILS])
+    return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame([f.run for f in read]), checks,
+                   pd.DataFrame(rows("ceilings"), columns=list(CEILING_COLUMNS)).astype({"gflops": float}),
+                   fastest.sort_values(["machine", "batch"], kind="stable").reset_index(drop=True),
+                   pd.DataFrame(rows("fastest_skipped"), columns=["machine", "batch", "reason"]),
+                   pd.DataFrame(rows("skipped"), columns=["machine", "reason", "cases"]))
 
 
 def variant_rank(variant: str) -> tuple[object, ...]:

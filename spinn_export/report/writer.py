@@ -28,8 +28,9 @@ if TYPE_CHECKING:
     from spinn_export.report.gate import GateOutcome
 
 PREFERRED_BACKEND = "ort-cpu"
-CSV_NAMES = ("summary", "runs", "latency", "speedup", "memory", "gflops", "crosscheck", "artifacts", "comparison",
-             "pruning", "pareto")
+CSV_NAMES = ("summary", "fastest", "runs", "latency", "speedup", "memory", "ceilings", "gflops", "crosscheck",
+             "artifacts", "comparison", "skipped", "pruning", "pareto")
+OPENING = ("summary", "fastest")  # the answer, before the run's metadata
 PNG_NAMES = ("latency", "speedup", "memory", "pruning", "pareto")
 MIB = 2**20
 SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
@@ -103,14 +104,73 @@ def memory_table(results: Results) -> pd.DataFrame:
 
 
 def gflops_table(results: Results) -> pd.DataFrame:
+    """Achieved rate per case and its fraction of the ceiling of its own device and precision (dash: none measured)."""
     bench = results.benchmarks
     ceiling = pd.to_numeric(bench["ceiling_gflops"])
     table = pd.DataFrame({
         "machine": bench["machine"], "variant": bench["variant"], "backend": bench["backend"], "batch": bench["batch"],
-        "FLOPs/sample": bench["flops_per_sample"], "GFLOP/s": bench["gflops"], "ceiling GFLOP/s": ceiling,
+        "FLOPs/sample": bench["flops_per_sample"], "GFLOP/s": bench["gflops"],
+        "ceiling precision": bench["ceiling_precision"].where(ceiling.notna()), "ceiling GFLOP/s": ceiling,
         "fraction of ceiling": bench["gflops"] / ceiling,
     })
     return table.dropna(axis=1, how="all")
+
+
+def ceilings_table(results: Results) -> pd.DataFrame:
+    """The machines' GEMM ceilings, one row per device and precision, with how each was measured or why it was not."""
+    frame = results.ceilings
+    return pd.DataFrame({
+        "machine": frame["machine"], "device": frame["device"], "precision": frame["precision"],
+        "ceiling GFLOP/s": frame["gflops"], "native": frame["native"].map({True: "yes", False: "no"}),
+        "features": frame["features"], "measured by": frame["method"], "note": frame["reason"],
+    }).dropna(axis=1, how="all")
+
+
+def fastest_table(results: Results) -> pd.DataFrame:
+    """The fastest verified deployment per machine and batch, with its paired speedup over dense float32 on ort-cpu."""
+    frame = results.fastest
+    table = pd.DataFrame({
+        "machine": frame["machine"], "batch": frame["batch"], "variant": frame["variant"], "backend": frame["backend"],
+        "precision": frame["precision"], "latency ms (median)": frame["latency_s"] * 1e3,
+        "speedup vs dense fp32 on ort-cpu": frame["speedup_vs_dense_fp32"], "CI low": frame["ci_low"],
+        "CI high": frame["ci_high"], "ΔR² vs its fp32 model": pd.to_numeric(frame["val_r2_delta"]),
+        "verified by": frame["verified_by"], "rounds": frame["rounds"],
+    })
+    return _one_machine_unnamed(results, table).dropna(axis=1, how="all")
+
+
+def _one_machine_unnamed(results: Results, table: pd.DataFrame) -> pd.DataFrame:
+    """Without the machine column where the results come from one machine."""
+    return table.drop(columns="machine") if results.runs["machine"].nunique() == 1 else table
+
+
+def fastest_sentence(results: Results) -> str:
+    """The fastest verified deployment at each machine's largest measured batch, or why there is none."""
+    parts = []
+    machines = results.runs["machine"].unique()
+    for machine in machines:
+        prefix = f"On {machine}, the" if len(machines) > 1 else "The"
+        measured = results.fastest[results.fastest["machine"] == machine]
+        if measured.empty:
+            reasons = results.fastest_skipped.loc[results.fastest_skipped["machine"] == machine, "reason"]
+            why = "; ".join(dict.fromkeys(reasons.astype(str))) or "no batch was measured"
+            parts.append(f"{prefix} fastest verified deployment was not measured: {why}.")
+            continue
+        row = measured.loc[measured["batch"].astype(int).idxmax()]
+        delta = row["val_r2_delta"]
+        accuracy = "float32 parity" if delta is None or pd.isna(delta) else f"ΔR² {delta:+.4f}, within the budget"
+        parts.append(f"{prefix} fastest verified deployment at batch {int(row['batch'])} is {row['variant']} on "
+                     f"{row['backend']}: {row['latency_s'] * 1e3:.3g} ms, {row['speedup_vs_dense_fp32']:.2f}× dense "
+                     f"float32 on {row['baseline_backend']} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] "
+                     f"(paired; {accuracy}).")
+    return " ".join(parts)
+
+
+def skipped_table(results: Results) -> pd.DataFrame:
+    """What the suite did not run, and why (an unavailable backend, a precision a backend does not run, ...)."""
+    frame = results.skipped
+    return _one_machine_unnamed(results, pd.DataFrame({"machine": frame["machine"], "cases": frame["cases"],
+                                                       "reason": frame["reason"]}))
 
 
 def crosscheck_table(results: Results) -> pd.DataFrame:
@@ -370,13 +430,24 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                    gate: GateOutcome | None = None) -> list[Section]:
     speedup = speedups(results)
     summary = summary_rows(results, speedup, manifest, histories)
+    skipped = "" if results.skipped.empty else (
+        f" {int(results.skipped['cases'].sum())} case(s) were not run here, each with its reason under \"Not run\".")
     sections = [Section("summary", "Summary",
-                        f"{headline(summary)} {gate_verdict(gate)} Per backend at its largest batch: the paired speedup "
-                        "over dense with its 95 % CI, validation R² and PDE residual RMS against dense's (pruning "
-                        "history), and the timed file's size and peak memory relative to dense's. Details follow.",
-                        summary if not summary.empty else None),
-                Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
-                        runs_table(results, manifest))]
+                        f"{headline(summary)} {fastest_sentence(results)} {gate_verdict(gate)} Per backend at its "
+                        "largest batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual "
+                        "RMS against dense's (pruning history), and the timed file's size and peak memory relative to "
+                        f"dense's.{skipped} Details follow.", summary if not summary.empty else None)]
+    fastest = fastest_table(results)
+    sections.append(Section("fastest", "Fastest verified deployment",
+                            "Per batch, the fastest variant and backend of the latency matrix within the accuracy "
+                            "budget (float32 variants by their parity check, low-precision files by the export's "
+                            "within_budget; ΔR² is against the variant's own float32 model), then timed call by call "
+                            "against dense float32 on ort-cpu: latency is that candidate's median, the speedup the "
+                            "median of the interleaved rounds' ratios with a bootstrap 95 % CI.",
+                            fastest) if not fastest.empty else
+                    Section("fastest", "Fastest verified deployment", fastest_sentence(results)))
+    sections.append(Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
+                            runs_table(results, manifest)))
     sections.append(Section("comparison", "Model comparison",
                             "Dense, magnitude and structured side by side. Latency is the median on the named backend "
                             "and batch; file bytes are of the named exported artifact; R² and residual RMS are on the "
@@ -404,10 +475,19 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                             "escapes; CUDA: torch.cuda.max_memory_allocated); vs dense = this variant's peak over "
                             "dense's.", memory) if not memory.empty else
                     Section("memory", "Peak memory", "The results carry no peak-memory measurements."))
+    if not results.ceilings.empty:
+        sections.append(Section("ceilings", "GEMM ceilings",
+                                "The best rate of a large square GEMM per device and precision, timed in every library "
+                                "the backends compute with (the best is the ceiling: interference only lowers a run). "
+                                "Native: the hardware has instructions for that precision (VNNI/AMX for int8, AMX or "
+                                "AVX512-BF16 for bf16, tensor cores on CUDA), detected at run time; int8 is measured "
+                                "without them too (it still runs, on AVX2), bf16 is not (it would be emulated).",
+                                ceilings_table(results)))
     has_ceiling = results.benchmarks["ceiling_gflops"].notna().any()
     sections.append(Section("gflops", "Achieved GFLOP/s",
-                            "FLOPs per sample × batch / median latency; the ceiling is the suite's best float32 GEMM "
-                            "on this machine's CPU (CPU backends only)." if has_ceiling else
+                            "FLOPs per sample × batch / median latency (int8: integer operations); the fraction is of "
+                            "the ceiling of the case's own device and precision (int8-static runs as int8), a dash "
+                            "where that ceiling was not measured." if has_ceiling else
                             "FLOPs per sample × batch / median latency. The results carry no measured ceiling, so "
                             "no fraction of it.", gflops_table(results)))
     if not results.checks.empty:
@@ -416,6 +496,10 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                                 "and input, interleaved one timeit call per pytest-benchmark round so both see the same "
                                 "machine (bench/test_timeit.py fails a case off by 10 % or more).",
                                 crosscheck_table(results)))
+    if not results.skipped.empty:
+        sections.append(Section("skipped", "Not run", "Cases the suite skipped or never generated on these machines, "
+                                "with the reason (a backend that cannot run here, a precision a backend does not run).",
+                                skipped_table(results)))
     if manifest is None:
         sections.append(Section("artifacts", "Artifact sizes", "No manifest given (--manifest): artifact sizes omitted."))
     else:
@@ -478,9 +562,9 @@ def _data_uri(path: Path) -> str:
 
 
 def _opening(sections: Sequence[Section]) -> tuple[list[Section], list[Section]]:
-    """The summary opens the report, before the run's metadata; the details follow."""
-    first = [s for s in sections if s.name == "summary"]
-    return first, [s for s in sections if s.name != "summary"]
+    """The summary and the fastest verified deployment open the report, before the run's metadata; details follow."""
+    first = [s for s in sections if s.name in OPENING]
+    return first, [s for s in sections if s.name not in OPENING]
 
 
 def _html_section(section: Section, figure: Figure | None) -> str:
@@ -579,6 +663,13 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     write_text(html_path, render_html(sections, figures, header))
     write_text(md_path, render_markdown(sections, figures, header))
     return ReportPaths(html_path, md_path, csv_dir, tuple(csvs), tuple(f.path for f in figures))
+
+
+def fastest_summary(results: Sequence[str | os.PathLike[str]]) -> tuple[str, pd.DataFrame]:
+    """The fastest verified deployment as the report's summary says it and its table, read from the results
+    (what `spinn-export run` prints at the end)."""
+    loaded = load_results([Path(p) for p in results])
+    return fastest_sentence(loaded), fastest_table(loaded)
 
 
 def summary_table(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,

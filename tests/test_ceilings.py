@@ -1,0 +1,166 @@
+"""GEMM ceilings per precision: what the hardware offers is detected, not assumed; a case is a fraction of its own
+precision's ceiling only; the report reads them, and results written before them still load."""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import torch
+
+from spinn_export.bench import machine
+from spinn_export.bench.machine import Ceiling, Gemm, case_ceiling, cpu_support, cuda_support, measure_ceiling
+from spinn_export.bench.plugin import SuiteState
+from spinn_export.bench.timing import fresh_process_context
+from spinn_export.report.results import load_results
+from spinn_export.report.writer import build_report
+
+from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+
+AVX2 = {"fpu", "sse2", "avx", "avx2", "fma"}
+SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
+
+
+def test_cpu_features_decide_what_is_native() -> None:
+    assert cpu_support("fp32", AVX2, "AVX2") == (True, ("avx2", "fma", "torch AVX2"), None)
+    native, features, reason = cpu_support("int8", AVX2, "AVX2")
+    assert not native and "avx512_vnni" in reason and "avx2" in features  # int8 runs on AVX2, not natively
+    assert not cpu_support("bf16", AVX2, "AVX2")[0]
+    assert cpu_support("int8", AVX2 | {"avx_vnni"}, "AVX2")[:2] == (True, ("avx_vnni", "avx2", "fma", "torch AVX2"))
+    for precision in ("bf16", "int8"):
+        native, features, reason = cpu_support(precision, SAPPHIRE_RAPIDS, "AVX512")
+        assert native and reason is None and f"amx_{precision}" in features
+
+
+def test_gpu_compute_capability_decides_tensor_cores() -> None:
+    assert cuda_support("fp32", (7, 0))[0]
+    assert [cuda_support(p, (7, 5))[0] for p in ("bf16", "int8")] == [False, True]
+    assert cuda_support("bf16", (9, 0)) == (True, ("sm_90", "tensor cores"), None)
+    assert "sm_80" in cuda_support("bf16", (7, 5))[2]
+
+
+class Rate:
+    """A stand-in GEMM call that says which rate `best_gflops` should report for it."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+
+    def __call__(self) -> None:
+        return None
+
+
+def _gemm(name: str, precision: str, rate: float | Exception, missing: str | None = None) -> Gemm:
+    def build(size: int, threads: int) -> Rate:
+        if isinstance(rate, Exception):
+            raise rate
+        return Rate(rate)
+
+    return Gemm(name, "cpu", precision, build, lambda: missing)
+
+
+@pytest.fixture
+def avx2_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(machine, "cpu_flags", lambda: frozenset(AVX2))
+    monkeypatch.setattr(machine, "best_gflops", lambda call, flops, seconds: call.rate)
+
+
+def test_the_ceiling_is_the_best_implementation_and_keeps_every_figure(avx2_cpu: None) -> None:
+    gemms = [_gemm("slow", "fp32", 40.0), _gemm("fast", "fp32", 90.0), _gemm("broken", "fp32", RuntimeError("no")),
+             _gemm("absent", "fp32", 1e9, missing="not installed"), _gemm("other precision", "int8", 1e9)]
+    ceiling = measure_ceiling("cpu", "fp32", 2, gemms)
+    assert ceiling.gflops == 90.0 and ceiling.native and ceiling.method.startswith("best of 2: fast")
+    assert dict(ceiling.measured) == {"slow": 40.0, "fast": 90.0}
+    assert ceiling.to_dict()["measured"] == {"slow": 40.0, "fast": 90.0}
+
+
+def test_int8_without_vnni_is_measured_as_not_native_and_bf16_is_not_measured(avx2_cpu: None) -> None:
+    int8 = measure_ceiling("cpu", "int8", 2, [_gemm("u8s8", "int8", 120.0)])
+    assert int8.gflops == 120.0 and not int8.native and "vnni" in int8.reason
+    bf16 = measure_ceiling("cpu", "bf16", 2, [_gemm("never built", "bf16", RuntimeError("must not be timed"))])
+    assert bf16.gflops is None and not bf16.native and "emulated" in bf16.reason and not bf16.measured
+    nothing = measure_ceiling("cpu", "fp32", 2, [_gemm("absent", "fp32", 1.0, missing="lib is not installed")])
+    assert nothing.gflops is None and "lib is not installed" in nothing.reason
+
+
+CEILINGS = {"cpu": {"fp32": Ceiling(100.0, "m", True, ()), "int8": Ceiling(200.0, "m", False, (), "no vnni"),
+                    "bf16": Ceiling(None, "not measured", False, (), "emulated")}}
+
+
+def test_a_case_is_a_fraction_of_its_own_precisions_ceiling_only() -> None:
+    assert case_ceiling(CEILINGS, "cpu", "int8-static").gflops == 200.0  # runs as int8
+    assert case_ceiling(CEILINGS, "cpu", "bf16") is None and case_ceiling(CEILINGS, "cuda", "fp32") is None
+    state = SuiteState(settings=None, refs={}, ceilings=CEILINGS)  # type: ignore[arg-type]
+    assert state.ceiling_fields("cpu", "int8-static", 50.0) == {"ceiling_precision": "int8", "ceiling_gflops": 200.0,
+                                                                "ceiling_fraction": 0.25}
+    assert state.ceiling_fields("cpu", "fp32", 50.0)["ceiling_fraction"] == 0.5
+    assert state.ceiling_fields("cpu", "bf16", 50.0) == {}  # never against another precision's ceiling
+
+
+def test_this_machines_ceilings_are_measured_with_its_detected_features() -> None:
+    # In a fresh process, as in the suite's: ONNX Runtime's GEMM creates the process-wide thread pool, after which
+    # this process's exports (per-session pools) could not open a session.
+    with ProcessPoolExecutor(max_workers=1, mp_context=fresh_process_context()) as pool:
+        ceilings = pool.submit(machine.measure_ceilings, ["cpu"], 1).result()["cpu"]
+    assert set(ceilings) == {"fp32", "bf16", "int8"}
+    assert ceilings["fp32"].gflops > 0 and ceilings["fp32"].native and ceilings["fp32"].measured
+    flags = machine.cpu_flags()
+    for precision, ceiling in ceilings.items():
+        assert set(ceiling.features) - {f"torch {torch.backends.cpu.get_cpu_capability()}"} <= flags
+        assert ceiling.native == (precision == "fp32" or bool(set(machine.CPU_NATIVE[precision]) & flags))
+        assert (ceiling.gflops is None) == (precision == "bf16" and not ceiling.native)
+
+
+def _rewritten(source: Path, out: Path, change: Any) -> Path:
+    data = json.loads(source.read_text())
+    change(data)
+    out.write_text(json.dumps(data))
+    return out
+
+
+def _as_int8_static(data: dict[str, Any]) -> None:
+    """One latency case relabelled as a static int8 variant (the tiny pipeline exports float32 only)."""
+    info = data["benchmarks"][0]["extra_info"]
+    info.update(variant="structured-int8-static", precision="int8-static")
+
+
+def test_the_report_takes_each_cases_ceiling_from_its_precision(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    path = _rewritten(pipeline.eager_json, tmp_path / "int8.json", _as_int8_static)
+    bench = load_results([path]).benchmarks.set_index(["variant", "batch"])
+    ceilings = json.loads(path.read_text())["spinn"]["ceilings"]["cpu"]
+    int8 = bench[bench["precision"] == "int8-static"].iloc[0]
+    assert int8["ceiling_precision"] == "int8" and int8["ceiling_gflops"] == ceilings["int8"]["gflops"]
+    fp32 = bench[bench["precision"] == "fp32"]
+    assert (fp32["ceiling_gflops"] == ceilings["fp32"]["gflops"]).all()
+    paths = build_report([path], None, None, tmp_path / "report")
+    table = {name: pd.read_csv(paths.csv_dir / f"{name}.csv") for name in ("gflops", "ceilings")}
+    assert set(table["ceilings"]["precision"]) == {"fp32", "bf16", "int8"}
+    row = table["gflops"][table["gflops"]["variant"] == "structured-int8-static"].iloc[0]
+    assert row["ceiling precision"] == "int8" and row["fraction of ceiling"] == pytest.approx(
+        row["GFLOP/s"] / ceilings["int8"]["gflops"])
+    assert "the fraction is of the ceiling of the case's own device and precision" in paths.markdown.read_text()
+
+
+def _legacy(data: dict[str, Any]) -> None:
+    """As the suite wrote it before per-precision ceilings: one float32 figure, no fastest deployment."""
+    _as_int8_static(data)
+    spinn = data["spinn"]
+    spinn["ceiling_gflops"] = spinn.pop("ceilings")["cpu"]["fp32"]["gflops"]
+    for key in ("fastest", "fastest_skipped", "skipped"):
+        spinn.pop(key)
+
+
+def test_results_with_only_the_old_float32_ceiling_still_load(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    path = _rewritten(pipeline.eager_json, tmp_path / "old.json", _legacy)
+    old = json.loads(path.read_text())["spinn"]["ceiling_gflops"]
+    results = load_results([path])
+    assert list(results.ceilings[["device", "precision", "gflops"]].itertuples(index=False, name=None)) == [
+        ("cpu", "fp32", old)]
+    bench = results.benchmarks
+    assert (bench.loc[bench["precision"] == "fp32", "ceiling_gflops"] == old).all()
+    assert bench.loc[bench["precision"] == "int8-static", "ceiling_gflops"].isna().all()  # never fp32's for int8
+    assert results.fastest.empty and "predates" in results.fastest_skipped["reason"].iloc[0]
+    markdown = build_report([path], None, None, tmp_path / "old-report").markdown.read_text()
+    assert "The fastest verified deployment was not measured: the suite that wrote these results predates it." in markdown

@@ -1,0 +1,127 @@
+"""The fastest verified deployment: chosen within the accuracy budget, timed paired against dense float32 on
+ort-cpu, stored in the JSON, shown at the top of the report and in the main job's closing summary; a run that
+cannot measure it says why."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from spinn_export.bench.fastest import (BUDGET, PARITY, REFERENCE_BACKEND, Candidate, Verdict, fastest_verified,
+                                        measure_fastest, verdict_for)
+from spinn_export.bench.paired import PairedConfig
+from spinn_export.bench.variants import ModelRef, Variant
+from spinn_export.export.manifest import MANIFEST_NAME
+from spinn_export.pipeline.job import RunOutcome, format_summary
+from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
+from spinn_export.report.writer import build_report, summary_table
+
+from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+
+RECORDS = {"structured.int8.onnx": (True, -0.004), "magnitude.int8.onnx": (False, -0.03), "dense.int8.onnx": (None, None)}
+
+
+@pytest.fixture
+def budget_manifest(pipeline: Pipeline, tmp_path: Path) -> Path:  # noqa: F811
+    """The tiny pipeline's manifest plus int8 records: one within the budget, one over it, one without a verdict."""
+    data = json.loads(pipeline.manifest.read_text())
+    template = next(a for a in data["artifacts"] if a["model"] == "structured")
+    for file, (within, delta) in RECORDS.items():
+        accuracy = None if delta is None else {"val_r2": 0.9 + delta, "val_r2_delta": delta, "residual_rms": 0.1}
+        data["artifacts"].append({**template, "model": file.split(".")[0], "format": "onnx-int8", "precision": "int8",
+                                  "file": file, "accuracy": accuracy, "within_budget": within})
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    return tmp_path
+
+
+def _int8_ref(directory: Path, file: str) -> ModelRef:
+    return ModelRef(Variant(file.split(".")[0], "int8"), model=file.split(".")[0], directory=directory,
+                    checkpoint="structured.safetensors", files=(("onnx", file),), params=1, nonzero_params=1,
+                    flops_per_sample=1, widths=(1,), in_features=18, recorded_error=0.01)
+
+
+def test_low_precision_files_are_verified_only_by_the_manifests_budget_verdict(budget_manifest: Path) -> None:
+    within = verdict_for(_int8_ref(budget_manifest, "structured.int8.onnx"), "onnx")
+    assert within == Verdict(True, BUDGET, -0.004)
+    over = verdict_for(_int8_ref(budget_manifest, "magnitude.int8.onnx"), "onnx")
+    assert not over.verified and "outside" in over.by and over.val_r2_delta == -0.03
+    unknown = verdict_for(_int8_ref(budget_manifest, "dense.int8.onnx"), "onnx")
+    assert not unknown.verified and "no accuracy recorded" in unknown.by
+    missing = verdict_for(_int8_ref(budget_manifest, "structured.int8-static.onnx"), "onnx")
+    assert not missing.verified and "not in the manifest" in missing.by
+    fp32 = dataclasses.replace(_int8_ref(budget_manifest, "dense.onnx"), variant=Variant("magnitude", sparse=True))
+    assert verdict_for(fp32, "checkpoint") == Verdict(True, PARITY)  # CSR and masked: float32 parity, like dense
+
+
+def test_the_fastest_candidate_within_the_budget_wins_even_when_an_unverified_one_is_faster() -> None:
+    verified, over = Verdict(True, PARITY), Verdict(False, "outside the budget", -0.05)
+    candidates = [Candidate("ort-cpu", "dense", 3.0, verified), Candidate("openvino-cpu", "structured", 2.0, verified),
+                  Candidate("ort-cpu", "structured-int8", 1.0, over), Candidate("eager-cpu", "magnitude-csr", 9.0, verified)]
+    assert fastest_verified(candidates) == candidates[1]
+    assert fastest_verified([candidates[2]]) is None
+
+
+def test_the_speedup_is_the_interleaved_rounds_ratio_over_dense_on_ort_cpu() -> None:
+    now = [0.0]
+
+    def takes(seconds: float):  # a call that advances the fake clock by its own duration
+        return lambda: now.__setitem__(0, now[0] + seconds)
+
+    chosen = Candidate("openvino-cpu", "structured-int8", 0.5, Verdict(True, BUDGET, -0.002))
+    result = measure_fastest(8192, chosen, "int8", takes(1.0), takes(4.0), 25, PairedConfig(), clock=lambda: now[0])
+    assert (result.speedup_vs_dense_fp32, result.ci_low, result.ci_high) == (4.0, 4.0, 4.0)
+    assert (result.latency_s, result.baseline_latency_s, result.rounds) == (1.0, 4.0, 25)
+    assert (result.backend, result.baseline_backend, result.val_r2_delta) == ("openvino-cpu", REFERENCE_BACKEND, -0.002)
+    assert set(result.to_dict()) >= {"batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low",
+                                     "ci_high", "val_r2_delta"}
+
+
+def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:  # noqa: F811
+    raw = json.loads(pipeline.ort_json.read_text())
+    fastest = {entry["batch"]: entry for entry in raw["spinn"]["fastest"]}
+    assert sorted(fastest) == [1, 256] and raw["spinn"]["fastest_skipped"] == []
+    medians = pd.DataFrame([{**b["extra_info"], "median": b["stats"]["median"]} for b in raw["benchmarks"]
+                            if "check" not in b["extra_info"]])
+    for batch, entry in fastest.items():
+        at = medians[medians["batch"] == batch]
+        assert entry["variant"] == at.loc[at["median"].idxmin(), "variant"]  # every variant here is fp32: all verified
+        assert entry["backend"] == "ort-cpu" and entry["verified_by"] == PARITY and entry["val_r2_delta"] is None
+        assert entry["ci_low"] <= entry["speedup_vs_dense_fp32"] <= entry["ci_high"] and entry["latency_s"] > 0
+        assert entry["method"] == "interleaved" and entry["rounds"] >= 20
+
+
+def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline: Pipeline) -> None:  # noqa: F811
+    spinn = json.loads(pipeline.eager_json.read_text())["spinn"]
+    assert spinn["fastest"] == [] and [s["batch"] for s in spinn["fastest_skipped"]] == [1, 256]
+    assert all("ort-cpu is not among the benchmarked backends" in s["reason"] for s in spinn["fastest_skipped"])
+    reasons = {s["reason"]: s["cases"] for s in spinn["skipped"]}
+    assert any("fastest deployment at batch 256" in r for r in reasons)
+    assert any("no timeit cross-check" in r for r in reasons) and any("--paired none" in r for r in reasons)
+
+
+def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    entry = max(json.loads(pipeline.ort_json.read_text())["spinn"]["fastest"], key=lambda e: e["batch"])
+    sentence = (f"The fastest verified deployment at batch 256 is {entry['variant']} on ort-cpu: "
+                f"{entry['latency_s'] * 1e3:.3g} ms, {entry['speedup_vs_dense_fp32']:.2f}× dense float32 on ort-cpu")
+    paths = build_report([pipeline.ort_json], pipeline.manifest, None, tmp_path / "report")
+    markdown = paths.markdown.read_text()
+    summary = markdown[markdown.index("## Summary"):markdown.index("**machines:**")]
+    assert sentence in summary and "## Fastest verified deployment" in summary
+    table = pd.read_csv(paths.csv_dir / "fastest.csv")
+    assert list(table["batch"]) == [1, 256] and (table["CI low"] <= table["speedup vs dense fp32 on ort-cpu"]).all()
+    assert table.loc[1, "latency ms (median)"] == pytest.approx(entry["latency_s"] * 1e3)
+
+    out = tmp_path / "run"  # the main job's layout: OUT/bench.json, OUT/report/report.html
+    (out / "report").mkdir(parents=True)
+    shutil.copyfile(pipeline.ort_json, out / "bench.json")
+    gate = run_gate(out / "bench.json", GatePolicy(rules=(SpeedupRule("ort-cpu", 256, 0.1),)))
+    printed = format_summary(RunOutcome(out / "report" / "report.html", gate, summary_table([out / "bench.json"], None, [])))
+    assert sentence in printed and "speedup vs dense fp32 on ort-cpu" in printed
+
+    eager = build_report([pipeline.eager_json], None, None, tmp_path / "eager").markdown.read_text()
+    assert "The fastest verified deployment was not measured: ort-cpu is not among the benchmarked backends" in eager
+    assert "## Not run" in eager and "no timeit cross-check" in eager
