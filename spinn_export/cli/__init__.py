@@ -19,6 +19,7 @@ from typing import NoReturn
 from spinn_export.errors import UserError
 from spinn_export.model.spec import parse_widths
 from spinn_export.prune.budget import Target
+from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, require_backend
 from spinn_export.task.data import Dataset, resolve_dataset
 from spinn_export.task.physics import load_physics
 
@@ -112,21 +113,38 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction like 0.685, got {text!r}") from None
 
 
+def round_to(text: str) -> int | str:
+    """--round-to: a positive integer, or `auto` (each layer's multiple read from measured latencies)."""
+    return AUTO if text == AUTO else positive_int(text)
+
+
 def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
-    """Exactly one pruning budget (--target, --target-flops or --widths), shared by prune and run."""
+    """Exactly one pruning budget (--target, --target-flops, --target-latency or --widths), shared by prune and run,
+    with --backend and --batch (where latency is measured) and --round-to."""
     budget = parser.add_mutually_exclusive_group(required=required)
     budget.add_argument("--target", type=fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
     budget.add_argument("--target-flops", type=fraction, metavar="R", help="fraction of FLOPs per sample to remove")
+    budget.add_argument("--target-latency", type=fraction, metavar="R",
+                        help="fraction of dense's latency to keep, measured on --backend at --batch (0.4 = 2.5x faster)")
     budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
+    parser.add_argument("--backend", metavar="NAME",
+                        help=f"where --target-latency and --round-to {AUTO} measure (default {DEFAULT_BACKEND})")
+    parser.add_argument("--batch", type=positive_int, metavar="B",
+                        help=f"rows per call they measure at (default {DEFAULT_BATCH})")
     return budget
 
 
 def budget_of(args: argparse.Namespace) -> Target | None:
-    """The budget given by add_budget_arguments' flags, or None when none was given."""
+    """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
+    (a latency target, --round-to auto), the backend is checked now, before any work."""
+    if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
+        require_backend(args.backend or DEFAULT_BACKEND)
     if args.widths is not None:
         return Target.of_widths(parse_widths(args.widths))
     if args.target_flops is not None:
         return Target.flops(args.target_flops)
+    if args.target_latency is not None:
+        return Target.latency(args.target_latency, args.backend or DEFAULT_BACKEND, args.batch or DEFAULT_BATCH)
     if args.target is not None:
         return Target.params(args.target)
     return None

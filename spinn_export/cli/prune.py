@@ -11,7 +11,7 @@ from spinn_export.errors import UserError
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
 from spinn_export.cli import (add_budget_arguments, add_data_arguments, budget_of, dataset_of, output_dir,
-                              physics_weight, positive_int)
+                              physics_weight, positive_int, round_to)
 
 STAGE = 3
 DEFAULTS = PruneConfig(Target.params(0.5))
@@ -29,9 +29,9 @@ def _non_negative_int(text: str) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "prune", help="remove whole neurons to a parameter/FLOP/width budget, fine-tuning after each round",
+        "prune", help="remove whole neurons to a parameter/FLOP/latency/width budget, fine-tuning after each round",
         description="Structured pruning: layers become smaller dense layers, so the speedup is real. "
-                    "Exactly one of --target, --target-flops or --widths sets the budget.",
+                    "Exactly one of --target, --target-flops, --target-latency or --widths sets the budget.",
     )
     parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense or structured)")
     add_budget_arguments(parser, required=True)
@@ -47,8 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "taylor: |activation x gradient| of the training loss; random: the control")
     parser.add_argument("--mode", choices=MODES, default=DEFAULTS.mode,
                         help="uniform: every hidden layer keeps the same fraction; global: rank neurons across layers")
-    parser.add_argument("--round-to", type=positive_int, default=None, metavar="N",
-                        help="make every hidden width a multiple of N (8, 16 or 32 suit SIMD and tensor cores)")
+    parser.add_argument("--round-to", type=round_to, default=None, metavar="N|auto",
+                        help="make every hidden width a multiple of N (8, 16 or 32 suit SIMD and tensor cores), or "
+                             "auto: each layer's multiple read from latencies measured on --backend at --batch")
     parser.add_argument("--min-width", type=positive_int, default=DEFAULTS.min_width, metavar="N",
                         help="no hidden layer falls below N neurons (default 1)")
     parser.add_argument("--fold", choices=FOLDS, default=DEFAULTS.fold,
@@ -70,6 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     target = budget_of(args)
+    if target is not None and target.kind == "latency" and args.method == "magnitude":
+        raise UserError("--method magnitude cannot meet --target-latency: masked weights keep every matrix full-size, "
+                        "so the model runs no faster; prune structurally, or give magnitude a --target/--target-flops/"
+                        "--widths budget")
     output_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.variant == "magnitude":
@@ -83,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         target=target, method=args.method, rounds=args.rounds, finetune=finetune,
         importance=args.importance, mode=args.mode, min_width=args.min_width, round_to=args.round_to,
         fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed,
+        backend=args.backend, batch=args.batch,
     )
     metadata = {**dataset_metadata(dataset), "variant": checkpoint.variant}
     result = prune(checkpoint.model, checkpoint.spec, dataset, config, args.out, metadata=metadata)
@@ -97,6 +103,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  stage {stage.stage}: widths {list(stage.widths)}, {stage.nonzero_params:,} non-zero params, "
               f"val R2 {stage.val_r2:.4f}, rel L2 {stage.val_rel_l2:.4f}, residual RMS {residual}, "
               f"{stage.wall_s:.1f} s{note}")
+    if result.achieved_latency is not None:
+        print(f"latency on {target.backend} at batch {target.batch}: target {target.latency_ratio:.3f} of dense, "
+              f"achieved {result.achieved_latency.describe()}")
     if result.stopped:
         missed = "; the final model misses the target" if final.stage < config.rounds else ""
         print(f"warning: {result.stopped}{missed}")

@@ -8,7 +8,7 @@ from spinn_export.errors import UserError
 from spinn_export.model.spec import ACTIVATIONS
 from spinn_export.pipeline.job import RunConfig, UserModel, default_round_to, format_summary, run as run_pipeline
 from spinn_export.task.data import parse_columns
-from spinn_export.cli import add_budget_arguments, add_data_arguments, budget_of, output_dir, positive_int
+from spinn_export.cli import add_budget_arguments, add_data_arguments, budget_of, output_dir, round_to
 
 STAGE = 8
 MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle")  # meaningful only with --model
@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="allow unpickling a whole module; this runs code from the file")
     add_data_arguments(parser)
     add_budget_arguments(parser, required=False)
-    parser.add_argument("--round-to", type=positive_int, metavar="N",
-                        help="every hidden width a multiple of N (default 32 for the built-in SPINN; none for --model)")
+    parser.add_argument("--round-to", type=round_to, metavar="N|auto",
+                        help="every hidden width a multiple of N (default 32 for the built-in SPINN; none for --model), "
+                             "or auto: each layer's multiple read from latencies measured on --backend at --batch")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer epochs, formats, backends and batches")
     parser.add_argument("--out", type=Path, default=RunConfig.out, help="output directory (default %(default)s)")
     parser.add_argument("--policy", type=Path, help="gate policy TOML with [tool.spinn_export.gate] "
@@ -57,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     model = user_model(args)
     config = RunConfig(out=output_dir(args.out), quick=args.quick, seed=args.seed, policy=args.policy, model=model,
                        target=budget_of(args) or RunConfig.target,
-                       round_to=args.round_to if args.round_to is not None else default_round_to(model))
+                       round_to=args.round_to if args.round_to is not None else default_round_to(model),
+                       backend=args.backend, batch=args.batch)
     outcome = run_pipeline(config)
     print(format_summary(outcome))
     return outcome.gate.exit_code

@@ -108,17 +108,23 @@ class RunConfig:
     """The whole main job; `quick` trades accuracy and statistical power for a smoke run.
 
     `model` None: train the built-in SPINN on the built-in task. `bench_batches` narrows the benchmark
-    (default: 1 and 8192 when quick, else 1, 64, 1024 and 8192).
+    (default: 1 and 8192 when quick, else 1, 64, 1024 and 8192). `round_to` may be "auto"; `backend` and `batch`
+    say where it measures (as `PruneConfig`'s; a latency target names its own).
+
+    With a latency target the magnitude baseline keeps the structured plan's non-zero count (`PruneConfig`): the
+    plan is cached with the latency table, so both prune stages get the same widths.
     """
 
     out: Path = Path("runs/default")
     quick: bool = False
     seed: int = 0
     target: Target = Target.params(TARGET)
-    round_to: int | None = ROUND_TO
+    round_to: int | str | None = ROUND_TO
     policy: Path | None = None
     model: UserModel | None = None
     bench_batches: tuple[int, ...] | None = None
+    backend: str | None = None
+    batch: int | None = None
 
     @property
     def train(self) -> TrainConfig:
@@ -127,7 +133,8 @@ class RunConfig:
     def prune(self, method: str) -> PruneConfig:
         finetune = dataclasses.replace(FINETUNE, epochs=1 if self.quick else FINETUNE.epochs)
         return PruneConfig(self.target, method=method, seed=self.seed, round_to=self.round_to,
-                           rounds=2 if self.quick else PruneConfig.rounds, finetune=finetune)
+                           rounds=2 if self.quick else PruneConfig.rounds, finetune=finetune, backend=self.backend,
+                           batch=self.batch)
 
     @property
     def formats(self) -> str:
@@ -157,6 +164,9 @@ class RunConfig:
             words += target_arguments(self.target)
         if self.round_to != default_round_to(self.model):
             words += ["--round-to", str(self.round_to or 1)]
+        if self.target.kind != "latency":  # a latency target's flags name its backend and batch already
+            words += [word for flag, value in (("--backend", self.backend), ("--batch", self.batch)) if value
+                      for word in (flag, str(value))]
         words += ["--quick"] if self.quick else []
         words += ["--seed", str(self.seed)] if self.seed else []
         words += ["--policy", str(self.policy)] if self.policy else []
@@ -164,9 +174,12 @@ class RunConfig:
 
 
 def target_arguments(target: Target) -> list[str]:
-    """The budget flag that asks for `target`."""
+    """The budget flags that ask for `target`."""
     if target.kind == "widths":
         return ["--widths", ",".join(map(str, target.widths or ()))]
+    if target.kind == "latency":
+        return ["--target-latency", f"{target.latency_ratio:g}", "--backend", str(target.backend),
+                "--batch", str(target.batch)]
     return ["--target" if target.kind == "params" else "--target-flops", f"{target.reduction:g}"]
 
 

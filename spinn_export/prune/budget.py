@@ -18,7 +18,7 @@ only walks the widths, so it stays pure and testable with any table.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -30,6 +30,8 @@ from spinn_export.prune.importance import neuron_costs
 
 KINDS = ("params", "flops", "widths", "latency")
 MODES = ("uniform", "global")
+STRIDE = 4  # a walk that does not depend on the values is read every STRIDE-th state, then densely where it crosses
+LOOKAHEAD = 8  # states read per request, so a measured table times many shapes per chunk
 RoundTo = int | tuple[int, ...] | None  # one block for every hidden layer, or one per layer
 
 
@@ -289,35 +291,78 @@ def plan_widths(
         ranked = [torch.sort(s.detach().float()).values for s in scores]
         per_parameter = neuron_costs(spec)  # scores are per parameter; importance per latency needs them whole
 
-    def stepped(index: int) -> list[int]:
-        return [w - steps[index] if i == index else w for i, w in enumerate(state)]
+    def stepped(widths: list[int], index: int) -> list[int]:
+        return [w - steps[index] if i == index else w for i, w in enumerate(widths)]
 
-    def priority(index: int, saved: float) -> tuple[float, float, int]:
+    def movable(widths: list[int]) -> list[int]:
+        return [i for i in range(len(widths)) if widths[i] - steps[i] >= low[i]]
+
+    def priority(widths: list[int], index: int, saved: float) -> tuple[float, float, int]:
         """Lower is removed first."""
         if mode == "uniform":
-            return (-state[index] / baseline.widths[index], 0.0, index)
-        removed = spec.widths[index] - state[index]
+            return (-widths[index] / baseline.widths[index], 0.0, index)
+        removed = spec.widths[index] - widths[index]
         block = ranked[index][removed : removed + steps[index]]
         if not latency_aware:
             return (float(block.mean()), 0.0, index)
         lost = float(block.sum()) * per_parameter[index]
         return (lost / saved if saved > 0 else math.inf, lost, index)  # saves nothing measurable: last resort
 
-    previous: tuple[list[int], float] | None = None
-    current = measure([state])[0]
-    while current > goal:
-        candidates = [i for i in range(len(state)) if state[i] - steps[i] >= low[i]]
-        saved: dict[int, float] = {}
-        if latency_aware:
-            current, *after = measure([state, *(stepped(i) for i in candidates)])
-            saved = {i: current - value_after for i, value_after in zip(candidates, after)}
-        choice = min(candidates, key=lambda i: priority(i, saved.get(i, 0.0)))
-        previous = (list(state), current)
-        state = stepped(choice)
+    def following(widths: list[int], saved: dict[int, float]) -> list[int] | None:
+        """The next state of the walk (None at the smallest allowed widths)."""
+        candidates = movable(widths)
+        if not candidates:
+            return None
+        return stepped(widths, min(candidates, key=lambda i: priority(widths, i, saved.get(i, 0.0))))
+
+    if latency_aware:  # each step reads what every candidate saves: the walk depends on the values
+        previous: tuple[list[int], float] | None = None
         current = measure([state])[0]
-    if previous is not None and previous[1] - goal < goal - current:
-        state = previous[0]
+        while current > goal:
+            candidates = movable(state)
+            current, *after = measure([state, *(stepped(state, i) for i in candidates)])
+            previous = (state, current)
+            state = following(state, {i: current - v for i, v in zip(candidates, after)})  # type: ignore[assignment]
+            current = measure([state])[0]  # (not None above: the floor is within the goal)
+        if previous is not None and previous[1] - goal < goal - current:
+            state = previous[0]
+        return make(state, value)
+    path = [state]
+    while (ahead := following(path[-1], {})) is not None:
+        path.append(ahead)
+    index, values = _first_within(path, goal, measure)
+    state = path[index]
+    if index and values[index - 1] - goal < goal - values[index]:
+        state = path[index - 1]
     return make(state, value)
+
+
+def _first_within(path: list[list[int]], goal: float,
+                  measure: Callable[[Sequence[Sequence[int]]], list[float]]) -> tuple[int, dict[int, float]]:
+    """The index of the first state of `path` whose value is within `goal` (the last one is), and the values read.
+
+    Reads every STRIDE-th state, LOOKAHEAD at a time, then every state between the first within the goal and the
+    one read before it: the first crossing wherever the values fall monotonically between the states read (always,
+    for parameters and FLOPs), at a fraction of the measurements a latency table would take state by state.
+    """
+    values: dict[int, float] = {}
+
+    def read(indices: Sequence[int]) -> None:
+        todo = [i for i in indices if i not in values]
+        values.update(zip(todo, measure([path[i] for i in todo])))
+
+    sampled = [*range(0, len(path) - 1, STRIDE), len(path) - 1]
+    crossing = 0  # the first state read that is within the goal (there is one: the last state is)
+    for start in range(0, len(sampled), LOOKAHEAD):
+        read(sampled[start:start + LOOKAHEAD])
+        within = [n for n in range(start, min(start + LOOKAHEAD, len(sampled))) if values[sampled[n]] <= goal]
+        if within:
+            crossing = within[0]
+            break
+    before = sampled[crossing - 1] + 1 if crossing else 0
+    read(range(before, sampled[crossing]))
+    first = next(i for i in range(before, sampled[crossing] + 1) if values[i] <= goal)
+    return first, values
 
 
 def round_targets(baseline: MLPSpec, target: Target, rounds: int, round_to: RoundTo = None) -> tuple[Target, ...]:

@@ -256,23 +256,30 @@ def random_model(spec: MLPSpec, seed: int = SEED) -> nn.Sequential:
         return build_model(spec).eval()
 
 
+_ANCHORS: dict[tuple[str, Path, int], tuple[Any, Callable[[], object]]] = {}  # the worker's: opened once per plan
+
+
 def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], batch: int,
                  threads: int) -> tuple[list[float], list[list[float]]]:
     """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block, with the anchor's
-    block before the first round and after every round; blocks are sized by `bench.timing.calibrate`."""
+    block before the first round and after every round; blocks are sized by `bench.timing.calibrate`, whose calls,
+    after the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
+    life (one plan), as it is in every chunk."""
     from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.timing import calibrate, fix_threads, time_block, warm_up
+    from spinn_export.bench.timing import calibrate, fix_threads, time_block
     from spinn_export.bench.variants import open_runner
 
     fix_threads(threads)
-    refs = (anchor, *probes)
-    runners = [open_runner(backend, ref, threads) for ref in refs]
+    key = (backend, anchor.directory / anchor.checkpoint, batch)
+    if key not in _ANCHORS:
+        runner = open_runner(backend, anchor, threads)
+        _ANCHORS[key] = (runner, runner.prepare(sample_input(batch, anchor.in_features)))
+    anchor_runner, anchor_call = _ANCHORS[key]
+    runners = [open_runner(backend, ref, threads) for ref in probes]
     with contextlib.ExitStack() as guard:
-        for runner in runners:
+        for runner in (anchor_runner, *runners):
             guard.enter_context(runner.guard())
-        calls = [runner.prepare(sample_input(batch, ref.in_features)) for runner, ref in zip(runners, refs)]
-        for call in calls:
-            warm_up(call)
+        calls = [anchor_call, *(runner.prepare(sample_input(batch, ref.in_features)) for runner, ref in zip(runners, probes))]
         counts = [calibrate(call, BLOCK_SECONDS) for call in calls]
         anchor_times = [time_block(calls[0], counts[0])]
         probe_times: list[list[float]] = [[] for _ in probes]
@@ -305,6 +312,7 @@ class BackendMeasurer:
         self._directory: Path | None = None
         self._worker: Any = None
         self._templates: dict[tuple[int, str], bytes] = {}
+        self._anchors: dict[tuple[int, str], ModelRef] = {}
         self._exported: dict[int, tuple[nn.Module, ModelRef]] = {}
 
     def __enter__(self) -> BackendMeasurer:
@@ -328,7 +336,7 @@ class BackendMeasurer:
 
         from spinn_export.bench.paired import sandwich_ratios, summarize
 
-        anchor = self._probe("anchor", MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation))
+        anchor = self._anchor(out_features, activation)
         probes = [self._probe(f"probe-{k}x{n}", MLPSpec(k, (n,), out_features, activation)) for k, n in shapes]
         try:
             anchor_times, probe_times = self._pool().submit(
@@ -365,6 +373,12 @@ class BackendMeasurer:
         if self._directory is None:
             self._directory = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="spinn-latency-")))
         return self._directory
+
+    def _anchor(self, out_features: int, activation: str) -> ModelRef:
+        if (out_features, activation) not in self._anchors:
+            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
+            self._anchors[(out_features, activation)] = self._probe(f"anchor-{out_features}-{activation}", spec)
+        return self._anchors[(out_features, activation)]
 
     def _probe(self, name: str, spec: MLPSpec) -> ModelRef:
         model = random_model(spec)

@@ -1,0 +1,256 @@
+"""Latency targets and --round-to auto: the solver, the table's cache, the end-to-end checks and the history, on a
+synthetic measurer (deterministic costs, no timing); one smoke test times real probes on eager-cpu."""
+import json
+import math
+
+import pytest
+import torch
+
+from spinn_export.cli import main
+from spinn_export.errors import UserError
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.prune.latency import (ANCHOR, AUTO, TOLERANCE, BackendMeasurer, Cost, LatencyLookup, Ratio,
+                                        auto_round_to, efficient_multiple, plan_latency)
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.task.data import builtin_dataset
+from spinn_export.task.train import TrainConfig
+
+SPEC = MLPSpec(18, (96, 96, 64), 2)
+
+
+def layer_cost(k: int, n: int, tile: int) -> float:
+    """A staircase: a layer pays for whole tiles of its input and output widths, plus a per-call overhead."""
+    return math.ceil(n / tile) * tile * (math.ceil(k / tile) * tile + 8) + 500.0
+
+
+class FakeMeasurer:
+    """Deterministic costs from `layer_cost`; whole models measure `bias` x the sum of their layers (what a table of
+    layers misses), so the end-to-end checks have something to correct."""
+
+    def __init__(self, tile: int = 16, bias: float = 1.0, version: str = "1") -> None:
+        self.tile, self.bias, self.version = tile, bias, version
+        self.measured: list[list[tuple[int, int]]] = []
+        self.ratios: list[tuple[tuple[int, ...], bool]] = []
+
+    def key(self):
+        return {"backend": "fake", "batch": 64, "threads": 1, "versions": {"lib": self.version}}
+
+    def costs(self, shapes, out_features, activation):
+        self.measured.append(list(shapes))
+        anchor = layer_cost(*ANCHOR, self.tile)
+        return {s: Cost(layer_cost(*s, self.tile) / anchor, 0.99 * layer_cost(*s, self.tile) / anchor,
+                        1.01 * layer_cost(*s, self.tile) / anchor, 1e-6 * layer_cost(*s, self.tile)) for s in shapes}
+
+    def model_cost(self, spec: MLPSpec) -> float:
+        return sum(layer_cost(k, n, self.tile) for k, n in zip(spec.dims[:-2], spec.dims[1:-1]))
+
+    def ratio(self, baseline, candidate, final):
+        self.ratios.append((candidate[0].widths, final))
+        r = min(0.99, self.bias * self.model_cost(candidate[0]) / self.model_cost(baseline[0]))
+        return Ratio(r, 0.97 * r, 1.03 * r, "abba", 4 if final else 2, 64)
+
+
+class SumTable:
+    """A LatencyModel from a cost function of the layer shapes, counting the vectors it is asked for."""
+
+    def __init__(self, spec: MLPSpec, cost) -> None:
+        self.spec, self.cost, self.asked = spec, cost, 0
+
+    def latency(self, vectors):
+        self.asked += 1
+        dims = [(self.spec.in_features, *v) for v in vectors]
+        return [sum(self.cost(k, n) for k, n in zip(d[:-1], d[1:])) for d in dims]
+
+
+def test_latency_target_is_validated_and_described():
+    target = Target.latency(0.4, "ort-cpu", 4096)
+    assert target.kind == "latency" and target.latency_ratio == 0.4
+    assert target.to_dict() == {"kind": "latency", "latency_ratio": 0.4, "backend": "ort-cpu", "batch": 4096}
+    assert "40.00% of dense latency on ort-cpu at batch 4096 (2.50x faster)" == target.describe()
+    for ratio in (0.0, 1.0, 1.5, -0.2, float("nan")):
+        with pytest.raises(UserError, match="strictly between 0 and 1"):
+            Target.latency(ratio, "ort-cpu", 4096)
+    with pytest.raises(UserError, match="--batch"):
+        Target.latency(0.4, "ort-cpu", 0)
+
+
+@pytest.mark.parametrize("mode", ["uniform", "global"])
+@pytest.mark.parametrize("ratio", [0.3, 0.6])
+def test_solver_meets_the_budget_on_a_synthetic_table(mode, ratio):
+    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 16))
+    scores = [torch.linspace(1.0, 2.0, w) for w in SPEC.widths]
+    plan = plan_widths(SPEC, Target.latency(ratio, "fake", 64), mode=mode, scores=scores, round_to=(8, 8, 16),
+                       latency=table)
+    full, got = table.latency([SPEC.widths, plan.widths])
+    assert [w % step for w, step in zip(plan.widths, (8, 8, 16))] == [0, 0, 0]
+    worst_step = max(full - table.latency([[w - 16 if i == j else w for j, w in enumerate(SPEC.widths)]])[0]
+                     for i in range(len(SPEC.widths)))
+    assert abs(got - ratio * full) <= worst_step  # within one block's worth, as for parameter targets
+    assert plan.target.kind == "latency" and plan.target_value is None
+
+
+def test_global_mode_prunes_where_importance_per_latency_is_lowest():
+    spec = MLPSpec(18, (64, 64), 2)
+    # The first hidden layer is five times as costly per neuron as the second, its neurons equally important:
+    # a latency-aware global plan takes more from the first.
+    table = SumTable(spec, lambda k, n: n * (5.0 if k == 18 else 1.0) * 100 + k * n)
+    scores = [torch.ones(64), torch.ones(64)]
+    plan = plan_widths(spec, Target.latency(0.5, "fake", 64), mode="global", scores=scores, round_to=8, latency=table)
+    assert plan.widths[0] < plan.widths[1]
+
+
+def test_uniform_walk_reads_the_table_in_few_requests():
+    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 8))
+    plan_widths(SPEC, Target.latency(0.3, "fake", 64), round_to=8, latency=table)
+    steps_walked = sum((w - 8) // 8 for w in SPEC.widths)
+    assert table.asked < steps_walked / 4
+
+
+def test_a_budget_below_the_smallest_widths_is_one_line_with_the_range():
+    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 16) + 1e6)  # a large fixed cost per layer
+    with pytest.raises(UserError) as error:
+        plan_widths(SPEC, Target.latency(0.2, "fake", 64), round_to=8, latency=table)
+    message = str(error.value)
+    assert "\n" not in message and "achievable range is 0." in message and "to 1" in message
+
+
+def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
+    measurer = FakeMeasurer()
+    lookup = LatencyLookup(measurer, SPEC, tmp_path)
+    first = lookup.latency([SPEC.widths, (48, 48, 32)])
+    assert len(measurer.measured) == 1 and len(measurer.measured[0]) == 6  # one chunk for both vectors
+    assert lookup.path.is_file() and lookup.path.parent == tmp_path
+    saved = json.loads(lookup.path.read_text())
+    assert saved["key"]["versions"] == {"lib": "1"} and len(saved["entries"]) == 6
+
+    again = FakeMeasurer()
+    assert LatencyLookup(again, SPEC, tmp_path).latency([SPEC.widths, (48, 48, 32)]) == first
+    assert again.measured == []  # read from the cache
+
+    upgraded = FakeMeasurer(version="2")
+    lookup2 = LatencyLookup(upgraded, SPEC, tmp_path)
+    lookup2.latency([SPEC.widths])
+    assert lookup2.path != lookup.path and len(upgraded.measured) == 1
+    other_model = MLPSpec(18, (96, 96, 64), 3)  # another output width: another table
+    assert LatencyLookup(FakeMeasurer(), other_model, tmp_path).path not in (lookup.path, lookup2.path)
+
+    lookup.path.write_text("{not json")
+    broken = FakeMeasurer()
+    assert LatencyLookup(broken, SPEC, tmp_path).latency([SPEC.widths]) == first[:1]
+    assert len(broken.measured) == 1  # an unreadable file is measured afresh (and rewritten)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
+    measurer = FakeMeasurer(bias=1.3)
+    target = Target.latency(0.5, "fake", 64)
+    result = plan_latency(LatencyLookup(measurer, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
+    assert len(result.checks) >= 2 and result.checks[0].goal == 0.5 and result.checks[1].goal < 0.5
+    assert result.checks[0].measured.ratio > 0.5 * (1 + TOLERANCE)  # the bias: the table alone misses
+    assert abs(result.chosen.measured.ratio - 0.5) == min(abs(c.measured.ratio - 0.5) for c in result.checks)
+    assert abs(result.chosen.measured.ratio / 0.5 - 1) <= 0.1
+    assert result.plan.target == target and not result.reused
+    assert all(not final for _, final in measurer.ratios)
+
+    again = FakeMeasurer(bias=1.3)
+    reused = plan_latency(LatencyLookup(again, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
+    assert reused.reused and reused.plan.widths == result.plan.widths and reused.checks == result.checks
+    assert again.measured == [] and again.ratios == []
+
+
+@pytest.mark.parametrize("tile,expected", [(16, 16), (32, 32), (1, 8), (64, 32)])
+def test_efficient_multiple_reads_the_staircase(tile, expected):
+    costs = {n: float(math.ceil(n / tile) * tile) for n in range(192, 321, 8)}
+    assert efficient_multiple(costs, 512) == expected
+    assert efficient_multiple(costs, 20) in (8, 16)  # never wider than the layer
+
+
+def test_auto_round_to_picks_each_layers_multiple_from_the_table(tmp_path):
+    lookup = LatencyLookup(FakeMeasurer(tile=16), MLPSpec(18, (256, 256, 128), 2), tmp_path)
+    assert auto_round_to(lookup, lookup.spec, Target.params(0.5)) == (16, 16, 16)
+    coarse = LatencyLookup(FakeMeasurer(tile=32), lookup.spec, tmp_path / "coarse")
+    assert auto_round_to(coarse, coarse.spec, Target.latency(0.5, "fake", 64)) == (32, 32, 32)
+    smooth = LatencyLookup(FakeMeasurer(tile=1), lookup.spec, tmp_path / "smooth")
+    assert auto_round_to(smooth, smooth.spec, Target.params(0.5)) == (8, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return builtin_dataset(seed=0, n_train=256, n_val=128, n_test=32)
+
+
+def test_prune_to_a_latency_target_records_target_and_achieved(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    model = build_model(SPEC)
+    measurer = FakeMeasurer(bias=1.1)
+    config = PruneConfig(Target.latency(0.5, "fake", 64), rounds=2, finetune=TrainConfig(epochs=0),
+                         calibration_samples=64, round_to=AUTO)
+    result = prune(model, SPEC, data, config, tmp_path / "out", progress=False, measurer=measurer)
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    target, achieved = history["target"], history["achieved"]
+    assert target["kind"] == "latency" and target["latency_ratio"] == 0.5
+    assert target["backend"] == "fake" and target["batch"] == 64
+    assert target["round_to"] == [16, 16, 16]  # the fake's tile
+    assert target["planned_widths"] == achieved["widths"] == list(result.spec.widths)
+    assert target["latency"]["checks"] and target["latency"]["table"].startswith(str(tmp_path / "cache"))
+    latency = achieved["latency"]
+    assert achieved["latency_ratio"] == latency["ratio"] == result.achieved_latency.ratio
+    assert latency["ci_low"] <= latency["ratio"] <= latency["ci_high"]
+    assert latency["backend"] == "fake" and latency["batch"] == 64 and latency["method"] == "abba"
+    assert measurer.ratios[-1] == (result.spec.widths, True)  # the pruned model itself, measured in full
+    assert history["config"]["round_to"] == AUTO and "backend" not in history["config"]
+
+    magnitude = prune(model, SPEC, data, PruneConfig(config.target, method="magnitude", rounds=1,
+                                                     finetune=TrainConfig(epochs=0), round_to=AUTO),
+                      tmp_path / "mag", progress=False, measurer=FakeMeasurer(bias=1.1))
+    assert magnitude.latency.reused and magnitude.target_nonzero == result.plan.params
+    assert magnitude.achieved_latency is None
+
+
+def test_an_unreachable_latency_target_writes_nothing(tmp_path, data, monkeypatch):
+    monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
+    config = PruneConfig(Target.latency(0.01, "fake", 64), finetune=TrainConfig(epochs=0))
+    with pytest.raises(UserError, match="achievable range"):
+        prune(build_model(SPEC), SPEC, data, config, tmp_path / "out", progress=False, measurer=FakeMeasurer())
+    assert not (tmp_path / "out").exists()
+
+
+def test_config_errors():
+    with pytest.raises(UserError, match="apply only with"):
+        PruneConfig(Target.params(0.5), backend="ort-cpu")
+    with pytest.raises(UserError, match="disagree"):
+        PruneConfig(Target.latency(0.5, "ort-cpu", 4096), batch=8192)
+    with pytest.raises(UserError, match="--round-to"):
+        PruneConfig(Target.params(0.5), round_to="sometimes")
+    assert PruneConfig(Target.params(0.5), round_to=AUTO).measured_on == ("ort-cpu", 4096)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--target-latency", "1.5"], "strictly between 0 and 1"),
+    (["--target-latency", "0.4", "--backend", "no-such-backend"], "unknown backend"),
+    (["--target-latency", "0.4", "--method", "magnitude"], "magnitude cannot meet --target-latency"),
+    (["--target", "0.5", "--batch", "64"], "apply only with"),
+])
+def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, needle):
+    spec = MLPSpec(18, (16, 16), 2)
+    save_checkpoint(tmp_path / "m.safetensors", build_model(spec), spec, {"variant": "dense"})
+    code = main(["prune", str(tmp_path / "m.safetensors"), *args, "--out", str(tmp_path / "out")])
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and needle in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_real_probes_on_eager_cpu(tmp_path):
+    """The worker path for real: probes timed against the anchor, entries with ordered CIs, the cache written."""
+    spec = MLPSpec(4, (16, 8), 2)
+    with BackendMeasurer("eager-cpu", 32, threads=1) as measurer:
+        lookup = LatencyLookup(measurer, spec, tmp_path)
+        full, half = lookup.latency([(16, 8), (8, 8)])
+    assert full > 0 and half > 0 and lookup.measured == 4
+    for cost in lookup.table.costs.values():
+        assert 0 < cost.ci_low <= cost.ratio <= cost.ci_high and cost.seconds > 0
+    assert json.loads(lookup.path.read_text())["key"]["backend"] == "eager-cpu"
