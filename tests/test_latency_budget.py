@@ -150,14 +150,17 @@ def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     result = plan_latency(LatencyLookup(measurer, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
     assert len(result.checks) >= 2 and result.checks[0].goal == 0.5 and result.checks[1].goal < 0.5
     assert result.checks[0].measured.ratio > 0.5 * (1 + TOLERANCE)  # the bias: the table alone misses
-    assert abs(result.chosen.measured.ratio - 0.5) == min(abs(c.measured.ratio - 0.5) for c in result.checks)
-    assert abs(result.chosen.measured.ratio / 0.5 - 1) <= 0.1
+    assert result.factor == pytest.approx(1.3, rel=0.02)  # the fake's bias, up to its cap below 1
+    assert abs(result.predicted / 0.5 - 1) <= 0.1
+    truth = measurer.bias * measurer.model_cost(result.plan.spec) / measurer.model_cost(SPEC)
+    assert abs(truth / 0.5 - 1) <= 0.1
     assert result.plan.target == target and not result.reused
     assert all(not final for _, final in measurer.ratios)
 
     again = FakeMeasurer(bias=1.3)
     reused = plan_latency(LatencyLookup(again, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
     assert reused.reused and reused.plan.widths == result.plan.widths and reused.checks == result.checks
+    assert reused.factor == result.factor and reused.estimate == result.estimate
     assert again.measured == [] and again.ratios == []
 
 

@@ -460,19 +460,22 @@ class Check:
 
 @dataclass(frozen=True)
 class LatencyPlan:
-    """A latency target's plan: the chosen widths (the check nearest the target) and every check taken."""
+    """A latency target's plan: the chosen widths, the table's ratio for them (`estimate`), what the checks say
+    measured ratios are per unit of table ratio (`factor`), so `predicted` = factor x estimate, and every check."""
 
     plan: PrunePlan
+    estimate: float
+    factor: float
     checks: tuple[Check, ...]
     table: Path
     reused: bool
 
     @property
-    def chosen(self) -> Check:
-        return next(check for check in self.checks if check.widths == self.plan.widths)
+    def predicted(self) -> float:
+        return self.factor * self.estimate
 
     def to_dict(self) -> dict[str, Any]:
-        return {"estimate": self.chosen.estimate, "checked_ratio": self.chosen.measured.ratio,
+        return {"estimate": self.estimate, "factor": self.factor, "predicted": self.predicted,
                 "checks": [check.to_dict() for check in self.checks], "table": str(self.table), "reused": self.reused}
 
 
@@ -492,40 +495,55 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
                  log: Log = print) -> LatencyPlan:
     """Widths for `target` (a latency target) from the table, checked end to end and corrected (module docstring).
 
-    `round_to` None plans on the table's grid (`grid_steps`). The goal given to the solver after a check is scaled by
-    target / measured and kept within what the widths can reach (the solver's own floor check speaks for the
-    target as given, before any check).
+    `round_to` None plans on the table's grid (`grid_steps`). Every check gives a measured ratio per unit of table
+    ratio; their geometric mean (`factor`, pooled over the checks, as each check alone is noisy) turns the target
+    into the next goal for the table, target / factor, kept within what the widths can reach (the solver's own floor
+    check speaks for the target as given, before any check). The checks stop at CHECKS, at a check within TOLERANCE
+    of the target, or where the next goal leads to widths already checked; the plan is the solver's for the last
+    goal, which all the checks informed.
     """
     round_to = round_to or grid_steps(spec)
     key = plan_key(spec, target, mode, min_width, round_to, scores)
     stored = lookup.recall(key)
     if stored is not None:
-        checks = tuple(Check.from_dict(c) for c in stored["checks"])
-        plan = PrunePlan(spec, target, mode, tuple(stored["widths"]), None, min_width, round_to)
-        return LatencyPlan(plan, checks, lookup.path, reused=True)
+        try:
+            checks = tuple(Check.from_dict(c) for c in stored["checks"])
+            plan = PrunePlan(spec, target, mode, tuple(stored["widths"]), None, min_width, round_to)
+            return LatencyPlan(plan, float(stored["estimate"]), float(stored["factor"]), checks, lookup.path,
+                               reused=True)
+        except (TypeError, KeyError, ValueError):
+            pass  # a record this code did not write: plan afresh (and overwrite it)
+
+    def solve(goal: float) -> PrunePlan:
+        return plan_widths(spec, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
+                           min_width=min_width, round_to=round_to, latency=lookup)
+
     dense = (spec, random_model(spec))
-    wanted, goal = float(target.latency_ratio or 0), float(target.latency_ratio or 0)
-    plans: list[PrunePlan] = []
+    wanted = goal = float(target.latency_ratio or 0)
+    factor = 1.0
     checks: list[Check] = []
     for _ in range(CHECKS):
-        plan = plan_widths(spec, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
-                           min_width=min_width, round_to=round_to, latency=lookup)
+        plan = solve(goal)
         if any(check.widths == plan.widths for check in checks):
-            break  # the corrected goal leads back to widths already checked
+            break
         full, planned = lookup.latency([spec.widths, plan.widths])
         measured = lookup.measurer.ratio(dense, (plan.spec, random_model(plan.spec)), final=False)
-        plans.append(plan)
         checks.append(Check(goal, plan.widths, planned / full, measured))
         log(f"  latency check {len(checks)}: widths {list(plan.widths)}, table estimate {planned / full:.3f}, "
             f"measured {measured.describe()}")
+        factor = math.exp(sum(math.log(c.measured.ratio / c.estimate) for c in checks) / len(checks))
+        floor = lookup.latency([lowest_widths(spec, min_width, round_to)])[0] / full
+        goal = min(max(wanted / factor, floor), MAX_GOAL)
         if abs(measured.ratio / wanted - 1.0) <= TOLERANCE:
             break
-        floor = lookup.latency([lowest_widths(spec, min_width, round_to)])[0] / full
-        goal = min(max(goal * wanted / measured.ratio, floor), MAX_GOAL)
-    best = min(range(len(checks)), key=lambda i: abs(checks[i].measured.ratio - wanted))
-    plan = dataclasses.replace(plans[best], target=target)
-    lookup.remember(key, {"widths": list(plan.widths), "checks": [check.to_dict() for check in checks]})
-    return LatencyPlan(plan, tuple(checks), lookup.path, reused=False)
+    plan = dataclasses.replace(solve(goal), target=target)
+    full, planned = lookup.latency([spec.widths, plan.widths])
+    result = LatencyPlan(plan, planned / full, factor, tuple(checks), lookup.path, reused=False)
+    log(f"  latency plan: widths {list(plan.widths)}, table estimate {result.estimate:.3f} x {factor:.3f} "
+        f"(measured per table ratio, {len(checks)} checks) = {result.predicted:.3f} of dense predicted")
+    lookup.remember(key, {"widths": list(plan.widths), "estimate": result.estimate, "factor": factor,
+                          "checks": [check.to_dict() for check in checks]})
+    return result
 
 
 def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
