@@ -4,6 +4,8 @@ Widths are found by removing one neuron (or one `round_to` block; a layer may ha
 at a time from the layer chosen by the mode, until the budget is met, and then keeping whichever of
 the last two states is closer to it.  Each step changes the count by one neuron's worth, so the
 plan lands within half a neuron's (block's) worth of the target: as close as the layer sizes allow.
+A latency target is a budget to stay within, as in NetAdapt and HALP: its walk stops at the first
+state that meets it.
 
 * uniform: the next neuron comes from the layer that keeps the largest fraction of its baseline
   width, so every hidden layer keeps the same fraction to within one neuron.
@@ -316,23 +318,19 @@ def plan_widths(
         return stepped(widths, min(candidates, key=lambda i: priority(widths, i, saved.get(i, 0.0))))
 
     if latency_aware:  # each step reads what every candidate saves: the walk depends on the values
-        previous: tuple[list[int], float] | None = None
         current = measure([state])[0]
         while current > goal:
             candidates = movable(state)
             current, *after = measure([state, *(stepped(state, i) for i in candidates)])
-            previous = (state, current)
             state = following(state, {i: current - v for i, v in zip(candidates, after)})  # type: ignore[assignment]
             current = measure([state])[0]  # (not None above: the floor is within the goal)
-        if previous is not None and previous[1] - goal < goal - current:
-            state = previous[0]
-        return make(state, value)
+        return make(state, value)  # a latency target is a budget: the first state within it
     path = [state]
     while (ahead := following(path[-1], {})) is not None:
         path.append(ahead)
     index, values = _first_within(path, goal, measure)
     state = path[index]
-    if index and values[index - 1] - goal < goal - values[index]:
+    if target.kind != "latency" and index and values[index - 1] - goal < goal - values[index]:
         state = path[index - 1]
     return make(state, value)
 
