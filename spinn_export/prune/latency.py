@@ -80,6 +80,7 @@ DEFAULT_BATCH = 4096
 AUTO = "auto"
 GRID = 8  # widths a latency plan considers: multiples of 8 (one AVX2 register of float32), as the table's grid
 AUTO_MULTIPLES = (8, 16, 32)  # --round-to auto picks among these; 32, the usual fixed choice, where nothing finer pays
+AUTO_AGREEMENT = 0.75  # the share of in-between widths that must be cheaper than the coarser multiple above them
 WINDOW = 64  # --round-to auto reads each layer's costs this far either side of a first plan
 ANCHOR = (256, 256)  # the probe every other is timed against: mid-sized, so its ratio to any probe is well measured
 ROUNDS = 9  # per chunk; each probe's CI comes with it, and a noisier machine shows as wider intervals
@@ -547,17 +548,20 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
 
 
 def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
-    """The finest of AUTO_MULTIPLES all of whose multiples among `costs` (width -> estimate, on the grid) are
-    efficient, i.e. cheaper than every wider width measured; at most `width` (the layer's own).
+    """The finest of AUTO_MULTIPLES (at most `width`, the layer's own) whose in-between widths pay: among `costs`
+    (width -> estimate, on the grid), at least AUTO_AGREEMENT of the widths that are its multiples but not the next
+    coarser candidate's cost less than that coarser multiple just above them.
 
-    Widths between a kernel's tiles (or a thread split's) cost what the next tile costs, so they show as not
-    efficient and rule out the finer multiple. Noise can only make a width look inefficient, never a genuine step
-    disappear on average, so a noisy table falls back to the coarse multiple, never to a wasteful fine one.
+    Where the coarser multiple is a kernel's tile (or a thread split), a width between costs what the tile costs or
+    more, so the finer multiple is refused. Comparing neighbours, not the whole frontier, keeps one noisy entry from
+    deciding; asking for most of them, not half, makes a table that cannot tell fall back to the coarser multiple
+    (the usual fixed choice), never to a wasteful finer one.
     """
     fitting = [m for m in AUTO_MULTIPLES if m <= width] or [1]
-    for multiple in fitting[:-1]:
-        on = [n for n in costs if n % multiple == 0]
-        if on and all(costs[n] < min((c for k, c in costs.items() if k > n), default=math.inf) for n in on):
+    for multiple, coarser in zip(fitting, fitting[1:]):
+        above = {n: -(-n // coarser) * coarser for n in costs if n % multiple == 0 and n % coarser}
+        pairs = [(n, up) for n, up in above.items() if up in costs]
+        if pairs and sum(costs[n] < costs[up] for n, up in pairs) >= AUTO_AGREEMENT * len(pairs):
             return multiple
     return fitting[-1]
 
