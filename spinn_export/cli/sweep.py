@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.bench.paired import PairedConfig
-from spinn_export.cli import add_data_arguments, output_dir, positive_int
+from spinn_export.cli import add_data_arguments, output_dir, positive_int, round_to
 from spinn_export.model.checkpoint import read_metadata
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, executors
 from spinn_export.pipeline.points import DataSource, parse_targets
-from spinn_export.pipeline.sweep import DEFAULT_BACKEND, DEFAULT_BATCH, SweepConfig, run_sweep
+from spinn_export.pipeline.sweep import QUICK_PAIRED_PROCESSES, SweepConfig, run_sweep
+from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
 from spinn_export.prune.structured import METHODS
 
 STAGE = 8
@@ -16,7 +17,7 @@ STAGE = 8
 
 def _executor_help() -> str:
     found = executors()
-    listed = ", ".join(f"{name}{'' if e.unavailable_reason() is None else ' (needs spinn-export[' + str(e.extra) + '])'}"
+    listed = ", ".join(name if e.unavailable_reason() is None else f"{name} (needs spinn-export[{e.extra}])"
                        for name, e in found.items())
     return f"where points are fine-tuned: {listed or 'none registered'} (default {DEFAULT_EXECUTOR})"
 
@@ -37,27 +38,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(seed=None)
     parser.add_argument("--targets", dest="budgets", required=True, metavar="LIST",
                         help="comma-separated targets: fractions of parameters to remove (0.3,0.5,0.685,0.8) and/or "
-                             "latency budgets relative to dense on --backend at --batch (lat:0.4)")
+                             "latency budgets, the fraction of dense's latency to keep on --backend at --batch "
+                             "(lat:0.4 = 2.5x faster; such points are fine-tuned here, one at a time, as their "
+                             "pruning times)")
     parser.add_argument("--method", choices=METHODS, default="structured",
                         help="structured (default; magnitude points are added at each parameter target for "
                              "comparison) or magnitude")
     parser.add_argument("--no-magnitude", action="store_true", help="no magnitude points alongside the structured ones")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND, help=f"the backend that measures (default {DEFAULT_BACKEND})")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND,
+                        help=f"the backend that measures (default {DEFAULT_BACKEND})")
     parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
-                        help=f"the batch size measured (default {DEFAULT_BATCH})")
+                        help=f"rows per call measured (default {DEFAULT_BATCH}, as prune --target-latency)")
     parser.add_argument("--quick", action="store_true",
-                        help="as run --quick: 2 pruning rounds of 1 fine-tuning epoch each (timings still measured)")
+                        help="as run --quick: 2 pruning rounds of 1 fine-tuning epoch each; measured in "
+                             f"{QUICK_PAIRED_PROCESSES} fresh processes (timings still paired, CIs wider)")
     parser.add_argument("--rounds", type=positive_int, help="pruning rounds per point (default 3, quick 2)")
-    parser.add_argument("--finetune-epochs", type=positive_int, help="fine-tuning epochs per round (default 4, quick 1)")
-    parser.add_argument("--round-to", type=positive_int, metavar="N", help="make every hidden width a multiple of N")
+    parser.add_argument("--finetune-epochs", type=positive_int,
+                        help="fine-tuning epochs per round (default 4, quick 1)")
+    parser.add_argument("--round-to", type=round_to, metavar="N",
+                        help=f"make every hidden width a multiple of N, or {AUTO} (per layer, from latencies measured "
+                             "on --backend at --batch; such points are fine-tuned here, one at a time)")
     parser.add_argument("--executor", default=DEFAULT_EXECUTOR, help=_executor_help())
     parser.add_argument("--address", help="a running cluster's address for --executor dask (tcp://HOST:8786) or ray "
                                           "(HOST:6379 or auto); without it a local cluster is started and stopped")
     parser.add_argument("--workers", type=positive_int,
                         help="points fine-tuned at once here (local pool or local cluster; default: one per physical "
                              "core, at most one per point)")
-    parser.add_argument("--paired-processes", type=positive_int, default=PairedConfig.processes,
-                        help=f"fresh processes per paired measurement (default {PairedConfig.processes})")
+    parser.add_argument("--paired-processes", type=positive_int,
+                        help=f"fresh processes per paired measurement (default {PairedConfig.processes}, quick "
+                             f"{QUICK_PAIRED_PROCESSES})")
     parser.add_argument("--paired-cycles", type=positive_int, default=PairedConfig.cycles,
                         help=f"ABBA cycles per process (default {PairedConfig.cycles})")
     parser.add_argument("--out", required=True, metavar="DIR",
@@ -69,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     targets = parse_targets(args.budgets)
     out = output_dir(args.out)
     seed = args.seed if args.seed is not None else int(read_metadata(args.checkpoint).get("seed", "0"))
+    processes = QUICK_PAIRED_PROCESSES if args.quick else PairedConfig.processes
     config = SweepConfig(
         targets=targets, method=args.method, magnitude=not args.no_magnitude, backend=args.backend, batch=args.batch,
         quick=args.quick, rounds=args.rounds, finetune_epochs=args.finetune_epochs, round_to=args.round_to, seed=seed,
         executor=args.executor, address=args.address, workers=args.workers,
-        paired=PairedConfig(processes=args.paired_processes, cycles=args.paired_cycles),
+        paired=PairedConfig(processes=args.paired_processes or processes, cycles=args.paired_cycles),
     )
     data = DataSource.of(args.data, args.inputs, args.targets, args.physics, seed)
     sweep = run_sweep(args.checkpoint, data, config, out)

@@ -53,6 +53,12 @@ from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
 
 
 
+# --quick measures in 2 fresh processes, not PairedConfig's 4: the smoke run's statistical power for half the
+# measuring time (8 points of the reference SPINN at batch 4096: ABBA is most of a quick sweep's wall time on 2 cores);
+# the CI still resamples processes, so it widens rather than hides what 2 processes miss.
+QUICK_PAIRED_PROCESSES = 2
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     """A sweep. `quick`, `rounds`, `finetune_epochs`, `round_to` and `seed` shape each point's pruning as in the

@@ -4,8 +4,9 @@
 over dense; this module owns what it writes (the csv's columns, the front, `pareto.png`) and what the report
 reads back from it. A point is Pareto-optimal when no other point of the sweep is at least as fast and at least
 as accurate and better in one of the two: the choices worth making. The front is computed on the measured
-median speedup and validation R², over every point of the csv (magnitude points included: where one is the
-most accurate, it belongs on the front, at its ~1.0x).
+median speedup and validation R², over every point of the csv (magnitude points included), with dense as one more
+choice that can dominate them: not pruning at all is 1.0x by definition, so a point slower than that and less
+accurate than dense is worth nothing. Dense itself is not a row (it is not measured against itself).
 """
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ TITLE = "Accuracy against measured speedup (sweep)"
 CAPTION = ("Validation R² against the paired speedup over dense (bars: 95 % CI); the Pareto front is the line, "
            "magnitude points (masked, full-size matrices) stand alongside")
 NOTE = ("One point per pruning target, each fine-tuned and then benchmarked paired against dense (ABBA blocks in "
-        "fresh processes, one measurement at a time on the machine named). Pareto-optimal: no other point is at "
-        "least as fast and as accurate. Magnitude points keep full-size matrices, so they measure ~1.0×.")
+        "fresh processes, one measurement at a time on the machine named). Pareto-optimal: neither another point "
+        "nor dense (1.0×, by definition) is at least as fast and as accurate. Magnitude points keep full-size "
+        "matrices, so they measure ~1.0×.")
 MARKERS = {"structured": "o", "magnitude": "s"}
 
 
@@ -58,19 +60,27 @@ class SweepPoint:
 COLUMNS = (*(f.name for f in dataclasses.fields(SweepPoint)), "pareto_optimal")
 
 
-def pareto_optimal(speedup: Sequence[float], accuracy: Sequence[float]) -> list[bool]:
-    """For each point, whether no other point is at least as fast and as accurate, and strictly better in one."""
+def pareto_optimal(speedup: Sequence[float], accuracy: Sequence[float],
+                   others: Sequence[tuple[float, float]] = ()) -> list[bool]:
+    """For each point, whether no other point (nor any (speedup, accuracy) of `others`, such as dense's) is at least
+    as fast and as accurate, and strictly better in one."""
     if len(speedup) != len(accuracy):
         raise ValueError(f"{len(speedup)} speedups for {len(accuracy)} accuracies")
     pairs = list(zip(speedup, accuracy))
-    return [not any(s >= s0 and a >= a0 and (s > s0 or a > a0) for s, a in pairs) for s0, a0 in pairs]
+    rivals = [*pairs, *others]
+    return [not any(s >= s0 and a >= a0 and (s > s0 or a > a0) for s, a in rivals) for s0, a0 in pairs]
 
 
-def points_frame(points: Sequence[SweepPoint]) -> pd.DataFrame:
+def dense_choice(dense: dict[str, Any] | None) -> tuple[tuple[float, float], ...]:
+    """Dense as a choice on the plane: 1.0x (itself, by definition) at its validation R², where that is known."""
+    return ((1.0, float(dense["val_r2"])),) if dense is not None and _finite(dense.get("val_r2")) else ()
+
+
+def points_frame(points: Sequence[SweepPoint], dense: dict[str, Any] | None) -> pd.DataFrame:
     """The csv's rows: widths as space-separated text (as history.csv), and each point's Pareto flag."""
     frame = pd.DataFrame([dataclasses.asdict(p) for p in points], columns=COLUMNS[:-1])
     frame["widths"] = frame["widths"].map(lambda w: " ".join(map(str, w)))
-    frame["pareto_optimal"] = pareto_optimal(frame["speedup"].tolist(), frame["val_r2"].tolist())
+    frame["pareto_optimal"] = pareto_optimal(frame["speedup"].tolist(), frame["val_r2"].tolist(), dense_choice(dense))
     return frame
 
 
@@ -89,7 +99,7 @@ class Sweep:
 
 def write_sweep(directory: Path, points: Sequence[SweepPoint], summary: dict[str, Any]) -> Sweep:
     """pareto.csv, sweep.json (`summary` plus the rows) and pareto.png in `directory`, each written atomically."""
-    frame = points_frame(points)
+    frame = points_frame(points, summary.get("dense"))
     write_text(directory / CSV_NAME, frame.to_csv(index=False))
     records = json.loads(frame.to_json(orient="records"))
     write_text(directory / JSON_NAME, json.dumps({**summary, "points": records}, indent=2) + "\n")
@@ -121,7 +131,8 @@ def load_sweep(directory: str | os.PathLike[str]) -> Sweep:
 
 
 def plot_pareto(sweep: Sweep, path: Path) -> Path:
-    """Validation R² against the measured speedup: each point with its CI, the front as a line, dense as a star."""
+    """Validation R² against the measured speedup: each point with its CI, the front as a line (through dense where
+    no point beats it), dense as a star."""
     fig, ax = plt.subplots(figsize=(7.8, 4.8), layout="constrained")
     points = sweep.points
     for method, group in points.groupby("method", sort=False):
@@ -133,10 +144,14 @@ def plot_pareto(sweep: Sweep, path: Path) -> Path:
             ax.annotate(row["target"], (row["speedup"], row["val_r2"]), textcoords="offset points", xytext=(6, 5),
                         fontsize=8, color=color)
     front = sweep.front()
-    ax.plot(front["speedup"], front["val_r2"], color="#222222", lw=1.4, ls="--", marker="o", ms=11, mfc="none",
-            label="Pareto front", zorder=2)
-    if sweep.dense is not None and _finite(sweep.dense.get("val_r2")):
-        ax.plot([1.0], [sweep.dense["val_r2"]], marker="*", ms=13, color=ROLE_COLORS["dense"], ls="none",
+    dense = dense_choice(sweep.dense)
+    undominated = [d for d in dense if pareto_optimal([d[0]], [d[1]], list(zip(front["speedup"], front["val_r2"])))[0]]
+    line = sorted([*zip(front["speedup"], front["val_r2"]), *undominated], key=lambda p: (p[0], -p[1]))
+    ax.plot([p[0] for p in line], [p[1] for p in line], color="#222222", lw=1.4, ls="--", label="Pareto front",
+            zorder=2)
+    ax.plot(front["speedup"], front["val_r2"], ls="none", marker="o", ms=11, mfc="none", color="#222222", zorder=2)
+    for speed, r2 in dense:
+        ax.plot([speed], [r2], marker="*", ms=13, color=ROLE_COLORS["dense"], ls="none",
                 label="dense (1×, by definition)", zorder=4)
     ax.axvline(1.0, color="#888888", lw=0.8)
     first = points.iloc[0]
