@@ -180,6 +180,17 @@ def test_auto_round_to_picks_each_layers_multiple_from_the_table(tmp_path):
     assert auto_round_to(smooth, smooth.spec, Target.params(0.5)) == (8, 8, 8)
 
 
+def test_auto_round_to_is_never_slower_than_the_coarsest_multiple_at_an_equal_budget(tmp_path):
+    # One layer of 64: a 31 % parameter cut wants 44 neurons; in blocks of 16 the plan lands on 48 (above the budget,
+    # slower), in blocks of 32 on 32. The table's staircase says 16 pays, but that plan is slower: 32 is kept.
+    spec = MLPSpec(18, (64,), 2)
+    lookup = LatencyLookup(FakeMeasurer(tile=16), spec, tmp_path)
+    assert plan_widths(spec, Target.params(0.312), round_to=16).widths == (48,)
+    assert auto_round_to(lookup, spec, Target.params(0.312)) == (32,)
+    with pytest.raises(UserError, match="--widths gives the widths"):
+        PruneConfig(Target.of_widths((32,)), round_to=AUTO)
+
+
 @pytest.fixture(scope="module")
 def data():
     return builtin_dataset(seed=0, n_train=256, n_val=128, n_test=32)

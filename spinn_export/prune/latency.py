@@ -547,6 +547,11 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
     return result
 
 
+def _fitting(width: int) -> list[int]:
+    """The candidate multiples a layer of `width` neurons can take."""
+    return [m for m in AUTO_MULTIPLES if m <= width] or [1]
+
+
 def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
     """The finest of AUTO_MULTIPLES (at most `width`, the layer's own) whose in-between widths pay: among `costs`
     (width -> estimate, on the grid), at least AUTO_AGREEMENT of the widths that are its multiples but not the next
@@ -557,7 +562,7 @@ def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
     deciding; asking for most of them, not half, makes a table that cannot tell fall back to the coarser multiple
     (the usual fixed choice), never to a wasteful finer one.
     """
-    fitting = [m for m in AUTO_MULTIPLES if m <= width] or [1]
+    fitting = _fitting(width)
     for multiple, coarser in zip(fitting, fitting[1:]):
         above = {n: -(-n // coarser) * coarser for n in costs if n % multiple == 0 and n % coarser}
         pairs = [(n, up) for n, up in above.items() if up in costs]
@@ -570,9 +575,19 @@ def auto_round_to(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode:
                   scores: Sequence[torch.Tensor] | None = None, min_width: int = 1) -> tuple[int, ...]:
     """`--round-to auto`: each hidden layer's width multiple, read from the table around a first plan on its grid
     (table only, no checks) for the same target: the layer's grid widths within WINDOW of that plan, the other
-    layers held at it, all measured in one chunk."""
+    layers held at it, all measured in one chunk.
+
+    Against a parameter or FLOP budget the finer multiples also move where the plan lands (each plan is within half
+    a block of the budget, on either side); where the table says that plan is slower than the coarsest multiples'
+    plan, the coarsest are kept, so at an equal budget auto is never slower than them by the table. (A latency
+    target is met either way; there finer multiples keep more neurons within it.)
+    """
+    def plan(round_to: RoundTo) -> PrunePlan:
+        return plan_widths(spec, target, mode=mode, scores=scores, min_width=min_width, round_to=round_to,
+                           latency=lookup)
+
     steps = grid_steps(spec)
-    first = plan_widths(spec, target, mode=mode, scores=scores, min_width=min_width, round_to=steps, latency=lookup)
+    first = plan(steps)
     windows = []
     for index, (width, step) in enumerate(zip(first.widths, steps)):
         lowest = math.ceil(min_width / step) * step
@@ -581,5 +596,10 @@ def auto_round_to(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode:
     vectors = [[n if j == i else w for j, w in enumerate(first.widths)] for i, window in enumerate(windows)
                for n in window]
     values = iter(lookup.latency(vectors))
-    return tuple(efficient_multiple({n: next(values) for n in window}, width)
-                 for window, width in zip(windows, spec.widths))
+    multiples = tuple(efficient_multiple({n: next(values) for n in window}, width)
+                      for window, width in zip(windows, spec.widths))
+    coarsest = tuple(_fitting(width)[-1] for width in spec.widths)
+    if target.kind == "latency" or multiples == coarsest:
+        return multiples
+    finer, coarse = lookup.latency([plan(multiples).widths, plan(coarsest).widths])
+    return multiples if finer <= coarse else coarsest

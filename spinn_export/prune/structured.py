@@ -176,6 +176,8 @@ class PruneConfig:
             raise UserError(f"--on-drop {self.on_drop} needs --tolerance (the largest allowed drop in validation R2)")
         if not (self.round_to is None or self.round_to == AUTO or (isinstance(self.round_to, int) and self.round_to >= 1)):
             raise UserError(f"--round-to must be a positive integer or {AUTO}, got {self.round_to!r}")
+        if self.round_to == AUTO and self.target.kind == "widths":
+            raise UserError(f"--round-to {AUTO} chooses the widths' multiples, but --widths gives the widths; drop one")
         given = {"--backend": self.backend, "--batch": self.batch}
         if self.measured_on is None and any(v is not None for v in given.values()):
             raise UserError("--backend and --batch say where latency is measured: they apply only with "
