@@ -53,6 +53,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,7 +209,7 @@ class LatencyLookup:
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.path = (directory or cache_dir()) / f"latency-{self.key['backend']}-batch{self.key['batch']}-{digest}.json"
         self.table = LatencyTable.load(self.path, self.key)
-        self.measured = 0
+        self.measured, self.seconds = 0, 0.0  # shapes measured by this lookup, and the time that took
 
     def shapes(self, widths: Sequence[int]) -> list[Shape]:
         dims = (self.spec.in_features, *widths)
@@ -218,7 +219,9 @@ class LatencyLookup:
         wanted = dict.fromkeys(shape for vector in vectors for shape in self.shapes(vector))
         missing = [shape for shape in wanted if shape not in self.table.costs]
         for start in range(0, len(missing), CHUNK):
+            started = time.perf_counter()
             found = self.measurer.costs(missing[start:start + CHUNK], self.spec.out_features, self.spec.activation)
+            self.seconds += time.perf_counter() - started
             self._store(dataclasses.replace(self.table, costs={**self.table.costs, **found}))
             self.measured += len(found)
         return [sum(self.table.costs[shape].ratio for shape in self.shapes(vector)) for vector in vectors]

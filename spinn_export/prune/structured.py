@@ -407,7 +407,7 @@ def _plan(config: PruneConfig, baseline: MLPSpec, scores: Sequence[torch.Tensor]
     else:
         plan = plan_widths(baseline, config.target, round_to=round_to, **common)
     if progress:
-        print(f"  latency table {lookup.path}: {lookup.measured} layer shapes measured now, "
+        print(f"  latency table {lookup.path}: {lookup.measured} layer shapes measured now ({lookup.seconds:.0f} s), "
               f"{len(lookup.table.costs) - lookup.measured} from the cache", flush=True)
     return round_to, plan, latency
 
