@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spinn_export.bench.fastest import (BUDGET, PARITY, REFERENCE_BACKEND, Candidate, Verdict, fastest_verified,
+from spinn_export.bench.fastest import (BUDGET, PARITY, REFERENCE_BACKEND, Candidate, Verdict, decide, finalists,
                                         measure_fastest, verdict_for)
 from spinn_export.bench.paired import PairedConfig
 from spinn_export.bench.variants import ModelRef, Variant
@@ -57,27 +57,34 @@ def test_low_precision_files_are_verified_only_by_the_manifests_budget_verdict(b
     assert verdict_for(fp32, "checkpoint") == Verdict(True, PARITY)  # CSR and masked: float32 parity, like dense
 
 
-def test_the_fastest_candidate_within_the_budget_wins_even_when_an_unverified_one_is_faster() -> None:
+def test_each_backends_fastest_verified_case_is_a_finalist() -> None:
     verified, over = Verdict(True, PARITY), Verdict(False, "outside the budget", -0.05)
-    candidates = [Candidate("ort-cpu", "dense", 3.0, verified), Candidate("openvino-cpu", "structured", 2.0, verified),
-                  Candidate("ort-cpu", "structured-int8", 1.0, over), Candidate("eager-cpu", "magnitude-csr", 9.0, verified)]
-    assert fastest_verified(candidates) == candidates[1]
-    assert fastest_verified([candidates[2]]) is None
+    candidates = [Candidate("ort-cpu", "dense", 3.0, verified), Candidate("ort-cpu", "structured", 2.5, verified),
+                  Candidate("openvino-cpu", "structured", 2.0, verified), Candidate("ort-cpu", "structured-int8", 1.0, over),
+                  Candidate("eager-cpu", "magnitude-csr", 9.0, verified), Candidate("eager-cpu", "structured", 4.0, verified)]
+    assert finalists(candidates) == [candidates[2], candidates[1], candidates[5]]  # never the unverified int8
+    assert finalists(candidates, count=1) == [candidates[2]]
+    assert finalists([candidates[3]]) == []
 
 
-def test_the_speedup_is_the_interleaved_rounds_ratio_over_dense_on_ort_cpu() -> None:
+def _timed(now: list[float], seconds: float):  # a call that advances a fake clock by its own duration
+    return lambda: now.__setitem__(0, now[0] + seconds)
+
+
+def test_the_speedup_is_the_abba_cycles_ratio_over_dense_on_ort_cpu() -> None:
     now = [0.0]
-
-    def takes(seconds: float):  # a call that advances the fake clock by its own duration
-        return lambda: now.__setitem__(0, now[0] + seconds)
-
     chosen = Candidate("openvino-cpu", "structured-int8", 0.5, Verdict(True, BUDGET, -0.002))
-    result = measure_fastest(8192, chosen, "int8", takes(1.0), takes(4.0), 25, PairedConfig(), clock=lambda: now[0])
+    result = measure_fastest(8192, chosen, "int8", _timed(now, 1.0), _timed(now, 4.0), PairedConfig(cycles=5),
+                             clock=lambda: now[0])
     assert (result.speedup_vs_dense_fp32, result.ci_low, result.ci_high) == (4.0, 4.0, 4.0)
-    assert (result.latency_s, result.baseline_latency_s, result.rounds) == (1.0, 4.0, 25)
+    assert (result.latency_s, result.baseline_latency_s, result.cycles, result.calls_per_block) == (1.0, 4.0, 5, 1)
     assert (result.backend, result.baseline_backend, result.val_r2_delta) == ("openvino-cpu", REFERENCE_BACKEND, -0.002)
     assert set(result.to_dict()) >= {"batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low",
                                      "ci_high", "val_r2_delta"}
+    other = measure_fastest(8192, dataclasses.replace(chosen, backend="ort-cpu", variant="structured"), "fp32",
+                            _timed(now, 2.0), _timed(now, 4.0), PairedConfig(cycles=5), clock=lambda: now[0])
+    decided = decide([other, result])
+    assert decided.variant == "structured-int8" and [f["speedup"] for f in decided.finalists] == [2.0, 4.0]
 
 
 def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:  # noqa: F811
@@ -88,10 +95,11 @@ def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline
                             if "check" not in b["extra_info"]])
     for batch, entry in fastest.items():
         at = medians[medians["batch"] == batch]
-        assert entry["variant"] == at.loc[at["median"].idxmin(), "variant"]  # every variant here is fp32: all verified
+        assert entry["variant"] == at.loc[at["median"].idxmin(), "variant"]  # one backend, all fp32: one finalist
         assert entry["backend"] == "ort-cpu" and entry["verified_by"] == PARITY and entry["val_r2_delta"] is None
         assert entry["ci_low"] <= entry["speedup_vs_dense_fp32"] <= entry["ci_high"] and entry["latency_s"] > 0
-        assert entry["method"] == "interleaved" and entry["rounds"] >= 20
+        assert entry["method"] == "abba" and entry["cycles"] == 4  # --spinn-quick's paired cycles
+        assert [(f["variant"], f["backend"]) for f in entry["finalists"]] == [(entry["variant"], "ort-cpu")]
 
 
 def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline: Pipeline) -> None:  # noqa: F811

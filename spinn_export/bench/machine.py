@@ -28,6 +28,7 @@ precision's ceiling (int8-static runs as int8: `variants.RUNS_AS`).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import platform
@@ -35,7 +36,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -239,15 +240,22 @@ def _onnx_gemm(form: str, size: int) -> tuple[bytes, np.ndarray]:
     return model.SerializeToString(), x
 
 
-def _ort_gemm(form: str, device: str, size: int, threads: int) -> Callable[[], object]:
-    """ONNX Runtime's CPU kernel (MLAS), on the process's global thread pool like the ORT backends' sessions."""
-    from spinn_export.bench.backends.ort import open_session
-
+@contextlib.contextmanager
+def _onnx_gemm_file(form: str, size: int) -> Iterator[tuple[Path, np.ndarray]]:
+    """`_onnx_gemm` as a temporary file (both runtimes open files, as the backends do) and its input."""
     model, x = _onnx_gemm(form, size)
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "gemm.onnx"
         path.write_bytes(model)
-        session = open_session(path, device, threads)
+        yield path, x
+
+
+def _ort_gemm(form: str, size: int, threads: int) -> Callable[[], object]:
+    """ONNX Runtime's CPU kernel (MLAS), on the process's global thread pool like the ORT backends' sessions."""
+    from spinn_export.bench.backends.ort import open_session
+
+    with _onnx_gemm_file(form, size) as (path, x):
+        session = open_session(path, "cpu", threads)
     return lambda: session.run(None, {"A": x})
 
 
@@ -257,10 +265,7 @@ def _openvino_gemm(form: str, hint: str, size: int, threads: int) -> Callable[[]
 
     from spinn_export.export.formats.onnx_bf16 import compile_onnx
 
-    model, x = _onnx_gemm(form, size)
-    with tempfile.TemporaryDirectory() as directory:
-        path = Path(directory) / "gemm.onnx"
-        path.write_bytes(model)
+    with _onnx_gemm_file(form, size) as (path, x):
         compiled = compile_onnx(path, hint, threads, 1)
     request = compiled.model.create_infer_request()
     request.set_input_tensor(ov.Tensor(x))
@@ -292,11 +297,11 @@ class Gemm:
 
 GEMMS = (
     Gemm("torch.matmul", "cpu", "fp32", functools.partial(_torch_gemm, "fp32", "cpu")),
-    Gemm("onnxruntime MatMul", "cpu", "fp32", functools.partial(_ort_gemm, "float", "cpu"), _ort_missing),
+    Gemm("onnxruntime MatMul", "cpu", "fp32", functools.partial(_ort_gemm, "float"), _ort_missing),
     Gemm("openvino MatMul f32", "cpu", "fp32", functools.partial(_openvino_gemm, "float", "f32"), _openvino_missing),
     Gemm("torch.matmul bf16", "cpu", "bf16", functools.partial(_torch_gemm, "bf16", "cpu")),
     Gemm("openvino MatMul bf16", "cpu", "bf16", functools.partial(_openvino_gemm, "float", "bf16"), _openvino_missing),
-    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", functools.partial(_ort_gemm, "integer", "cpu"), _ort_missing),
+    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", functools.partial(_ort_gemm, "integer"), _ort_missing),
     Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", functools.partial(_openvino_gemm, "qdq", "f32"), _openvino_missing),
     Gemm("torch.matmul", "cuda", "fp32", functools.partial(_torch_gemm, "fp32", "cuda")),
     Gemm("torch.matmul bf16", "cuda", "bf16", functools.partial(_torch_gemm, "bf16", "cuda")),

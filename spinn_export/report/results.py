@@ -30,7 +30,8 @@ LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
 CEILING_COLUMNS = ("machine", "device", "precision", "gflops", "method", "native", "features", "reason")
 FASTEST_COLUMNS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",
                    "val_r2_delta", "baseline_backend")
-FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "rounds", "method")
+FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
+                   "finalists")
 # Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
 LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
                   "native": True, "features": None, "reason": None}

@@ -1,6 +1,6 @@
-"""The fastest verified deployment at each batch (`bench.fastest`): chosen among the latency matrix's passed cases
-(their medians, kept by `plugin.pytest_runtest_makereport`) within the accuracy budget, then timed call by call
-against dense float32 on ort-cpu for its paired speedup.
+"""The fastest verified deployment at each batch (`bench.fastest`): each backend's fastest case of the latency matrix
+within the accuracy budget (the matrix's medians, kept by `plugin.pytest_runtest_makereport`) is a finalist, the
+finalists are timed in A B B A blocks against dense float32 on ort-cpu, and the highest paired speedup wins.
 
 It must run after the matrix: pytest collects a folder's modules in name order, and this name sorts after
 test_latency.py (and the suite's other modules). A batch without a result says why, in the JSON
@@ -14,15 +14,12 @@ from typing import NoReturn
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.fastest import (REFERENCE_BACKEND, Candidate, NotMeasured, fastest_verified, measure_fastest,
+from spinn_export.bench.fastest import (REFERENCE_BACKEND, Candidate, NotMeasured, decide, finalists, measure_fastest,
                                         verdict_for)
-from spinn_export.bench.plugin import SuiteState, rounds_within_budget, runner_for
-from spinn_export.bench.suite.test_latency import MIN_ROUNDS
-from spinn_export.bench.timing import warm_up
+from spinn_export.bench.plugin import SuiteState, runner_for
 
 
-def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: SuiteState,
-                                     request: pytest.FixtureRequest) -> None:
+def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: SuiteState) -> None:
     batch, settings = spinn_fastest_batch, spinn_session.settings
 
     def not_measured(reason: str) -> NoReturn:
@@ -44,16 +41,19 @@ def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: Su
                   if measured_batch == batch]
     if not candidates:
         not_measured("no latency case passed at this batch")
-    chosen = fastest_verified(candidates)
-    if chosen is None:
+    chosen = finalists(candidates)
+    if not chosen:
         unverified = sorted({f"{c.variant}: {c.verdict.by}" for c in candidates})
         not_measured(f"no measured variant is within the accuracy budget ({'; '.join(unverified)})")
-    backend, ref = get_backend(chosen.backend), spinn_session.refs[chosen.variant]
-    runner, baseline_runner = runner_for(spinn_session, backend, ref), runner_for(spinn_session, reference, dense)
-    x = sample_input(batch, ref.in_features)
-    call, baseline_call = runner.prepare(x), baseline_runner.prepare(x)
-    rounds = rounds_within_budget(request.config, warm_up(call) + warm_up(baseline_call), MIN_ROUNDS)
-    with runner.guard(), baseline_runner.guard():  # compile: refuses recompiles while timed
-        result = measure_fastest(batch, chosen, ref.variant.precision, call, baseline_call, rounds, settings.paired)
+    baseline_runner = runner_for(spinn_session, reference, dense)
+    x = sample_input(batch, dense.in_features)
+    measured = []
+    for candidate in chosen:
+        ref = spinn_session.refs[candidate.variant]
+        runner = runner_for(spinn_session, get_backend(candidate.backend), ref)
+        with runner.guard(), baseline_runner.guard():  # compile: refuses recompiles while timed
+            measured.append(measure_fastest(batch, candidate, ref.variant.precision, runner.prepare(x),
+                                            baseline_runner.prepare(x), settings.paired))
+    result = decide(measured)
     spinn_session.fastest.append(result)
     assert result.ci_low <= result.speedup_vs_dense_fp32 <= result.ci_high
