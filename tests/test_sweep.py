@@ -123,6 +123,10 @@ def test_a_broken_sweep_directory_is_one_line(swept: Path, tmp_path: Path) -> No
     (tmp_path / "pareto.csv").write_text(pd.read_csv(swept / "pareto.csv").drop(columns="speedup").to_csv(index=False))
     with pytest.raises(UserError, match="lacks the columns speedup; rerun spinn-export sweep"):
         load_sweep(tmp_path)
+    (tmp_path / "pareto.csv").write_bytes((swept / "pareto.csv").read_bytes())
+    (tmp_path / "sweep.json").write_text("{half")
+    with pytest.raises(UserError, match="sweep.json is not a sweep summary"):
+        load_sweep(tmp_path / "pareto.csv")
 
 
 def test_targets_parse_as_parameter_fractions_and_latency_budgets() -> None:

@@ -126,7 +126,10 @@ def load_sweep(directory: str | os.PathLike[str]) -> Sweep:
         raise UserError(f"{csv} {what}; rerun spinn-export sweep")
     frame["pareto_optimal"] = frame["pareto_optimal"].astype(str).str.lower() == "true"
     summary = directory / JSON_NAME
-    dense = json.loads(summary.read_text(encoding="utf-8")).get("dense") if summary.is_file() else None
+    try:
+        dense = json.loads(summary.read_text(encoding="utf-8")).get("dense") if summary.is_file() else None
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{summary} is not a sweep summary ({type(exc).__name__}); rerun spinn-export sweep") from None
     return Sweep(directory, frame, dense)
 
 
