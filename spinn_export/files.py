@@ -1,10 +1,12 @@
-"""Files: atomic writes (every artifact appears under its final name complete, or not at all) and digests."""
+"""Files: atomic writes (every artifact, file or directory, appears under its final name complete, or not at all)
+and digests."""
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,25 @@ def atomic_path(final: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp_path, final)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def staged_directory(final: Path) -> Iterator[Path]:
+    """Build a directory under a temporary name beside `final`; it replaces `final` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes a private directory; DIR is shared like any other
+        yield stage
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
+            os.replace(final, old / final.name)
+            os.replace(stage, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(stage, final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def write_text(final: str | os.PathLike[str], text: str) -> None:

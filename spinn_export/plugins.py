@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
-from spinn_export.errors import first_line
+from spinn_export.errors import UserError, first_line
 
 T = TypeVar("T")
 
@@ -22,6 +22,14 @@ class Discovered(Generic[T]):
 
     loaded: dict[str, T]
     broken: dict[str, str]
+
+    def get(self, name: str, kind: str, hint: str = "") -> T:
+        """The plug-in called `name`, or a one-line UserError: why it cannot load, or the choices."""
+        if name in self.loaded:
+            return self.loaded[name]
+        if name in self.broken:
+            raise UserError(f"{kind} {name!r} is registered but unusable: {self.broken[name]}")
+        raise UserError(f"unknown {kind} {name!r}: choose from {', '.join(self.loaded) or 'none registered'}{hint}")
 
 
 def discover(group: str, kind: type[T], name_of: Callable[[T], str]) -> Discovered[T]:

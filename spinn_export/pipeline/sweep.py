@@ -22,15 +22,13 @@ interrupted sweep leaves nothing half-written under DIR.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import functools
 import os
-import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from spinn_export.bench.variants import refs_from_manifest
 from spinn_export.errors import UserError, first_line
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import Format, formats, get_format
-from spinn_export.files import _umask, sha256_of
+from spinn_export.files import sha256_of, staged_directory
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
 from spinn_export.pipeline.job import RunConfig
@@ -174,25 +172,6 @@ def export_format(backend_format: str) -> Format:
         if fmt.float32 and fmt.runtime_format == backend_format and fmt.available() is None:
             return fmt
     return get_format("onnx")
-
-
-@contextlib.contextmanager
-def staged_directory(final: Path) -> Iterator[Path]:
-    """Build a directory under a temporary name beside `final`; it replaces `final` only if the block succeeds."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
-    try:
-        os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes a private directory; DIR is shared like any other
-        yield stage
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".old", dir=final.parent))
-            os.replace(final, old / final.name)
-            os.replace(stage, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def check_out_dir(out: Path) -> None:

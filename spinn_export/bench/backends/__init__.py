@@ -192,12 +192,8 @@ def broken_backends() -> dict[str, str]:
 
 
 def get_backend(name: str) -> Backend:
-    found = backends()
-    if name in found:
-        return found[name]
-    if name in broken_backends():
-        raise UserError(f"backend {name} is registered but unusable: {broken_backends()[name]}")
-    raise UserError(f"unknown backend {name!r}: choose from {', '.join(found)}")
+    backends()  # none registered at all is an install problem, said as such
+    return _discovered().get(name, "backend")
 
 
 def resolve_backends(text: str | None) -> list[Backend]:

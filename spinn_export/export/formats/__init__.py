@@ -108,13 +108,7 @@ def formats() -> dict[str, Format]:
 
 
 def get_format(name: str) -> Format:
-    found = formats()
-    if name in found:
-        return found[name]
-    broken = _discovered().broken
-    if name in broken:
-        raise UserError(f"format {name!r} is registered but unusable: {broken[name]}")
-    raise UserError(f"unknown format {name!r}: choose from {', '.join(found)}")
+    return _discovered().get(name, "format")
 
 
 def default_formats() -> tuple[str, ...]:
