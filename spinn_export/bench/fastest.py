@@ -14,7 +14,7 @@ backend's fastest verified case is a finalist (the `FINALISTS` fastest of them b
 timed against dense float32 on ort-cpu, and the one with the highest paired speedup is the fastest deployment;
 no ratio of two medians timed apart is ever presented.
 
-The pairing is A B B A blocks (`paired.abba`'s cycles, `calibrate`d blocks, `summarize`'s bootstrap CI), each block
+The pairing is A B B A blocks (`paired.abba`'s cycles, `summarize`'s bootstrap CI), each block
 opened by one untimed call. Alternating call by call, as the latency matrix does within one backend, is unfair
 across runtimes: handing the cores from ONNX Runtime's thread pool to OpenVINO's (or torch's) and back costs the
 first call after each switch. Measured at batch 8192 on that machine, openvino-cpu's structured model against
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, summarize
-from spinn_export.bench.timing import Call, Clock, calibrate, time_block, warm_up
+from spinn_export.bench.timing import Call, Clock, time_block, warm_up
 from spinn_export.bench.variants import ModelRef
 
 REFERENCE_BACKEND = "ort-cpu"  # what "dense float32" means in the fastest deployment's speedup
@@ -133,11 +133,11 @@ def _opened_block(call: Call, calls: int, clock: Clock) -> float:
 
 def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, baseline_call: Call,
                     config: PairedConfig, clock: Clock = time.perf_counter) -> Fastest:
-    """`config.cycles` A B B A cycles of dense on the reference backend (A) and the candidate (B), in blocks
-    `calibrate`d to `config.block_seconds`; each cycle's ratio is time(A) / time(B)."""
-    warm_up(call, clock=clock)
-    warm_up(baseline_call, clock=clock)
-    calls = min(calibrate(call, config.block_seconds, clock), calibrate(baseline_call, config.block_seconds, clock))
+    """`config.cycles` A B B A cycles of dense on the reference backend (A) and the candidate (B); each cycle's ratio
+    is time(A) / time(B). A block lasts about `config.block_seconds` of the slower call, sized on the median warm-up
+    call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise)."""
+    slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
+    calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
     ratios, times, baseline_times = [], [], []
     for _ in range(config.cycles):
         a1, b1, b2, a2 = (_opened_block(c, calls, clock) for c in (baseline_call, call, call, baseline_call))
