@@ -268,3 +268,18 @@ def test_real_probes_on_eager_cpu(tmp_path):
     for cost in lookup.table.costs.values():
         assert 0 < cost.ci_low <= cost.ratio <= cost.ci_high and cost.seconds > 0
     assert json.loads(lookup.path.read_text())["key"]["backend"] == "eager-cpu"
+
+
+def test_the_main_job_passes_latency_budgets_to_both_prune_stages_and_names_them_once():
+    from spinn_export.cli import budget_of, build_parser
+    from spinn_export.pipeline.job import RunConfig
+
+    config = RunConfig(target=Target.latency(0.4, "ort-cpu", 4096), round_to=AUTO)
+    assert config.prune("structured").measured_on == config.prune("magnitude").measured_on == ("ort-cpu", 4096)
+    words = config.command.split()
+    assert words.count("--backend") == 1 and words[words.index("--round-to") + 1] == AUTO
+    args = build_parser().parse_args(words[1:])
+    assert budget_of(args) == config.target and args.round_to == AUTO
+    auto = RunConfig(round_to=AUTO, batch=8192)
+    assert auto.prune("structured").measured_on == ("ort-cpu", 8192) and "--batch 8192" in auto.command
+    assert "backend" not in RunConfig().prune("structured").to_dict()  # records of other runs stay as they were
