@@ -17,8 +17,9 @@ per layer and an output layer after every hidden layer, which the model has only
 depends on the widths, so the differences the solver ranks by are the layers' own, while the sum's ratio to
 dense's is biased towards 1. The end-to-end checks remove that bias (and anything else a sum of layers misses).
 
-Measured lazily: only the shapes the solver reads, everything one solver step reads in one interleaved chunk, in
-one worker process kept for the whole plan (`bench.timing.fresh_process_context`). A separate process, because
+Measured lazily: only the shapes the solver reads, everything one request of the solver reads (`budget.LOOKAHEAD`
+states of its walk) in one interleaved chunk, in one worker process kept for the whole plan
+(`bench.timing.fresh_process_context`). A separate process, because
 ONNX Runtime's global thread pool must exist before any session (`bench.timing.ort_global_pool`), while the prune
 process (and `spinn-export run`'s export stage after it) makes sessions of its own. A probe of an ONNX format is
 the format plug-in's export of one template with the weight tensors swapped for the probe's (the dynamo exporter
@@ -34,10 +35,11 @@ stage, get the same widths at once.
 
 The checks (`plan_latency`). The table's plan is verified end to end: dense and the chosen widths, both with
 random weights (latency does not depend on their values), paired on the backend (`bench.paired.paired_speedups`:
-ABBA blocks in fresh processes). Where the measured ratio misses the target by more than `TOLERANCE`, the goal
-given to the solver is scaled by target / measured and the plan solved again, at most `CHECKS` times; the checked
-vector nearest the target wins. All before any fine-tuning, which is the expensive part; the pruned model itself
-is measured paired against dense once more at the end (`structured.prune`).
+ABBA blocks in fresh processes). Each check gives a measured ratio per unit of table ratio; pooled over the checks
+(one alone is noisy on a shared machine), that factor turns the target into the goal the table is solved for next,
+at most `CHECKS` times or until a check lands within `TOLERANCE` of the target. All before any fine-tuning, which
+is the expensive part; the pruned model itself is measured paired against dense once more at the end
+(`structured.prune`).
 
 Layering: prune comes before bench in the pipeline. This module imports bench (backends, runners, timing, paired
 statistics) and the exporter's formats only inside the functions that measure, which run only when a latency
@@ -87,7 +89,7 @@ ANCHOR = (256, 256)  # the probe every other is timed against: mid-sized, so its
 ROUNDS = 9  # per chunk; each probe's CI comes with it, and a noisier machine shows as wider intervals
 BLOCK_SECONDS = 0.01  # a probe's block is at least this long (small probes run several calls per block)
 CHUNK = 24  # probes open at once in the worker (each holds its weights and activation arena)
-CHECKS = 3  # end-to-end checks per plan (each about 10 s at the reference's size on 2 cores)
+CHECKS = 3  # end-to-end checks per plan (each 10-20 s at the reference's size on 2 shared cores)
 CHECK_PROCESSES, CHECK_CYCLES = 2, 8  # a check only steers the goal; the final measurement uses PairedConfig()
 TOLERANCE = 0.05  # a checked ratio within 5 % of the target ends the checks
 MAX_GOAL = 0.999  # the solver's goal stays a fraction strictly below 1
