@@ -258,9 +258,9 @@ class PruneResult:
             target["latency"] = self.latency.to_dict()
         latency = {}
         if self.achieved_latency is not None:
-            backend, batch = self.config.measured_on or ("", 0)
+            measured_on = {"backend": self.config.target.backend, "batch": self.config.target.batch}
             latency = {"latency_ratio": self.achieved_latency.ratio,
-                       "latency": {**self.achieved_latency.to_dict(), "backend": backend, "batch": batch}}
+                       "latency": {**self.achieved_latency.to_dict(), **measured_on}}
         return {
             "method": self.config.method,
             "target": target,
