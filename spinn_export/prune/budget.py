@@ -279,8 +279,8 @@ def plan_widths(
         if target.kind == "latency":
             raise UserError(
                 f"target {target.describe()} cannot be met: even the smallest allowed widths {low} keep an estimated "
-                f"{floor:.3f} of dense latency, so the achievable range is {floor:.3f} to 1; raise the target or "
-                "lower --min-width"
+                f"{floor:.3f} of dense latency, so the achievable range is {floor:.3f} to 1; raise the target, or "
+                "lower --min-width or --round-to"
             )
         raise UserError(
             f"target {target.describe()} is impossible: it would take a layer below the minimum width "
