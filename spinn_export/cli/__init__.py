@@ -79,12 +79,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--data/--inputs/--targets/--physics/--seed, shared by every command that touches data."""
+def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--targets") -> None:
+    """--data/--inputs/--targets/--physics/--seed, shared by every command that touches data (`targets_flag` names
+    the target columns where --targets means something else, as the sweep's budget list)."""
     group = parser.add_argument_group("data (default: the built-in Stokes task)")
     group.add_argument("--data", metavar="FILE", help="your own data: .csv, .parquet or .npz")
     group.add_argument("--inputs", metavar="COLS", help="comma-separated input column names")
-    group.add_argument("--targets", metavar="COLS", help="comma-separated target column names")
+    group.add_argument(targets_flag, dest="targets", metavar="COLS", help="comma-separated target column names")
     group.add_argument("--physics", metavar="PATH.py:FUNCTION",
                        help="your PDE residual, a function residual(model, inputs) -> Tensor, in a file "
                             "(PATH.py:FUNCTION) or an importable module (module:FUNCTION); the tool uses its mean "

@@ -23,18 +23,14 @@ def _executor_help() -> str:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    # The data group's --targets (target columns) gives way to the sweep's --targets (budgets), added after it with
-    # conflict_handler "resolve"; the target columns are --target-columns here.
     parser = subparsers.add_parser(
-        "sweep", conflict_handler="resolve",
+        "sweep",
         help="prune to several targets, benchmark each paired against dense, and write the accuracy/speed Pareto front",
         description="Prune one checkpoint to each target (fine-tuning each, side by side on an executor), export every "
                     "point, measure its paired speedup over dense on this machine (one measurement at a time), and "
                     "write DIR/pareto.csv and DIR/pareto.png.")
     parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense)")
-    add_data_arguments(parser)
-    parser.add_argument("--target-columns", dest="targets", metavar="COLS",
-                        help="comma-separated target column names of --data (--targets is the budget list here)")
+    add_data_arguments(parser, targets_flag="--target-columns")  # --targets is the budget list here
     parser.set_defaults(seed=None)
     parser.add_argument("--targets", dest="budgets", required=True, metavar="LIST",
                         help="comma-separated targets: fractions of parameters to remove (0.3,0.5,0.685,0.8) and/or "
