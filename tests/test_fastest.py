@@ -127,7 +127,8 @@ def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, t
     (out / "report").mkdir(parents=True)
     shutil.copyfile(pipeline.ort_json, out / "bench.json")
     gate = run_gate(out / "bench.json", GatePolicy(rules=(SpeedupRule("ort-cpu", 256, 0.1),)))
-    printed = format_summary(RunOutcome(out / "report" / "report.html", gate, summary_table([out / "bench.json"], None, [])))
+    printed = format_summary(RunOutcome(out / "report" / "report.html", out / "bench.json", gate,
+                                        summary_table([out / "bench.json"], None, [])))
     assert sentence in printed and "speedup vs dense fp32 on ort-cpu" in printed
 
     eager = build_report([pipeline.eager_json], None, None, tmp_path / "eager").markdown.read_text()

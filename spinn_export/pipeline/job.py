@@ -209,6 +209,7 @@ def prepare(config: RunConfig) -> Source:
 @dataclass(frozen=True)
 class RunOutcome:
     html: Path
+    results: Path  # the benchmark JSON the summary and the gate read
     gate: GateOutcome
     summary: pd.DataFrame
     reused: tuple[str, ...] = field(default_factory=tuple)
@@ -313,14 +314,15 @@ def run(config: RunConfig) -> RunOutcome:
     gate = run_gate(results, policy)
     summary = summary_table([results], config.out / "artifacts" / "manifest.json",
                             [config.out / "prune-structured", config.out / "prune-magnitude"])
-    return RunOutcome(html=config.out / "report" / "report.html", gate=gate, summary=summary, reused=reused)
+    return RunOutcome(html=config.out / "report" / "report.html", results=results, gate=gate, summary=summary,
+                      reused=reused)
 
 
 def format_summary(outcome: RunOutcome) -> str:
     """What the job prints last: the answer in a sentence, the fastest verified deployment (or why it was not
     measured), the summary, the fastest deployment per batch and the gate as clean tables."""
     gate = "passed" if outcome.gate.passed else "FAILED"
-    fastest, per_batch = fastest_summary([outcome.html.parents[1] / "bench.json"])  # OUT/report/report.html: OUT
+    fastest, per_batch = fastest_summary([outcome.results])
     return "\n".join([
         headline(outcome.summary),
         fastest,
