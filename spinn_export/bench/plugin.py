@@ -87,14 +87,17 @@ OPTIONS = (
     SuiteOption("paired", "backends that also get the ABBA speedup in fresh processes, or 'none' (every case is "
                           "paired with dense in its own rounds anyway; default: ort-cpu/ort-cuda where benchmarked)",
                 "BACKENDS"),
-    SuiteOption("paired-variants", "variants paired against dense (default: structured; 'all': every benchmarked "
-                                   "variant)", "NAMES"),
+    SuiteOption("paired-variants", "variants whose speedups also get fresh processes: ABBA on the --paired backends "
+                                   "and --processes' repeats of the interleaved rounds on every backend (the rest are "
+                                   "paired in the matrix's rounds only; default: structured; 'all': every "
+                                   "benchmarked variant)", "NAMES"),
     SuiteOption("paired-processes", f"fresh processes per paired measurement (default {PAIRED.processes}; quick "
                                     f"{QUICK_PAIRED.processes})", "N", "int"),
     SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})",
                 "N", "int"),
-    SuiteOption("processes", "processes that time each case's interleaved rounds with dense: the matrix's own plus "
-                             f"N-1 fresh ones after it, pooled (default {INTERLEAVED_PROCESSES}; 1: the matrix's only)",
+    SuiteOption("processes", "processes that time the --paired-variants' interleaved rounds with dense: the matrix's "
+                             f"own plus N-1 fresh ones after it, pooled (default {INTERLEAVED_PROCESSES}; 1: the "
+                             "matrix's only)",
                 "N", "int"),
     SuiteOption("no-memory", "skip the peak-memory measurement (one fresh process per backend and variant)",
                 kind="flag"),

@@ -16,6 +16,7 @@ import pytest
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.fastest import (REFERENCE_BACKEND, Candidate, NotMeasured, decide, finalists, measure_fastest,
                                         verdict_for)
+from spinn_export.bench.paired import INTERLEAVED_METHOD
 from spinn_export.bench.plugin import SuiteState, runner_for
 
 
@@ -36,7 +37,10 @@ def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: Su
     dense = next((r for r in spinn_session.refs.values() if r.variant.is_baseline), None)
     if dense is None or dense.unsupported_reason(reference) is not None:
         not_measured(f"no dense float32 model runs on {REFERENCE_BACKEND}")
-    candidates = [Candidate(backend, variant, latency, verdict_for(spinn_session.refs[variant], get_backend(backend).format))
+    speedups = {(r.backend, r.variant): r.speedup_median for r in spinn_session.paired_results
+                if r.batch == batch and r.method == INTERLEAVED_METHOD}
+    candidates = [Candidate(backend, variant, latency, verdict_for(spinn_session.refs[variant], get_backend(backend).format),
+                            speedups.get((backend, variant), 1.0))
                   for (backend, measured_batch, variant), latency in spinn_session.latencies.items()
                   if measured_batch == batch]
     if not candidates:
