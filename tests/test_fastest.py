@@ -68,7 +68,8 @@ def test_each_backends_fastest_verified_case_is_a_finalist() -> None:
 
 
 def test_within_a_backend_the_paired_speedup_picks_the_finalist_not_the_median() -> None:
-    """A quieter minute gave int8-static the lower median, but int8's paired speedup over the same dense is higher."""
+    """A quieter minute can give int8-static the lower median while int8's paired speedup over the same dense is
+    higher: the paired figure decides."""
     verified = Verdict(True, BUDGET, -0.002)
     static = Candidate("ort-cpu", "structured-int8-static", 0.0245, verified, speedup=3.55)
     dynamic = Candidate("ort-cpu", "structured-int8", 0.0260, verified, speedup=4.73)

@@ -84,9 +84,8 @@ def finalists(candidates: Iterable[Candidate], count: int = FINALISTS) -> list[C
     """Each backend's fastest verified candidate, the `count` fastest of those; none if none is verified.
 
     Within a backend the highest paired speedup over that backend's dense decides, not the lowest median: the
-    medians of two variants are timed a minute apart, and one quiet minute made structured-int8-static (3.55x
-    paired) look faster than structured-int8 (4.73x paired) on ort-cpu. Across backends only medians exist,
-    so they merely choose which backends' best are re-timed."""
+    medians of two variants are timed a minute apart, so a quiet minute could crown the slower one. Across
+    backends only medians exist, so they merely choose which backends' best are re-timed."""
     best: dict[str, Candidate] = {}
     for candidate in sorted((c for c in candidates if c.verdict.verified), key=lambda c: (-c.speedup, c.latency_s)):
         best.setdefault(candidate.backend, candidate)
