@@ -116,7 +116,8 @@ def test_benchmarks_are_read_with_their_extra_info_and_statistics(bench_json: Pa
 def test_timeit_cross_checks_are_read_apart_from_the_latencies(bench_json: Path) -> None:
     raw = json.loads(bench_json.read_text())
     checks = load_results([bench_json]).checks
-    assert len(checks) == len(raw["benchmarks"]) - 6 == 6  # every ort-cpu (variant, batch) of the tiny run
+    assert len(checks) == len(raw["benchmarks"]) - 6 == 4  # dense and structured (the paired variant) at both batches
+    assert set(checks["variant"]) == {"dense", "structured"}
     assert set(checks["check"]) == {"timeit"} and set(checks["backend"]) == {"ort-cpu"}
     assert checks["ratio"].to_numpy() == pytest.approx((checks["median_s"] / checks["reference_median_s"]).to_numpy())
     assert (abs(checks["ratio"] - 1) < 0.10).all()  # the suite passed, so each case agreed
