@@ -14,7 +14,7 @@ backend's fastest verified case is a finalist (the `FINALISTS` fastest of them b
 timed against dense float32 on ort-cpu, and the one with the highest paired speedup is the fastest deployment;
 no ratio of two medians timed apart is ever presented.
 
-The pairing is A B B A blocks (`paired.abba`'s cycles, `summarize`'s bootstrap CI), each block
+The pairing is A B B A blocks (`paired.abba_blocks`, `summarize`'s bootstrap CI), each block
 opened by one untimed call. Alternating call by call, as the latency matrix does within one backend, is unfair
 across runtimes: handing the cores from ONNX Runtime's thread pool to OpenVINO's (or torch's) and back costs the
 first call after each switch. Measured at batch 8192 on that machine, openvino-cpu's structured model against
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
-from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, summarize
-from spinn_export.bench.timing import Call, Clock, time_block, warm_up
+from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, summarize
+from spinn_export.bench.timing import Call, Clock, warm_up
 from spinn_export.bench.variants import ModelRef
 
 REFERENCE_BACKEND = "ort-cpu"  # what "dense float32" means in the fastest deployment's speedup
@@ -129,12 +129,6 @@ class NotMeasured:
         return asdict(self)
 
 
-def _opened_block(call: Call, calls: int, clock: Clock) -> float:
-    """Seconds per call over `calls` calls, after one untimed call that takes the cores over from the other runtime."""
-    call()
-    return time_block(call, calls, clock)
-
-
 def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, baseline_call: Call,
                     config: PairedConfig, clock: Clock = time.perf_counter) -> Fastest:
     """`config.cycles` A B B A cycles of dense on the reference backend (A) and the candidate (B); each cycle's ratio
@@ -142,12 +136,10 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
     call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise)."""
     slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
-    ratios, times, baseline_times = [], [], []
-    for _ in range(config.cycles):
-        a1, b1, b2, a2 = (_opened_block(c, calls, clock) for c in (baseline_call, call, call, baseline_call))
-        ratios.append((a1 + a2) / (b1 + b2))
-        times += [b1, b2]
-        baseline_times += [a1, a2]
+    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, opened=True)
+    ratios = [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]
+    times = [t for _, b1, b2, _ in blocks for t in (b1, b2)]
+    baseline_times = [t for a1, _, _, a2 in blocks for t in (a1, a2)]
     median, low, high = summarize([ratios], config.bootstrap, config.seed)
     return Fastest(batch=int(batch), variant=chosen.variant, backend=chosen.backend, precision=precision,
                    latency_s=float(np.median(times)), speedup_vs_dense_fp32=median, ci_low=low, ci_high=high,

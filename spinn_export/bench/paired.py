@@ -100,16 +100,22 @@ class PairedResult:
         return asdict(self)
 
 
-def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter) -> list[float]:
+def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
+                opened: bool = False) -> list[tuple[float, float, float, float]]:
+    """Seconds per call of each A B B A cycle's four blocks. `opened`: each block starts with one untimed call, for
+    pairs on two runtimes, where the first call after the other runtime held the cores pays for taking them over."""
+    def block(call: Call) -> float:
+        if opened:
+            call()
+        return time_block(call, calls_per_block, clock)
+
+    return [(block(call_a), block(call_b), block(call_b), block(call_a)) for _ in range(cycles)]
+
+
+def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
+         opened: bool = False) -> list[float]:
     """time(A) / time(B) for each A B B A cycle: linear drift within a cycle cancels."""
-    ratios = []
-    for _ in range(cycles):
-        a1 = time_block(call_a, calls_per_block, clock)
-        b1 = time_block(call_b, calls_per_block, clock)
-        b2 = time_block(call_b, calls_per_block, clock)
-        a2 = time_block(call_a, calls_per_block, clock)
-        ratios.append((a1 + a2) / (b1 + b2))
-    return ratios
+    return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in abba_blocks(call_a, call_b, calls_per_block, cycles, clock, opened)]
 
 
 def run_pairs(pairs: Pairs, config: PairedConfig, clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:
