@@ -18,7 +18,8 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.export.formats.onnx_bf16 import (
-    compile_onnx, core, cpu_capabilities, declared_precision, native_bf16_missing, openvino_missing, write_onnx_bf16,
+    compile_onnx, core, cpu_capabilities, declared_precision, native_bf16_missing, openvino_missing, tanh_as_sigmoid,
+    write_onnx_bf16,
 )
 from spinn_export.export.parity import FLOAT32, ParityError
 from spinn_export.model.checkpoint import save_checkpoint
@@ -47,12 +48,29 @@ def test_float32_runs_in_float32_with_its_settings_read_back_and_recorded(refs):
     runner = open_runner("openvino-cpu", refs["dense"], threads=1)  # the float32 parity check runs here
     assert runner.parity.criterion == "float32" and runner.parity.max_abs_error < FLOAT32.atol
     assert runner.threads == 1 and runner.compiled.precision == "f32" and runner.compiled.streams == 1
-    assert "CPU f32 (1 stream)" in runner.provider and runner.device_name
+    assert "CPU f32 (1 stream" in runner.provider and runner.device_name
     batch1, batch64 = runner.prepare(sample_input(1, 18)), runner.prepare(sample_input(64, 18))
     assert batch1() is None and batch64() is None  # prepared calls of two batch sizes coexist
     two = get_backend("openvino-cpu").load(refs["dense"].file("onnx"), 1,
                                            get_backend("openvino-cpu").make_config({"threads": "2"}))
     assert two.threads == 2  # the backend option wins over the suite's count, and what ran is what is recorded
+
+
+@needs_openvino
+@pytest.mark.parametrize("variant", ["dense", "dense-int8-static"])
+def test_tanh_as_sigmoid_is_the_same_function_and_is_what_the_label_says(refs, variant):
+    """The rewrite replaces every Tanh (one per hidden layer) and is recorded; the native form keeps them. Both
+    compute the same outputs: float32 parity for both, and each other within float32 rounding."""
+    model = core().read_model(str(refs[variant].file("onnx")))
+    assert tanh_as_sigmoid(model) == len(SPEC.widths)
+    assert "Tanh" not in {node.get_type_name() for node in model.get_ordered_ops()}
+    backend = get_backend("openvino-cpu")
+    rewritten = open_runner("openvino-cpu", refs[variant], threads=1)  # parity is checked as it opens
+    native = open_runner("openvino-cpu", refs[variant], 1, backend.make_config({"tanh": "native"}))
+    assert rewritten.compiled.tanh == "sigmoid" and "tanh as 2 sigmoid(2x) - 1" in rewritten.provider
+    assert native.compiled.tanh == "native" and "sigmoid" not in native.provider
+    x = sample_input(256, 18)
+    np.testing.assert_allclose(rewritten.infer(x), native.infer(x), atol=1e-3 if "int8" in variant else 1e-5)
 
 
 @needs_openvino
@@ -89,10 +107,11 @@ def test_int8_onnx_runs_within_twice_its_recorded_error(refs, variant):
 @needs_openvino
 def test_options_are_typed_and_checked_before_anything_loads():
     backend = get_backend("openvino-cpu")
-    assert backend.make_config().to_dict() == {"precision_hint": "auto", "streams": 1, "threads": 0}
+    assert backend.make_config().to_dict() == {"precision_hint": "auto", "streams": 1, "threads": 0, "tanh": "sigmoid"}
     assert backend.make_config({"streams": "2"}).streams == 2
     for options, message in (({"precision_hint": "f16"}, "not one of auto, f32, bf16"), ({"streams": "0"}, "at least 1"),
-                             ({"threads": "-1"}, "threads must be 0"), ({"threads": "two"}, "not a valid int")):
+                             ({"threads": "-1"}, "threads must be 0"), ({"threads": "two"}, "not a valid int"),
+                             ({"tanh": "relu"}, "not one of sigmoid, native")):
         with pytest.raises(UserError, match=message):
             backend.make_config(options)
 

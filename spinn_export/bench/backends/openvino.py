@@ -4,7 +4,8 @@ timing set explicitly, and read back.
 OpenVINO chooses for itself unless told: on CPUs with AMX or AVX512-BF16 it computes float32 models in bf16
 (errors of bf16 size under a float32 label), and it picks its own streams and threads. So the inference
 precision (f32 unless the file declares bf16, `export.formats.onnx_bf16`), NUM_STREAMS (1: one inference at a
-time, the latency case), INFERENCE_NUM_THREADS and the LATENCY hint are all set, the compiled model's own
+time, the latency case), INFERENCE_NUM_THREADS and the LATENCY hint are all set, tanh is computed as
+2 sigmoid(2x) - 1 unless the `tanh` option says native (`onnx_bf16.tanh_as_sigmoid` says why), the compiled model's own
 report of them is what the runner records (`provider`, `threads`), and a model that would compute in another
 precision than asked is refused. The float32 parity check before timing proves the rest.
 
@@ -25,7 +26,7 @@ from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source, 
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 from spinn_export.export.formats.onnx_bf16 import (
-    Compiled, compile_onnx, native_bf16_missing, openvino_missing, openvino_predict,
+    TANH_FORMS, Compiled, compile_onnx, native_bf16_missing, openvino_missing, openvino_predict,
 )
 
 NAME = "openvino-cpu"
@@ -37,11 +38,14 @@ class OpenVinoConfig(BackendConfig):
     """`precision_hint`: INFERENCE_PRECISION_HINT; auto is what the file declares (f32 for float32 and int8 ONNX,
     bf16 for onnx-bf16); forcing bf16 on a float32 variant is refused (no native bf16) or fails its float32 parity
     check, by design. `streams`:
-    NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads."""
+    NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads. `tanh`: "sigmoid"
+    computes tanh layers as 2 sigmoid(2x) - 1 (the same function; OpenVINO's own Tanh cost more than the matrix
+    product before it on an AVX2 CPU, `onnx_bf16.tanh_as_sigmoid`), "native" keeps OpenVINO's Tanh."""
 
     precision_hint: str = "auto"
     streams: int = 1
     threads: int = 0
+    tanh: str = "sigmoid"
 
     def __post_init__(self) -> None:
         if self.precision_hint not in PRECISION_HINTS:
@@ -50,6 +54,8 @@ class OpenVinoConfig(BackendConfig):
             raise UserError(f"streams must be at least 1, got {self.streams}")
         if self.threads < 0:
             raise UserError(f"threads must be 0 (the suite's --threads) or more, got {self.threads}")
+        if self.tanh not in TANH_FORMS:
+            raise UserError(f"tanh {self.tanh!r} is not one of {', '.join(TANH_FORMS)}")
 
 
 class OpenVinoRunner(Runner):
@@ -83,7 +89,7 @@ class OpenVinoRunner(Runner):
 def _load(source: Source, threads: int, config: OpenVinoConfig) -> OpenVinoRunner:
     path = require_path(source, NAME, "ONNX")
     hint = None if config.precision_hint == "auto" else config.precision_hint
-    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams))
+    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams, config.tanh))
 
 
 def _precisions() -> tuple[tuple[str, ...], str]:
