@@ -11,8 +11,9 @@ import pytest
 from spinn_export.errors import UserError
 import functools
 
-from spinn_export.bench.paired import (PairedConfig, PairedResult, abba, equal_rounds, measure_in_processes, pooled_result,
-                                       run_pairs, run_sandwiches, sandwich, sandwich_ratios, summarize)
+from spinn_export.bench.paired import (SWITCH_SETTLE_S, PairedConfig, PairedResult, abba, abba_blocks, equal_rounds,
+                                       measure_in_processes, pooled_result, run_pairs, run_sandwiches, sandwich,
+                                       sandwich_ratios, summarize)
 
 
 def busy(seconds: float):
@@ -49,6 +50,31 @@ def test_abba_recovers_a_known_speedup():
     ratios = abba(machine.work(0.002), machine.work(0.001), calls_per_block=3, cycles=20, clock=machine.clock)
     assert len(ratios) == 20
     assert float(np.median(ratios)) == pytest.approx(2.0, rel=0.03)
+
+
+def test_across_runtimes_each_switch_waits_and_makes_an_untimed_call_first():
+    """A spinning pool left by the other runtime costs the calls right after a switch: the wait and the untimed
+    call absorb it, and only switches pay them (A B B A: A1 and B1 and A2 follow the other call, B2 does not)."""
+    events: list[str] = []
+    now = [0.0]
+
+    def runtime(name: str, seconds: float):
+        def call() -> None:
+            penalty = 5.0 if events and events[-1].startswith("spin") else 0.0  # the first call after a switch
+            events.append(name)
+            now[0] += seconds + penalty
+        return call
+
+    a, b = runtime("A", 2.0), runtime("B", 1.0)
+    blocks = abba_blocks(a, b, calls_per_block=2, cycles=2, clock=lambda: now[0], across_runtimes=True,
+                         sleep=lambda seconds: events.append(f"spin {seconds}"))
+    assert blocks == [(2.0, 1.0, 1.0, 2.0)] * 2  # no penalty timed
+    wait = f"spin {SWITCH_SETTLE_S}"
+    one_cycle = [wait, "A", "A", "A", wait, "B", "B", "B", "B", "B", wait, "A", "A", "A"]
+    assert events == one_cycle + one_cycle[2:]  # cycle 2 opens on A after A: no switch, no wait, no untimed call
+    assert 0.02 <= SWITCH_SETTLE_S <= 0.2
+    timed_naively = abba_blocks(a, b, calls_per_block=1, cycles=1, clock=lambda: now[0])
+    assert timed_naively == [(2.0, 1.0, 1.0, 2.0)]  # same-runtime pairs: no waits, no untimed calls
 
 
 def test_abba_cancels_linear_drift():

@@ -14,12 +14,13 @@ backend's fastest verified case is a finalist (the `FINALISTS` fastest of them b
 timed against dense float32 on ort-cpu, and the one with the highest paired speedup is the fastest deployment;
 no ratio of two medians timed apart is ever presented.
 
-The pairing is A B B A blocks (`paired.abba_blocks`, `summarize`'s bootstrap CI), each block
-opened by one untimed call. Alternating call by call, as the latency matrix does within one backend, is unfair
-across runtimes: handing the cores from ONNX Runtime's thread pool to OpenVINO's (or torch's) and back costs the
-first call after each switch. Measured at batch 8192 on that machine, openvino-cpu's structured model against
-ort-cpu's dense read 1.51x with 1-call blocks, 1.68x with 3 and 1.93x with 6, while ort-cpu's own structured model
-read 2.57-2.62x at every block length. A deployment runs one runtime, so the switch is not timed.
+The pairing is A B B A blocks (`paired.abba_blocks`, `summarize`'s bootstrap CI) across runtimes: each switch
+of runtime waits for ONNX Runtime's idle pool to stop spinning, then makes one untimed call. Alternating call by
+call, as the latency matrix does within one backend, is unfair across runtimes: ONNX Runtime's global pool spins
+for tens of milliseconds after each run and takes the cores from whatever runs next. Measured at batch 8192 on
+that machine without the wait, openvino-cpu's structured model against ort-cpu's dense read 1.51x with 1-call
+blocks, 1.68x with 3 and 1.93x with 6, while ort-cpu's own structured model read 2.57-2.62x at every block
+length. A deployment runs one runtime, so the switch is not timed.
 """
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
     call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise)."""
     slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
-    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, opened=True)
+    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=True)
     ratios = [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]
     times = [t for _, b1, b2, _ in blocks for t in (b1, b2)]
     baseline_times = [t for a1, _, _, a2 in blocks for t in (a1, a2)]

@@ -70,6 +70,7 @@ class PairedConfig:
 
 ABBA_METHOD = "abba"  # ABBA blocks in fresh processes (test_paired)
 INTERLEAVED_METHOD = "interleaved"  # the latency matrix's rounds, baseline sandwiched around each (test_latency)
+SWITCH_SETTLE_S = 0.05  # the wait before a block on another runtime (`abba_blocks`): ORT's idle pool stops spinning
 
 
 @dataclass(frozen=True)
@@ -101,21 +102,34 @@ class PairedResult:
 
 
 def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
-                opened: bool = False) -> list[tuple[float, float, float, float]]:
-    """Seconds per call of each A B B A cycle's four blocks. `opened`: each block starts with one untimed call, for
-    pairs on two runtimes, where the first call after the other runtime held the cores pays for taking them over."""
+                across_runtimes: bool = False, sleep: Callable[[float], None] = time.sleep,
+                ) -> list[tuple[float, float, float, float]]:
+    """Seconds per call of each A B B A cycle's four blocks.
+
+    `across_runtimes`: A and B run on different runtimes in this process. Before each block that takes the cores
+    from the other call (the first, then every change of call), wait `SWITCH_SETTLE_S` and make one untimed call.
+    The wait is for ONNX Runtime: its global pool's idle threads spin for tens of milliseconds after each run, and
+    on 2 cores they take them from whatever runs next (measured on an AMD EPYC at batch 8192: openvino-cpu's
+    structured model ran in 55-63 ms within 10 ms of an ort-cpu call, 33-34 ms after 50 ms or more, 33 ms with no
+    ort-cpu call near; with spinning off it ran 31-34 ms right after one, but the global pool cannot turn it off).
+    A deployment runs one runtime, so neither the spin nor the first call after a switch is timed.
+    """
+    previous: Call | None = None
+
     def block(call: Call) -> float:
-        if opened:
+        nonlocal previous
+        if across_runtimes and call is not previous:
+            sleep(SWITCH_SETTLE_S)
             call()
+        previous = call
         return time_block(call, calls_per_block, clock)
 
     return [(block(call_a), block(call_b), block(call_b), block(call_a)) for _ in range(cycles)]
 
 
-def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
-         opened: bool = False) -> list[float]:
+def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter) -> list[float]:
     """time(A) / time(B) for each A B B A cycle: linear drift within a cycle cancels."""
-    return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in abba_blocks(call_a, call_b, calls_per_block, cycles, clock, opened)]
+    return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in abba_blocks(call_a, call_b, calls_per_block, cycles, clock)]
 
 
 def run_pairs(pairs: Pairs, config: PairedConfig, clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:

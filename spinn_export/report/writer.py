@@ -451,9 +451,10 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                             "their parity check, low-precision files by the export's within_budget; ΔR² is against the "
                             "variant's own float32 model) with the highest speedup over dense float32 on ort-cpu: each "
                             "backend's fastest verified case in the latency matrix is a finalist, timed against dense "
-                            "on ort-cpu in A B B A blocks (each opened by an untimed call, so a switch between runtimes' "
-                            "thread pools is not timed). Latency is the winner's median per call; the speedup the "
-                            "median of the cycles' ratios with a bootstrap 95 % CI.",
+                            "on ort-cpu in A B B A blocks (at each switch of runtime a 50 ms wait, for ONNX Runtime's "
+                            "idle threads to stop spinning, and an untimed call: a switch between runtimes is not "
+                            "timed). Latency is the winner's median per call; the speedup the median of the cycles' "
+                            "ratios with a bootstrap 95 % CI.",
                             fastest) if not fastest.empty else
                     Section("fastest", "Fastest verified deployment", fastest_sentence(results)))
     sections.append(Section("runs", "Machines and runs", "One row per results file; runs are keyed by machine.",
