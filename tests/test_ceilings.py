@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from spinn_export.bench import machine
-from spinn_export.bench.machine import Ceiling, Gemm, case_ceiling, cpu_support, cuda_support, measure_ceiling
+from spinn_export.bench.ceiling_fraction import measure_fraction
+from spinn_export.bench.machine import (Ceiling, Gemm, case_ceiling, ceiling_gemm, cpu_support, cuda_support,
+                                        measure_ceiling)
 from spinn_export.bench.plugin import SuiteState
 from spinn_export.bench.timing import fresh_process_context
 from spinn_export.report.results import load_results
@@ -111,6 +113,49 @@ def test_this_machines_ceilings_are_measured_with_its_detected_features() -> Non
         assert set(ceiling.features) - {f"torch {torch.backends.cpu.get_cpu_capability()}"} <= flags
         assert ceiling.native == (precision == "fp32" or bool(set(machine.CPU_NATIVE[precision]) & flags))
         assert (ceiling.gflops is None) == (precision == "bf16" and not ceiling.native)
+
+
+def test_the_paired_fraction_is_each_cycles_rate_over_the_gemms_rate() -> None:
+    """A case of 3 GFLOP in 40 ms (75 GFLOP/s) against a GEMM of 1 GFLOP in 10 ms (100 GFLOP/s): 75 %, with the
+    GEMM block as long as the case's (4 GEMMs), whatever the clock's drift within a cycle."""
+    now, drift = [0.0], [1.0]
+
+    def timed(seconds: float):
+        def call() -> None:
+            now[0] += seconds * drift[0]
+            drift[0] *= 1.001  # the machine slows down steadily
+        return call
+
+    measured = measure_fraction(timed(0.040), 3e9, timed(0.010), 1e9, cycles=4, clock=lambda: now[0])
+    assert (measured.cases_per_block, measured.gemms_per_block) == (1, 4)
+    assert measured.fraction == pytest.approx(0.75, rel=1e-2) and measured.ci_low <= measured.fraction <= measured.ci_high
+    assert measured.case_gflops == pytest.approx(75, rel=0.05) and measured.gemm_gflops == pytest.approx(100, rel=0.05)
+
+
+def test_the_ceiling_gemm_is_the_implementation_that_set_it() -> None:
+    built = []
+    gemms = [Gemm(name, "cpu", "fp32", lambda size, threads, name=name: built.append((name, size, threads)) or name)
+             for name in ("slow", "fast")]
+    ceiling = Ceiling(90.0, "best of 2: fast", True, (), measured=(("slow", 40.0), ("fast", 90.0)))
+    name, call, flops = ceiling_gemm(ceiling, "cpu", "fp32", 2, gemms)
+    assert name == call == "fast" and built == [("fast", machine.GEMM_SIZE["cpu"], 2)]
+    assert flops == 2.0 * machine.GEMM_SIZE["cpu"] ** 3
+
+
+def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pipeline: Pipeline,  # noqa: F811
+                                                                               tmp_path: Path) -> None:
+    spinn = json.loads(pipeline.ort_json.read_text())["spinn"]
+    [entry] = spinn["ceiling_fractions"]
+    fp32 = spinn["ceilings"]["cpu"]["fp32"]
+    assert (entry["backend"], entry["variant"], entry["precision"], entry["device"]) == ("ort-cpu", "dense", "fp32", "cpu")
+    assert entry["batch"] == max(b["extra_info"]["batch"] for b in json.loads(pipeline.ort_json.read_text())["benchmarks"])
+    assert entry["ceiling_gemm"] == max(fp32["measured"], key=fp32["measured"].get)
+    assert 0 < entry["ci_low"] <= entry["fraction"] <= entry["ci_high"] and entry["cycles"] >= 4
+    assert entry["fraction"] == pytest.approx(entry["case_gflops"] / entry["gemm_gflops"], rel=0.5)  # medians vs cycles
+    paths = build_report([pipeline.ort_json], None, None, tmp_path / "report")
+    table = pd.read_csv(paths.csv_dir / "ceiling_fractions.csv")
+    assert list(table["backend"]) == ["ort-cpu"] and table["fraction of ceiling"][0] == pytest.approx(entry["fraction"])
+    assert "Fraction of the ceiling, paired" in paths.markdown.read_text()
 
 
 def _rewritten(source: Path, out: Path, change: Any) -> Path:

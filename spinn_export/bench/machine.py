@@ -341,6 +341,16 @@ def measure_ceiling(device: str, precision: str, threads: int, gemms: Iterable[G
     return Ceiling(gflops, method, native, features, reason, tuple(measured))
 
 
+def ceiling_gemm(ceiling: Ceiling, device: str, precision: str, threads: int,
+                 gemms: Iterable[Gemm] = GEMMS) -> tuple[str, Callable[[], object], float]:
+    """The implementation that set `ceiling`, built again for timing beside a case (`bench.ceiling_fraction`): its
+    name, one synchronised call and that call's FLOPs."""
+    name = max(ceiling.measured, key=lambda item: item[1])[0]
+    gemm = next(g for g in gemms if (g.name, g.device, g.precision) == (name, device, precision))
+    size = GEMM_SIZE[device]
+    return name, gemm.build(size, threads), 2.0 * size**3
+
+
 def measure_ceilings(devices: Iterable[str], threads: int) -> Ceilings:
     """Every precision's ceiling on each device (the devices of the run's backends), at the suite's thread count."""
     from spinn_export.bench.timing import fix_threads

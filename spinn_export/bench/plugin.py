@@ -137,6 +137,7 @@ class SuiteState:
     latencies: dict[tuple[str, int, str], float] = field(default_factory=dict)  # (backend, batch, variant) -> median s
     fastest: list[Any] = field(default_factory=list)  # bench.fastest.Fastest per batch measured,
     fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not
+    ceiling_fractions: list[Any] = field(default_factory=list)  # bench.ceiling_fraction.PairedFraction per backend
 
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
@@ -502,6 +503,7 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         "paired": [result.to_dict() for result in state.paired_results],
         "fastest": [r.to_dict() for r in state.fastest],
         "fastest_skipped": [r.to_dict() for r in state.fastest_skipped],
+        "ceiling_fractions": [r.to_dict() for r in state.ceiling_fractions],
         "skipped": [{"reason": reason, "cases": cases} for reason, cases in skip_reasons(config).items()],
     }
 
@@ -517,6 +519,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             figure = f"{c.gflops:8.1f} GFLOP/s ({c.method})" if c.gflops is not None else "not measured"
             write(f"{device:>4} {precision:>4}: {figure}; native: {'yes' if c.native else 'no'}"
                   f"{f' ({c.reason})' if c.reason else ''}")
+    for f in state.ceiling_fractions:
+        write(f"{f.device:>4} {f.precision:>4}: {f.variant} on {f.backend} at batch {f.batch}: {f.fraction:.0%} "
+              f"[{f.ci_low:.0%}, {f.ci_high:.0%}] of the ceiling, paired with {f.ceiling_gemm} "
+              f"({f.case_gflops:.1f} vs {f.gemm_gflops:.1f} GFLOP/s, {f.cycles} A B B A cycles)")
     terminalreporter.section("spinn: skipped, with the reason")
     for reason, cases in skip_reasons(config).items():
         write(f"{cases:4} case(s): {reason}")

@@ -30,6 +30,8 @@ LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
 CEILING_COLUMNS = ("machine", "device", "precision", "gflops", "method", "native", "features", "reason")
 FASTEST_COLUMNS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",
                    "val_r2_delta", "baseline_backend")
+FRACTION_COLUMNS = ("device", "precision", "backend", "variant", "batch", "fraction", "ci_low", "ci_high",
+                    "case_gflops", "gemm_gflops", "ceiling_gemm", "cycles")
 FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
                    "finalists")
 # Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
@@ -50,6 +52,8 @@ class Results:
     (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty);
     ceilings: one row per machine, device and precision (`spinn.ceilings`; `gflops` NaN where not measured,
     `reason` says why); each benchmark row carries its own (`ceiling_precision`, `ceiling_gflops`);
+    ceiling_fractions: each backend's dense float32 fraction of its ceiling, measured paired with the ceiling's
+    GEMM (`spinn.ceiling_fractions`; empty for files written before it was measured);
     fastest: the fastest verified deployment per machine and batch (`spinn.fastest`), and fastest_skipped why a
     batch has none (`spinn.fastest_skipped`, or one row per file written before it was measured);
     skipped: reason -> cases the suite skipped or never generated (`spinn.skipped`; maybe empty).
@@ -63,6 +67,7 @@ class Results:
     fastest: pd.DataFrame
     fastest_skipped: pd.DataFrame
     skipped: pd.DataFrame
+    ceiling_fractions: pd.DataFrame
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,7 @@ class _RunFile:
     fastest: list[dict[str, Any]]
     fastest_skipped: list[dict[str, Any]]
     skipped: list[dict[str, Any]]
+    ceiling_fractions: list[dict[str, Any]]
 
 
 def _read_run(path: Path) -> _RunFile:
@@ -208,8 +214,9 @@ def _read_run(path: Path) -> _RunFile:
                             "spinn-export benchmark suite")
         paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba")})
     skipped = [{"reason": e.get("reason"), "cases": e.get("cases")} for e in spinn.get("skipped") or []]
+    fractions = [{k: e.get(k) for k in FRACTION_COLUMNS} for e in spinn.get("ceiling_fractions") or []]
     return _RunFile(run, *_benchmark_rows(data, path), paired, _ceiling_rows(spinn), *_fastest_rows(spinn, path),
-                    skipped)
+                    skipped, fractions)
 
 
 def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[str]:
@@ -259,7 +266,8 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
                    pd.DataFrame(rows("ceilings"), columns=list(CEILING_COLUMNS)).astype({"gflops": float}),
                    fastest.sort_values(["machine", "batch"], kind="stable").reset_index(drop=True),
                    pd.DataFrame(rows("fastest_skipped"), columns=["machine", "batch", "reason"]),
-                   pd.DataFrame(rows("skipped"), columns=["machine", "reason", "cases"]))
+                   pd.DataFrame(rows("skipped"), columns=["machine", "reason", "cases"]),
+                   pd.DataFrame(rows("ceiling_fractions"), columns=["machine", *FRACTION_COLUMNS]))
 
 
 def variant_rank(variant: str) -> tuple[object, ...]:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from spinn_export.report.gate import GateOutcome
 
 PREFERRED_BACKEND = "ort-cpu"
-CSV_NAMES = ("summary", "fastest", "runs", "latency", "speedup", "memory", "ceilings", "gflops", "crosscheck",
+CSV_NAMES = ("summary", "fastest", "runs", "latency", "speedup", "memory", "ceilings", "ceiling_fractions", "gflops",
+             "crosscheck",
              "artifacts", "comparison", "skipped", "pruning", "pareto")
 OPENING = ("summary", "fastest")  # the answer, before the run's metadata
 PNG_NAMES = ("latency", "speedup", "memory", "pruning", "pareto")
@@ -124,6 +125,17 @@ def ceilings_table(results: Results) -> pd.DataFrame:
         "ceiling GFLOP/s": frame["gflops"], "native": frame["native"].map({True: "yes", False: "no"}),
         "features": frame["features"], "measured by": frame["method"], "note": frame["reason"],
     }).dropna(axis=1, how="all")
+
+
+def ceiling_fractions_table(results: Results) -> pd.DataFrame:
+    """Each backend's dense float32 fraction of its ceiling, paired with the GEMM that set it."""
+    frame = results.ceiling_fractions
+    return pd.DataFrame({
+        "machine": frame["machine"], "backend": frame["backend"], "variant": frame["variant"], "batch": frame["batch"],
+        "precision": frame["precision"], "fraction of ceiling": frame["fraction"],
+        "fraction CI low": frame["ci_low"], "fraction CI high": frame["ci_high"], "GFLOP/s": frame["case_gflops"], "GEMM GFLOP/s": frame["gemm_gflops"],
+        "paired with": frame["ceiling_gemm"], "cycles": frame["cycles"],
+    })
 
 
 def fastest_table(results: Results) -> pd.DataFrame:
@@ -412,7 +424,7 @@ def _format_value(column: str, value: object) -> str:
         return MISSING
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if column == "fraction of ceiling":
+    if column == "fraction of ceiling" or column.startswith("fraction CI"):
         return f"{value:.1%}"
     if column.startswith("Δ"):
         return f"{value:+.4f}"
@@ -494,6 +506,15 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
                                 "AVX512-BF16 for bf16, tensor cores on CUDA), detected at run time; int8 is measured "
                                 "without them too (it still runs, on AVX2), bf16 is not (it would be emulated).",
                                 ceilings_table(results)))
+    if not results.ceiling_fractions.empty:
+        sections.append(Section("ceiling_fractions", "Fraction of the ceiling, paired",
+                                "Each backend's dense float32 model at the largest batch against the GEMM that set the "
+                                "float32 ceiling, timed in A B B A blocks (each switch of runtime preceded by a 50 ms "
+                                "wait and an untimed call): each cycle's fraction is the model's rate over the GEMM's "
+                                "in that cycle; median with a bootstrap 95 % CI. The GEMM's rate here is its typical "
+                                "one under the run's load, not the best-of that set the ceiling, so this fraction is "
+                                "the one to compare between backends and runs; the table below divides each case's "
+                                "median by the session's ceiling.", ceiling_fractions_table(results)))
     has_ceiling = results.benchmarks["ceiling_gflops"].notna().any()
     sections.append(Section("gflops", "Achieved GFLOP/s",
                             "FLOPs per sample × batch / median latency (int8: integer operations); the fraction is of "

@@ -1,0 +1,52 @@
+"""Each backend's dense float32 model at the session's largest batch as a fraction of the float32 GEMM ceiling,
+measured paired with the GEMM that set the ceiling (`bench.ceiling_fraction`): `spinn.ceiling_fractions`.
+
+Only dense float32 at the largest batch: that is where a backend's efficiency is a property of its kernels (the
+largest matrices, the precision every backend runs) and not of call overhead, and one case per backend keeps it
+to seconds. Every case still has its single-shot fraction in its `extra_info` (the matrix's median over the
+session's ceiling), which the report shows beside this one.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import pytest
+
+from spinn_export.bench import machine
+from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.ceiling_fraction import PairedFraction, measure_fraction
+from spinn_export.bench.plugin import SuiteState, runner_for
+from spinn_export.bench.variants import FP32
+
+MIN_CYCLES = 4
+
+
+def fraction_cycles(paired_cycles: int) -> int:
+    """Half the ABBA cycles of a paired speedup: the GEMM and the case are each one call per block at the largest
+    batch, so a cycle costs as much as several of a speedup's."""
+    return max(MIN_CYCLES, paired_cycles // 2)
+
+
+def test_paired_ceiling_fraction(spinn_backend: str, spinn_session: SuiteState) -> None:
+    settings = spinn_session.settings
+    backend, batch = get_backend(spinn_backend), max(settings.batches)
+    unavailable = backend.unavailable_reason()
+    if unavailable is not None:
+        pytest.skip(f"{spinn_backend}: {unavailable}")
+    dense = next((r for r in spinn_session.refs.values() if r.variant.is_baseline), None)
+    why_not = "no dense model in the run" if dense is None else dense.unsupported_reason(backend)
+    if why_not is not None:
+        pytest.skip(f"{spinn_backend}: {why_not}")
+    ceiling = machine.case_ceiling(spinn_session.ceilings, backend.device, FP32)
+    if ceiling is None:
+        pytest.skip(f"{spinn_backend}: no {FP32} ceiling was measured on {backend.device}")
+    name, gemm, gemm_flops = machine.ceiling_gemm(ceiling, backend.device, FP32, settings.threads)
+    runner = runner_for(spinn_session, backend, dense)
+    cycles = fraction_cycles(settings.paired.cycles)
+    with runner.guard():  # compile: refuses recompiles while timed
+        measured = measure_fraction(runner.prepare(sample_input(batch, dense.in_features)),
+                                    dense.flops_per_sample * batch, gemm, gemm_flops, cycles, settings.paired)
+    result = PairedFraction(**asdict(measured), backend=spinn_backend, variant=dense.name, batch=batch,
+                            precision=FP32, device=backend.device, ceiling_gemm=name, cycles=cycles)
+    spinn_session.ceiling_fractions.append(result)
+    assert 0 < result.ci_low <= result.fraction <= result.ci_high
