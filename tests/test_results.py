@@ -158,7 +158,11 @@ def test_interleaved_rounds_give_each_latency_case_its_speedup(pipeline: Pipelin
             assert "speedup" not in info
             continue
         pair = rounds[(info["variant"], info["batch"])]
-        assert pair["method"] == "interleaved" and pair["blocks_per_process"] == entry["stats"]["rounds"]
+        assert pair["method"] == "interleaved" and info["speedup_processes"] == pair["processes"]
+        if info["variant"] == "structured":  # --paired-variants: pooled with fresh processes' rounds, each thinned
+            assert pair["processes"] == 3 and pair["blocks_per_process"] <= entry["stats"]["rounds"]
+        else:  # the matrix's own process: every round counts
+            assert pair["processes"] == 1 and pair["blocks_per_process"] == entry["stats"]["rounds"]
         assert info["speedup"] == pair["speedup_median"] and info["speedup_ci"] == [pair["ci_low"], pair["ci_high"]]
 
 
