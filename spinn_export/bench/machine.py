@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from spinn_export.bench.variants import FP32, RUNS_AS
+from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support
 from spinn_export.export.formats import reason as error_text
 
 
@@ -108,8 +109,6 @@ def machine_info() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads(), **library_versions()}
 
 
-CPU_NATIVE = {"fp32": (), "bf16": ("amx_bf16", "avx512_bf16"), "int8": ("amx_int8", "avx512_vnni", "avx_vnni")}
-CPU_VECTOR = ("avx512f", "avx512bw", "avx2", "fma", "asimd")  # what a precision without its own instructions runs on
 CUDA_NATIVE = {"fp32": (0, 0), "bf16": (8, 0), "int8": (7, 5)}  # compute capability of its tensor cores
 WITHOUT_NATIVE = {("cpu", "int8")}  # measured even without native support: vector kernels exist (see above)
 GEMM_SIZE = {"cpu": 1024, "cuda": 8192}  # square: at full rate on 2 CPU cores yet timed ~10x per method; a GPU needs more
@@ -147,29 +146,6 @@ def case_ceiling(ceilings: Ceilings, device: str, precision: str) -> Ceiling | N
 
 
 @functools.cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags as the kernel reports them (x86 `flags`, ARM `Features`); empty where unreadable."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return frozenset()
-    for line in lines:
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
-
-
-def cpu_support(precision: str, flags: Iterable[str], capability: str) -> tuple[bool, tuple[str, ...], str | None]:
-    """(native, features found, reason it is not native) of a precision on a CPU with these flags and torch capability."""
-    flags = set(flags)
-    native = [f for f in CPU_NATIVE[precision] if f in flags]
-    features = (*native, *(f for f in CPU_VECTOR if f in flags), f"torch {capability}")
-    if precision == FP32 or native:
-        return True, features, None
-    return False, features, f"no {' / '.join(CPU_NATIVE[precision])} among the CPU's flags"
-
-
 def cuda_support(precision: str, capability: tuple[int, int]) -> tuple[bool, tuple[str, ...], str | None]:
     """(native, features, reason) of a precision on a GPU of this compute capability (tensor cores for bf16, int8)."""
     features = (f"sm_{capability[0]}{capability[1]}",)

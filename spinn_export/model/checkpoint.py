@@ -19,6 +19,7 @@ SPEC_KEY = "spinn_export.spec"
 FORMAT_KEY = "spinn_export.format"
 FORMAT_VERSION = "1"
 CHECKPOINT_HINT = "check the path of the .safetensors checkpoint"
+DTYPES = (torch.float32, torch.bfloat16)  # what a checkpoint's tensors may be stored in (bf16: `torch-bf16`)
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,15 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, spec: MLPSpec, metadata: dict[str, str] | None = None
+    path: str | os.PathLike[str], model: nn.Module, spec: MLPSpec, metadata: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write atomically; tensors are named linear{i}.weight/bias, independent of module nesting."""
+    """Write atomically; tensors are named linear{i}.weight/bias, independent of module nesting, and stored in
+    `dtype` (one of DTYPES)."""
     tensors: dict[str, torch.Tensor] = {}
     for index, layer in enumerate(linear_layers(model)):
-        tensors[f"linear{index}.weight"] = layer.weight.detach().cpu().float().contiguous()
-        tensors[f"linear{index}.bias"] = layer.bias.detach().cpu().float().contiguous()
+        tensors[f"linear{index}.weight"] = layer.weight.detach().cpu().to(dtype).contiguous()
+        tensors[f"linear{index}.bias"] = layer.bias.detach().cpu().to(dtype).contiguous()
     shapes = [tuple(t.shape) for k, t in tensors.items() if k.endswith("weight")]
     if shapes != spec.layer_shapes:
         raise ValueError(f"model layer shapes {shapes} do not match spec {spec.layer_shapes}")
@@ -62,6 +65,8 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
+    """The model in the dtype its tensors are stored in: float32, or bfloat16 for a `torch-bf16` artifact (never
+    silently widened: a bf16 file loaded as float32 would be timed and checked as another model)."""
     require_file(path, "file", CHECKPOINT_HINT)
     try:
         tensors = load_file(str(path))
@@ -74,7 +79,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
             "convert raw weights with `spinn-export import FILE --out MODEL.safetensors`"
         )
     spec = MLPSpec.from_json(metadata[SPEC_KEY])
-    model = build_model(spec)
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1 or not dtypes <= set(DTYPES):
+        raise UserError(f"{path} stores {', '.join(sorted(map(str, dtypes)))} tensors, not all float32 or all "
+                        "bfloat16; the file is damaged or not a spinn-export checkpoint")
+    model = build_model(spec).to(dtypes.pop())
     try:
         with torch.no_grad():
             for index, layer in enumerate(linear_layers(model)):

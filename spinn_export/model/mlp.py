@@ -39,6 +39,24 @@ def build_model(spec: MLPSpec) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class Float32IO(nn.Module):
+    """A module computing in a lower precision behind a float32 interface: float32 rows in, float32 outputs out,
+    as every other artifact takes and gives them (the casts are part of what is timed: a deployment does them)."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.inner, self.dtype = inner, dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
+def float32_io(model: nn.Module) -> nn.Module:
+    """`model` itself if it computes in float32, else wrapped in `Float32IO` at its parameters' dtype."""
+    dtype = next(model.parameters()).dtype
+    return model if dtype == torch.float32 else Float32IO(model, dtype).eval()
+
+
 def linear_layers(model: nn.Module) -> list[nn.Linear]:
     return [m for m in model.modules() if isinstance(m, nn.Linear)]
 

@@ -243,14 +243,23 @@ def torch_device_name(device: str) -> str:
 
 
 def as_module(source: Source) -> nn.Module:
-    """An eager module: given, or loaded from a safetensors checkpoint."""
+    """An eager module: given, or loaded from a safetensors checkpoint (a bf16 one behind a float32 interface)."""
     from torch import nn
 
     if isinstance(source, nn.Module):
         return source.eval()
     from spinn_export.model.checkpoint import load_checkpoint
+    from spinn_export.model.mlp import float32_io
 
-    return load_checkpoint(source).model
+    return float32_io(load_checkpoint(source).model)
+
+
+def torch_cpu_precisions() -> tuple[str, ...]:
+    """What the PyTorch CPU backends run: float32, and bf16 (`torch-bf16` artifacts) where the CPU has it natively;
+    elsewhere bf16 would be emulated through float32, slower than float32, so such pairs are not generated."""
+    from spinn_export.export.formats.torch_bf16 import native_torch_bf16_missing
+
+    return ("fp32",) if native_torch_bf16_missing() else ("fp32", "bf16")
 
 
 def require_path(source: Source, backend: str, what: str) -> Path:

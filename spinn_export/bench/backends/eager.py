@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from spinn_export.bench.backends import (
     CHECKPOINT_FORMAT, Backend, BackendConfig, Source, TorchRunner, as_module, cuda_unavailable_reason,
+    torch_cpu_precisions,
 )
 
 
@@ -17,6 +18,6 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 
 EAGER_CPU = Backend("eager-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), sparse=True,
-                    description="eager PyTorch (the reference)")
+                    precisions=torch_cpu_precisions(), description="eager PyTorch (the reference)")
 EAGER_CUDA = Backend("eager-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason, sparse=True,
                      description="eager PyTorch on the GPU")

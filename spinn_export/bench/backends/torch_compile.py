@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spinn_export.bench.backends import (
-    CHECKPOINT_FORMAT, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module,
+    CHECKPOINT_FORMAT, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module, torch_cpu_precisions,
     cuda_unavailable_reason,
 )
 from spinn_export.bench.timing import Call
@@ -107,6 +107,6 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 
 COMPILE_CPU = Backend("compile-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), compiler_missing, config=CompileConfig,
-                      description="torch.compile (Inductor, C++ kernels)")
+                      precisions=torch_cpu_precisions(), description="torch.compile (Inductor, C++ kernels)")
 COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), compile_cuda_missing,
                        config=CompileConfig, description="torch.compile (Inductor, Triton kernels)")

@@ -1,0 +1,48 @@
+"""bf16 in PyTorch (`torch-bf16`): the checkpoint's weights stored in bfloat16, run by the PyTorch backends (eager,
+torch.compile) behind a float32 interface (`model.mlp.Float32IO`).
+
+Where it helps: CPUs with AMX-BF16 or AVX512-BF16, whose bf16 matrix units run several times the float32 rate
+(oneDNN's bf16 GEMMs). Elsewhere PyTorch converts bf16 to float32 element by element, slower than float32 itself,
+so the file is produced only where the CPU has native bf16 (`available`), and the PyTorch CPU backends run bf16
+only there (`bench.backends.torch_cpu_precisions`). The OpenVINO route to bf16 is `onnx_bf16`.
+
+Its error against eager float32 and its validation accuracy are recorded at export, like every low-precision
+artifact; safetensors, so loading it runs no code.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from spinn_export.export.formats import Format, Predict, Shape, torch_predict
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
+from spinn_export.model.mlp import float32_io
+from spinn_export.model.spec import MLPSpec
+
+
+def native_torch_bf16_missing() -> str | None:
+    """None where this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16 among its flags), else why not."""
+    from spinn_export.hardware import cpu_flags, cpu_support
+
+    native, _, reason = cpu_support("bf16", cpu_flags(), torch.backends.cpu.get_cpu_capability())
+    return None if native else f"{reason}: PyTorch would emulate bf16 through float32, slower than float32"
+
+
+def write_torch_bf16(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+    save_checkpoint(path, model, spec, dtype=torch.bfloat16)
+
+
+def load_torch_bf16(path: Path) -> Predict:
+    return torch_predict(float32_io(load_checkpoint(path).model))
+
+
+def torch_bf16_weight_shapes(path: Path) -> list[Shape]:
+    return [tuple(layer.weight.shape) for layer in load_checkpoint(path).model if isinstance(layer, nn.Linear)]
+
+
+TORCH_BF16 = Format("torch-bf16", ".bf16.safetensors", write_torch_bf16, load_torch_bf16, torch_bf16_weight_shapes,
+                    "checkpoint weights in bfloat16 for the PyTorch backends (needs a CPU with native bf16; error and "
+                    "accuracy recorded)", precision="bf16", opened_as="checkpoint", default=False,
+                    available=native_torch_bf16_missing)
