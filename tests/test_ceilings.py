@@ -3,6 +3,7 @@ precision's ceiling only; the report reads them, and results written before them
 from __future__ import annotations
 
 import json
+import re
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from spinn_export.bench.timing import fresh_process_context
 from spinn_export.report.results import load_results
 from spinn_export.report.writer import build_report
 
+from .conftest import run_bench
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
 AVX2 = {"fpu", "sse2", "avx", "avx2", "fma"}
@@ -156,6 +158,17 @@ def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pi
     table = pd.read_csv(paths.csv_dir / "ceiling_fractions.csv")
     assert list(table["backend"]) == ["ort-cpu"] and table["fraction of ceiling"][0] == pytest.approx(entry["fraction"])
     assert "Fraction of the ceiling, paired" in paths.markdown.read_text()
+
+
+def test_a_compiled_backend_is_compiled_before_its_fraction_is_timed(pipeline: Pipeline) -> None:  # noqa: F811
+    """compile-cpu compiles each batch's graph on its first call, and refuses a compile while timed: the fraction's
+    case is prepared (compiled) first, then timed under the guard. (No latency case runs, so no JSON is written:
+    the suite's summary line is the result.)"""
+    proc = run_bench("bench", f"--spinn-artifacts={pipeline.manifest.parent}", "--spinn-backends=compile-cpu",
+                     "--spinn-variants=dense", "--spinn-batches=256", "--spinn-quick", "--spinn-threads=1",
+                     "-k", "paired_ceiling_fraction")
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout[-3000:]
+    assert re.search(r"dense on compile-cpu at batch 256: \d+% \[\d+%, \d+%\] of the ceiling", proc.stdout)
 
 
 def _rewritten(source: Path, out: Path, change: Any) -> Path:
