@@ -15,6 +15,8 @@ from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
+from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+
 SPEC = MLPSpec(18, (8, 4), 2)
 
 
@@ -92,14 +94,11 @@ def test_manifest_json_is_the_documented_shape(exported):
     assert list(data) == ["schema", "versions", "artifacts"] and data["schema"] == 1
 
 
-def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(tmp_path):
+def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(pipeline: Pipeline, tmp_path):  # noqa: F811
     """The report stage and manifest checks run where torch cannot even be imported."""
     import subprocess
     import sys
 
-    from .test_results import build_pipeline
-
-    pipeline = build_pipeline(tmp_path / "tiny")
     script = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
         "from spinn_export.export.manifest import read_manifest\n"
