@@ -63,12 +63,13 @@ def test_the_manifest_records_its_error_and_accuracy_and_eager_runs_it_within_th
 
 def test_bf16_is_offered_only_where_the_cpu_has_it_natively(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert torch_cpu_precisions() == ("fp32",)
+    runs, note = torch_cpu_precisions()
+    assert runs == ("fp32",) and note.startswith("; no bf16 here: no amx_bf16 / avx512_bf16")
     assert "emulate bf16" in TORCH_BF16.available()
     with pytest.raises(UserError, match="format 'torch-bf16' is unavailable here: no amx_bf16 / avx512_bf16"):
         parse_formats("torch-bf16")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "amx_bf16"}))
-    assert torch_cpu_precisions() == ("fp32", "bf16") and TORCH_BF16.available() is None
+    assert torch_cpu_precisions() == (("fp32", "bf16"), "") and TORCH_BF16.available() is None
 
 
 def test_a_checkpoint_of_mixed_dtypes_is_one_line(tmp_path: Path) -> None:

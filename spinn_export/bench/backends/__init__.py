@@ -254,12 +254,14 @@ def as_module(source: Source) -> nn.Module:
     return float32_io(load_checkpoint(source).model)
 
 
-def torch_cpu_precisions() -> tuple[str, ...]:
-    """What the PyTorch CPU backends run: float32, and bf16 (`torch-bf16` artifacts) where the CPU has it natively;
-    elsewhere bf16 would be emulated through float32, slower than float32, so such pairs are not generated."""
+def torch_cpu_precisions() -> tuple[tuple[str, ...], str]:
+    """What the PyTorch CPU backends run: float32, and bf16 (`torch-bf16` artifacts) where the CPU has it natively
+    (elsewhere bf16 would be emulated through float32, slower than float32, so such pairs are not generated); and
+    a note for the backend listing saying why not."""
     from spinn_export.export.formats.torch_bf16 import native_torch_bf16_missing
 
-    return ("fp32",) if native_torch_bf16_missing() else ("fp32", "bf16")
+    missing = native_torch_bf16_missing()
+    return (("fp32",), f"; no bf16 here: {missing}") if missing else (("fp32", "bf16"), "")
 
 
 def require_path(source: Source, backend: str, what: str) -> Path:

@@ -17,7 +17,8 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
     return load
 
 
+_RUNS, _NOTE = torch_cpu_precisions()
 EAGER_CPU = Backend("eager-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), sparse=True,
-                    precisions=torch_cpu_precisions(), description="eager PyTorch (the reference)")
+                    precisions=_RUNS, description=f"eager PyTorch (the reference){_NOTE}")
 EAGER_CUDA = Backend("eager-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason, sparse=True,
                      description="eager PyTorch on the GPU")

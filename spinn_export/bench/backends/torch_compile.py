@@ -106,7 +106,8 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
     return load
 
 
+_RUNS, _NOTE = torch_cpu_precisions()
 COMPILE_CPU = Backend("compile-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), compiler_missing, config=CompileConfig,
-                      precisions=torch_cpu_precisions(), description="torch.compile (Inductor, C++ kernels)")
+                      precisions=_RUNS, description=f"torch.compile (Inductor, C++ kernels){_NOTE}")
 COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), compile_cuda_missing,
                        config=CompileConfig, description="torch.compile (Inductor, Triton kernels)")
