@@ -137,7 +137,8 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
     call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise)."""
     slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
-    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=True)
+    across = chosen.backend != REFERENCE_BACKEND  # one backend is one runtime: no switch to wait out
+    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=across)
     ratios = [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]
     times = [t for _, b1, b2, _ in blocks for t in (b1, b2)]
     baseline_times = [t for a1, _, _, a2 in blocks for t in (a1, a2)]
