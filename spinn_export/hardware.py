@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-FP32 = "fp32"
+FP32 = "fp32"  # the precision every backend runs (re-exported by bench.variants)
 CPU_NATIVE = {"fp32": (), "bf16": ("amx_bf16", "avx512_bf16"), "int8": ("amx_int8", "avx512_vnni", "avx_vnni")}
 CPU_VECTOR = ("avx512f", "avx512bw", "avx2", "fma", "asimd")  # what a precision without its own instructions runs on
 

@@ -18,9 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, summarize
+from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, cycle_ratios, median_block_times, summarize
 from spinn_export.bench.timing import Call, Clock, warm_up
 
 
@@ -73,8 +71,8 @@ def measure_fraction(case: Call, case_flops: float, gemm: Call, gemm_flops: floa
     gemms = max(1, round(cases * case_seconds / max(gemm_seconds, 1e-12)))
     blocks = abba_blocks(_repeated(gemm, gemms), _repeated(case, cases), 1, cycles, clock, across_runtimes=True)
     case_block, gemm_block = case_flops * cases, gemm_flops * gemms
-    fractions = [(case_block / (b1 + b2)) / (gemm_block / (a1 + a2)) for a1, b1, b2, a2 in blocks]
+    # rate(case) / rate(GEMM) = time(GEMM) / time(case) x FLOPs(case) / FLOPs(GEMM): the cycle's time ratio, scaled
+    fractions = [ratio * case_block / gemm_block for ratio in cycle_ratios(blocks)]
     median, low, high = summarize([fractions], config.bootstrap, config.seed)
-    case_time = float(np.median([t for _, b1, b2, _ in blocks for t in (b1, b2)]))
-    gemm_time = float(np.median([t for a1, _, _, a2 in blocks for t in (a1, a2)]))
+    gemm_time, case_time = median_block_times(blocks)
     return FractionCycles(median, low, high, case_block / case_time / 1e9, gemm_block / gemm_time / 1e9, cases, gemms)

@@ -29,9 +29,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import numpy as np
-
-from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, summarize
+from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, cycle_ratios, median_block_times, summarize
 from spinn_export.bench.timing import Call, Clock, warm_up
 from spinn_export.bench.variants import ModelRef
 
@@ -139,14 +137,12 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
     across = chosen.backend != REFERENCE_BACKEND  # one backend is one runtime: no switch to wait out
     blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=across)
-    ratios = [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]
-    times = [t for _, b1, b2, _ in blocks for t in (b1, b2)]
-    baseline_times = [t for a1, _, _, a2 in blocks for t in (a1, a2)]
-    median, low, high = summarize([ratios], config.bootstrap, config.seed)
+    baseline_latency, latency = median_block_times(blocks)
+    median, low, high = summarize([cycle_ratios(blocks)], config.bootstrap, config.seed)
     return Fastest(batch=int(batch), variant=chosen.variant, backend=chosen.backend, precision=precision,
-                   latency_s=float(np.median(times)), speedup_vs_dense_fp32=median, ci_low=low, ci_high=high,
+                   latency_s=latency, speedup_vs_dense_fp32=median, ci_low=low, ci_high=high,
                    val_r2_delta=chosen.verdict.val_r2_delta, verified_by=chosen.verdict.by,
-                   baseline_backend=REFERENCE_BACKEND, baseline_latency_s=float(np.median(baseline_times)),
+                   baseline_backend=REFERENCE_BACKEND, baseline_latency_s=baseline_latency,
                    cycles=config.cycles, calls_per_block=calls)
 
 

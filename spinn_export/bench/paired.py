@@ -102,8 +102,7 @@ class PairedResult:
 
 
 def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
-                across_runtimes: bool = False, sleep: Callable[[float], None] = time.sleep,
-                ) -> list[tuple[float, float, float, float]]:
+                across_runtimes: bool = False, sleep: Callable[[float], None] = time.sleep) -> Blocks:
     """Seconds per call of each A B B A cycle's four blocks.
 
     `across_runtimes`: A and B run on different runtimes in this process. Before each block that takes the cores
@@ -127,9 +126,23 @@ def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, c
     return [(block(call_a), block(call_b), block(call_b), block(call_a)) for _ in range(cycles)]
 
 
+Blocks = list[tuple[float, float, float, float]]  # seconds per call of each A B B A cycle's four blocks
+
+
+def cycle_ratios(blocks: Blocks) -> list[float]:
+    """time(A) / time(B) for each cycle: linear drift within a cycle cancels."""
+    return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]
+
+
+def median_block_times(blocks: Blocks) -> tuple[float, float]:
+    """A's and B's median seconds per call over every block."""
+    return (float(np.median([t for a1, _, _, a2 in blocks for t in (a1, a2)])),
+            float(np.median([t for _, b1, b2, _ in blocks for t in (b1, b2)])))
+
+
 def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter) -> list[float]:
-    """time(A) / time(B) for each A B B A cycle: linear drift within a cycle cancels."""
-    return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in abba_blocks(call_a, call_b, calls_per_block, cycles, clock)]
+    """time(A) / time(B) for each A B B A cycle (`cycle_ratios`)."""
+    return cycle_ratios(abba_blocks(call_a, call_b, calls_per_block, cycles, clock))
 
 
 def run_pairs(pairs: Pairs, config: PairedConfig, clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:

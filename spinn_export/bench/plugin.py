@@ -139,6 +139,11 @@ class SuiteState:
     fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not
     ceiling_fractions: list[Any] = field(default_factory=list)  # bench.ceiling_fraction.PairedFraction per backend
 
+    @property
+    def dense(self) -> ModelRef | None:
+        """The session's dense float32 model, what every speedup and fraction is measured on or against."""
+        return next((r for r in self.refs.values() if r.variant.is_baseline), None)
+
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
         nothing where that ceiling was not measured."""
@@ -426,7 +431,7 @@ def baseline_for(state: SuiteState, backend: Any, ref: ModelRef) -> ModelRef | N
     """The dense float32 model `ref` is paired against on `backend`, or None (`ref` is dense, or dense cannot run)."""
     if ref.variant.is_baseline:
         return None
-    dense = next((r for r in state.refs.values() if r.variant.is_baseline), None)
+    dense = state.dense
     return dense if dense is not None and dense.unsupported_reason(backend) is None else None
 
 

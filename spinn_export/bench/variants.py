@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import PRECISIONS
+from spinn_export.hardware import FP32
 from spinn_export.model.spec import ROLES
 
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from spinn_export.export.parity import ParityResult, Tolerance
 
 BASELINE_ROLE = "dense"
-FP32 = "fp32"
 MASKED, CSR = "masked", "csr"
 # A backend that runs int8 models runs both int8 ONNX forms (dynamic: MatMulInteger; static: QuantizeLinear/
 # DequantizeLinear, ONNX's standard form), so a variant at a precision here also runs where `Backend.precisions`

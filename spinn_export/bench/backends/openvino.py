@@ -89,7 +89,7 @@ class OpenVinoRunner(Runner):
 def _load(source: Source, threads: int, config: OpenVinoConfig) -> OpenVinoRunner:
     path = require_path(source, NAME, "ONNX")
     hint = None if config.precision_hint == "auto" else config.precision_hint
-    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams, config.tanh))
+    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams, config.tanh == "sigmoid"))
 
 
 def _precisions() -> tuple[tuple[str, ...], str]:

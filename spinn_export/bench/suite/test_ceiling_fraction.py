@@ -34,7 +34,7 @@ def test_paired_ceiling_fraction(spinn_backend: str, spinn_session: SuiteState) 
     unavailable = backend.unavailable_reason()
     if unavailable is not None:
         pytest.skip(f"{spinn_backend}: {unavailable}")
-    dense = next((r for r in spinn_session.refs.values() if r.variant.is_baseline), None)
+    dense = spinn_session.dense
     why_not = "no dense model in the run" if dense is None else dense.unsupported_reason(backend)
     if why_not is not None:
         pytest.skip(f"{spinn_backend}: {why_not}")

@@ -17,7 +17,7 @@ def test_paired_speedup(spinn_paired_backend: str, spinn_session: SuiteState) ->
     if reason is not None:
         pytest.skip(f"{spinn_paired_backend}: {reason}")
     refs, settings = spinn_session.refs, spinn_session.settings
-    baseline = next((ref for ref in refs.values() if ref.variant.is_baseline), None)
+    baseline = spinn_session.dense
     if baseline is None or baseline.unsupported_reason(backend) is not None:
         pytest.skip(f"{spinn_paired_backend}: no dense model to pair against")
     candidates = [refs[v] for v in settings.paired_variants if refs[v].unsupported_reason(backend) is None]

@@ -34,7 +34,7 @@ def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: Su
     unavailable = reference.unavailable_reason()
     if unavailable is not None:
         not_measured(f"{REFERENCE_BACKEND} is unavailable ({unavailable})")
-    dense = next((r for r in spinn_session.refs.values() if r.variant.is_baseline), None)
+    dense = spinn_session.dense
     if dense is None or dense.unsupported_reason(reference) is not None:
         not_measured(f"no dense float32 model runs on {REFERENCE_BACKEND}")
     speedups = {(r.backend, r.variant): r.speedup_median for r in spinn_session.paired_results

@@ -126,11 +126,11 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
 
 
 def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, streams: int = 1,
-                 tanh: str = "sigmoid") -> Compiled:
+                 rewrite_tanh: bool = True) -> Compiled:
     """Compile an ONNX file for the CPU with every setting explicit: INFERENCE_PRECISION_HINT (`hint`, or what the
     file declares; f32 must be asked for, or AMX CPUs compute float32 models in bf16), NUM_STREAMS, INFERENCE_NUM_THREADS
-    (0: OpenVINO's choice), the LATENCY performance hint, and `tanh` (one of TANH_FORMS: "sigmoid" rewrites it,
-    `tanh_as_sigmoid`; "native" keeps OpenVINO's Tanh).
+    (0: OpenVINO's choice), the LATENCY performance hint, and `rewrite_tanh` (`tanh_as_sigmoid`; False keeps
+    OpenVINO's Tanh).
 
     Raises UserError if the file is unreadable, or if OpenVINO would compute in another precision than asked
     (bf16 requested on a CPU without it compiles silently to f32).
@@ -146,9 +146,7 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
             model = core().read_model(str(path))
     except Exception as exc:  # OpenVINO raises its own exception types for every kind of bad file
         raise unreadable(path, "ONNX", exc) from None
-    if tanh not in TANH_FORMS:
-        raise UserError(f"tanh {tanh!r} is not one of {', '.join(TANH_FORMS)}")
-    rewritten = tanh == "sigmoid" and tanh_as_sigmoid(model) > 0
+    rewritten = rewrite_tanh and tanh_as_sigmoid(model) > 0
     requested = hint or HINTS[declared_precision(model)]
     settings = {hints.inference_precision: requested, hints.performance_mode: hints.PerformanceMode.LATENCY,
                 ov_streams.num: streams, props.inference_num_threads: threads}
