@@ -54,6 +54,7 @@ def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipe
     assert listed["toy-cpu"]["available"] and listed["toy-cpu"]["format"] == "checkpoint"
     assert not listed["broken-cpu"]["available"] and "toy_backend_missing" in listed["broken-cpu"]["reason"]
     assert listed["ort-cpu"]["available"] and listed["eager-cuda"]["device"] == "cuda"
+    assert (listed["ort-cpu"]["runtime"], listed["toy-cpu"]["runtime"]) == ("onnxruntime", "")  # "": unknown, own
     result = run_cli("bench", str(pipeline.manifest.parent), "--backends", "toy-cpu,eager-cpu", "--batches", "4",
                      "--quick", "--threads", "1", "--paired", "toy-cpu", "--json", "toy.json", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -62,7 +62,7 @@ def _gemm(name: str, precision: str, rate: float | Exception, missing: str | Non
             raise rate
         return Rate(rate)
 
-    return Gemm(name, "cpu", precision, build, lambda: missing)
+    return Gemm(name, "cpu", precision, "onnxruntime", build, lambda: missing)
 
 
 @pytest.fixture
@@ -136,11 +136,11 @@ def test_the_paired_fraction_is_each_cycles_rate_over_the_gemms_rate() -> None:
 
 def test_the_ceiling_gemm_is_the_implementation_that_set_it() -> None:
     built = []
-    gemms = [Gemm(name, "cpu", "fp32", lambda size, threads, name=name: built.append((name, size, threads)) or name)
-             for name in ("slow", "fast")]
+    gemms = [Gemm(name, "cpu", "fp32", "onnxruntime", lambda size, threads, name=name: built.append((name, size, threads))
+                  or name) for name in ("slow", "fast")]
     ceiling = Ceiling(90.0, "best of 2: fast", True, (), measured=(("slow", 40.0), ("fast", 90.0)))
-    name, call, flops = ceiling_gemm(ceiling, "cpu", "fp32", 2, gemms)
-    assert name == call == "fast" and built == [("fast", machine.GEMM_SIZE["cpu"], 2)]
+    gemm, call, flops = ceiling_gemm(ceiling, "cpu", "fp32", 2, gemms)
+    assert gemm.name == call == "fast" and built == [("fast", machine.GEMM_SIZE["cpu"], 2)]
     assert flops == 2.0 * machine.GEMM_SIZE["cpu"] ** 3
 
 

@@ -8,12 +8,14 @@ import time
 import numpy as np
 import pytest
 
-from spinn_export.errors import UserError
 import functools
 
+from spinn_export.bench.backends import ONNXRUNTIME, OPENVINO, TORCH, backends, get_backend
+from spinn_export.bench.machine import GEMMS
 from spinn_export.bench.paired import (SWITCH_SETTLE_S, PairedConfig, PairedResult, abba, abba_blocks, equal_rounds,
                                        measure_in_processes, pooled_result, run_pairs, run_sandwiches, sandwich,
-                                       sandwich_ratios, summarize)
+                                       sandwich_ratios, summarize, switches_runtime)
+from spinn_export.errors import UserError
 
 
 def busy(seconds: float):
@@ -75,6 +77,17 @@ def test_across_runtimes_each_switch_waits_and_makes_an_untimed_call_first():
     assert 0.02 <= SWITCH_SETTLE_S <= 0.2
     timed_naively = abba_blocks(a, b, calls_per_block=1, cycles=1, clock=lambda: now[0])
     assert timed_naively == [(2.0, 1.0, 1.0, 2.0)]  # same-runtime pairs: no waits, no untimed calls
+
+
+def test_a_switch_is_a_change_of_runtime_and_every_registered_backend_names_its_own():
+    """ort-cpu and ort-optimized-cpu share ONNX Runtime's global pool, so timing one beside the other waits out no
+    spin; OpenVINO or PyTorch beside ONNX Runtime does, and so does a backend that does not say what it runs on."""
+    assert not switches_runtime(ONNXRUNTIME, ONNXRUNTIME)
+    assert switches_runtime(ONNXRUNTIME, OPENVINO) and switches_runtime(TORCH, ONNXRUNTIME) and switches_runtime("", "")
+    assert {backend.runtime for backend in backends().values()} <= {ONNXRUNTIME, OPENVINO, TORCH}
+    assert not switches_runtime(get_backend("ort-cpu").runtime, get_backend("ort-optimized-cpu").runtime)
+    assert switches_runtime(get_backend("ort-cpu").runtime, get_backend("openvino-cpu").runtime)
+    assert {gemm.runtime for gemm in GEMMS} <= {ONNXRUNTIME, OPENVINO, TORCH}
 
 
 def test_abba_cancels_linear_drift():

@@ -159,3 +159,30 @@ def test_unusable_input_is_refused_before_anything_is_written(pipeline: Pipeline
         with pytest.raises(UserError, match="does not exist"):
             build_report([pipeline.ort_json], bad.get("manifest"), bad.get("history"), out)
     assert not out.exists()
+
+
+def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    """Quantised weights are in no pruning stage: the summary's ΔR² vs dense is the export's validation R² of the file
+    timed (the manifest's `accuracy`) minus dense's stage 0 on the same split, and the residual it did not measure is
+    not guessed."""
+    raw = json.loads(pipeline.ort_json.read_text())
+    for bench in raw["benchmarks"]:
+        if bench["extra_info"].get("variant") == "structured":
+            bench["extra_info"] |= {"variant": "structured-int8", "artifact": "structured.int8.onnx"}
+    for entry in raw["spinn"]["paired"]:
+        entry["variant"] = entry["variant"].replace("structured", "structured-int8")
+    results = tmp_path / "int8.json"
+    results.write_text(json.dumps(raw))
+    manifest = json.loads(pipeline.manifest.read_text())
+    [structured] = [a for a in manifest["artifacts"] if a["file"] == "structured.onnx"]
+    manifest["artifacts"].append(structured | {
+        "file": "structured.int8.onnx", "format": "onnx-int8", "precision": "int8",
+        "accuracy": {"dataset": "stokes2d", "split": "val", "val_r2": 0.25, "val_r2_delta": -0.5, "residual_rms": None}})
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
+    build_report([results], tmp_path / "artifacts" / "manifest.json", [pipeline.structured_dir], tmp_path / "report")
+    row = _csv(tmp_path / "report", "summary").set_index("variant").loc["structured-int8"]
+    dense_r2 = load_history(pipeline.structured_dir).stages["val_r2"].iloc[0]
+    assert row["ΔR² vs dense"] == pytest.approx(0.25 - dense_r2) and pd.isna(row.get("residual RMS vs dense"))
+    comparison = _csv(tmp_path / "report", "comparison").set_index("variant")
+    assert comparison.loc["structured-int8", "val R²"] == pytest.approx(0.25)

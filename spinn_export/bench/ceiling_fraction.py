@@ -62,14 +62,15 @@ def _repeated(call: Call, times: int) -> Call:
 
 
 def measure_fraction(case: Call, case_flops: float, gemm: Call, gemm_flops: float, cycles: int,
-                     config: PairedConfig = PairedConfig(), clock: Clock = time.perf_counter) -> FractionCycles:
+                     config: PairedConfig = PairedConfig(), clock: Clock = time.perf_counter,
+                     across_runtimes: bool = True) -> FractionCycles:
     """`cycles` A B B A cycles of the ceiling's GEMM (A) and the case (B), each block about `config.block_seconds`
     of the case and as many GEMMs as take as long (sized on the warm-ups' medians); each cycle's fraction is the
-    case's rate over the GEMM's, both from that cycle."""
+    case's rate over the GEMM's, both from that cycle. `across_runtimes`: as `paired.abba_blocks`."""
     case_seconds, gemm_seconds = warm_up(case, clock=clock), warm_up(gemm, clock=clock)
     cases = max(1, round(config.block_seconds / max(case_seconds, 1e-12)))
     gemms = max(1, round(cases * case_seconds / max(gemm_seconds, 1e-12)))
-    blocks = abba_blocks(_repeated(gemm, gemms), _repeated(case, cases), 1, cycles, clock, across_runtimes=True)
+    blocks = abba_blocks(_repeated(gemm, gemms), _repeated(case, cases), 1, cycles, clock, across_runtimes)
     case_block, gemm_block = case_flops * cases, gemm_flops * gemms
     # rate(case) / rate(GEMM) = time(GEMM) / time(case) x FLOPs(case) / FLOPs(GEMM): the cycle's time ratio, scaled
     fractions = [ratio * case_block / gemm_block for ratio in cycle_ratios(blocks)]

@@ -129,14 +129,14 @@ class NotMeasured:
 
 
 def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, baseline_call: Call,
-                    config: PairedConfig, clock: Clock = time.perf_counter) -> Fastest:
+                    config: PairedConfig, clock: Clock = time.perf_counter, across_runtimes: bool = True) -> Fastest:
     """`config.cycles` A B B A cycles of dense on the reference backend (A) and the candidate (B); each cycle's ratio
     is time(A) / time(B). A block lasts about `config.block_seconds` of the slower call, sized on the median warm-up
-    call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise)."""
+    call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise).
+    `across_runtimes`: the candidate's backend runs on another runtime than the reference's (`paired.switches_runtime`)."""
     slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
-    across = chosen.backend != REFERENCE_BACKEND  # one backend is one runtime: no switch to wait out
-    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=across)
+    blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=across_runtimes)
     baseline_latency, latency = median_block_times(blocks)
     median, low, high = summarize([cycle_ratios(blocks)], config.bootstrap, config.seed)
     return Fastest(batch=int(batch), variant=chosen.variant, backend=chosen.backend, precision=precision,

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from spinn_export.bench.backends import ONNXRUNTIME, OPENVINO, TORCH
 from spinn_export.bench.variants import FP32, RUNS_AS
 from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support
 from spinn_export.export.formats import reason as error_text
@@ -267,21 +268,22 @@ class Gemm:
     name: str
     device: str
     precision: str
+    runtime: str  # as `Backend.runtime`: a case on another runtime is timed beside it with switch pauses
     build: Callable[[int, int], Callable[[], object]]
     missing: Callable[[], str | None] = lambda: None
 
 
 GEMMS = (
-    Gemm("torch.matmul", "cpu", "fp32", functools.partial(_torch_gemm, "fp32", "cpu")),
-    Gemm("onnxruntime MatMul", "cpu", "fp32", functools.partial(_ort_gemm, "float"), _ort_missing),
-    Gemm("openvino MatMul f32", "cpu", "fp32", functools.partial(_openvino_gemm, "float", "f32"), _openvino_missing),
-    Gemm("torch.matmul bf16", "cpu", "bf16", functools.partial(_torch_gemm, "bf16", "cpu")),
-    Gemm("openvino MatMul bf16", "cpu", "bf16", functools.partial(_openvino_gemm, "float", "bf16"), _openvino_missing),
-    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", functools.partial(_ort_gemm, "integer"), _ort_missing),
-    Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", functools.partial(_openvino_gemm, "qdq", "f32"), _openvino_missing),
-    Gemm("torch.matmul", "cuda", "fp32", functools.partial(_torch_gemm, "fp32", "cuda")),
-    Gemm("torch.matmul bf16", "cuda", "bf16", functools.partial(_torch_gemm, "bf16", "cuda")),
-    Gemm("torch._int_mm", "cuda", "int8", functools.partial(_torch_gemm, "int8", "cuda")),
+    Gemm("torch.matmul", "cpu", "fp32", TORCH, functools.partial(_torch_gemm, "fp32", "cpu")),
+    Gemm("onnxruntime MatMul", "cpu", "fp32", ONNXRUNTIME, functools.partial(_ort_gemm, "float"), _ort_missing),
+    Gemm("openvino MatMul f32", "cpu", "fp32", OPENVINO, functools.partial(_openvino_gemm, "float", "f32"), _openvino_missing),
+    Gemm("torch.matmul bf16", "cpu", "bf16", TORCH, functools.partial(_torch_gemm, "bf16", "cpu")),
+    Gemm("openvino MatMul bf16", "cpu", "bf16", OPENVINO, functools.partial(_openvino_gemm, "float", "bf16"), _openvino_missing),
+    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", ONNXRUNTIME, functools.partial(_ort_gemm, "integer"), _ort_missing),
+    Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", OPENVINO, functools.partial(_openvino_gemm, "qdq", "f32"), _openvino_missing),
+    Gemm("torch.matmul", "cuda", "fp32", TORCH, functools.partial(_torch_gemm, "fp32", "cuda")),
+    Gemm("torch.matmul bf16", "cuda", "bf16", TORCH, functools.partial(_torch_gemm, "bf16", "cuda")),
+    Gemm("torch._int_mm", "cuda", "int8", TORCH, functools.partial(_torch_gemm, "int8", "cuda")),
 )
 
 
@@ -318,13 +320,13 @@ def measure_ceiling(device: str, precision: str, threads: int, gemms: Iterable[G
 
 
 def ceiling_gemm(ceiling: Ceiling, device: str, precision: str, threads: int,
-                 gemms: Iterable[Gemm] = GEMMS) -> tuple[str, Callable[[], object], float]:
-    """The implementation that set `ceiling`, built again for timing beside a case (`bench.ceiling_fraction`): its
-    name, one synchronised call and that call's FLOPs."""
+                 gemms: Iterable[Gemm] = GEMMS) -> tuple[Gemm, Callable[[], object], float]:
+    """The implementation that set `ceiling`, built again for timing beside a case (`bench.ceiling_fraction`): that
+    GEMM, one synchronised call of it and that call's FLOPs."""
     name = max(ceiling.measured, key=lambda item: item[1])[0]
     gemm = next(g for g in gemms if (g.name, g.device, g.precision) == (name, device, precision))
     size = GEMM_SIZE[device]
-    return name, gemm.build(size, threads), 2.0 * size**3
+    return gemm, gemm.build(size, threads), 2.0 * size**3
 
 
 def measure_ceilings(devices: Iterable[str], threads: int) -> Ceilings:

@@ -129,6 +129,12 @@ def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, c
 Blocks = list[tuple[float, float, float, float]]  # seconds per call of each A B B A cycle's four blocks
 
 
+def switches_runtime(runtime_a: str, runtime_b: str) -> bool:
+    """Whether alternating calls on these runtimes (`Backend.runtime`) hand the cores from one thread pool to another,
+    so `abba_blocks` must wait out the switch (`across_runtimes`). An unknown runtime ("") counts as a switch."""
+    return not (runtime_a and runtime_a == runtime_b)
+
+
 def cycle_ratios(blocks: Blocks) -> list[float]:
     """time(A) / time(B) for each cycle: linear drift within a cycle cancels."""
     return [(a1 + a2) / (b1 + b2) for a1, b1, b2, a2 in blocks]

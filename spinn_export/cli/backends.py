@@ -24,13 +24,13 @@ def listing() -> list[dict[str, object]]:
     for backend in backends().values():
         reason = backend.unavailable_reason()
         rows.append({
-            "name": backend.name, "device": backend.device, "format": backend.format,
+            "name": backend.name, "device": backend.device, "format": backend.format, "runtime": backend.runtime,
             "precisions": list(backend.precisions), "available": reason is None, "reason": reason,
             "slow": backend.slow, "description": backend.description,
             "options": {f.name: f.default for f in dataclasses.fields(backend.config)},
         })
     for name, reason in broken_backends().items():
-        rows.append({"name": name, "device": None, "format": None, "precisions": [], "available": False,
+        rows.append({"name": name, "device": None, "format": None, "runtime": None, "precisions": [], "available": False,
                      "reason": reason, "slow": False, "description": "", "options": {}})
     return sorted(rows, key=lambda row: str(row["name"]))
 

@@ -337,6 +337,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         "params": a.params, "nonzero_params": a.nonzero_params, "flops_per_sample": a.flops_per_sample,
         "widths": _widths_text(a.widths), "checkpoint": a.checkpoint,
         "parity_passed": a.parity.get("passed"), "max_abs_error": a.parity.get("max_abs_error"),
+        "val_r2": (a.accuracy or {}).get("val_r2"), "val_residual_rms": (a.accuracy or {}).get("residual_rms"),
     } for a in manifest.artifacts]
     return Manifest(path, dict(manifest.versions), pd.DataFrame(rows))
 

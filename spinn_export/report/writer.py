@@ -233,10 +233,22 @@ def _latency_point(bench: pd.DataFrame) -> tuple[str, int] | None:
     return backend, int(dense[dense["backend"] == backend]["batch"].max())
 
 
-def _accuracy(histories: Sequence[History], variant: str) -> dict[str, float] | None:
-    """Validation metrics of the variant's weights (`_history_stage`)."""
+def _validation(histories: Sequence[History], variant: str, artifact: pd.Series | None) -> pd.Series | None:
+    """Validation metrics (`val_r2`, `val_residual_rms`) of the weights this variant ran: its pruning history's stage
+    (`_history_stage`), or for a quantised variant the export's measurement of the file timed (`artifact`), on the
+    same validation split; its residual is missing where the runtime gives no derivatives."""
     stage = _history_stage(histories, variant)
-    return None if stage is None else {"val R²": stage["val_r2"], "residual RMS": stage["val_residual_rms"]}
+    if stage is not None:
+        return stage
+    if artifact is None or pd.isna(artifact.get("val_r2")):
+        return None
+    return pd.Series({"val_r2": artifact["val_r2"], "val_residual_rms": artifact.get("val_residual_rms")}, dtype=float)
+
+
+def _accuracy(histories: Sequence[History], variant: str, artifact: pd.Series | None) -> dict[str, float] | None:
+    """Validation metrics of the variant's weights (`_validation`)."""
+    metrics = _validation(histories, variant, artifact)
+    return None if metrics is None else {"val R²": metrics["val_r2"], "residual RMS": metrics["val_residual_rms"]}
 
 
 def _history_stage(histories: Sequence[History], variant: str) -> pd.Series | None:
@@ -267,9 +279,10 @@ def _artifact(manifest: Manifest | None, timed: str | None, model: str, variant:
     if none), so the `file` column names the artifact that backend runs."""
     if manifest is None or manifest.artifacts.empty:
         return None
+    named = _artifact_named(manifest, timed)
+    if named is not None:
+        return named
     arts = manifest.artifacts
-    if timed is not None and (arts["file"] == timed).any():
-        return arts[arts["file"] == timed].iloc[0]
     parsed = parse_variant(variant)
     if parsed is not None and parsed.sparse:
         return None  # torch sparse CSR is built in memory from the checkpoint: no exported file runs it
@@ -318,18 +331,28 @@ def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest
                 elif not sp.empty:
                     row |= {"speedup": sp["speedup"].iloc[0], "speedup from": sp["source"].iloc[0],
                             "CI low": sp["ci_low"].iloc[0], "CI high": sp["ci_high"].iloc[0]}
-            row |= _accuracy(histories, variant) or {}
+            row |= _accuracy(histories, variant, artifact) or {}
             rows.append(row)
     table = pd.DataFrame(rows).dropna(axis=1, how="all")
     order = [c for c in COMPARISON_COLUMNS if c in table.columns]
     return table[order].drop(columns="model" if (table["model"] == table["variant"]).all() else [])
 
 
+def _artifact_named(manifest: Manifest | None, file: str | None) -> pd.Series | None:
+    """The manifest's row of this file, if it lists one."""
+    if manifest is None or file is None or manifest.artifacts.empty or not (manifest.artifacts["file"] == file).any():
+        return None
+    return manifest.artifacts[manifest.artifacts["file"] == file].iloc[0]
+
+
+def _timed_artifact(manifest: Manifest | None, runs: pd.DataFrame) -> pd.Series | None:
+    """The manifest's row of the file these runs timed, if recorded."""
+    return _artifact_named(manifest, _timed_file(runs))
+
+
 def _file_bytes(manifest: Manifest | None, runs: pd.DataFrame) -> float:
-    timed = _timed_file(runs)
-    if manifest is None or timed is None or not (manifest.artifacts["file"] == timed).any():
-        return math.nan
-    return float(manifest.artifacts.loc[manifest.artifacts["file"] == timed, "bytes"].iloc[0])
+    artifact = _timed_artifact(manifest, runs)
+    return math.nan if artifact is None else float(artifact["bytes"])
 
 
 def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
@@ -350,7 +373,7 @@ def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | N
             mine = at[at["variant"] == variant]
             sp = speedup[(speedup["machine"] == machine) & (speedup["backend"] == backend)
                          & (speedup["batch"] == batch) & (speedup["variant"] == variant)]
-            stage = _history_stage(histories, variant)
+            stage = _validation(histories, variant, _timed_artifact(manifest, mine))
             accuracy = {}
             if stage is not None and dense_stage is not None:
                 accuracy = {"ΔR² vs dense": stage["val_r2"] - dense_stage["val_r2"],

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 BACKEND_GROUP = "spinn_export.backends"
 CHECKPOINT_FORMAT = "checkpoint"  # what eager torch backends open: the safetensors checkpoint itself
 DEVICES = ("cpu", "cuda")
+ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"  # Backend.runtime of the project's own backends
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 Source = Union["nn.Module", Path]
@@ -140,7 +141,9 @@ class Backend:
     `format`: the runtime format it opens (`CHECKPOINT_FORMAT` for eager torch; an artifact format's
     `runtime_format` otherwise). `precisions`: the model precisions it runs. `sparse`: it runs torch
     sparse-CSR modules. `slow`: benchmarked only when asked for by name (AOTInductor takes minutes).
-    `config`: its typed options.
+    `config`: its typed options. `runtime`: the library that does the work (`ONNXRUNTIME`, `OPENVINO`, `TORCH`), so
+    paired timing knows when two calls take the cores from each other's thread pools (`paired.switches_runtime`);
+    empty: unknown, treated as a runtime of its own.
     """
 
     name: str
@@ -153,6 +156,7 @@ class Backend:
     slow: bool = False
     config: type[BackendConfig] = BackendConfig
     description: str = ""
+    runtime: str = ""
 
     @property
     def family(self) -> str:

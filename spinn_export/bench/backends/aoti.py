@@ -5,7 +5,7 @@ artifact takes minutes to build, so it runs only when asked for by name.
 """
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, require_path
+from spinn_export.bench.backends import TORCH, Backend, BackendConfig, Source, TorchRunner, require_path
 
 
 def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
@@ -17,4 +17,5 @@ def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
     return TorchRunner(runner, "aoti-cpu", "cpu", "aoti", threads)
 
 
-AOTI_CPU = Backend("aoti-cpu", "cpu", "aoti", load, slow=True, description="AOTInductor package (compiled C++)")
+AOTI_CPU = Backend("aoti-cpu", "cpu", "aoti", load, slow=True, description="AOTInductor package (compiled C++)",
+                  runtime=TORCH)

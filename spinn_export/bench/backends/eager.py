@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from spinn_export.bench.backends import (
-    CHECKPOINT_FORMAT, Backend, BackendConfig, Source, TorchRunner, as_module, cuda_unavailable_reason,
+    CHECKPOINT_FORMAT, TORCH, Backend, BackendConfig, Source, TorchRunner, as_module, cuda_unavailable_reason,
     torch_cpu_precisions,
 )
 
@@ -19,6 +19,6 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 _RUNS, _NOTE = torch_cpu_precisions()
 EAGER_CPU = Backend("eager-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), sparse=True,
-                    precisions=_RUNS, description=f"eager PyTorch (the reference){_NOTE}")
+                    precisions=_RUNS, description=f"eager PyTorch (the reference){_NOTE}", runtime=TORCH)
 EAGER_CUDA = Backend("eager-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), cuda_unavailable_reason, sparse=True,
-                     description="eager PyTorch on the GPU")
+                     description="eager PyTorch on the GPU", runtime=TORCH)

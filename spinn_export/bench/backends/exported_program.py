@@ -1,7 +1,7 @@
 """torch.export: the exporter's `.pt2` program, run through its unlifted module."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
+from spinn_export.bench.backends import TORCH, Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]
@@ -17,6 +17,6 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 
 EXPORTED_PROGRAM_CPU = Backend("exported-program-cpu", "cpu", "exported-program", _loader("cpu"),
-                               description="torch.export program (unlifted module)")
+                               description="torch.export program (unlifted module)", runtime=TORCH)
 EXPORTED_PROGRAM_CUDA = Backend("exported-program-cuda", "cuda", "exported-program", _loader("cuda"),
-                                cuda_unavailable_reason, description="torch.export program on the GPU")
+                                cuda_unavailable_reason, description="torch.export program on the GPU", runtime=TORCH)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source, require_path
+from spinn_export.bench.backends import OPENVINO, Backend, BackendConfig, Runner, Source, require_path
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 from spinn_export.export.formats.onnx_bf16 import (
@@ -103,4 +103,5 @@ def _precisions() -> tuple[tuple[str, ...], str]:
 
 _RUNS, _NOTE = _precisions()
 OPENVINO_CPU = Backend(NAME, "cpu", "onnx", _load, openvino_missing, precisions=_RUNS, config=OpenVinoConfig,
-                       description=f"OpenVINO, CPU plugin: explicit precision, threads and streams{_NOTE}")
+                       description=f"OpenVINO, CPU plugin: explicit precision, threads and streams{_NOTE}",
+                       runtime=OPENVINO)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spinn_export.bench.backends import Backend, BackendConfig, ProviderFallback, Runner, Source, require_path
+from spinn_export.bench.backends import ONNXRUNTIME, Backend, BackendConfig, ProviderFallback, Runner, Source, require_path
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 
@@ -155,9 +155,11 @@ def ort_cuda_missing() -> str | None:
 
 
 ORT_CPU = Backend("ort-cpu", "cpu", "onnx", _loader("ort-cpu", "cpu"), ort_missing, precisions=("fp32", "int8"),
-                  config=OrtConfig, description="ONNX Runtime, CPU provider")
+                  config=OrtConfig, description="ONNX Runtime, CPU provider", runtime=ONNXRUNTIME)
 ORT_CUDA = Backend("ort-cuda", "cuda", "onnx", _loader("ort-cuda", "cuda"), ort_cuda_missing, precisions=("fp32", "int8"),
-                   config=OrtCudaConfig, description="ONNX Runtime, CUDA provider with IOBinding")
+                   config=OrtCudaConfig, description="ONNX Runtime, CUDA provider with IOBinding",
+                   runtime=ONNXRUNTIME)
 ORT_OPTIMIZED_CPU = Backend("ort-optimized-cpu", "cpu", "onnx-optimized", _loader("ort-optimized-cpu", "cpu"),
                             ort_missing, config=OfflineOrtConfig,
-                            description="ONNX Runtime, CPU provider, on the offline-optimised graph")
+                            description="ONNX Runtime, CPU provider, on the offline-optimised graph",
+                            runtime=ONNXRUNTIME)

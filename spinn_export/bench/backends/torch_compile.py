@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from spinn_export.bench.backends import (
-    CHECKPOINT_FORMAT, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module, torch_cpu_precisions,
+    CHECKPOINT_FORMAT, TORCH, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module, torch_cpu_precisions,
     cuda_unavailable_reason,
 )
 from spinn_export.bench.timing import Call
@@ -108,6 +108,6 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
 
 _RUNS, _NOTE = torch_cpu_precisions()
 COMPILE_CPU = Backend("compile-cpu", "cpu", CHECKPOINT_FORMAT, _loader("cpu"), compiler_missing, config=CompileConfig,
-                      precisions=_RUNS, description=f"torch.compile (Inductor, C++ kernels){_NOTE}")
+                      precisions=_RUNS, description=f"torch.compile (Inductor, C++ kernels){_NOTE}", runtime=TORCH)
 COMPILE_CUDA = Backend("compile-cuda", "cuda", CHECKPOINT_FORMAT, _loader("cuda"), compile_cuda_missing,
-                       config=CompileConfig, description="torch.compile (Inductor, Triton kernels)")
+                       config=CompileConfig, description="torch.compile (Inductor, Triton kernels)", runtime=TORCH)

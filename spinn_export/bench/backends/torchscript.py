@@ -1,7 +1,7 @@
 """TorchScript: the exporter's traced and frozen archive (`.torchscript.pt`)."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
+from spinn_export.bench.backends import TORCH, Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]
@@ -15,6 +15,7 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
     return load
 
 
-TORCHSCRIPT_CPU = Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"), description="TorchScript interpreter")
+TORCHSCRIPT_CPU = Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"), description="TorchScript interpreter",
+                          runtime=TORCH)
 TORCHSCRIPT_CUDA = Backend("torchscript-cuda", "cuda", "torchscript", _loader("cuda"), cuda_unavailable_reason,
-                           description="TorchScript interpreter on the GPU")
+                           description="TorchScript interpreter on the GPU", runtime=TORCH)

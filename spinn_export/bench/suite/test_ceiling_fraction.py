@@ -15,6 +15,7 @@ import pytest
 from spinn_export.bench import machine
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.ceiling_fraction import PairedFraction, measure_fraction
+from spinn_export.bench.paired import switches_runtime
 from spinn_export.bench.plugin import SuiteState, runner_for
 from spinn_export.bench.variants import FP32
 
@@ -41,13 +42,14 @@ def test_paired_ceiling_fraction(spinn_backend: str, spinn_session: SuiteState) 
     ceiling = machine.case_ceiling(spinn_session.ceilings, backend.device, FP32)
     if ceiling is None:
         pytest.skip(f"{spinn_backend}: no {FP32} ceiling was measured on {backend.device}")
-    name, gemm, gemm_flops = machine.ceiling_gemm(ceiling, backend.device, FP32, settings.threads)
+    gemm, gemm_call, gemm_flops = machine.ceiling_gemm(ceiling, backend.device, FP32, settings.threads)
     runner = runner_for(spinn_session, backend, dense)
     cycles = fraction_cycles(settings.paired.cycles)
     call = runner.prepare(sample_input(batch, dense.in_features))  # compile-*: compiles this batch's graph here
     with runner.guard():  # and refuses recompiles while timed
-        measured = measure_fraction(call, dense.flops_per_sample * batch, gemm, gemm_flops, cycles, settings.paired)
+        measured = measure_fraction(call, dense.flops_per_sample * batch, gemm_call, gemm_flops, cycles, settings.paired,
+                                    across_runtimes=switches_runtime(gemm.runtime, backend.runtime))
     result = PairedFraction(**asdict(measured), backend=spinn_backend, variant=dense.name, batch=batch,
-                            precision=FP32, device=backend.device, ceiling_gemm=name, cycles=cycles)
+                            precision=FP32, device=backend.device, ceiling_gemm=gemm.name, cycles=cycles)
     spinn_session.ceiling_fractions.append(result)
     assert 0 < result.ci_low <= result.fraction <= result.ci_high
