@@ -478,7 +478,8 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
     sections = [Section("summary", "Summary",
                         f"{headline(summary)} {fastest_sentence(results)} {gate_verdict(gate)} Per backend at its "
                         "largest batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual "
-                        "RMS against dense's (pruning history), and the timed file's size and peak memory relative to "
+                        "RMS against dense's (pruning history; a quantised file's R² as its export measured it), and the "
+                        "timed file's size and peak memory relative to "
                         f"dense's.{skipped} Details follow.", summary if not summary.empty else None)]
     fastest = fastest_table(results)
     sections.append(Section("fastest", "Fastest verified deployment",
