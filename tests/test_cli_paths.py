@@ -3,6 +3,8 @@ traceback, and nothing written (checked before any expensive work)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -152,3 +154,25 @@ def test_from_a_fresh_process_too(workspace):
                        "afile is a file")
     assert_clean_error(run_cli("run", "--model", str(workspace / "garbage.pt"), *workspace.data), "garbage.pt")
     assert not (workspace / "runs").exists()
+
+
+def test_each_command_file_registers_the_command_it_is_named_after():
+    """Only the chosen command's module is imported, found by its file name; a file registering another name
+    would make its command unreachable."""
+    from spinn_export.cli import build_parser, command_names
+
+    for command in command_names():
+        subparsers = next(a for a in build_parser(command)._actions if a.dest == "command")
+        assert list(subparsers.choices) == [command]
+
+
+def test_a_command_imports_only_what_it_uses():
+    """`gate` and `report` read JSON and write tables: they start without torch (all commands together took about
+    4 s to import before a usage error could even be printed)."""
+    script = ("import sys\nfrom spinn_export.cli import main\n"
+              "for words in (['gate', '--help'], ['report', '--help'], ['gate', 'results.json', '--bogus']):\n"
+              "    try:\n        main(words)\n    except SystemExit:\n        pass\n"
+              "print(sorted(m for m in ('torch', 'onnxruntime', 'pytest') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,8 +1,15 @@
 """The `spinn-export` command: one sub-command module per pipeline stage.
 
 Every module in this package with a `register(subparsers)` function is a sub-command, listed
-in pipeline order by its `STAGE`; adding a command means adding one file.  User errors print
-one line and exit non-zero; tracebacks are for bugs only.
+in pipeline order by its `STAGE`; adding a command means adding one file, named after the command
+(`-` as `_`, and a trailing `_` where the name is a Python keyword: `import_.py` is `import`).
+User errors print one line and exit non-zero; tracebacks are for bugs only.
+
+Only the chosen command's module is imported, and this module imports torch, pandas and the stages
+only inside the helpers that need them: importing every command pulled in torch, pandas, matplotlib
+and pytest, about 4 s before even a usage error (measured on a 2-core AMD EPYC), where `gate` or
+`report` need none of torch. The full list is built only for `spinn-export --help` and unknown
+commands.
 """
 from __future__ import annotations
 
@@ -14,18 +21,25 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from spinn_export.errors import UserError
-from spinn_export.model.spec import parse_widths
-from spinn_export.prune.budget import Target
-from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, require_backend
-from spinn_export.task.data import Dataset, resolve_dataset
-from spinn_export.task.physics import load_physics
+
+if TYPE_CHECKING:
+    from spinn_export.prune.budget import Target
+    from spinn_export.task.data import Dataset
 
 
-def command_modules() -> list:
-    modules = [importlib.import_module(f"{__name__}.{info.name}") for info in pkgutil.iter_modules(__path__)]
+def command_names() -> dict[str, str]:
+    """Command name -> module name, read from the package's files without importing any of them."""
+    return {info.name.rstrip("_").replace("_", "-"): info.name for info in pkgutil.iter_modules(__path__)}
+
+
+def command_modules(only: str | None = None) -> list:
+    """The sub-command modules in pipeline order: all of them, or only the one of command `only`."""
+    names = command_names()
+    chosen = [names[only]] if only in names else list(names.values())
+    modules = [importlib.import_module(f"{__name__}.{name}") for name in chosen]
     return sorted((m for m in modules if hasattr(m, "register")), key=lambda m: (m.STAGE, m.__name__))
 
 
@@ -36,7 +50,9 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of command `only` alone (a known name; anything else builds all of them,
+    so --help and an unknown command list every command)."""
     parser = OneLineErrorParser(
         prog="spinn-export",
         description="Structured pruning, export and honest benchmarking of physics-informed MLPs.",
@@ -44,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=OneLineErrorParser
     )
-    for module in command_modules():
+    for module in command_modules(only):
         module.register(subparsers)
     return parser
 
@@ -52,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     cut = words.index("--") if "--" in words else len(words)  # what follows -- is passed through, not parsed
+    parser = build_parser(words[0] if words else None)
     args = parser.parse_args(words[:cut])
     args.passthrough = words[cut + 1:]
     if "--" in words and not getattr(args, "takes_passthrough", False):
@@ -95,6 +111,9 @@ def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--t
 
 def dataset_of(args: argparse.Namespace, seed: int) -> Dataset:
     """The data of --data/--inputs/--targets (default: the built-in task), held to --physics when given."""
+    from spinn_export.task.data import resolve_dataset
+    from spinn_export.task.physics import load_physics
+
     physics = None if args.physics is None else load_physics(args.physics)
     return resolve_dataset(args.data, args.inputs, args.targets, seed, physics)
 
@@ -116,12 +135,16 @@ def fraction(text: str) -> float:
 
 def round_to(text: str) -> int | str:
     """--round-to: a positive integer, or `auto` (each layer's multiple read from measured latencies)."""
+    from spinn_export.prune.latency import AUTO
+
     return AUTO if text == AUTO else positive_int(text)
 
 
 def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
     """Exactly one pruning budget (--target, --target-flops, --target-latency or --widths), shared by prune and run,
     with --backend and --batch (where latency is measured) and --round-to."""
+    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
+
     budget = parser.add_mutually_exclusive_group(required=required)
     budget.add_argument("--target", type=fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
     budget.add_argument("--target-flops", type=fraction, metavar="R", help="fraction of FLOPs per sample to remove")
@@ -138,6 +161,15 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
 def budget_of(args: argparse.Namespace) -> Target | None:
     """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
     (a latency target, --round-to auto), the backend is checked now, before any work."""
+    from spinn_export.model.spec import parse_widths
+    from spinn_export.prune.budget import Target
+    from spinn_export.prune.latency import (
+        AUTO,
+        DEFAULT_BACKEND,
+        DEFAULT_BATCH,
+        require_backend,
+    )
+
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or DEFAULT_BACKEND)
     if args.widths is not None:

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from spinn_export.cli import add_data_arguments, dataset_of, output_dir
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import (
-    ALL_FORMATS, DEFAULT_OPSET, default_formats, formats, parse_formats, unavailable_formats,
+    ALL_FORMATS,
+    DEFAULT_OPSET,
+    default_formats,
+    formats,
+    parse_formats,
+    unavailable_formats,
 )
 from spinn_export.export.manifest import ArtifactRecord
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
-from spinn_export.cli import add_data_arguments, dataset_of, output_dir
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13

@@ -6,7 +6,13 @@ import dataclasses
 from pathlib import Path
 
 from spinn_export.errors import UserError
-from spinn_export.report.gate import GatePolicy, format_rows, load_policy, parse_min_speedup, run_gate
+from spinn_export.report.gate import (
+    GatePolicy,
+    format_rows,
+    load_policy,
+    parse_min_speedup,
+    run_gate,
+)
 
 STAGE = 7
 DEFAULT_POLICY = Path("pyproject.toml")

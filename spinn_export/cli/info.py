@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from spinn_export.model.checkpoint import load_checkpoint
+from spinn_export.cli import positive_int
 from spinn_export.errors import UserError
+from spinn_export.model.checkpoint import load_checkpoint
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ACTIVATIONS, MLPSpec, parse_widths
-from spinn_export.cli import positive_int
 
 STAGE = 0
 

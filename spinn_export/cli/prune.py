@@ -4,14 +4,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from spinn_export.prune.budget import MODES, Target
-from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.task.data import dataset_metadata
+from spinn_export.cli import (
+    add_budget_arguments,
+    add_data_arguments,
+    budget_of,
+    dataset_of,
+    output_dir,
+    physics_weight,
+    positive_int,
+    round_to,
+)
 from spinn_export.errors import UserError
+from spinn_export.model.checkpoint import load_checkpoint
+from spinn_export.prune.budget import MODES, Target
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
-from spinn_export.cli import (add_budget_arguments, add_data_arguments, budget_of, dataset_of, output_dir,
-                              physics_weight, positive_int, round_to)
+from spinn_export.task.data import dataset_metadata
 
 STAGE = 3
 DEFAULTS = PruneConfig(Target.params(0.5))

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from spinn_export.report.writer import build_report
 from spinn_export.cli import output_dir
+from spinn_export.report.writer import build_report
 
 STAGE = 6
 

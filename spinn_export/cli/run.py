@@ -4,11 +4,23 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spinn_export.cli import (
+    add_budget_arguments,
+    add_data_arguments,
+    budget_of,
+    output_dir,
+    round_to,
+)
 from spinn_export.errors import UserError
 from spinn_export.model.spec import ACTIVATIONS
-from spinn_export.pipeline.job import RunConfig, UserModel, default_round_to, format_summary, run as run_pipeline
+from spinn_export.pipeline.job import (
+    RunConfig,
+    UserModel,
+    default_round_to,
+    format_summary,
+)
+from spinn_export.pipeline.job import run as run_pipeline
 from spinn_export.task.data import parse_columns
-from spinn_export.cli import add_budget_arguments, add_data_arguments, budget_of, output_dir, round_to
 
 STAGE = 8
 MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle")  # meaningful only with --model

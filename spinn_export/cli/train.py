@@ -3,12 +3,18 @@ from __future__ import annotations
 
 import argparse
 
+from spinn_export.cli import (
+    add_data_arguments,
+    dataset_of,
+    output_file,
+    physics_weight,
+    positive_int,
+)
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
 from spinn_export.task.data import check_model_fits, dataset_metadata
 from spinn_export.task.train import TrainConfig, train
-from spinn_export.cli import add_data_arguments, dataset_of, output_file, physics_weight, positive_int
 
 DEFAULTS = TrainConfig()
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 
+from spinn_export.cli import output_file
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.importer import import_model
 from spinn_export.model.spec import ACTIVATIONS
-from spinn_export.cli import output_file
 
 STAGE = 1
 
