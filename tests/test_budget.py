@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from spinn_export.prune.budget import Target, plan_widths, round_targets
 from spinn_export.errors import UserError
 from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
+from spinn_export.prune.budget import Target, plan_widths, round_targets
 
 
 def _neuron_worth(spec: MLPSpec, kind: str = "params") -> int:

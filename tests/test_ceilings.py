@@ -14,8 +14,15 @@ import torch
 
 from spinn_export.bench import machine
 from spinn_export.bench.ceiling_fraction import measure_fraction
-from spinn_export.bench.machine import (Ceiling, Gemm, case_ceiling, ceiling_gemm, cpu_support, cuda_support,
-                                        measure_ceiling)
+from spinn_export.bench.machine import (
+    Ceiling,
+    Gemm,
+    case_ceiling,
+    ceiling_gemm,
+    cpu_support,
+    cuda_support,
+    measure_ceiling,
+)
 from spinn_export.bench.plugin import SuiteState
 from spinn_export.bench.timing import fresh_process_context
 from spinn_export.report.results import load_results

@@ -3,9 +3,9 @@ traceback, and nothing written (checked before any expensive work)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path

@@ -11,8 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from spinn_export.bench.fastest import (BUDGET, PARITY, REFERENCE_BACKEND, Candidate, Verdict, decide, finalists,
-                                        measure_fastest, verdict_for)
+from spinn_export.bench.fastest import (
+    BUDGET,
+    PARITY,
+    REFERENCE_BACKEND,
+    Candidate,
+    Verdict,
+    decide,
+    finalists,
+    measure_fastest,
+    verdict_for,
+)
 from spinn_export.bench.paired import PairedConfig
 from spinn_export.bench.variants import ModelRef, Variant
 from spinn_export.export.manifest import MANIFEST_NAME

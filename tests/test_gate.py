@@ -14,7 +14,6 @@ from .conftest import REPO, assert_clean_error, run_cli
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
 
-
 def _speedups(*rows: tuple[str, int, float, float]) -> pd.DataFrame:
     """Speedup frames as results.speedups builds them: (backend, batch, paired speedup, its CI low)."""
     return pd.DataFrame([{

@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.errors import UserError
-from spinn_export.prune.importance import neuron_costs, neuron_scores, require_plain_mlp
 from spinn_export.model.mlp import build_model, linear_layers
 from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.importance import neuron_costs, neuron_scores, require_plain_mlp
+from spinn_export.task.data import Dataset, builtin_dataset
 
 SPEC = MLPSpec(in_features=3, widths=(4, 5), out_features=2, activation="tanh")
 

@@ -12,8 +12,18 @@ from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import Target, plan_widths
-from spinn_export.prune.latency import (ANCHOR, AUTO, TOLERANCE, BackendMeasurer, Cost, LatencyLookup, Ratio,
-                                        auto_round_to, efficient_multiple, plan_latency)
+from spinn_export.prune.latency import (
+    ANCHOR,
+    AUTO,
+    TOLERANCE,
+    BackendMeasurer,
+    Cost,
+    LatencyLookup,
+    Ratio,
+    auto_round_to,
+    efficient_multiple,
+    plan_latency,
+)
 from spinn_export.prune.structured import PruneConfig, prune
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig
@@ -69,7 +79,7 @@ def test_latency_target_is_validated_and_described():
     target = Target.latency(0.4, "ort-cpu", 4096)
     assert target.kind == "latency" and target.latency_ratio == 0.4
     assert target.to_dict() == {"kind": "latency", "latency_ratio": 0.4, "backend": "ort-cpu", "batch": 4096}
-    assert "40.00% of dense latency on ort-cpu at batch 4096 (2.50x faster)" == target.describe()
+    assert target.describe() == "40.00% of dense latency on ort-cpu at batch 4096 (2.50x faster)"
     for ratio in (0.0, 1.0, 1.5, -0.2, float("nan")):
         with pytest.raises(UserError, match="strictly between 0 and 1"):
             Target.latency(ratio, "ort-cpu", 4096)

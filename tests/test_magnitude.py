@@ -1,11 +1,11 @@
 import pytest
 import torch
 
-from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.prune.magnitude import SparseLinear, magnitude_prune, to_sparse_csr, zeros_frozen
+from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import build_model, count_nonzero, linear_layers
 from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.magnitude import SparseLinear, magnitude_prune, to_sparse_csr, zeros_frozen
 
 SPEC = MLPSpec(18, (24, 20, 12), 2)
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.errors import UserError
-from spinn_export.export.formats import parse_formats
 from spinn_export.export.exporter import export_checkpoints
+from spinn_export.export.formats import parse_formats
 from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
+from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 

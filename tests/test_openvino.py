@@ -18,7 +18,13 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.export.formats.onnx_bf16 import (
-    compile_onnx, core, cpu_capabilities, declared_precision, native_bf16_missing, openvino_missing, tanh_as_sigmoid,
+    compile_onnx,
+    core,
+    cpu_capabilities,
+    declared_precision,
+    native_bf16_missing,
+    openvino_missing,
+    tanh_as_sigmoid,
     write_onnx_bf16,
 )
 from spinn_export.export.parity import FLOAT32, ParityError

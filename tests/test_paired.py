@@ -3,18 +3,30 @@ and the bootstrap CI covers the truth and widens with process-to-process spread.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 
 import numpy as np
 import pytest
 
-import functools
-
 from spinn_export.bench.backends import ONNXRUNTIME, OPENVINO, TORCH, backends, get_backend
 from spinn_export.bench.machine import GEMMS
-from spinn_export.bench.paired import (SWITCH_SETTLE_S, PairedConfig, PairedResult, abba, abba_blocks, equal_rounds,
-                                       measure_in_processes, pooled_result, run_pairs, run_sandwiches, sandwich,
-                                       sandwich_ratios, summarize, switches_runtime)
+from spinn_export.bench.paired import (
+    SWITCH_SETTLE_S,
+    PairedConfig,
+    PairedResult,
+    abba,
+    abba_blocks,
+    equal_rounds,
+    measure_in_processes,
+    pooled_result,
+    run_pairs,
+    run_sandwiches,
+    sandwich,
+    sandwich_ratios,
+    summarize,
+    switches_runtime,
+)
 from spinn_export.errors import UserError
 
 

@@ -7,16 +7,23 @@ import numpy as np
 import pytest
 import torch
 
-from spinn_export.task.data import builtin_dataset
 from spinn_export.errors import UserError
 from spinn_export.export.formats import get_format, load_artifact
 from spinn_export.export.formats.onnx import write_onnx
-from spinn_export.task.metrics import evaluate
-from spinn_export.model.mlp import build_model, linear_layers
 from spinn_export.export.parity import (
-    FLOAT32, ParityError, accuracy, check_parity, check_weight_shapes, parity_inputs, task_dataset, tolerance_for,
+    FLOAT32,
+    ParityError,
+    accuracy,
+    check_parity,
+    check_weight_shapes,
+    parity_inputs,
+    task_dataset,
+    tolerance_for,
 )
+from spinn_export.model.mlp import build_model, linear_layers
 from spinn_export.model.spec import MLPSpec
+from spinn_export.task.data import builtin_dataset
+from spinn_export.task.metrics import evaluate
 
 SPEC = MLPSpec(18, (16, 8), 2)
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.report.writer import build_report
 from spinn_export.report.results import load_history, load_manifest, load_results
+from spinn_export.report.writer import build_report
 
 from .conftest import run_cli
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)

@@ -14,8 +14,8 @@ import pytest
 from spinn_export.bench.backends import get_backend
 from spinn_export.cli import main
 from spinn_export.errors import UserError
-from spinn_export.pipeline import executors as executors_module
 from spinn_export.model.checkpoint import load_checkpoint
+from spinn_export.pipeline import executors as executors_module
 from spinn_export.pipeline import sweep as sweep_module
 from spinn_export.pipeline.points import DataSource, PointJob, PointOutput, SweepTarget, parse_targets
 from spinn_export.pipeline.sweep import SweepConfig, plan_jobs, run_jobs, staged_directory
@@ -23,7 +23,8 @@ from spinn_export.report.pareto import COLUMNS, TITLE, load_sweep, pareto_optima
 from spinn_export.report.writer import build_report
 
 from .conftest import run_cli
-from .test_executors import COLUMNS as INPUTS, SPEC, write_tiny
+from .test_executors import COLUMNS as INPUTS
+from .test_executors import SPEC, write_tiny
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture: a real results JSON)
 
 BATCH = 256

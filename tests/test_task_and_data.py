@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 import torch
 
-from spinn_export.task.data import builtin_dataset, load_user_dataset
 from spinn_export.errors import UserError
-from spinn_export.task.metrics import evaluate
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.task.data import builtin_dataset, load_user_dataset
+from spinn_export.task.metrics import evaluate
 from spinn_export.task.stokes import STOKES, TARGET_NAMES
 
 from .conftest import assert_clean_error, run_cli

@@ -3,9 +3,9 @@ import pandas as pd
 import torch
 
 from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.task.data import builtin_dataset
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig, train
 
 from .conftest import run_cli

@@ -18,7 +18,14 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, cycle_ratios, median_block_times, summarize
+from spinn_export.bench.paired import (
+    ABBA_METHOD,
+    PairedConfig,
+    abba_blocks,
+    cycle_ratios,
+    median_block_times,
+    summarize,
+)
 from spinn_export.bench.timing import Call, Clock, warm_up
 
 

@@ -29,7 +29,14 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from spinn_export.bench.paired import ABBA_METHOD, PairedConfig, abba_blocks, cycle_ratios, median_block_times, summarize
+from spinn_export.bench.paired import (
+    ABBA_METHOD,
+    PairedConfig,
+    abba_blocks,
+    cycle_ratios,
+    median_block_times,
+    summarize,
+)
 from spinn_export.bench.timing import Call, Clock, warm_up
 from spinn_export.bench.variants import ModelRef
 

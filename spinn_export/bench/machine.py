@@ -46,8 +46,8 @@ import torch
 
 from spinn_export.bench.backends import ONNXRUNTIME, OPENVINO, TORCH
 from spinn_export.bench.variants import FP32, RUNS_AS
-from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support
 from spinn_export.export.formats import reason as error_text
+from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support
 
 
 @functools.cache

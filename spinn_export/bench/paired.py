@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spinn_export.errors import UserError
 from spinn_export.bench.timing import Call, Clock, calibrate, fresh_process_context, time_block, warm_up
+from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
     from spinn_export.bench.backends import BackendConfig

@@ -133,7 +133,7 @@ class SuiteState:
     paired_results: list[PairedResult] = field(default_factory=list)
     peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
     # (backend, batch, variant) -> the interleaved case: its rounds' ratios per process and its extra_info
-    interleaved: dict[tuple[str, int, str], "InterleavedCase"] = field(default_factory=dict)
+    interleaved: dict[tuple[str, int, str], InterleavedCase] = field(default_factory=dict)
     latencies: dict[tuple[str, int, str], float] = field(default_factory=dict)  # (backend, batch, variant) -> median s
     fastest: list[Any] = field(default_factory=list)  # bench.fastest.Fastest per batch measured,
     fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not

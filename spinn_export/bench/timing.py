@@ -49,7 +49,7 @@ def fix_threads(threads: int | None = None) -> int:
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise UserError(f"thread count must be a positive integer, got {threads}")
-    if _ORT_POOL_THREADS is not None and _ORT_POOL_THREADS != threads:
+    if _ORT_POOL_THREADS is not None and threads != _ORT_POOL_THREADS:
         raise UserError(
             f"ONNX Runtime's global thread pool is already fixed at {_ORT_POOL_THREADS} threads in this process; "
             f"run {threads} threads in a fresh process"

@@ -85,7 +85,7 @@ class Variant:
         return (self.quantised, self.precision, ROLES.index(self.role), self.sparse, self.model or "")
 
     @classmethod
-    def parse(cls, text: str) -> "Variant":
+    def parse(cls, text: str) -> Variant:
         """The inverse of `name`: 'structured-int8', 'dense-int8-static', 'magnitude-csr', 'dense:mymodel'."""
         base, _, model = text.partition(":")
         role, *rest = base.split("-")

@@ -57,7 +57,7 @@ class ArtifactRecord:
         return {**dataclasses.asdict(self), "widths": list(self.widths)}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArtifactRecord":
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactRecord:
         data = dict(data)
         precision = data.get("precision", "int8" if data.get("format") == "onnx-int8" else "fp32")
         older = data.pop("accuracy_delta", None)  # manifests before `accuracy`: its R^2 figures, no residual, no budget

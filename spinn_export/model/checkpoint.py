@@ -10,8 +10,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from spinn_export.files import atomic_path
 from spinn_export.errors import UserError, first_line, require_file
+from spinn_export.files import atomic_path
 from spinn_export.model.mlp import build_model, linear_layers
 from spinn_export.model.spec import MLPSpec
 

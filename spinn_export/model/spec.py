@@ -65,7 +65,7 @@ class MLPSpec:
         """`18 -> 512 -> 512 -> 512 -> 256 -> 2 (tanh, 666,882 parameters)`: a model named in one line."""
         return f"{' -> '.join(map(str, self.dims))} ({self.activation}, {self.params:,} parameters)"
 
-    def with_widths(self, widths: tuple[int, ...] | list[int]) -> "MLPSpec":
+    def with_widths(self, widths: tuple[int, ...] | list[int]) -> MLPSpec:
         return dataclasses.replace(self, widths=tuple(widths))
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +90,7 @@ class MLPSpec:
         return json.dumps(self.to_dict())
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "MLPSpec":
+    def from_dict(cls, data: dict[str, Any]) -> MLPSpec:
         try:
             return cls(
                 in_features=int(data["in_features"]),
@@ -102,7 +102,7 @@ class MLPSpec:
             raise UserError(f"malformed model spec {data!r}: {exc}") from None
 
     @classmethod
-    def from_json(cls, text: str) -> "MLPSpec":
+    def from_json(cls, text: str) -> MLPSpec:
         try:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as exc:

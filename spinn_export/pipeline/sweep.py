@@ -49,8 +49,6 @@ from spinn_export.prune.structured import PruneConfig
 from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
 from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
 
-
-
 # --quick measures in 2 fresh processes, not PairedConfig's 4: the smoke run's statistical power for half the
 # measuring time (8 points of the reference SPINN at batch 4096: ABBA is most of a quick sweep's wall time on 2 cores);
 # the CI still resamples processes, so it widens rather than hides what 2 processes miss.

@@ -83,19 +83,19 @@ class Target:
             )
 
     @classmethod
-    def params(cls, reduction: float) -> "Target":
+    def params(cls, reduction: float) -> Target:
         return cls("params", reduction=float(reduction))
 
     @classmethod
-    def flops(cls, reduction: float) -> "Target":
+    def flops(cls, reduction: float) -> Target:
         return cls("flops", reduction=float(reduction))
 
     @classmethod
-    def of_widths(cls, widths: Sequence[int]) -> "Target":
+    def of_widths(cls, widths: Sequence[int]) -> Target:
         return cls("widths", widths=tuple(widths))
 
     @classmethod
-    def latency(cls, ratio: float, backend: str, batch: int) -> "Target":
+    def latency(cls, ratio: float, backend: str, batch: int) -> Target:
         """Keep `ratio` of dense's latency on `backend` at `batch` rows per call (0.4 = 2.5x faster)."""
         return cls("latency", latency_ratio=float(ratio), backend=backend, batch=batch)
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from spinn_export.task.data import Dataset
 from spinn_export.errors import UserError
 from spinn_export.model.mlp import ACTIVATION_MODULES
 from spinn_export.model.spec import MLPSpec
+from spinn_export.task.data import Dataset
 
 CRITERIA = ("l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out", "taylor", "random")
 

@@ -17,9 +17,9 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from spinn_export.errors import UserError
-from spinn_export.prune.importance import require_plain_mlp
 from spinn_export.model.mlp import ACTIVATION_MODULES, count_nonzero, linear_layers, spec_of
 from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.importance import require_plain_mlp
 
 
 def magnitude_prune(model: nn.Module, spec: MLPSpec, nonzero: int) -> nn.Sequential:

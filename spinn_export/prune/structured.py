@@ -34,20 +34,30 @@ from typing import Any
 import torch
 from torch import nn
 
-from spinn_export.files import write_json, write_text
-from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_widths, round_targets
-from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.errors import UserError
-from spinn_export.prune.importance import CRITERIA, neuron_scores, require_plain_mlp
-from spinn_export.prune.latency import (AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, BackendMeasurer, LatencyLookup,
-                                        LatencyPlan, Measurer, Ratio, auto_round_to, plan_latency)
-from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
-from spinn_export.task.metrics import evaluate
+from spinn_export.files import write_json, write_text
+from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import ACTIVATION_MODULES, build_model, count_nonzero, linear_layers
 from spinn_export.model.spec import MLPSpec
-from spinn_export.task.train import TrainConfig, train
 from spinn_export.progress import progress as progress_lines
+from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_widths, round_targets
+from spinn_export.prune.importance import CRITERIA, neuron_scores, require_plain_mlp
+from spinn_export.prune.latency import (
+    AUTO,
+    DEFAULT_BACKEND,
+    DEFAULT_BATCH,
+    BackendMeasurer,
+    LatencyLookup,
+    LatencyPlan,
+    Measurer,
+    Ratio,
+    auto_round_to,
+    plan_latency,
+)
+from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
+from spinn_export.task.data import Dataset, check_model_fits
+from spinn_export.task.metrics import evaluate
+from spinn_export.task.train import TrainConfig, train
 
 FOLDS = ("mean", "bias", "none")
 METHODS = ("structured", "magnitude")

@@ -10,13 +10,13 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import pandas as pd  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-from spinn_export.files import atomic_path  # noqa: E402
-from spinn_export.report.results import History, parse_variant  # noqa: E402
+from spinn_export.files import atomic_path
+from spinn_export.report.results import History, parse_variant
 
 # A colour per model role (the same in every plot), lighter when quantised; CSR execution stands apart.
 ROLE_COLORS = {"dense": "#444444", "magnitude": "#d9822b", "structured": "#2b6cb0"}

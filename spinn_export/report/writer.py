@@ -19,10 +19,20 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from spinn_export.bench.variants import BASELINE_ROLE
-from spinn_export.report import pareto, plots
 from spinn_export.files import write_text
-from spinn_export.report.results import (BASELINE_VARIANT, History, Manifest, Results, load_history, load_manifest,
-                                        load_results, parse_variant, speedups, variant_rank)
+from spinn_export.report import pareto, plots
+from spinn_export.report.results import (
+    BASELINE_VARIANT,
+    History,
+    Manifest,
+    Results,
+    load_history,
+    load_manifest,
+    load_results,
+    parse_variant,
+    speedups,
+    variant_rank,
+)
 
 if TYPE_CHECKING:
     from spinn_export.report.gate import GateOutcome

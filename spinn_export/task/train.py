@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from spinn_export.task.data import Dataset
 from spinn_export.errors import UserError
-from spinn_export.task.metrics import Metrics, evaluate
 from spinn_export.progress import progress as progress_lines
+from spinn_export.task.data import Dataset
+from spinn_export.task.metrics import Metrics, evaluate
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class BackendConfig:
     (raising UserError), so a bad option fails before anything loads, with its name in the message."""
 
     @classmethod
-    def from_options(cls, options: Mapping[str, str], backend: str) -> "BackendConfig":
+    def from_options(cls, options: Mapping[str, str], backend: str) -> BackendConfig:
         """Build from `KEY=VALUE` strings, converting each to its field's type."""
         hints = typing.get_type_hints(cls)
         fields = {f.name for f in dataclasses.fields(cls)}

@@ -2,7 +2,14 @@
 from __future__ import annotations
 
 from spinn_export.bench.backends import (
-    CHECKPOINT_FORMAT, TORCH, Backend, BackendConfig, Source, TorchRunner, as_module, cuda_unavailable_reason,
+    CHECKPOINT_FORMAT,
+    TORCH,
+    Backend,
+    BackendConfig,
+    Source,
+    TorchRunner,
+    as_module,
+    cuda_unavailable_reason,
     torch_cpu_precisions,
 )
 

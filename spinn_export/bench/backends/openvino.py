@@ -26,7 +26,12 @@ from spinn_export.bench.backends import OPENVINO, Backend, BackendConfig, Runner
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 from spinn_export.export.formats.onnx_bf16 import (
-    TANH_FORMS, Compiled, compile_onnx, native_bf16_missing, openvino_missing, openvino_predict,
+    TANH_FORMS,
+    Compiled,
+    compile_onnx,
+    native_bf16_missing,
+    openvino_missing,
+    openvino_predict,
 )
 
 NAME = "openvino-cpu"

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from spinn_export.bench.backends import ONNXRUNTIME, Backend, BackendConfig, ProviderFallback, Runner, Source, require_path
+from spinn_export.bench.backends import (
+    ONNXRUNTIME,
+    Backend,
+    BackendConfig,
+    ProviderFallback,
+    Runner,
+    Source,
+    require_path,
+)
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 

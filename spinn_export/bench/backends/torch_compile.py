@@ -22,8 +22,16 @@ import numpy as np
 import torch
 
 from spinn_export.bench.backends import (
-    CHECKPOINT_FORMAT, TORCH, Backend, BackendConfig, RecompileDetected, Source, TorchRunner, as_module, torch_cpu_precisions,
+    CHECKPOINT_FORMAT,
+    TORCH,
+    Backend,
+    BackendConfig,
+    RecompileDetected,
+    Source,
+    TorchRunner,
+    as_module,
     cuda_unavailable_reason,
+    torch_cpu_precisions,
 )
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError

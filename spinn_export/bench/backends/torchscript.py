@@ -1,7 +1,15 @@
 """TorchScript: the exporter's traced and frozen archive (`.torchscript.pt`)."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import TORCH, Backend, BackendConfig, Source, TorchRunner, cuda_unavailable_reason, require_path
+from spinn_export.bench.backends import (
+    TORCH,
+    Backend,
+    BackendConfig,
+    Source,
+    TorchRunner,
+    cuda_unavailable_reason,
+    require_path,
+)
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]

@@ -17,8 +17,15 @@ import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.paired import sandwich_ratios
-from spinn_export.bench.plugin import (InterleavedCase, SuiteState, baseline_for, peak_memory_for, record_interleaved,
-                                       rounds_within_budget, runner_for)
+from spinn_export.bench.plugin import (
+    InterleavedCase,
+    SuiteState,
+    baseline_for,
+    peak_memory_for,
+    record_interleaved,
+    rounds_within_budget,
+    runner_for,
+)
 from spinn_export.bench.timing import time_block, warm_up
 
 MIN_ROUNDS = 20  # the speedup's CI is a bootstrap over rounds: fewer leave it wide at the largest batches

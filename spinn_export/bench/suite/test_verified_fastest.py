@@ -14,8 +14,15 @@ from typing import NoReturn
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.fastest import (REFERENCE_BACKEND, Candidate, NotMeasured, decide, finalists, measure_fastest,
-                                        verdict_for)
+from spinn_export.bench.fastest import (
+    REFERENCE_BACKEND,
+    Candidate,
+    NotMeasured,
+    decide,
+    finalists,
+    measure_fastest,
+    verdict_for,
+)
 from spinn_export.bench.paired import INTERLEAVED_METHOD, switches_runtime
 from spinn_export.bench.plugin import SuiteState, runner_for
 

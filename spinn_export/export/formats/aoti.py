@@ -12,7 +12,15 @@ from torch import nn
 
 from spinn_export.errors import require_file
 from spinn_export.export.formats import (
-    ARTIFACT_HINT, Format, Predict, Shape, compiler_missing, quiet, read_artifact, torch_predict, unreadable,
+    ARTIFACT_HINT,
+    Format,
+    Predict,
+    Shape,
+    compiler_missing,
+    quiet,
+    read_artifact,
+    torch_predict,
+    unreadable,
 )
 from spinn_export.export.formats.exported_program import exported
 from spinn_export.model.spec import MLPSpec

@@ -11,7 +11,15 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import (
-    Format, Predict, Shape, dynamic_batch, example_input, quiet, read_artifact, torch_predict, unreadable,
+    Format,
+    Predict,
+    Shape,
+    dynamic_batch,
+    example_input,
+    quiet,
+    read_artifact,
+    torch_predict,
+    unreadable,
 )
 from spinn_export.model.spec import MLPSpec
 

@@ -17,14 +17,23 @@ from torch import nn
 
 from spinn_export.errors import UserError, require_file
 from spinn_export.export.formats import (
-    ARTIFACT_HINT, INPUT_NAME, OUTPUT_NAME, Format, Predict, Shape, dynamic_batch, example_input, quiet, unreadable,
+    ARTIFACT_HINT,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    Format,
+    Predict,
+    Shape,
+    dynamic_batch,
+    example_input,
+    quiet,
+    unreadable,
 )
 from spinn_export.model.spec import MLPSpec
 
 if TYPE_CHECKING:  # onnxruntime is imported lazily: writing plain ONNX does not need it
     import onnxruntime as ort
 
-_ONNX_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, MLPSpec, str], bytes]]" = weakref.WeakKeyDictionary()
+_ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, MLPSpec, str], bytes]] = weakref.WeakKeyDictionary()
 
 
 def _fingerprint(model: nn.Module) -> str:
