@@ -36,7 +36,8 @@ ORT_GPU_PIN = "onnxruntime-gpu==1.31.1"
 BUILD_BACKEND = "setuptools"  # pip install --no-build-isolation builds the project with the environment's own
 DISTRIBUTIONS = (ORT_CPU, ORT_GPU, BUILD_BACKEND)  # the installed distributions the decisions look at
 PROJECT_INSTALL = ("--no-deps", "--no-build-isolation", "-e", str(ROOT))
-TORCH_PROBE = "import json, torch; print(json.dumps([torch.__version__, torch.version.cuda, torch.cuda.is_available()]))"
+TORCH_PROBE = ("import json, torch; "
+               "print(json.dumps([torch.__version__, torch.version.cuda, torch.cuda.is_available()]))")
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def probe() -> Environment:
         error = (child.stderr.strip().splitlines() or [f"exit status {child.returncode}"])[-1]
         return Environment(None, torch_error=error, installed=frozenset(installed))
     version, cuda, sees_gpu = json.loads(child.stdout.strip().splitlines()[-1])
-    return Environment(None, torch=version, torch_cuda=cuda, torch_sees_gpu=bool(sees_gpu), installed=frozenset(installed))
+    return Environment(None, torch=version, torch_cuda=cuda, torch_sees_gpu=bool(sees_gpu),
+                       installed=frozenset(installed))
 
 
 def carry_out(decision: Decision, env: dict[str, str]) -> int | None:
@@ -184,8 +186,8 @@ def carry_out(decision: Decision, env: dict[str, str]) -> int | None:
     for args in decision.pip:
         done = subprocess.run([sys.executable, "-m", "pip", "install", *args], env=env, check=False)
         if done.returncode != 0:
-            print(f"bench-cuda: pip install {' '.join(args)} failed (exit status {done.returncode}): see pip's message above",
-                  file=sys.stderr)
+            print(f"bench-cuda: pip install {' '.join(args)} failed (exit status {done.returncode}): "
+                  "see pip's message above", file=sys.stderr)
             return done.returncode
     return None
 

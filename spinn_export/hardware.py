@@ -25,7 +25,8 @@ def cpu_flags() -> frozenset[str]:
 
 
 def cpu_support(precision: str, flags: Iterable[str], capability: str) -> tuple[bool, tuple[str, ...], str | None]:
-    """(native, features found, reason it is not native) of a precision on a CPU with these flags and torch capability."""
+    """(native, features found, reason it is not native) of a precision on a CPU with these flags and torch
+    capability."""
     flags = set(flags)
     native = [f for f in CPU_NATIVE[precision] if f in flags]
     features = (*native, *(f for f in CPU_VECTOR if f in flags), f"torch {capability}")

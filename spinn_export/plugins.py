@@ -54,7 +54,8 @@ def discover(group: str, kind: type[T], name_of: Callable[[T], str]) -> Discover
         if not isinstance(plugin, kind):
             broken[point.name] = f"{point.value} is a {type(plugin).__name__}, not a {kind.__name__}"
         elif name_of(plugin) != point.name:
-            broken[point.name] = f"{point.value} is named {name_of(plugin)!r}, not {point.name!r} as its entry point says"
+            broken[point.name] = (f"{point.value} is named {name_of(plugin)!r}, not {point.name!r} as its entry "
+                                  "point says")
         else:
             loaded[point.name] = plugin
     return Discovered(loaded, broken)

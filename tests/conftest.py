@@ -24,7 +24,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
     """The real console entry point in a fresh interpreter, as a user runs it."""
     proc = subprocess.run(
         [sys.executable, "-m", "spinn_export", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=600, env=env,
+        capture_output=True, text=True, cwd=cwd, timeout=600, env=env, check=False,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 

@@ -91,7 +91,7 @@ def test_eager_runner_matches_and_a_wrong_model_fails_parity(model, small_spec):
     call = runner.prepare(sample_input(5, small_spec.in_features))
     assert call() is None
     other = build_model(small_spec).eval()
-    with pytest.raises(ParityError, match="eager: parity failed.*against eager PyTorch"):
+    with pytest.raises(ParityError, match=r"eager: parity failed.*against eager PyTorch"):
         check_parity(other, runner.infer, small_spec, "eager", FLOAT32)
 
 
@@ -176,7 +176,8 @@ def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
     refs = {ref.name: ref for ref in refs_from_manifest(tmp_path / "out")}
     assert set(refs) == {"dense", "dense-int8", "magnitude-masked", "magnitude-csr", "magnitude-masked-int8"}
     assert refs["dense-int8"].variant == Variant("dense", "int8") and refs["magnitude-csr"].variant.sparse
-    assert refs["magnitude-csr"].flops_per_sample < refs["magnitude-masked"].flops_per_sample == small_spec.flops_per_sample
+    assert (refs["magnitude-csr"].flops_per_sample < refs["magnitude-masked"].flops_per_sample
+            == small_spec.flops_per_sample)
     assert refs["dense-int8"].tolerance().rtol == 0.0 and refs["dense"].tolerance() == FLOAT32
     assert "eager" in refs["magnitude-csr"].unsupported_reason(backends()["ort-cpu"])
     assert "no onnx artifact" not in (refs["dense-int8"].unsupported_reason(backends()["ort-cpu"]) or "")
@@ -190,7 +191,8 @@ def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
 
 
 def test_backend_options_are_typed_and_validated_before_anything_loads():
-    options = parse_backend_options(["compile-cpu:mode=max-autotune", "ort-cuda:tf32=yes", "ort-cpu:graph_optimization=basic"])
+    options = parse_backend_options(["compile-cpu:mode=max-autotune", "ort-cuda:tf32=yes",
+                                     "ort-cpu:graph_optimization=basic"])
     assert options == {"compile-cpu": {"mode": "max-autotune"}, "ort-cuda": {"tf32": "yes"},
                        "ort-cpu": {"graph_optimization": "basic"}}
     assert backends()["compile-cpu"].make_config(options["compile-cpu"]).mode == "max-autotune"

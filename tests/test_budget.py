@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -80,7 +81,7 @@ def test_explicit_widths_and_baseline_relative_rounds():
     assert second.params_reduction == pytest.approx(targets[1].reduction, abs=0.002)
     steps = round_targets(SPINN_REFERENCE, Target.of_widths((128, 128, 128, 64)), 3, round_to=16)
     widths = [SPINN_REFERENCE.widths] + [t.widths for t in steps]
-    assert all(all(a >= b for a, b in zip(w0, w1)) for w0, w1 in zip(widths, widths[1:]))
+    assert all(all(a >= b for a, b in zip(w0, w1)) for w0, w1 in itertools.pairwise(widths))
     assert all(w % 16 == 0 for t in steps for w in t.widths)
 
 

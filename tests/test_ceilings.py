@@ -137,14 +137,16 @@ def test_the_paired_fraction_is_each_cycles_rate_over_the_gemms_rate() -> None:
 
     measured = measure_fraction(timed(0.040), 3e9, timed(0.010), 1e9, cycles=4, clock=lambda: now[0])
     assert (measured.cases_per_block, measured.gemms_per_block) == (1, 4)
-    assert measured.fraction == pytest.approx(0.75, rel=1e-2) and measured.ci_low <= measured.fraction <= measured.ci_high
+    assert (measured.fraction == pytest.approx(0.75, rel=1e-2)
+            and measured.ci_low <= measured.fraction <= measured.ci_high)
     assert measured.case_gflops == pytest.approx(75, rel=0.05) and measured.gemm_gflops == pytest.approx(100, rel=0.05)
 
 
 def test_the_ceiling_gemm_is_the_implementation_that_set_it() -> None:
     built = []
-    gemms = [Gemm(name, "cpu", "fp32", "onnxruntime", lambda size, threads, name=name: built.append((name, size, threads))
-                  or name) for name in ("slow", "fast")]
+    gemms = [Gemm(name, "cpu", "fp32", "onnxruntime",
+                  lambda size, threads, name=name: built.append((name, size, threads)) or name)
+             for name in ("slow", "fast")]
     ceiling = Ceiling(90.0, "best of 2: fast", True, (), measured=(("slow", 40.0), ("fast", 90.0)))
     gemm, call, flops = ceiling_gemm(ceiling, "cpu", "fp32", 2, gemms)
     assert gemm.name == call == "fast" and built == [("fast", machine.GEMM_SIZE["cpu"], 2)]
@@ -156,8 +158,10 @@ def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pi
     spinn = json.loads(pipeline.ort_json.read_text())["spinn"]
     [entry] = spinn["ceiling_fractions"]
     fp32 = spinn["ceilings"]["cpu"]["fp32"]
-    assert (entry["backend"], entry["variant"], entry["precision"], entry["device"]) == ("ort-cpu", "dense", "fp32", "cpu")
-    assert entry["batch"] == max(b["extra_info"]["batch"] for b in json.loads(pipeline.ort_json.read_text())["benchmarks"])
+    assert ((entry["backend"], entry["variant"], entry["precision"], entry["device"])
+            == ("ort-cpu", "dense", "fp32", "cpu"))
+    assert entry["batch"] == max(b["extra_info"]["batch"]
+                                 for b in json.loads(pipeline.ort_json.read_text())["benchmarks"])
     assert entry["ceiling_gemm"] == max(fp32["measured"], key=fp32["measured"].get)
     assert 0 < entry["ci_low"] <= entry["fraction"] <= entry["ci_high"] and entry["cycles"] >= 4
     assert entry["fraction"] == pytest.approx(entry["case_gflops"] / entry["gemm_gflops"], rel=0.5)  # medians vs cycles
@@ -228,4 +232,5 @@ def test_results_with_only_the_old_float32_ceiling_still_load(pipeline: Pipeline
     assert bench.loc[bench["precision"] == "int8-static", "ceiling_gflops"].isna().all()  # never fp32's for int8
     assert results.fastest.empty and "predates" in results.fastest_skipped["reason"].iloc[0]
     markdown = build_report([path], None, None, tmp_path / "old-report").markdown.read_text()
-    assert "The fastest verified deployment was not measured: the suite that wrote these results predates it." in markdown
+    assert ("The fastest verified deployment was not measured: the suite that wrote these results predates it."
+            in markdown)

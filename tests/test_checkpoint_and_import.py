@@ -59,7 +59,8 @@ def test_import_state_dict_infers_widths(tmp_path):
     torch.manual_seed(2)
     source = nn.Sequential(nn.Linear(18, 12), nn.ReLU(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
     torch.save(source.state_dict(), tmp_path / "sd.pt")
-    result = run_cli("import", str(tmp_path / "sd.pt"), "--activation", "relu", "--out", str(tmp_path / "m.safetensors"))
+    result = run_cli("import", str(tmp_path / "sd.pt"), "--activation", "relu",
+                     "--out", str(tmp_path / "m.safetensors"))
     assert result.returncode == 0, result.stderr
     loaded = load_checkpoint(tmp_path / "m.safetensors")
     assert loaded.spec == MLPSpec(18, (12, 6), 2, "relu")
@@ -87,7 +88,8 @@ def test_pickled_module_needs_trust_flag(tmp_path):
 
 def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
     torch.save(SeedStyleMLP(), tmp_path / "whole.pth")
-    result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(tmp_path / "m.safetensors"), cwd=tmp_path)
+    result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(tmp_path / "m.safetensors"),
+                     cwd=tmp_path)
     assert_clean_error(result, "importable")
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -107,7 +109,8 @@ def test_non_mlp_modules_are_refused_naming_the_layer(module, needle):
 @pytest.mark.parametrize("state,needle", [
     ({"conv.weight": torch.zeros(4, 1, 3), "conv.bias": torch.zeros(4)}, "'conv'"),
     ({"a.weight": torch.zeros(8, 18), "bn.running_mean": torch.zeros(8)}, "'bn'"),
-    ({"a.weight": torch.zeros(8, 18), "a.bias": torch.zeros(8), "b.weight": torch.zeros(2, 9), "b.bias": torch.zeros(2)}, "chain"),
+    ({"a.weight": torch.zeros(8, 18), "a.bias": torch.zeros(8),
+      "b.weight": torch.zeros(2, 9), "b.bias": torch.zeros(2)}, "chain"),
 ])
 def test_bad_state_dicts_are_refused_by_the_cli(tmp_path, state, needle):
     torch.save(state, tmp_path / "bad.pt")
@@ -139,7 +142,8 @@ def test_safetensors_without_spec(tmp_path):
 
 def test_missing_paths(tmp_path):
     assert_clean_error(run_cli("info", str(tmp_path / "nope.safetensors")), "no such file")
-    assert_clean_error(run_cli("import", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")), "no such file")
+    assert_clean_error(run_cli("import", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")),
+                       "no such file")
 
 
 def test_checkpoint_files_get_normal_permissions(small_checkpoint):

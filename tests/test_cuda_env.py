@@ -45,7 +45,8 @@ def test_the_script_on_this_gpu_less_machine_prints_the_skip_line_with_the_stand
     done = subprocess.run([sys.executable, "-I", "-S", str(REPO / "bench" / "cuda_env.py"), "--install-cuda", "-x"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == ["bench-cuda: skipped: no NVIDIA GPU on this machine (no /dev/nvidia0, no nvidia-smi)"]
+    assert done.stdout.splitlines() == ["bench-cuda: skipped: no NVIDIA GPU on this machine "
+                                        "(no /dev/nvidia0, no nvidia-smi)"]
     assert done.stderr == ""
 
 
@@ -79,7 +80,8 @@ def test_without_the_flag_nothing_but_the_project_is_ever_installed():
 def test_a_gpu_machine_whose_torch_cannot_run_cuda_is_refused_with_the_fix():
     cases = {
         EMPTY_GPU_VENV: "torch does not import here (ModuleNotFoundError: No module named 'torch'): use an environment",
-        Environment(None, torch="2.13.0+cpu", installed=frozenset({"setuptools"})): "torch 2.13.0+cpu here is a CPU build",
+        Environment(None, torch="2.13.0+cpu", installed=frozenset({"setuptools"})):
+            "torch 2.13.0+cpu here is a CPU build",
         Environment(None, torch="2.11.0", torch_cuda="13.0", installed=frozenset({"setuptools"})):
             "torch 2.11.0 (built for CUDA 13.0) sees no GPU: check that nvidia-smi lists one",
         Environment(None, torch="2.11.0", torch_cuda="13.0", torch_sees_gpu=True):

@@ -115,7 +115,7 @@ def test_compile_cuda_accepts_every_torch_compile_mode_and_its_runner_keeps_the_
     assert {"reduce-overhead", "max-autotune"} <= set(MODES)
     for mode in MODES:
         assert compile_cuda.make_config({"mode": mode}) == CompileConfig(mode=mode)
-    with pytest.raises(UserError, match="torch.compile mode 'cudagraphs' is not one of default, reduce-overhead"):
+    with pytest.raises(UserError, match=r"torch\.compile mode 'cudagraphs' is not one of default, reduce-overhead"):
         compile_cuda.make_config({"mode": "cudagraphs"})
     runner = compile_cuda.loader(model, 1, CompileConfig(mode="reduce-overhead"))
     assert isinstance(runner, CompiledRunner) and runner.device == "cuda" and runner.backend == "compile-cuda"

@@ -31,7 +31,8 @@ from spinn_export.report.writer import build_report, summary_table
 
 from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
 
-RECORDS = {"structured.int8.onnx": (True, -0.004), "magnitude.int8.onnx": (False, -0.03), "dense.int8.onnx": (None, None)}
+RECORDS = {"structured.int8.onnx": (True, -0.004), "magnitude.int8.onnx": (False, -0.03),
+           "dense.int8.onnx": (None, None)}
 
 
 @pytest.fixture
@@ -69,8 +70,10 @@ def test_low_precision_files_are_verified_only_by_the_manifests_budget_verdict(b
 def test_each_backends_fastest_verified_case_is_a_finalist() -> None:
     verified, over = Verdict(True, PARITY), Verdict(False, "outside the budget", -0.05)
     candidates = [Candidate("ort-cpu", "dense", 3.0, verified), Candidate("ort-cpu", "structured", 2.5, verified),
-                  Candidate("openvino-cpu", "structured", 2.0, verified), Candidate("ort-cpu", "structured-int8", 1.0, over),
-                  Candidate("eager-cpu", "magnitude-csr", 9.0, verified), Candidate("eager-cpu", "structured", 4.0, verified)]
+                  Candidate("openvino-cpu", "structured", 2.0, verified),
+                  Candidate("ort-cpu", "structured-int8", 1.0, over),
+                  Candidate("eager-cpu", "magnitude-csr", 9.0, verified),
+                  Candidate("eager-cpu", "structured", 4.0, verified)]
     assert finalists(candidates) == [candidates[2], candidates[1], candidates[5]]  # never the unverified int8
     assert finalists(candidates, count=1) == [candidates[2]]
     assert finalists([candidates[3]]) == []

@@ -1,5 +1,6 @@
 """Latency targets and --round-to auto: the solver, the table's cache, the end-to-end checks and the history, on a
 synthetic measurer (deterministic costs, no timing); one smoke test times real probes on eager-cpu."""
+import itertools
 import json
 import math
 
@@ -72,7 +73,7 @@ class SumTable:
     def latency(self, vectors):
         self.asked += 1
         dims = [(self.spec.in_features, *v) for v in vectors]
-        return [sum(self.cost(k, n) for k, n in zip(d[:-1], d[1:])) for d in dims]
+        return [sum(self.cost(k, n) for k, n in itertools.pairwise(d)) for d in dims]
 
 
 def test_latency_target_is_validated_and_described():

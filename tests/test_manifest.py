@@ -33,7 +33,8 @@ def test_round_trip(exported):
     manifest = read_manifest(exported)
     record = manifest.find("tiny", "torchscript")
     assert record is not None and record.widths == (8, 4) and record.variant == "dense" and record.opset is None
-    installed = importlib.util.find_spec("openvino") is not None  # it verifies onnx-bf16, so it is recorded where present
+    # it verifies onnx-bf16, so it is recorded where present
+    installed = importlib.util.find_spec("openvino") is not None
     assert set(manifest.versions) == {"torch", "onnx", "onnxruntime", "python"} | ({"openvino"} if installed else set())
     assert sorted(p.name for p in exported.iterdir()) == [MANIFEST_NAME, "tiny.safetensors", "tiny.torchscript.pt"]
 
@@ -108,6 +109,6 @@ def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(pipeline: 
         f"{str(tmp_path / 'report')!r})\n"
         "print(len(manifest.artifacts))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(proc.stdout.strip()) == 3 and (tmp_path / "report" / "report.html").is_file()

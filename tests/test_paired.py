@@ -18,6 +18,7 @@ from spinn_export.bench.paired import (
     abba,
     abba_blocks,
     equal_rounds,
+    interleaved_blocks,
     measure_in_processes,
     pooled_result,
     run_pairs,
@@ -156,6 +157,28 @@ def test_interleaved_rounds_in_fresh_processes():
     assert [len(r) for r in collected[("half", 1)]] == [9, 9]
     assert 1.3 < float(np.median(collected[("half", 1)])) < 3.0
     assert run_sandwiches({"not asked": (busy(0.0), busy(0.0))}, rounds={}) == {}
+
+
+def test_interleaved_blocks_put_every_block_between_two_anchor_blocks():
+    """The order the latency planner's probes rely on: anchor, then each other call's block once per round, then
+    the anchor again; each block makes its asked number of calls and reports seconds per call."""
+    events: list[str] = []
+    now = [0.0]
+
+    def call(name: str, seconds: float):
+        def run() -> None:
+            events.append(name)
+            now[0] += seconds
+        return run
+
+    anchor_times, other_times = interleaved_blocks(call("A", 0.004), [call("p", 0.001), call("q", 0.002)], rounds=2,
+                                                   counts=[1, 3, 2], clock=lambda: now[0])
+    assert "".join(events) == "A" + "pppqqA" * 2
+    assert anchor_times == pytest.approx([0.004] * 3)
+    assert other_times == [pytest.approx([0.001] * 2), pytest.approx([0.002] * 2)]
+    assert sandwich_ratios(anchor_times, other_times[1]) == pytest.approx([2.0, 2.0])
+    with pytest.raises(ValueError, match="one block size per call"):
+        interleaved_blocks(call("A", 0.001), [call("p", 0.001)], rounds=1, counts=[1])
 
 
 class _Ref:

@@ -55,7 +55,8 @@ def test_a_drifted_model_fails_float32_parity_in_one_line(onnx_pair):
         check_parity(drifted, load_artifact(path), SPEC, "m [onnx]", tolerance_for("fp32"))
     assert "\n" not in str(info.value)
     recorded = check_parity(drifted, load_artifact(path), SPEC, "m [int8]", tolerance_for("int8"))
-    assert recorded.passed and recorded.criterion == "recorded" and recorded.max_abs_error == pytest.approx(5e-4, rel=1e-2)
+    assert (recorded.passed and recorded.criterion == "recorded"
+            and recorded.max_abs_error == pytest.approx(5e-4, rel=1e-2))
     # a later run of a quantised model is held to twice the error recorded at export, on the same inputs
     bound = tolerance_for("int8", recorded.max_abs_error)
     assert bound.atol == pytest.approx(1e-3, rel=1e-2) and bound.rtol == 0.0

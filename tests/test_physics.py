@@ -99,7 +99,8 @@ def test_train_and_prune_cli_record_the_physics_and_its_residual_per_stage(probl
 
 
 def test_physics_weight_without_physics_is_refused(problem, tmp_path, capsys):
-    assert main(["train", *problem.data_arguments, "--physics-weight", "0.5", "--out", str(tmp_path / "m.safetensors")]) == 2
+    assert main(["train", *problem.data_arguments, "--physics-weight", "0.5",
+                 "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "give --physics" in capsys.readouterr().err
     assert not (tmp_path / "m.safetensors").exists()
 
@@ -160,8 +161,8 @@ def test_prune_checks_the_physics_on_the_checkpoint_before_writing(problem, tmp_
     torch.manual_seed(0)
     save_checkpoint(checkpoint, build_model(SMALL), SMALL, {"variant": "dense"})
     out = tmp_path / "pruned"
-    assert main(["prune", str(checkpoint), "--target", "0.5", *problem.data_arguments, "--physics", f"{broken}:residual",
-                 "--out", str(out)]) == 2
+    assert main(["prune", str(checkpoint), "--target", "0.5", *problem.data_arguments,
+                 "--physics", f"{broken}:residual", "--out", str(out)]) == 2
     assert "NaN" in capsys.readouterr().err and not out.exists()
 
 

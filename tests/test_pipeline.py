@@ -64,7 +64,8 @@ def test_stage_that_fails_leaves_no_record(tmp_path):
 def test_gate_policy_falls_back_when_the_project_policy_names_unmeasured_batches(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.spinn_export.gate]\nvariant = "structured"\nrules = [{backend = "ort-cpu", batch = 64, min_speedup = 2.0}]\n')
+        '[tool.spinn_export.gate]\nvariant = "structured"\n'
+        'rules = [{backend = "ort-cpu", batch = 64, min_speedup = 2.0}]\n')
     quick = resolve_policy(RunConfig(quick=True))
     assert [(r.backend, r.batch) for r in quick.rules] == [("ort-cpu", 8192)]
     full = resolve_policy(RunConfig())

@@ -67,9 +67,9 @@ def test_pruning_neurons_with_zero_incoming_weights_changes_output_only_by_round
     with torch.no_grad():
         for layer, keep, width in zip(layers, KEEP, SPEC.widths):
             layer.weight[_removed(keep, width)] = 0.0
-    spec, small = shrink(model, SPEC, KEEP, fold="bias")
+    _spec, small = shrink(model, SPEC, KEEP, fold="bias")
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
-    spec, small = shrink(model, SPEC, KEEP, fold="mean", calibration=torch.randn(512, 18))
+    _spec, small = shrink(model, SPEC, KEEP, fold="mean", calibration=torch.randn(512, 18))
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
 
 
@@ -151,7 +151,8 @@ def fitted():
     """A tiny model that fits a smooth map well (no physics, so it trains in a moment)."""
     x = torch.rand(1024, 18, generator=torch.Generator().manual_seed(0)) * 2 - 1
     y = torch.stack([x[:, :9].sum(1) / 3, torch.sin(x[:, 9:].sum(1) / 3)], dim=1)
-    data = Dataset("smooth", tuple(f"x{i}" for i in range(18)), ("a", "b"), x[:768], y[:768], x[768:], y[768:], x[768:], y[768:])
+    data = Dataset("smooth", tuple(f"x{i}" for i in range(18)), ("a", "b"), x[:768], y[:768], x[768:], y[768:],
+                   x[768:], y[768:])
     torch.manual_seed(0)
     model = build_model(SPEC)
     train(model, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)

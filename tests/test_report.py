@@ -30,7 +30,7 @@ def _csv(out: Path, name: str) -> pd.DataFrame:
 
 
 def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> None:
-    paths, out = full_report
+    paths, _out = full_report
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
                                             ("summary", "fastest", "runs", "comparison", "latency", "speedup", "memory",
                                              "ceilings", "ceiling_fractions", "gflops", "crosscheck", "skipped",
@@ -65,7 +65,8 @@ def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(ful
     assert table.loc["structured", "speedup"] == pytest.approx(abba.loc[("structured", 256), "speedup_median"])
     assert table.loc["structured", "speedup from"] == "abba"  # ABBA where measured, else the interleaved rounds
     rounds = paired[paired["method"] == "interleaved"]
-    assert table.loc["magnitude-masked", "speedup"] == pytest.approx(rounds.loc[("magnitude-masked", 256), "speedup_median"])
+    assert table.loc["magnitude-masked", "speedup"] == pytest.approx(rounds.loc[("magnitude-masked", 256),
+                                                                                "speedup_median"])
     assert table.loc["magnitude-masked", "speedup from"] == "interleaved"
     assert table.loc["dense", "val R²"] == pytest.approx(structured["val_r2"].iloc[0])
     assert table.loc["structured", "val R²"] == pytest.approx(structured["val_r2"].iloc[-1])
@@ -74,7 +75,8 @@ def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(ful
     assert table.loc["structured", "widths"] == structured["widths"].iloc[-1]
 
 
-def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_ceiling(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_ceiling(
+        full_report, pipeline: Pipeline) -> None:  # noqa: F811
     _, out = full_report
     speedup = _csv(out, "speedup")
     assert set(speedup["backend"]) == {"ort-cpu", "eager-cpu"} and len(speedup) == 8  # every (backend, batch, variant)
@@ -109,7 +111,8 @@ def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pi
         assert row["peak memory vs dense"] == pytest.approx(bench.loc[(backend, variant, 256), "peak_memory_bytes"]
                                                             / bench.loc[(backend, "dense", 256), "peak_memory_bytes"])
     row = summary.loc[("ort-cpu", "structured")]
-    assert row["file size vs dense"] == pytest.approx(manifest.loc["structured.onnx", "bytes"] / manifest.loc["dense.onnx", "bytes"])
+    assert row["file size vs dense"] == pytest.approx(manifest.loc["structured.onnx", "bytes"]
+                                                      / manifest.loc["dense.onnx", "bytes"])
     assert row["ΔR² vs dense"] == pytest.approx(structured["val_r2"].iloc[-1] - structured["val_r2"].iloc[0])
     assert "On ort-cpu at batch 256: " in markdown and f"structured runs {row['speedup']:.2f}×" in markdown
 
@@ -177,7 +180,8 @@ def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pi
     [structured] = [a for a in manifest["artifacts"] if a["file"] == "structured.onnx"]
     manifest["artifacts"].append(structured | {
         "file": "structured.int8.onnx", "format": "onnx-int8", "precision": "int8",
-        "accuracy": {"dataset": "stokes2d", "split": "val", "val_r2": 0.25, "val_r2_delta": -0.5, "residual_rms": None}})
+        "accuracy": {"dataset": "stokes2d", "split": "val", "val_r2": 0.25, "val_r2_delta": -0.5,
+                     "residual_rms": None}})
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
     build_report([results], tmp_path / "artifacts" / "manifest.json", [pipeline.structured_dir], tmp_path / "report")

@@ -126,7 +126,8 @@ def test_timeit_cross_checks_are_read_apart_from_the_latencies(bench_json: Path)
 def test_every_speedup_is_paired_abba_preferred_with_the_flop_ideal(pipeline: Pipeline) -> None:
     results = load_results([pipeline.ort_json])
     table = speedups(results).set_index(["variant", "batch"])
-    assert sorted(table.index) == [("magnitude-masked", 1), ("magnitude-masked", 256), ("structured", 1), ("structured", 256)]
+    assert sorted(table.index) == [("magnitude-masked", 1), ("magnitude-masked", 256),
+                                   ("structured", 1), ("structured", 256)]
     paired = results.paired.set_index(["variant", "batch", "method"])
     assert set(results.paired["method"]) == {"abba", "interleaved"}  # --spinn-paired=ort-cpu adds ABBA to the rounds
     for (variant, batch), row in table.iterrows():

@@ -28,9 +28,10 @@ def test_every_activation_builds(activation):
     assert sum(p.numel() for p in build_model(spec).parameters()) == spec.params
 
 
-@pytest.mark.parametrize("kwargs", [dict(activation="swish"), dict(widths=(0, 4)), dict(widths=()), dict(in_features=0)])
+@pytest.mark.parametrize("kwargs", [{"activation": "swish"}, {"widths": (0, 4)}, {"widths": ()},
+                                    {"in_features": 0}])
 def test_invalid_specs_are_user_errors(kwargs):
-    base = dict(in_features=3, widths=(4,), out_features=1, activation="tanh")
+    base = {"in_features": 3, "widths": (4,), "out_features": 1, "activation": "tanh"}
     with pytest.raises(UserError):
         MLPSpec(**{**base, **kwargs})
 

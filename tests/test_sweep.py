@@ -119,14 +119,14 @@ def test_the_report_gains_a_pareto_section_from_the_sweep(swept: Path, pipeline:
 
 
 def test_a_broken_sweep_directory_is_one_line(swept: Path, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no pareto.csv"):
+    with pytest.raises(UserError, match=r"no pareto\.csv"):
         load_sweep(tmp_path)
     (tmp_path / "pareto.csv").write_text(pd.read_csv(swept / "pareto.csv").drop(columns="speedup").to_csv(index=False))
     with pytest.raises(UserError, match="lacks the columns speedup; rerun spinn-export sweep"):
         load_sweep(tmp_path)
     (tmp_path / "pareto.csv").write_bytes((swept / "pareto.csv").read_bytes())
     (tmp_path / "sweep.json").write_text("{half")
-    with pytest.raises(UserError, match="sweep.json is not a sweep summary"):
+    with pytest.raises(UserError, match=r"sweep\.json is not a sweep summary"):
         load_sweep(tmp_path / "pareto.csv")
 
 
@@ -168,6 +168,7 @@ def _unavailable_backend() -> str | None:
     (["--targets", "0.5", "--backend", "UNAVAILABLE"], "is unavailable:"),
     (["--targets", "0.5", "--paired-cycles", "1"], "paired measurement needs"),
     (["--targets", "0.5", "--executor", "MISSING"], "pip install 'spinn-export[ray]'"),
+    (["--targets", "0.5", "--target-columns", ""], "--data needs both --inputs and --target-columns"),  # its name
 ])
 def test_bad_input_is_one_line_and_writes_nothing(flags: list[str], needle: str, tiny: tuple[Path, list[str]],
                                                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -245,6 +246,8 @@ def test_a_worker_rebuilds_the_data_and_physics_from_absolute_paths(tiny: tuple[
     source = DataSource.of("data.csv", "a,b,c,d", "y", "pde.py:residual", 0)
     assert (source.data, source.physics) == (str(tmp_path / "data.csv"), f"{tmp_path / 'pde.py'}:residual")
     assert DataSource.of(None, None, None, "my_module:residual", 0).physics == "my_module:residual"  # importable
+    # a path is made absolute whether or not the file exists, as load_physics decides (its error then names it)
+    assert DataSource.of(None, None, None, "lib/pde.py:residual", 0).physics == f"{tmp_path / 'lib/pde.py'}:residual"
     monkeypatch.chdir(tmp_path.parent)  # a worker's directory is its own
     dataset = source.load()
     assert dataset.input_names == ("a", "b", "c", "d") and dataset.physics is not None

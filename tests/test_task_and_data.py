@@ -31,7 +31,8 @@ def test_wrong_solution_has_large_residual():
 
 
 def test_builtin_dataset_is_deterministic_and_split():
-    a, b = builtin_dataset(seed=3, n_train=100, n_val=20, n_test=20), builtin_dataset(seed=3, n_train=100, n_val=20, n_test=20)
+    a, b = (builtin_dataset(seed=3, n_train=100, n_val=20, n_test=20),
+            builtin_dataset(seed=3, n_train=100, n_val=20, n_test=20))
     c = builtin_dataset(seed=4, n_train=100, n_val=20, n_test=20)
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
     assert (len(a.x_train), len(a.x_val), len(a.x_test)) == (100, 20, 20)
@@ -88,7 +89,8 @@ def test_nan_in_user_data_is_named_by_the_cli(tmp_path):
     frame.loc[7, "b"] = np.nan
     frame.to_csv(tmp_path / "d.csv", index=False)
     out = tmp_path / "m.safetensors"
-    result = run_cli("train", "--data", str(tmp_path / "d.csv"), "--inputs", "a,b", "--targets", "y", "--epochs", "1", "--out", str(out))
+    result = run_cli("train", "--data", str(tmp_path / "d.csv"), "--inputs", "a,b", "--targets", "y", "--epochs", "1",
+                     "--out", str(out))
     assert_clean_error(result, "'b'", "NaN")
     assert not out.exists()
 

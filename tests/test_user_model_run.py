@@ -53,7 +53,8 @@ def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     report = user_run.out / "report"
     assert (report / "report.html").stat().st_size > 0
     markdown = (report / "report.md").read_text()
-    assert "spinn-export run --model model.pt --activation silu" in markdown and "--physics physics.py:residual" in markdown
+    assert ("spinn-export run --model model.pt --activation silu" in markdown
+            and "--physics physics.py:residual" in markdown)
     assert sorted(p.name for p in user_run.folder.iterdir()) == ["data.csv", "model.pt", "out", "physics.py"]
 
 

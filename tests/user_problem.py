@@ -7,6 +7,7 @@ d(u0)/d(x0) = u1 and d(u2)/d(x3) = 1: the two residuals of PHYSICS.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,7 @@ def user_mlp(widths: tuple[int, ...] = WIDTHS) -> nn.Sequential:
     """The user's own network class: a SiLU MLP (not the SPINN: other widths, inputs, outputs and activation)."""
     dims = (len(INPUTS), *widths, len(TARGETS))
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(dims[:-1], dims[1:]):
+    for fan_in, fan_out in itertools.pairwise(dims):
         layers += [nn.Linear(fan_in, fan_out), nn.SiLU()]
     return nn.Sequential(*layers[:-1])
 

@@ -69,7 +69,8 @@ def verdict_for(ref: ModelRef, runtime_format: str) -> Verdict:
     delta = record.accuracy.get("val_r2_delta") if record.accuracy else None
     if record.within_budget is None:
         return Verdict(False, "no accuracy recorded at export (the checkpoint's data was unknown)" if delta is None else
-                       f"the manifest records ΔR² {delta:+.4f} but no budget verdict (it predates --max-r2-drop)", delta)
+                       f"the manifest records ΔR² {delta:+.4f} but no budget verdict "
+                       "(it predates --max-r2-drop)", delta)
     if not record.within_budget:
         return Verdict(False, f"validation R² change {delta:+.4f} is outside the export's budget", delta)
     return Verdict(True, BUDGET, delta)
@@ -140,7 +141,8 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
     """`config.cycles` A B B A cycles of dense on the reference backend (A) and the candidate (B); each cycle's ratio
     is time(A) / time(B). A block lasts about `config.block_seconds` of the slower call, sized on the median warm-up
     call (one call caught by a neighbour's burst must not shrink the blocks to a millisecond of noise).
-    `across_runtimes`: the candidate's backend runs on another runtime than the reference's (`paired.switches_runtime`)."""
+    `across_runtimes`: the candidate's backend runs on another runtime than the reference's
+    (`paired.switches_runtime`)."""
     slower = max(warm_up(call, clock=clock), warm_up(baseline_call, clock=clock))
     calls = max(1, round(config.block_seconds / max(slower, 1e-9)))
     blocks = abba_blocks(baseline_call, call, calls, config.cycles, clock, across_runtimes=across_runtimes)

@@ -112,7 +112,8 @@ def machine_info() -> dict[str, Any]:
 
 CUDA_NATIVE = {"fp32": (0, 0), "bf16": (8, 0), "int8": (7, 5)}  # compute capability of its tensor cores
 WITHOUT_NATIVE = {("cpu", "int8")}  # measured even without native support: vector kernels exist (see above)
-GEMM_SIZE = {"cpu": 1024, "cuda": 8192}  # square: at full rate on 2 CPU cores yet timed ~10x per method; a GPU needs more
+# square: at full rate on 2 CPU cores yet timed ~10x per method; a GPU needs more
+GEMM_SIZE = {"cpu": 1024, "cuda": 8192}
 METHOD_SECONDS = {"cpu": 0.4, "cuda": 0.25}  # per implementation: the CPU's 4-5 (6-7 with bf16) stay under ~4 s
 Ceilings = dict[str, dict[str, "Ceiling"]]  # device -> precision (fp32, bf16, int8) -> ceiling
 
@@ -276,11 +277,15 @@ class Gemm:
 GEMMS = (
     Gemm("torch.matmul", "cpu", "fp32", TORCH, functools.partial(_torch_gemm, "fp32", "cpu")),
     Gemm("onnxruntime MatMul", "cpu", "fp32", ONNXRUNTIME, functools.partial(_ort_gemm, "float"), _ort_missing),
-    Gemm("openvino MatMul f32", "cpu", "fp32", OPENVINO, functools.partial(_openvino_gemm, "float", "f32"), _openvino_missing),
+    Gemm("openvino MatMul f32", "cpu", "fp32", OPENVINO, functools.partial(_openvino_gemm, "float", "f32"),
+         _openvino_missing),
     Gemm("torch.matmul bf16", "cpu", "bf16", TORCH, functools.partial(_torch_gemm, "bf16", "cpu")),
-    Gemm("openvino MatMul bf16", "cpu", "bf16", OPENVINO, functools.partial(_openvino_gemm, "float", "bf16"), _openvino_missing),
-    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", ONNXRUNTIME, functools.partial(_ort_gemm, "integer"), _ort_missing),
-    Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", OPENVINO, functools.partial(_openvino_gemm, "qdq", "f32"), _openvino_missing),
+    Gemm("openvino MatMul bf16", "cpu", "bf16", OPENVINO, functools.partial(_openvino_gemm, "float", "bf16"),
+         _openvino_missing),
+    Gemm("onnxruntime MatMulInteger u8s8", "cpu", "int8", ONNXRUNTIME, functools.partial(_ort_gemm, "integer"),
+         _ort_missing),
+    Gemm("openvino MatMul int8 (QDQ)", "cpu", "int8", OPENVINO, functools.partial(_openvino_gemm, "qdq", "f32"),
+         _openvino_missing),
     Gemm("torch.matmul", "cuda", "fp32", TORCH, functools.partial(_torch_gemm, "fp32", "cuda")),
     Gemm("torch.matmul bf16", "cuda", "bf16", TORCH, functools.partial(_torch_gemm, "bf16", "cuda")),
     Gemm("torch._int_mm", "cuda", "int8", TORCH, functools.partial(_torch_gemm, "int8", "cuda")),
@@ -306,7 +311,8 @@ def measure_ceiling(device: str, precision: str, threads: int, gemms: Iterable[G
         why = gemm.missing()
         if why is None:
             try:
-                measured.append((gemm.name, best_gflops(gemm.build(size, threads), 2.0 * size**3, METHOD_SECONDS[device])))
+                rate = best_gflops(gemm.build(size, threads), 2.0 * size**3, METHOD_SECONDS[device])
+                measured.append((gemm.name, rate))
                 continue
             except Exception as exc:  # a library that cannot run this GEMM here: the others still give the ceiling
                 why = error_text(exc)

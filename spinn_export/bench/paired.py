@@ -146,7 +146,8 @@ def median_block_times(blocks: Blocks) -> tuple[float, float]:
             float(np.median([t for _, b1, b2, _ in blocks for t in (b1, b2)])))
 
 
-def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter) -> list[float]:
+def abba(call_a: Call, call_b: Call, calls_per_block: int, cycles: int,
+         clock: Clock = time.perf_counter) -> list[float]:
     """time(A) / time(B) for each A B B A cycle (`cycle_ratios`)."""
     return cycle_ratios(abba_blocks(call_a, call_b, calls_per_block, cycles, clock))
 
@@ -170,11 +171,13 @@ def equal_rounds(ratios_by_process: Sequence[Sequence[float]]) -> list[list[floa
             for ratios in ratios_by_process]
 
 
-def summarize(ratios_by_process: Sequence[Sequence[float]], bootstrap: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def summarize(ratios_by_process: Sequence[Sequence[float]], bootstrap: int = 2000,
+              seed: int = 0) -> tuple[float, float, float]:
     """Median of all ratios and a two-level (process, then cycle) percentile bootstrap 95 % CI."""
     ratios = np.asarray(ratios_by_process, dtype=np.float64)
     if ratios.ndim != 2 or ratios.size == 0 or not np.all(np.isfinite(ratios)) or np.any(ratios <= 0):
-        raise ValueError(f"ratios must be a non-empty (processes, cycles) array of positive numbers, got shape {ratios.shape}")
+        raise ValueError("ratios must be a non-empty (processes, cycles) array of positive numbers, "
+                         f"got shape {ratios.shape}")
     rng = np.random.default_rng(seed)
     processes, cycles = ratios.shape
     pick_process = rng.integers(processes, size=(bootstrap, processes, 1))
@@ -205,17 +208,31 @@ def pooled_result(backend: str, batch: int, baseline: ModelRef, candidate: Model
                         flop_ratio=baseline.flops_per_sample / candidate.flops_per_sample, method=INTERLEAVED_METHOD)
 
 
+def interleaved_blocks(anchor: Call, others: Sequence[Call], rounds: int, counts: Sequence[int] | None = None,
+                       clock: Clock = time.perf_counter) -> tuple[list[float], list[list[float]]]:
+    """Seconds per call: `rounds` rounds of one block of each of `others`, with the anchor's block before the
+    first round and after every round, so every block sits between two anchor blocks (`sandwich_ratios`).
+    `counts`: calls per block, the anchor's first (default one call each)."""
+    counts = list(counts) if counts is not None else [1] * (1 + len(others))
+    if len(counts) != 1 + len(others):
+        raise ValueError(f"need one block size per call (anchor first), got {len(counts)} for {1 + len(others)}")
+    anchor_times = [time_block(anchor, counts[0], clock)]
+    other_times: list[list[float]] = [[] for _ in others]
+    for _ in range(rounds):
+        for times, call, count in zip(other_times, others, counts[1:]):
+            times.append(time_block(call, count, clock))
+        anchor_times.append(time_block(anchor, counts[0], clock))
+    return anchor_times, other_times
+
+
 def sandwich(call_a: Call, call_b: Call, rounds: int, clock: Clock = time.perf_counter) -> list[float]:
     """`rounds` single calls of B, each between single calls of A: the latency matrix's rounds, as ratios."""
-    a_times = [time_block(call_a, 1, clock)]
-    b_times = []
-    for _ in range(rounds):
-        b_times.append(time_block(call_b, 1, clock))
-        a_times.append(time_block(call_a, 1, clock))
+    a_times, (b_times,) = interleaved_blocks(call_a, [call_b], rounds, clock=clock)
     return sandwich_ratios(a_times, b_times)
 
 
-def run_sandwiches(pairs: Pairs, rounds: dict[Hashable, int], clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:
+def run_sandwiches(pairs: Pairs, rounds: dict[Hashable, int],
+                   clock: Clock = time.perf_counter) -> dict[Hashable, list[float]]:
     """Interleaved rounds for every pair in this process, after warming both calls."""
     out: dict[Hashable, list[float]] = {}
     for key, (call_a, call_b) in pairs.items():
@@ -278,7 +295,8 @@ def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[Model
                     threads: int, config: PairedConfig = PairedConfig(),
                     backend_config: BackendConfig | None = None) -> list[PairedResult]:
     """Speedup of each candidate `ModelRef` over `baseline` on `backend` at each batch size."""
-    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads, backend_config)
+    make = functools.partial(_model_pairs, backend, baseline, tuple(candidates), tuple(batches), threads,
+                             backend_config)
     collected = measure_in_processes(make, functools.partial(run_pairs, config=config), config.processes)
     results = []
     for ref in candidates:
@@ -292,8 +310,8 @@ def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[Model
     return results
 
 
-def interleaved_ratios(backend: str, baseline: ModelRef, candidates: Sequence[ModelRef], rounds: dict[tuple[str, int], int],
-                       processes: int, threads: int,
+def interleaved_ratios(backend: str, baseline: ModelRef, candidates: Sequence[ModelRef],
+                       rounds: dict[tuple[str, int], int], processes: int, threads: int,
                        backend_config: BackendConfig | None = None) -> dict[tuple[str, int], list[list[float]]]:
     """Interleaved rounds of every (candidate name, batch) in `rounds` against `baseline`, in `processes` fresh
     processes: per process, {key: that many sandwich ratios}, to pool with the latency matrix's own."""

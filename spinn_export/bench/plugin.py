@@ -83,7 +83,8 @@ OPTIONS = (
                              "ones", "DIR"),
     SuiteOption("threads", "intra-op threads for every backend (default: physical cores)", "N", "int"),
     SuiteOption("backend-option", "a backend's own option, BACKEND:KEY=VALUE (e.g. compile-cpu:mode=max-autotune); "
-                                  "repeatable; `spinn-export backends` lists each backend's options", "B:K=V", "repeat"),
+                                  "repeatable; `spinn-export backends` lists each backend's options", "B:K=V",
+                "repeat"),
     SuiteOption("paired", "backends that also get the ABBA speedup in fresh processes, or 'none' (every case is "
                           "paired with dense in its own rounds anyway; default: ort-cpu/ort-cuda where benchmarked)",
                 "BACKENDS"),
@@ -93,8 +94,8 @@ OPTIONS = (
                                    "benchmarked variant)", "NAMES"),
     SuiteOption("paired-processes", f"fresh processes per paired measurement (default {PAIRED.processes}; quick "
                                     f"{QUICK_PAIRED.processes})", "N", "int"),
-    SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick {QUICK_PAIRED.cycles})",
-                "N", "int"),
+    SuiteOption("paired-cycles", f"ABBA cycles per process and batch (default {PAIRED.cycles}; quick "
+                                 f"{QUICK_PAIRED.cycles})", "N", "int"),
     SuiteOption("processes", "processes that time the --paired-variants' interleaved rounds with dense: the matrix's "
                              f"own plus N-1 fresh ones after it, pooled (default {INTERLEAVED_PROCESSES}; 1: the "
                              "matrix's only)",
@@ -242,7 +243,8 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
     options = parse_backend_options(values.get("spinn_backend_option"))
     unknown_backends = sorted(set(options) - set(registered()))
     if unknown_backends:
-        raise UserError(f"--backend-option names unknown backend {unknown_backends[0]!r}: choose from {', '.join(registered())}")
+        raise UserError(f"--backend-option names unknown backend {unknown_backends[0]!r}: "
+                        f"choose from {', '.join(registered())}")
     configs = {b.name: b.make_config(options.get(b.name)) for b in (*chosen, *paired_backends)}
     return SuiteSettings(
         backends=chosen, batches=batches, variants=variants, threads=threads, backend_configs=configs,
@@ -533,8 +535,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         write(f"{cases:4} case(s): {reason}")
     terminalreporter.section("spinn: fastest verified deployment vs dense float32 on ort-cpu")
     for r in state.fastest:
-        write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, {r.speedup_vs_dense_fp32:.2f}x "
-              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] ({r.verified_by})")
+        write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, "
+              f"{r.speedup_vs_dense_fp32:.2f}x [{r.ci_low:.2f}, {r.ci_high:.2f}] ({r.verified_by})")
     for skipped in state.fastest_skipped:
         write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")
     terminalreporter.section("spinn: paired speedups over dense")

@@ -187,8 +187,8 @@ def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
     refs: list[ModelRef] = []
     for model, records in by_model.items():
         first = records[0]
-        common = dict(model=model, directory=directory, checkpoint=first.checkpoint, params=first.params,
-                      widths=tuple(first.widths), in_features=first.in_features)
+        common = {"model": model, "directory": directory, "checkpoint": first.checkpoint, "params": first.params,
+                  "widths": tuple(first.widths), "in_features": first.in_features}
         for precision in dict.fromkeys(r.precision for r in records):
             same = [r for r in records if r.precision == precision and r.format in known]
             files = tuple((known[r.format].runtime_format, r.file) for r in same)
@@ -196,16 +196,19 @@ def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
                 files = ((CHECKPOINT_FORMAT, first.checkpoint), *files)
             elif not files:
                 continue
-            recorded = max((float(r.parity["max_abs_error"]) for r in same), default=None) if precision != FP32 else None
-            refs.append(ModelRef(Variant(first.variant, precision), files=files, nonzero_params=first.nonzero_params,
-                                 flops_per_sample=first.flops_per_sample, recorded_error=recorded, **common))
+            recorded = (max((float(r.parity["max_abs_error"]) for r in same), default=None)
+                        if precision != FP32 else None)
+            refs.append(ModelRef(Variant(first.variant, precision), files=files,
+                                 nonzero_params=first.nonzero_params, flops_per_sample=first.flops_per_sample,
+                                 recorded_error=recorded, **common))
             if first.variant == "magnitude" and precision == FP32:
                 biases = sum(first.widths) + first.out_features
                 csr_flops = 2 * (first.nonzero_params - biases) + biases
-                refs.append(ModelRef(Variant("magnitude", FP32, sparse=True), files=(), nonzero_params=first.nonzero_params,
-                                     flops_per_sample=csr_flops, **common))
+                refs.append(ModelRef(Variant("magnitude", FP32, sparse=True), files=(),
+                                     nonzero_params=first.nonzero_params, flops_per_sample=csr_flops, **common))
     counts = Counter(ref.name for ref in refs)
-    return [ref if counts[ref.name] == 1 else replace(ref, variant=replace(ref.variant, model=ref.model)) for ref in refs]
+    return [ref if counts[ref.name] == 1 else replace(ref, variant=replace(ref.variant, model=ref.model))
+            for ref in refs]
 
 
 def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: BackendConfig | None = None) -> Runner:

@@ -149,7 +149,8 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
     budget.add_argument("--target", type=fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
     budget.add_argument("--target-flops", type=fraction, metavar="R", help="fraction of FLOPs per sample to remove")
     budget.add_argument("--target-latency", type=fraction, metavar="R",
-                        help="fraction of dense's latency to keep, measured on --backend at --batch (0.4 = 2.5x faster)")
+                        help="fraction of dense's latency to keep, measured on --backend at --batch "
+                             "(0.4 = 2.5x faster)")
     budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
     parser.add_argument("--backend", metavar="NAME",
                         help=f"where --target-latency and --round-to {AUTO} measure (default {DEFAULT_BACKEND})")
@@ -207,7 +208,8 @@ def _require_writable_below(directory: Path, flag: str, target: Path) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if not existing.is_dir():
-        raise UserError(f"{flag} {target}: {existing} is a file, so no directory can be made there; choose another path")
+        raise UserError(f"{flag} {target}: {existing} is a file, so no directory can be made there; "
+                        "choose another path")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{flag} {target}: no permission to write in {existing}; choose another path")
 

@@ -30,8 +30,8 @@ def listing() -> list[dict[str, object]]:
             "options": {f.name: f.default for f in dataclasses.fields(backend.config)},
         })
     for name, reason in broken_backends().items():
-        rows.append({"name": name, "device": None, "format": None, "runtime": None, "precisions": [], "available": False,
-                     "reason": reason, "slow": False, "description": "", "options": {}})
+        rows.append({"name": name, "device": None, "format": None, "runtime": None, "precisions": [],
+                     "available": False, "reason": reason, "slow": False, "description": "", "options": {}})
     return sorted(rows, key=lambda row: str(row["name"]))
 
 

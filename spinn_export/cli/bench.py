@@ -40,7 +40,8 @@ def _check_output(path: Path, option: str, example: str) -> None:
     if path.is_dir():
         raise UserError(f"{option} {path} is a directory: give a file name such as {path / example}")
     if not path.parent.is_dir():
-        raise UserError(f"{option} {path}: the directory {path.parent} does not exist; create it or choose another path")
+        raise UserError(f"{option} {path}: the directory {path.parent} does not exist; "
+                        "create it or choose another path")
     if not os.access(path.parent, os.W_OK):
         raise UserError(f"{option} {path}: the directory {path.parent} is not writable; choose another path")
 
@@ -94,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         with atomic_path(args.json) as tmp:  # a failed run leaves no JSON, not even an empty one
             _run_suite([*words, f"--benchmark-json={tmp}"], "; no JSON was written", args.log)
     except OSError as exc:
-        raise UserError(f"--json {args.json}: cannot write there ({exc.strerror or exc}); choose another path") from None
+        raise UserError(f"--json {args.json}: cannot write there ({exc.strerror or exc}); "
+                        "choose another path") from None
     print(f"wrote {args.json}")
     return 0
 

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "to the baseline's. Flags override the policy file's [tool.spinn_export.gate] table.")
     parser.add_argument("results", help="a pytest-benchmark JSON file from the spinn-export benchmark suite")
     parser.add_argument("--baseline", help="an earlier results JSON to compare speedups with")
-    parser.add_argument("--policy", help=f"a TOML file with a [tool.spinn_export.gate] table (default ./{DEFAULT_POLICY})")
+    parser.add_argument("--policy",
+                        help=f"a TOML file with a [tool.spinn_export.gate] table (default ./{DEFAULT_POLICY})")
     parser.add_argument("--variant", help="the variant judged against dense (default: the policy's, else structured)")
     parser.add_argument("--min-speedup", action="append", metavar="BACKEND:BATCH:X", type=str,
                         help="a minimum speedup, e.g. ort-cpu:8192:1.5; repeatable; replaces the policy file's rules")
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if policy.max_drop is not None and args.baseline is None:
         print(f"max drop {policy.max_drop:g} not checked: no --baseline given")
     print(format_rows(outcome.rows))
-    verdict = "passed" if outcome.passed else f"FAILED: {int((outcome.rows['result'] != 'pass').sum())} rule(s) fall short"
+    verdict = ("passed" if outcome.passed
+               else f"FAILED: {int((outcome.rows['result'] != 'pass').sum())} rule(s) fall short")
     print(f"gate {verdict} ({policy.variant} vs dense)")
     return outcome.exit_code

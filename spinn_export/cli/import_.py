@@ -14,7 +14,8 @@ STAGE = 1
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("import", help="convert a PyTorch state_dict or module into a checkpoint")
     parser.add_argument("file", help="a .pt/.pth file: a state_dict, or a whole module with --trust-pickle")
-    parser.add_argument("--activation", choices=ACTIVATIONS, help="activation between layers (default: detected, else tanh)")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help="activation between layers (default: detected, else tanh)")
     parser.add_argument("--trust-pickle", action="store_true",
                         help="allow unpickling a whole module; this runs code from the file")
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")

@@ -46,10 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", choices=METHODS, default=DEFAULTS.method,
                         help="structured (remove neurons) or magnitude (unstructured L1 baseline, same non-zero count)")
     parser.add_argument("--rounds", type=positive_int, default=DEFAULTS.rounds,
-                        help=f"prune/fine-tune rounds whose reductions compound to the target (default {DEFAULTS.rounds})")
+                        help="prune/fine-tune rounds whose reductions compound to the target "
+                             f"(default {DEFAULTS.rounds})")
     parser.add_argument("--finetune-epochs", type=_non_negative_int, default=DEFAULTS.finetune.epochs,
-                        help=f"fine-tuning epochs after each round, data + physics loss (default {DEFAULTS.finetune.epochs})")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.finetune.lr, help=f"fine-tuning learning rate (default {DEFAULTS.finetune.lr})")
+                        help="fine-tuning epochs after each round, data + physics loss "
+                             f"(default {DEFAULTS.finetune.epochs})")
+    parser.add_argument("--lr", type=float, default=DEFAULTS.finetune.lr,
+                        help=f"fine-tuning learning rate (default {DEFAULTS.finetune.lr})")
     parser.add_argument("--importance", choices=CRITERIA, default=DEFAULTS.importance,
                         help="l1/l2: norm of a neuron's incoming and outgoing weights (-in/-out: one side only); "
                              "taylor: |activation x gradient| of the training loss; random: the control")
@@ -66,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--tolerance", type=float, default=None, metavar="DR2",
                         help="largest allowed drop in validation R2 versus the input model")
     parser.add_argument("--on-drop", choices=ON_DROP, default=DEFAULTS.on_drop,
-                        help="when a round exceeds --tolerance: record it only (default), stop, or roll it back and stop")
+                        help="when a round exceeds --tolerance: record it only (default), stop, "
+                             "or roll it back and stop")
     parser.add_argument("--physics-weight", type=float, default=None,
                         help="weight of the PDE residual in fine-tuning and Taylor scores (built-in task or --physics; "
                              f"default {DEFAULTS.finetune.physics_weight})")
@@ -86,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     output_dir(args.out)
     checkpoint = load_checkpoint(args.checkpoint)
     if checkpoint.variant == "magnitude":
-        raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; prune its dense original instead")
+        raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; "
+                        "prune its dense original instead")
     seed = args.seed if args.seed is not None else int(checkpoint.metadata.get("seed", "0"))
     dataset = dataset_of(args, seed)
     finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs, lr=args.lr,

@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("results", nargs="+", help="pytest-benchmark JSON files from the spinn-export benchmark suite")
     parser.add_argument("--manifest", help="DIR/manifest.json written by spinn-export export (artifact sizes)")
     parser.add_argument("--history", action="append", metavar="PRUNE_DIR",
-                        help="the --out DIR of spinn-export prune (accuracy per stage); repeat for structured and magnitude")
+                        help="the --out DIR of spinn-export prune (accuracy per stage); "
+                             "repeat for structured and magnitude")
     parser.add_argument("--sweep", metavar="DIR", help="the --out DIR of spinn-export sweep (adds the Pareto section)")
     parser.add_argument("--out", required=True, help="the report directory to write, e.g. reports/NAME")
     parser.set_defaults(func=run)

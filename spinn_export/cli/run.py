@@ -43,8 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_data_arguments(parser)
     add_budget_arguments(parser, required=False)
     parser.add_argument("--round-to", type=round_to, metavar="N|auto",
-                        help="every hidden width a multiple of N (default 32 for the built-in SPINN; none for --model), "
-                             "or auto: each layer's multiple read from latencies measured on --backend at --batch")
+                        help="every hidden width a multiple of N (default 32 for the built-in SPINN; "
+                             "none for --model), or auto: each layer's multiple read from latencies measured on "
+                             "--backend at --batch")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer epochs, formats, backends and batches")
     parser.add_argument("--out", type=Path, default=RunConfig.out, help="output directory (default %(default)s)")
     parser.add_argument("--policy", type=Path, help="gate policy TOML with [tool.spinn_export.gate] "

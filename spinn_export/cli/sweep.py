@@ -13,6 +13,7 @@ from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
 from spinn_export.prune.structured import METHODS
 
 STAGE = 8
+TARGET_COLUMNS_FLAG = "--target-columns"  # the data's target columns; --targets is the budget list here
 
 
 def _executor_help() -> str:
@@ -30,7 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "point, measure its paired speedup over dense on this machine (one measurement at a time), and "
                     "write DIR/pareto.csv and DIR/pareto.png.")
     parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense)")
-    add_data_arguments(parser, targets_flag="--target-columns")  # --targets is the budget list here
+    add_data_arguments(parser, targets_flag=TARGET_COLUMNS_FLAG)
     parser.set_defaults(seed=None)
     parser.add_argument("--targets", dest="budgets", required=True, metavar="LIST",
                         help="comma-separated targets: fractions of parameters to remove (0.3,0.5,0.685,0.8) and/or "
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         executor=args.executor, address=args.address, workers=args.workers,
         paired=PairedConfig(processes=args.paired_processes or processes, cycles=args.paired_cycles),
     )
-    data = DataSource.of(args.data, args.inputs, args.targets, args.physics, seed)
+    data = DataSource.of(args.data, args.inputs, args.targets, args.physics, seed, TARGET_COLUMNS_FLAG)
     sweep = run_sweep(args.checkpoint, data, config, out)
     front = sweep.front()
     print(f"Pareto front ({len(front)} of {len(sweep.points)} points), {config.backend} batch {config.batch}:")

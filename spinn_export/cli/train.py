@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
     parser.add_argument("--physics-weight", type=float, default=None,
-                        help=f"weight of the PDE residual loss (built-in task or --physics; default {DEFAULTS.physics_weight})")
+                        help="weight of the PDE residual loss (built-in task or --physics; "
+                             f"default {DEFAULTS.physics_weight})")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
     parser.set_defaults(func=run)

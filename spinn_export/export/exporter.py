@@ -11,6 +11,7 @@ for every checkpoint before anything is written.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import platform
@@ -43,10 +44,8 @@ def versions() -> dict[str, str]:
 
     found = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
              "python": platform.python_version()}
-    try:
+    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
         found["openvino"] = importlib.metadata.version("openvino")
-    except importlib.metadata.PackageNotFoundError:
-        pass
     return found
 
 
@@ -65,7 +64,8 @@ class CheckpointData:
     calibration_record: dict[str, Any] | None = None
 
 
-def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format], data: Dataset | None) -> CheckpointData:
+def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format],
+                    data: Dataset | None) -> CheckpointData:
     """Resolve and check the data for `checkpoint`'s formats (called for every checkpoint before anything is written).
 
     Calibration uses the training inputs of the data given, else of the built-in task the checkpoint names;
@@ -157,11 +157,13 @@ def export_checkpoints(
     names = [p.name.removesuffix(".safetensors") if p.name.endswith(".safetensors") else p.stem for p in sources]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise UserError(f"two checkpoints are both named {duplicates[0]!r}; artifacts are named by file stem: rename one")
+        raise UserError(f"two checkpoints are both named {duplicates[0]!r}; "
+                        "artifacts are named by file stem: rename one")
     checkpoints = [load_checkpoint(p) for p in sources]  # every input is validated before anything is written
     for path, checkpoint in zip(sources, checkpoints):
         if checkpoint.variant not in ROLES:
-            raise UserError(f"{path}: unknown variant {checkpoint.variant!r} in metadata; expected one of {', '.join(ROLES)}")
+            raise UserError(f"{path}: unknown variant {checkpoint.variant!r} in metadata; "
+                            f"expected one of {', '.join(ROLES)}")
     prepared = [checkpoint_data(checkpoint, name, formats, data) for name, checkpoint in zip(names, checkpoints)]
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous(out_dir)

@@ -90,18 +90,21 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("schema") != SCHEMA:
-            raise UserError(f"{path}: manifest schema {data.get('schema')!r} is not {SCHEMA}; re-run `spinn-export export`")
+            raise UserError(f"{path}: manifest schema {data.get('schema')!r} is not {SCHEMA}; "
+                            "re-run `spinn-export export`")
         manifest = Manifest(versions=dict(data["versions"]),
                             artifacts=tuple(ArtifactRecord.from_dict(a) for a in data["artifacts"]))
     except UserError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); re-run `spinn-export export`") from None
+        raise UserError(f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); "
+                        "re-run `spinn-export export`") from None
     if verify:
         expected = {r.file: r.sha256 for r in manifest.artifacts} | {r.checkpoint: r.checkpoint_sha256
                                                                       for r in manifest.artifacts}
         for name, digest in sorted(expected.items()):
             file = directory / name
             if not file.is_file() or sha256_of(file) != digest:
-                raise UserError(f"{file}: missing or changed since export (sha256 mismatch); re-run `spinn-export export`")
+                raise UserError(f"{file}: missing or changed since export (sha256 mismatch); "
+                                "re-run `spinn-export export`")
     return manifest

@@ -27,7 +27,8 @@ def _state_dict_from(obj: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def import_model(path: str | Path, activation: str | None = None, trust_pickle: bool = False) -> tuple[MLPSpec, nn.Sequential]:
+def import_model(path: str | Path, activation: str | None = None,
+                 trust_pickle: bool = False) -> tuple[MLPSpec, nn.Sequential]:
     """Safe by default: only `weights_only` loading, unless the user vouches for the file."""
     path = require_file(path, "file", "check the path")
     if path.suffix == ".safetensors":
@@ -58,7 +59,8 @@ def import_model(path: str | Path, activation: str | None = None, trust_pickle: 
             ) from None
         obj = _load_trusted(path)
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise UserError(f"{path}: not a readable PyTorch file ({first_line(exc)}); it may be truncated or corrupt") from None
+        raise UserError(f"{path}: not a readable PyTorch file ({first_line(exc)}); "
+                        "it may be truncated or corrupt") from None
     if isinstance(obj, nn.Module):
         return mlp_from_module(obj, activation)
     state = _state_dict_from(obj)

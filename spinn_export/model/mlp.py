@@ -1,6 +1,7 @@
 """Build plain MLPs from a spec, and recover a spec from a module or a state_dict (refusing non-MLPs)."""
 from __future__ import annotations
 
+import itertools
 import operator
 from collections.abc import Mapping
 
@@ -133,7 +134,8 @@ def mlp_from_module(module: nn.Module, activation: str | None = None) -> tuple[M
             raise UserError(f"{_describe(node, modules)} reads a raw parameter; only nn.Linear layers are supported")
         inputs = list(node.all_input_nodes)
         if inputs != [previous]:
-            raise UserError(f"the model is not a plain MLP: {_describe(node, modules)} does not simply follow the previous layer")
+            raise UserError(f"the model is not a plain MLP: {_describe(node, modules)} does not simply follow the "
+                            "previous layer")
         if node.op == "call_module" and isinstance(modules[str(node.target)], nn.Linear):
             linears.append(modules[str(node.target)])
         elif (act := _activation_of_node(node, modules)) is not None:
@@ -170,7 +172,8 @@ def mlp_from_state_dict(state: Mapping[str, torch.Tensor], activation: str = "ta
         if leaf == "weight":
             if tensor.dim() != 2:
                 raise UserError(
-                    f"layer {prefix!r} has a {tensor.dim()}-D weight {tuple(tensor.shape)} (convolution or embedding?); "
+                    f"layer {prefix!r} has a {tensor.dim()}-D weight {tuple(tensor.shape)} "
+                    "(convolution or embedding?); "
                     "only nn.Linear layers are supported"
                 )
             weights.append((prefix, tensor))
@@ -180,7 +183,7 @@ def mlp_from_state_dict(state: Mapping[str, torch.Tensor], activation: str = "ta
             raise UserError(f"state_dict entry {key!r} is not a Linear weight or bias; only plain MLPs are supported")
     if len(weights) < 2:
         raise UserError(f"found {len(weights)} Linear layer(s); a prunable MLP needs at least two")
-    for (prev_name, prev), (name, weight) in zip(weights, weights[1:]):
+    for (prev_name, prev), (name, weight) in itertools.pairwise(weights):
         if weight.shape[1] != prev.shape[0]:
             raise UserError(
                 f"layer {name!r} takes {weight.shape[1]} inputs but the previous layer {prev_name!r} "

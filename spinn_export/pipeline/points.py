@@ -21,8 +21,8 @@ from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import PruneConfig, prune
-from spinn_export.task.data import Dataset, resolve_dataset
-from spinn_export.task.physics import load_physics
+from spinn_export.task.data import TARGETS_FLAG, Dataset, resolve_dataset
+from spinn_export.task.physics import absolute_physics, load_physics
 
 LATENCY = "lat:"
 EXAMPLE = "fractions of parameters to remove such as 0.3,0.5,0.685,0.8, or latency budgets such as lat:0.4"
@@ -86,20 +86,19 @@ class DataSource:
     targets: str | None = None
     physics: str | None = None
     seed: int = 0
+    targets_flag: str = TARGETS_FLAG
 
     @classmethod
     def of(cls, data: str | None, inputs: str | None, targets: str | None, physics: str | None,
-           seed: int) -> DataSource:
-        """The CLI's data flags, with a data file and a physics PATH.py made absolute."""
-        if physics is not None:
-            where, _, function = physics.rpartition(":")
-            if where and Path(where).is_file():
-                physics = f"{Path(where).resolve()}:{function}"
-        return cls(None if data is None else str(Path(data).resolve()), inputs, targets, physics, seed)
+           seed: int, targets_flag: str = TARGETS_FLAG) -> DataSource:
+        """The CLI's data flags, with a data file and a physics PATH.py made absolute (`targets_flag`: the flag
+        that named the target columns, for messages)."""
+        return cls(None if data is None else str(Path(data).resolve()), inputs, targets,
+                   None if physics is None else absolute_physics(physics), seed, targets_flag)
 
     def load(self) -> Dataset:
         physics = None if self.physics is None else load_physics(self.physics)
-        return resolve_dataset(self.data, self.inputs, self.targets, self.seed, physics)
+        return resolve_dataset(self.data, self.inputs, self.targets, self.seed, physics, self.targets_flag)
 
 
 @functools.lru_cache(maxsize=2)

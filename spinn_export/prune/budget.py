@@ -103,7 +103,8 @@ class Target:
         if self.kind == "widths":
             return {"kind": "widths", "widths": list(self.widths or ())}
         if self.kind == "latency":
-            return {"kind": "latency", "latency_ratio": self.latency_ratio, "backend": self.backend, "batch": self.batch}
+            return {"kind": "latency", "latency_ratio": self.latency_ratio, "backend": self.backend,
+                    "batch": self.batch}
         return {"kind": self.kind, "reduction": self.reduction}
 
     def describe(self) -> str:
@@ -214,12 +215,15 @@ def lowest_widths(spec: MLPSpec, min_width: int, round_to: RoundTo) -> list[int]
 
 def _explicit(spec: MLPSpec, widths: tuple[int, ...], min_width: int, steps: tuple[int, ...]) -> tuple[int, ...]:
     if len(widths) != len(spec.widths):
-        raise UserError(f"--widths gives {len(widths)} hidden widths but the model has {len(spec.widths)} hidden layers")
+        raise UserError(f"--widths gives {len(widths)} hidden widths but the model has "
+                        f"{len(spec.widths)} hidden layers")
     for index, (want, have, step) in enumerate(zip(widths, spec.widths, steps)):
         if want > have:
-            raise UserError(f"--widths asks hidden layer {index} for {want} neurons but it has only {have}; pruning cannot grow a layer")
+            raise UserError(f"--widths asks hidden layer {index} for {want} neurons but it has only {have}; "
+                            "pruning cannot grow a layer")
         if want < min_width:
-            raise UserError(f"--widths takes hidden layer {index} to {want} neurons, below the minimum width {min_width}")
+            raise UserError(f"--widths takes hidden layer {index} to {want} neurons, "
+                            f"below the minimum width {min_width}")
         if want % step:
             raise UserError(f"--round-to {step} cannot be met: --widths gives hidden layer {index} {want} neurons")
     return widths
@@ -250,7 +254,8 @@ def plan_widths(
     if min_width < 1:
         raise UserError(f"--min-width must be at least 1, got {min_width}")
     steps = layer_steps(spec, round_to)
-    if (baseline.in_features, len(baseline.widths), baseline.out_features) != (spec.in_features, len(spec.widths), spec.out_features):
+    if ((baseline.in_features, len(baseline.widths), baseline.out_features)
+            != (spec.in_features, len(spec.widths), spec.out_features)):
         raise ValueError(f"baseline {baseline.to_dict()} is not an ancestor of {spec.to_dict()}")
 
     def make(widths: Sequence[int], value: int | None) -> PrunePlan:
@@ -376,7 +381,7 @@ def round_targets(baseline: MLPSpec, target: Target, rounds: int, round_to: Roun
         raise ValueError("plan a latency target into widths first (prune.latency.plan_latency)")
     if target.kind != "widths":
         keep = 1.0 - float(target.reduction or 0)
-        return tuple(Target(target.kind, reduction=1.0 - keep ** (j / rounds)) for j in range(1, rounds)) + (target,)
+        return (*(Target(target.kind, reduction=1.0 - keep ** (j / rounds)) for j in range(1, rounds)), target)
     final = target.widths or ()
     steps = layer_steps(baseline, round_to)
     rounded = []

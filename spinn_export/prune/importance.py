@@ -14,6 +14,8 @@ neuron of a wide layer must earn its larger cost.  Criteria:
 """
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -57,7 +59,7 @@ def _norm_scores(layers: list[nn.Linear], criterion: str) -> list[torch.Tensor]:
     norm, _, side = criterion.partition("-")
     p = 1 if norm == "l1" else 2
     scores = []
-    for incoming, outgoing in zip(layers[:-1], layers[1:]):
+    for incoming, outgoing in itertools.pairwise(layers):
         parts = []
         if side in ("", "in"):
             parts.append(incoming.weight.detach().abs().pow(p).sum(dim=1))
@@ -104,7 +106,7 @@ def _taylor_scores(
             loss = loss + physics_weight * dataset.physics.mean_square(gated, points)
         grads = torch.autograd.grad(loss, gates)
         for total, grad in zip(totals, grads):
-            total += grad.abs()
+            total.add_(grad.abs())  # in place, as += on a tensor: accumulates into totals
     model.train(was_training)
     return [total / batches for total in totals]
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -215,7 +216,7 @@ class LatencyLookup:
 
     def shapes(self, widths: Sequence[int]) -> list[Shape]:
         dims = (self.spec.in_features, *widths)
-        return list(zip(dims[:-1], dims[1:]))
+        return list(itertools.pairwise(dims))
 
     def latency(self, vectors: Sequence[Sequence[int]]) -> list[float]:
         wanted = dict.fromkeys(shape for vector in vectors for shape in self.shapes(vector))
@@ -267,12 +268,13 @@ _ANCHORS: dict[tuple[str, Path, int], tuple[Any, Callable[[], object]]] = {}  # 
 
 def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], batch: int,
                  threads: int) -> tuple[list[float], list[list[float]]]:
-    """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block, with the anchor's
-    block before the first round and after every round; blocks are sized by `bench.timing.calibrate`, whose calls,
-    after the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
+    """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block between the
+    anchor's (`bench.paired.interleaved_blocks`); blocks are sized by `bench.timing.calibrate`, whose calls, after
+    the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
     life (one plan), as it is in every chunk."""
     from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.timing import calibrate, fix_threads, time_block
+    from spinn_export.bench.paired import interleaved_blocks
+    from spinn_export.bench.timing import calibrate, fix_threads
     from spinn_export.bench.variants import open_runner
 
     fix_threads(threads)
@@ -285,15 +287,10 @@ def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], b
     with contextlib.ExitStack() as guard:
         for runner in (anchor_runner, *runners):
             guard.enter_context(runner.guard())
-        calls = [anchor_call, *(runner.prepare(sample_input(batch, ref.in_features)) for runner, ref in zip(runners, probes))]
+        calls = [anchor_call, *(runner.prepare(sample_input(batch, ref.in_features))
+                                for runner, ref in zip(runners, probes))]
         counts = [calibrate(call, BLOCK_SECONDS) for call in calls]
-        anchor_times = [time_block(calls[0], counts[0])]
-        probe_times: list[list[float]] = [[] for _ in probes]
-        for _ in range(ROUNDS):
-            for times, call, count in zip(probe_times, calls[1:], counts[1:]):
-                times.append(time_block(call, count))
-            anchor_times.append(time_block(calls[0], counts[0]))
-    return anchor_times, probe_times
+        return interleaved_blocks(calls[0], calls[1:], ROUNDS, counts)
 
 
 class BackendMeasurer:
@@ -461,7 +458,8 @@ class Check:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Check:
-        return cls(float(data["goal"]), tuple(data["widths"]), float(data["estimate"]), Ratio.from_dict(data["measured"]))
+        return cls(float(data["goal"]), tuple(data["widths"]), float(data["estimate"]),
+                   Ratio.from_dict(data["measured"]))
 
 
 @dataclass(frozen=True)
@@ -568,7 +566,7 @@ def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
     (the usual fixed choice), never to a wasteful finer one.
     """
     fitting = _fitting(width)
-    for multiple, coarser in zip(fitting, fitting[1:]):
+    for multiple, coarser in itertools.pairwise(fitting):
         above = {n: -(-n // coarser) * coarser for n in costs if n % multiple == 0 and n % coarser}
         pairs = [(n, up) for n, up in above.items() if up in costs]
         if pairs and sum(costs[n] < costs[up] for n, up in pairs) >= AUTO_AGREEMENT * len(pairs):

@@ -184,7 +184,8 @@ class PruneConfig:
             raise UserError(f"--tolerance must be a non-negative R2 drop like 0.01, got {self.tolerance}")
         if self.on_drop != "record" and self.tolerance is None:
             raise UserError(f"--on-drop {self.on_drop} needs --tolerance (the largest allowed drop in validation R2)")
-        if not (self.round_to is None or self.round_to == AUTO or (isinstance(self.round_to, int) and self.round_to >= 1)):
+        if not (self.round_to is None or self.round_to == AUTO
+                or (isinstance(self.round_to, int) and self.round_to >= 1)):
             raise UserError(f"--round-to must be a positive integer or {AUTO}, got {self.round_to!r}")
         if self.round_to == AUTO and self.target.kind == "widths":
             raise UserError(f"--round-to {AUTO} chooses the widths' multiples, but --widths gives the widths; drop one")
@@ -263,7 +264,8 @@ class PruneResult:
         target = {**self.config.target.to_dict(), "target_value": self.plan.target_value,
                   "planned_widths": list(self.plan.widths), "nonzero_params": self.target_nonzero}
         if self.config.round_to == AUTO:
-            target["round_to"] = list(self.plan.round_to) if isinstance(self.plan.round_to, tuple) else self.plan.round_to
+            target["round_to"] = (list(self.plan.round_to) if isinstance(self.plan.round_to, tuple)
+                                  else self.plan.round_to)
         if self.latency is not None:
             target["latency"] = self.latency.to_dict()
         latency = {}
@@ -327,7 +329,8 @@ def prune(
     baseline = spec
     model = original = copy.deepcopy(model).cpu()
     generator = torch.Generator().manual_seed(config.seed)
-    calibration = dataset.x_train[torch.randperm(len(dataset.x_train), generator=generator)[: config.calibration_samples]]
+    calibration = dataset.x_train[torch.randperm(len(dataset.x_train),
+                                                 generator=generator)[: config.calibration_samples]]
 
     def scores_of(m: nn.Module, s: MLPSpec, round_index: int) -> tuple[torch.Tensor, ...]:
         return neuron_scores(m, s, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
@@ -340,8 +343,10 @@ def prune(
     stages = [_record(0, model, spec, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
     start_nonzero, target_nonzero = stages[0].nonzero_params, plan.params
     if config.method == "magnitude" and target_nonzero >= start_nonzero:
-        raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, not more than the target {target_nonzero:,}")
-    targets = round_targets(baseline, Target.of_widths(plan.widths) if latency else config.target, config.rounds, round_to)
+        raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, "
+                        f"not more than the target {target_nonzero:,}")
+    targets = round_targets(baseline, Target.of_widths(plan.widths) if latency else config.target, config.rounds,
+                            round_to)
     stopped: str | None = None
     bar = progress_lines(targets, desc=f"{config.method} prune", unit="round", enabled=progress)
     for index, target in enumerate(bar, start=1):
@@ -351,7 +356,8 @@ def prune(
             scores = scores_of(model, spec, index)
             step = plan_widths(spec, target, mode=config.mode, scores=scores, min_width=config.min_width,
                                round_to=round_to, baseline=baseline)
-            spec, model = structured_prune_once(model, spec, step, scores=scores, fold=config.fold, calibration=calibration)
+            spec, model = structured_prune_once(model, spec, step, scores=scores, fold=config.fold,
+                                                calibration=calibration)
             frozen: contextlib.AbstractContextManager = contextlib.nullcontext()
         else:
             fraction = index / config.rounds
@@ -380,8 +386,8 @@ def prune(
     if latency is not None and config.method == "structured":
         with _measuring(config, measurer) as active:
             achieved = active.ratio((baseline, original), (spec, model), final=True)  # type: ignore[union-attr]
-    result = PruneResult(config, plan, target_nonzero, tuple(stages), spec, model, stopped, time.perf_counter() - started,
-                         latency, achieved)
+    result = PruneResult(config, plan, target_nonzero, tuple(stages), spec, model, stopped,
+                         time.perf_counter() - started, latency, achieved)
     final = result.final
     save_checkpoint(out_dir / f"{config.method}.safetensors", model, spec,
                     {**metadata, "variant": config.method, "stage": str(final.stage), "val_r2": f"{final.val_r2:.6f}"})
@@ -408,7 +414,8 @@ def _plan(config: PruneConfig, baseline: MLPSpec, scores: Sequence[torch.Tensor]
                                              min_width=config.min_width, round_to=config.round_to), None  # type: ignore[arg-type]
     lookup = LatencyLookup(measurer, baseline)
     common: dict[str, Any] = {"mode": config.mode, "scores": scores, "min_width": config.min_width}
-    round_to: RoundTo = auto_round_to(lookup, baseline, config.target, **common) if config.round_to == AUTO else config.round_to  # type: ignore[assignment]
+    round_to: RoundTo = (auto_round_to(lookup, baseline, config.target, **common)  # type: ignore[assignment]
+                         if config.round_to == AUTO else config.round_to)
     latency = None
     if config.target.kind == "latency":
         latency = plan_latency(lookup, baseline, config.target, round_to=round_to,

@@ -110,14 +110,15 @@ def load_policy(path: str | os.PathLike[str]) -> GatePolicy | None:
 def _require(frame: pd.DataFrame, backend: str, batch: int, variant: str, what: str) -> pd.Series:
     """The one speedup row for this backend and batch, or exit 2 naming what is missing."""
     if frame.empty:
-        raise UserError(f"{what} holds no paired speedup over dense: benchmark dense and {variant} on the same backends "
-                        "with the current suite (spinn-export bench)")
+        raise UserError(f"{what} holds no paired speedup over dense: benchmark dense and {variant} on the same "
+                        "backends with the current suite (spinn-export bench)")
     if backend not in set(frame["backend"]):
         raise UserError(f"backend {backend} is not in {what} (it has {', '.join(sorted(set(frame['backend'])))}): "
                         "benchmark it or change the gate policy")
     on_backend = frame[frame["backend"] == backend]
     if batch not in set(on_backend["batch"]):
-        raise UserError(f"batch {batch} on {backend} is not in {what} (it has {', '.join(map(str, sorted(set(on_backend['batch']))))}): "
+        raise UserError(f"batch {batch} on {backend} is not in {what} "
+                        f"(it has {', '.join(map(str, sorted(set(on_backend['batch']))))}): "
                         "benchmark it or change the gate policy")
     rows = on_backend[(on_backend["batch"] == batch) & (on_backend["variant"] == variant)]
     if rows.empty:

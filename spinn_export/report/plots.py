@@ -33,7 +33,8 @@ def _color(name: str, names: Sequence[str]) -> str:
         return ROLE_COLORS[name]
     variant = parse_variant(name)
     if variant is not None:
-        return SPARSE_COLOR if variant.sparse else (QUANTISED_COLORS if variant.quantised else ROLE_COLORS)[variant.role]
+        return (SPARSE_COLOR if variant.sparse
+                else (QUANTISED_COLORS if variant.quantised else ROLE_COLORS)[variant.role])
     extra = [n for n in names if n not in ROLE_COLORS and parse_variant(n) is None]
     return OTHER_COLORS[extra.index(name) % len(OTHER_COLORS)]
 
@@ -83,9 +84,9 @@ def _backend_panels(frame: pd.DataFrame) -> tuple[Figure, list[Axes], list[str],
     variants = list(frame["variant"].unique())
     fig, axes = _panels(len(backends))
     series = [
-        Series(ax, group.sort_values("batch"), dict(color=_color(variant, variants),
-                                                    ls=LINESTYLES[machines.index(machine) % len(LINESTYLES)],
-                                                    label=_label(variant, machine, machines)))
+        Series(ax, group.sort_values("batch"), {"color": _color(variant, variants),
+                                                "ls": LINESTYLES[machines.index(machine) % len(LINESTYLES)],
+                                                "label": _label(variant, machine, machines)})
         for ax, backend in zip(axes, backends)
         for (machine, variant), group in frame[frame["backend"] == backend].groupby(["machine", "variant"], sort=False)
     ]

@@ -150,7 +150,8 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
             "gflops": np.nan if flops is None else flops * batch / median / 1e9,
         })
     if not rows:
-        raise UserError(f"{path} holds only cross-checks, no latency benchmarks: give the JSON of a run of test_latency")
+        raise UserError(f"{path} holds only cross-checks, no latency benchmarks: "
+                        "give the JSON of a run of test_latency")
     return rows, checks
 
 
@@ -229,7 +230,8 @@ def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any
     labels = []
     for i, run in enumerate(runs):
         keys = {(b["variant"], b["backend"], b["batch"]) for b in benches[i]}
-        clash = any(other["node"] == run["node"] and keys & {(b["variant"], b["backend"], b["batch"]) for b in benches[j]}
+        clash = any(other["node"] == run["node"]
+                    and keys & {(b["variant"], b["backend"], b["batch"]) for b in benches[j]}
                     for j, other in enumerate(runs) if j != i)
         labels.append(f"{run['node']}/{Path(run['file']).stem}" if clash else run["node"])
     return labels
@@ -329,7 +331,8 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     if path.name != MANIFEST_NAME:
         raise UserError(f"{path}: give DIR/{MANIFEST_NAME} as written by spinn-export export")
     if not path.is_file():
-        raise UserError(f"{path}: the manifest does not exist; give the DIR/{MANIFEST_NAME} that spinn-export export wrote")
+        raise UserError(f"{path}: the manifest does not exist; "
+                        f"give the DIR/{MANIFEST_NAME} that spinn-export export wrote")
     manifest = read_manifest(path.parent, verify=False)
     rows = [{
         "model": a.model, "variant": a.variant, "format": a.format, "precision": a.precision, "file": a.file,
@@ -353,7 +356,8 @@ def load_history(path: str | os.PathLike[str]) -> History:
     stages = pd.DataFrame(data["stages"])
     missing = [c for c in ("stage", "params", "val_r2", "val_residual_rms") if c not in stages.columns]
     if missing:
-        raise UserError(f"the stages in {path} lack {', '.join(missing)}: give a history.json written by spinn-export prune")
+        raise UserError(f"the stages in {path} lack {', '.join(missing)}: "
+                        "give a history.json written by spinn-export prune")
     if "widths" in stages.columns:
         stages["widths"] = stages["widths"].map(_widths_text)
     method = str(data.get("method", "structured"))

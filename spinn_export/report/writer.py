@@ -143,8 +143,8 @@ def ceiling_fractions_table(results: Results) -> pd.DataFrame:
     return pd.DataFrame({
         "machine": frame["machine"], "backend": frame["backend"], "variant": frame["variant"], "batch": frame["batch"],
         "precision": frame["precision"], "fraction of ceiling": frame["fraction"],
-        "fraction CI low": frame["ci_low"], "fraction CI high": frame["ci_high"], "GFLOP/s": frame["case_gflops"], "GEMM GFLOP/s": frame["gemm_gflops"],
-        "paired with": frame["ceiling_gemm"], "cycles": frame["cycles"],
+        "fraction CI low": frame["ci_low"], "fraction CI high": frame["ci_high"], "GFLOP/s": frame["case_gflops"],
+        "GEMM GFLOP/s": frame["gemm_gflops"], "paired with": frame["ceiling_gemm"], "cycles": frame["cycles"],
     })
 
 
@@ -395,7 +395,8 @@ def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | N
                 "CI high": sp["ci_high"].iloc[0] if not sp.empty else math.nan,
                 **accuracy,
                 "file size vs dense": _ratio(_file_bytes(manifest, mine), _file_bytes(manifest, dense_at)),
-                "peak memory vs dense": _ratio(mine["peak_memory_bytes"].iloc[0], dense_at["peak_memory_bytes"].iloc[0]),
+                "peak memory vs dense": _ratio(mine["peak_memory_bytes"].iloc[0],
+                                               dense_at["peak_memory_bytes"].iloc[0]),
             })
     table = pd.DataFrame(rows)
     if table.empty:
@@ -488,8 +489,8 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
     sections = [Section("summary", "Summary",
                         f"{headline(summary)} {fastest_sentence(results)} {gate_verdict(gate)} Per backend at its "
                         "largest batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual "
-                        "RMS against dense's (pruning history; a quantised file's R² as its export measured it), and the "
-                        "timed file's size and peak memory relative to "
+                        "RMS against dense's (pruning history; a quantised file's R² as its export measured it), and "
+                        "the timed file's size and peak memory relative to "
                         f"dense's.{skipped} Details follow.", summary if not summary.empty else None)]
     fastest = fastest_table(results)
     sections.append(Section("fastest", "Fastest verified deployment",
@@ -522,15 +523,15 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
     else:
         sections.append(Section("speedup", "Speedup over dense",
                                 "Every speedup is paired: each latency benchmark sandwiches its rounds between dense "
-                                "calls (interleaved rounds), and the headline backends also alternate A B B A blocks in "
-                                "fresh processes (preferred where both exist). Median with a bootstrap 95 % CI; "
+                                "calls (interleaved rounds), and the headline backends also alternate A B B A blocks "
+                                "in fresh processes (preferred where both exist). Median with a bootstrap 95 % CI; "
                                 "FLOP-ratio ideal = dense FLOPs / variant FLOPs.", speedup_table(speedup)))
     memory = memory_table(results)
     sections.append(Section("memory", "Peak memory",
                             "Peak memory of inference in a fresh process per backend and variant, above the process "
-                            "before the model was loaded (CPU: the kernel's high-water mark VmHWM, which no short spike "
-                            "escapes; CUDA: torch.cuda.max_memory_allocated); vs dense = this variant's peak over "
-                            "dense's.", memory) if not memory.empty else
+                            "before the model was loaded (CPU: the kernel's high-water mark VmHWM, which no short "
+                            "spike escapes; CUDA: torch.cuda.max_memory_allocated); vs dense = this variant's peak "
+                            "over dense's.", memory) if not memory.empty else
                     Section("memory", "Peak memory", "The results carry no peak-memory measurements."))
     if not results.ceilings.empty:
         sections.append(Section("ceilings", "GEMM ceilings",
@@ -559,17 +560,19 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
     if not results.checks.empty:
         sections.append(Section("crosscheck", "Timing cross-check",
                                 "The suite's median against an independent timeit of session.run on the same session "
-                                "and input, interleaved one timeit call per pytest-benchmark round so both see the same "
-                                "machine (bench/test_timeit.py fails a case off by 10 % or more).",
+                                "and input, interleaved one timeit call per pytest-benchmark round so both see the "
+                                "same machine (bench/test_timeit.py fails a case off by 10 % or more).",
                                 crosscheck_table(results)))
     if not results.skipped.empty:
         sections.append(Section("skipped", "Not run", "Cases the suite skipped or never generated on these machines, "
                                 "with the reason (a backend that cannot run here, a precision a backend does not run).",
                                 skipped_table(results)))
     if manifest is None:
-        sections.append(Section("artifacts", "Artifact sizes", "No manifest given (--manifest): artifact sizes omitted."))
+        sections.append(Section("artifacts", "Artifact sizes",
+                                "No manifest given (--manifest): artifact sizes omitted."))
     else:
-        sections.append(Section("artifacts", "Artifact sizes", f"From {manifest.path}; parity is against eager PyTorch.",
+        sections.append(Section("artifacts", "Artifact sizes",
+                                f"From {manifest.path}; parity is against eager PyTorch.",
                                 artifacts_table(manifest)))
     if histories:
         sections.append(Section("pruning", "Pruning history", "Validation metrics after each stage (0 = dense).",
@@ -596,14 +599,17 @@ def build_figures(results: Results, histories: Sequence[History], out_dir: Path)
 
 
 CSS = """
-body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1240px;margin:2rem auto;padding:0 1.2rem}
-h1{font-size:1.6rem;margin-bottom:.2rem}h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",sans-serif;color:#1f2328;max-width:1240px;margin:2rem auto;
+padding:0 1.2rem}
+h1{font-size:1.6rem;margin-bottom:.2rem}
+h2{font-size:1.2rem;margin-top:2.2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}
 .meta{color:#57606a;margin:.1rem 0}.meta code{background:#f6f8fa;padding:1px 4px;border-radius:4px;font-size:13px}
 p.note{color:#57606a;margin:.3rem 0 .6rem}
 .scroll{overflow-x:auto}
 table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums;margin-bottom:.5rem}
 th,td{padding:4px 7px;border-bottom:1px solid #e5e7eb;text-align:right;white-space:nowrap}
-th{background:#f6f8fa;border-bottom:2px solid #d0d7de;white-space:normal;vertical-align:bottom}tbody tr:hover{background:#f9fafb}
+th{background:#f6f8fa;border-bottom:2px solid #d0d7de;white-space:normal;vertical-align:bottom}
+tbody tr:hover{background:#f9fafb}
 figure{margin:1rem 0}figure img{max-width:100%;border:1px solid #e5e7eb;border-radius:6px}
 figcaption{color:#57606a;font-size:13px}
 """

@@ -15,6 +15,7 @@ from spinn_export.task.physics import BUILTIN, Physics, check_physics
 from spinn_export.task.stokes import STOKES
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+TARGETS_FLAG = "--targets"  # the CLI flag naming the target columns, except in the sweep
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def _read_table(path: Path) -> dict[str, np.ndarray]:
     except UserError:
         raise
     except Exception as exc:  # parsers raise many types; all mean the file is unreadable
-        raise UserError(f"{path}: cannot read the data file ({first_line(exc)}); check that it is valid {suffix[1:]}") from None
+        raise UserError(f"{path}: cannot read the data file ({first_line(exc)}); "
+                        f"check that it is valid {suffix[1:]}") from None
     return {str(column): frame[column].to_numpy() for column in frame.columns}
 
 
@@ -91,18 +93,21 @@ def _column(table: dict[str, np.ndarray], name: str, path: Path) -> np.ndarray:
     bad = ~np.isfinite(values.astype(np.float64))
     if bad.any():
         raise UserError(
-            f"{path}: column {name!r} holds {int(bad.sum())} NaN or infinite value(s), first at row {int(np.argmax(bad))}; "
+            f"{path}: column {name!r} holds {int(bad.sum())} NaN or infinite value(s), "
+            f"first at row {int(np.argmax(bad))}; "
             "clean or drop those rows"
         )
     return values.astype(np.float32)
 
 
 def load_user_dataset(path: str | Path, inputs: list[str], targets: list[str], seed: int = 0,
-                      physics: Physics | None = None) -> Dataset:
-    """A table with named input and target columns, shuffled by seed into 80/10/10 splits, held to `physics`."""
+                      physics: Physics | None = None, targets_flag: str = TARGETS_FLAG) -> Dataset:
+    """A table with named input and target columns, shuffled by seed into 80/10/10 splits, held to `physics`.
+
+    `targets_flag`: the flag that names the target columns, for messages (the sweep's is --target-columns)."""
     path = require_file(path, "data file", "check the --data path")
     if not inputs or not targets:
-        raise UserError("--data needs both --inputs and --targets, as comma-separated column names")
+        raise UserError(f"--data needs both --inputs and {targets_flag}, as comma-separated column names")
     table = _read_table(path)
     x = np.stack([_column(table, name, path) for name in inputs], axis=1)
     y = np.stack([_column(table, name, path) for name in targets], axis=1)
@@ -129,17 +134,17 @@ def parse_columns(text: str | None) -> list[str]:
 
 
 def resolve_dataset(data: str | os.PathLike[str] | None, inputs: str | None, targets: str | None, seed: int,
-                    physics: Physics | None = None) -> Dataset:
+                    physics: Physics | None = None, targets_flag: str = TARGETS_FLAG) -> Dataset:
     """The CLI's --data/--inputs/--targets triple, or the built-in task when --data is absent.
 
     `physics` (the user's --physics) replaces the built-in task's residual; user data without it has none.
     """
     if data is None:
         if inputs or targets:
-            raise UserError("--inputs/--targets only apply with --data FILE")
+            raise UserError(f"--inputs/{targets_flag} only apply with --data FILE")
         dataset = builtin_dataset(seed)
         return dataset if physics is None else dataclasses.replace(dataset, physics=physics)
-    return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed, physics)
+    return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed, physics, targets_flag)
 
 
 def check_model_fits(dataset: Dataset, spec: MLPSpec, model: torch.nn.Module) -> None:

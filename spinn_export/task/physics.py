@@ -71,7 +71,7 @@ def load_physics(text: str) -> Physics:
     target, _, name = text.rpartition(":")
     if not target or not name.isidentifier():
         raise UserError(f"--physics {text!r} names no function; {FORM}")
-    if target.endswith(".py") or "/" in target:
+    if _names_file(target):
         path = require_file(target, "physics file", f"check the path in --physics {text}")
         module = _module_from_file(path, text)
     else:
@@ -92,6 +92,18 @@ def load_physics(text: str) -> Physics:
     return Physics(text, function, path)
 
 
+def _names_file(target: str) -> bool:
+    """Whether --physics names a file (PATH.py) rather than an importable module."""
+    return target.endswith(".py") or "/" in target
+
+
+def absolute_physics(text: str) -> str:
+    """--physics with its PATH.py made absolute, so a worker in another directory imports the same file; a module
+    name, or a malformed value (which `load_physics` reports), is returned as it is."""
+    target, _, name = text.rpartition(":")
+    return f"{Path(target).resolve()}:{name}" if target and _names_file(target) else text
+
+
 def _module_from_file(path: Path, text: str) -> ModuleType:
     """Run a .py file as a module under a private name (registered in sys.modules, as an import would).
 
@@ -105,7 +117,8 @@ def _module_from_file(path: Path, text: str) -> ModuleType:
         exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
     except Exception as exc:  # the user's module may fail in any way; each is one line naming it
         del sys.modules[module.__name__]
-        raise UserError(f"--physics {text}: importing {path} failed ({type(exc).__name__}: {first_line(exc)})") from None
+        raise UserError(f"--physics {text}: importing {path} failed "
+                        f"({type(exc).__name__}: {first_line(exc)})") from None
     return module
 
 
@@ -135,7 +148,8 @@ def check_physics(physics: Physics, model: nn.Module, inputs: torch.Tensor) -> N
     if residual.numel() == 0:
         raise UserError(f"{label} returned an empty tensor; it must return at least one residual")
     if not torch.isfinite(residual).all():
-        raise UserError(f"{label} returned NaN or infinite residuals on {len(batch)} rows of the data; check the formula")
+        raise UserError(f"{label} returned NaN or infinite residuals on {len(batch)} rows of the data; "
+                        "check the formula")
     parameters = [p for p in model.parameters() if p.requires_grad]
     gradients = torch.autograd.grad(residual.pow(2).mean(), parameters, allow_unused=True) \
         if residual.requires_grad else ()

@@ -8,8 +8,9 @@ k = (m pi/2, n pi/2), |k|^2 = pi^2 K / 4 with K = m^2 + n^2):
 
     psi = sum_k a_k K^(-3/2) exp(-nu |k|^2 t) sin(m pi (x+1)/2) sin(n pi (y+1)/2),
 
-so the velocity of mode k scales as 1/K_k (a smooth, decaying spectrum), with u = d(psi)/dy and v = -d(psi)/dx.  Each mode is an eigenfunction of the Laplacian, so the
-velocity solves the unsteady Stokes equations with a uniform pressure:
+so the velocity of mode k scales as 1/K_k (a smooth, decaying spectrum), with u = d(psi)/dy and v = -d(psi)/dx.
+Each mode is an eigenfunction of the Laplacian, so the velocity solves the unsteady Stokes equations with a uniform
+pressure:
 
     u_t = nu (u_xx + u_yy),   v_t = nu (v_xx + v_yy),   u_x + v_y = 0.
 

@@ -63,7 +63,8 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str = "train", progress: bool = True) -> TrainResult:
+def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str = "train",
+          progress: bool = True) -> TrainResult:
     """Adam with cosine decay; a fresh optimizer per call, because pruning changes parameter shapes.
 
     The physics term is the mean squared PDE residual at collocation points drawn afresh every step
@@ -102,7 +103,8 @@ def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str 
             scheduler.step()
             totals += torch.tensor([loss.item(), data_loss.item(), physics_loss.item()])
         if not torch.isfinite(totals).all():
-            raise UserError(f"training diverged at epoch {epoch} (non-finite loss); lower the learning rate or --physics-weight")
+            raise UserError(f"training diverged at epoch {epoch} (non-finite loss); "
+                            "lower the learning rate or --physics-weight")
         mean = totals / steps_per_epoch
         val = evaluate(model.cpu(), dataset, "val")
         model.to(device).train()

@@ -16,7 +16,8 @@ class NumpyRunner(Runner):
         tensors = load_file(str(path))
         count = len([k for k in tensors if k.endswith(".weight")])
         self.layers = [(tensors[f"linear{i}.weight"].T.copy(), tensors[f"linear{i}.bias"]) for i in range(count)]
-        self.backend, self.device, self.provider, self.threads, self.device_name = backend, "cpu", "numpy", threads, "cpu"
+        self.backend, self.device, self.provider = backend, "cpu", "numpy"
+        self.threads, self.device_name = threads, "cpu"
         self.offset = offset
 
     def infer(self, x: np.ndarray) -> np.ndarray:

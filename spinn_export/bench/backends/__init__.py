@@ -98,7 +98,8 @@ def parse_backend_options(items: list[str] | tuple[str, ...] | None) -> dict[str
         name, sep, setting = item.partition(":")
         key, eq, value = setting.partition("=")
         if not (sep and eq and name.strip() and key.strip()):
-            raise UserError(f"a backend option is BACKEND:KEY=VALUE, such as compile-cpu:mode=max-autotune; got {item!r}")
+            raise UserError("a backend option is BACKEND:KEY=VALUE, such as compile-cpu:mode=max-autotune; "
+                            f"got {item!r}")
         options.setdefault(name.strip(), {})[key.strip()] = value.strip()
     return options
 
@@ -281,7 +282,8 @@ class TorchRunner(Runner):
     complete latency of the inference, GPU work included.
     """
 
-    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], backend: str, device: str, engine: str, threads: int):
+    def __init__(self, fn: Callable[[torch.Tensor], torch.Tensor], backend: str, device: str, engine: str,
+                 threads: int):
         self.fn, self.backend, self.device, self.engine, self.threads = fn, backend, device, engine, threads
         self.provider = f"{engine}:{device}"
         self.device_name = torch_device_name(device)

@@ -40,7 +40,8 @@ class OrtConfig(BackendConfig):
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
-            raise UserError(f"graph_optimization {self.graph_optimization!r} is not one of {', '.join(OPTIMIZATION_LEVELS)}")
+            raise UserError(f"graph_optimization {self.graph_optimization!r} is not one of "
+                            f"{', '.join(OPTIMIZATION_LEVELS)}")
 
 
 @dataclass(frozen=True)
@@ -158,15 +159,16 @@ def ort_cuda_missing() -> str | None:
 
     if PROVIDERS["cuda"] not in onnxruntime.get_available_providers():
         return ("this onnxruntime build has no CUDAExecutionProvider: install onnxruntime-gpu alone "
-                "(pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu; both provide one module)")
+                "(pip uninstall -y onnxruntime onnxruntime-gpu, then pip install onnxruntime-gpu; "
+                "both provide one module)")
     return None
 
 
 ORT_CPU = Backend("ort-cpu", "cpu", "onnx", _loader("ort-cpu", "cpu"), ort_missing, precisions=("fp32", "int8"),
                   config=OrtConfig, description="ONNX Runtime, CPU provider", runtime=ONNXRUNTIME)
-ORT_CUDA = Backend("ort-cuda", "cuda", "onnx", _loader("ort-cuda", "cuda"), ort_cuda_missing, precisions=("fp32", "int8"),
-                   config=OrtCudaConfig, description="ONNX Runtime, CUDA provider with IOBinding",
-                   runtime=ONNXRUNTIME)
+ORT_CUDA = Backend("ort-cuda", "cuda", "onnx", _loader("ort-cuda", "cuda"), ort_cuda_missing,
+                   precisions=("fp32", "int8"), config=OrtCudaConfig,
+                   description="ONNX Runtime, CUDA provider with IOBinding", runtime=ONNXRUNTIME)
 ORT_OPTIMIZED_CPU = Backend("ort-optimized-cpu", "cpu", "onnx-optimized", _loader("ort-optimized-cpu", "cpu"),
                             ort_missing, config=OfflineOrtConfig,
                             description="ONNX Runtime, CPU provider, on the offline-optimised graph",

@@ -99,7 +99,8 @@ class CompiledRunner(TorchRunner):
                 "timings under a compile label must be compiled timings"
             ) from None
         if compiled_graphs() != before:
-            raise RecompileDetected(f"{self.backend}: Dynamo compiled {compiled_graphs() - before} new graph(s) while timing")
+            raise RecompileDetected(f"{self.backend}: Dynamo compiled {compiled_graphs() - before} new graph(s) "
+                                    "while timing")
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]

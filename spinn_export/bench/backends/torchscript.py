@@ -23,7 +23,7 @@ def _loader(device: str):  # type: ignore[no-untyped-def]
     return load
 
 
-TORCHSCRIPT_CPU = Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"), description="TorchScript interpreter",
-                          runtime=TORCH)
+TORCHSCRIPT_CPU = Backend("torchscript-cpu", "cpu", "torchscript", _loader("cpu"),
+                          description="TorchScript interpreter", runtime=TORCH)
 TORCHSCRIPT_CUDA = Backend("torchscript-cuda", "cuda", "torchscript", _loader("cuda"), cuda_unavailable_reason,
                            description="TorchScript interpreter on the GPU", runtime=TORCH)

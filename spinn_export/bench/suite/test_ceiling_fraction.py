@@ -47,8 +47,8 @@ def test_paired_ceiling_fraction(spinn_backend: str, spinn_session: SuiteState) 
     cycles = fraction_cycles(settings.paired.cycles)
     call = runner.prepare(sample_input(batch, dense.in_features))  # compile-*: compiles this batch's graph here
     with runner.guard():  # and refuses recompiles while timed
-        measured = measure_fraction(call, dense.flops_per_sample * batch, gemm_call, gemm_flops, cycles, settings.paired,
-                                    across_runtimes=switches_runtime(gemm.runtime, backend.runtime))
+        measured = measure_fraction(call, dense.flops_per_sample * batch, gemm_call, gemm_flops, cycles,
+                                    settings.paired, across_runtimes=switches_runtime(gemm.runtime, backend.runtime))
     result = PairedFraction(**asdict(measured), backend=spinn_backend, variant=dense.name, batch=batch,
                             precision=FP32, device=backend.device, ceiling_gemm=gemm.name, cycles=cycles)
     spinn_session.ceiling_fractions.append(result)

@@ -46,7 +46,8 @@ def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: Su
         not_measured(f"no dense float32 model runs on {REFERENCE_BACKEND}")
     speedups = {(r.backend, r.variant): r.speedup_median for r in spinn_session.paired_results
                 if r.batch == batch and r.method == INTERLEAVED_METHOD}
-    candidates = [Candidate(backend, variant, latency, verdict_for(spinn_session.refs[variant], get_backend(backend).format),
+    candidates = [Candidate(backend, variant, latency,
+                            verdict_for(spinn_session.refs[variant], get_backend(backend).format),
                             speedups.get((backend, variant), 1.0))
                   for (backend, measured_batch, variant), latency in spinn_session.latencies.items()
                   if measured_batch == batch]

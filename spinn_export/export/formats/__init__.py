@@ -146,7 +146,8 @@ def format_of(path: str | Path) -> Format:
     for fmt in sorted(formats().values(), key=lambda f: -len(f.extension)):
         if name.endswith(fmt.extension):
             return fmt
-    raise UserError(f"{path}: unknown artifact extension; expected one of {', '.join(f.extension for f in formats().values())}")
+    extensions = ", ".join(f.extension for f in formats().values())
+    raise UserError(f"{path}: unknown artifact extension; expected one of {extensions}")
 
 
 # ---------------------------------------------------------------------------------------------- shared by the plug-ins
@@ -156,7 +157,8 @@ def format_of(path: str | Path) -> Format:
 def quiet() -> Iterator[None]:
     """Silence exporter noise (deprecation warnings, progress prints, log lines); real errors still raise."""
     previous = logging.root.manager.disable
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+          contextlib.redirect_stderr(io.StringIO())):
         warnings.simplefilter("ignore")
         logging.disable(logging.WARNING)
         try:

@@ -77,7 +77,8 @@ def check_onnx(path: Path) -> None:
     from onnx.external_data_helper import uses_external_data
 
     onnx.checker.check_model(str(path), full_check=True)
-    external = [t.name for t in onnx.load(str(path), load_external_data=False).graph.initializer if uses_external_data(t)]
+    initializers = onnx.load(str(path), load_external_data=False).graph.initializer
+    external = [t.name for t in initializers if uses_external_data(t)]
     if external:
         raise RuntimeError(f"initializers {external[:3]} live in an external-data side file")
 

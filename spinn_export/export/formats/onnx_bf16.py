@@ -78,7 +78,8 @@ def native_bf16_missing() -> str | None:
 
 
 def declared_precision(model: ov.Model) -> str:
-    """The precision an ONNX file declares through MARKER; float32 (and int8 ONNX, whose float parts are float32) by default."""
+    """The precision an ONNX file declares through MARKER; float32 (and int8 ONNX, whose float parts are float32)
+    by default."""
     key = ["framework", MARKER]
     return model.get_rt_info(key).astype(str) if model.has_rt_info(key) else "fp32"
 
@@ -128,9 +129,9 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
 def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, streams: int = 1,
                  rewrite_tanh: bool = True) -> Compiled:
     """Compile an ONNX file for the CPU with every setting explicit: INFERENCE_PRECISION_HINT (`hint`, or what the
-    file declares; f32 must be asked for, or AMX CPUs compute float32 models in bf16), NUM_STREAMS, INFERENCE_NUM_THREADS
-    (0: OpenVINO's choice), the LATENCY performance hint, and `rewrite_tanh` (`tanh_as_sigmoid`; False keeps
-    OpenVINO's Tanh).
+    file declares; f32 must be asked for, or AMX CPUs compute float32 models in bf16), NUM_STREAMS,
+    INFERENCE_NUM_THREADS (0: OpenVINO's choice), the LATENCY performance hint, and `rewrite_tanh`
+    (`tanh_as_sigmoid`; False keeps OpenVINO's Tanh).
 
     Raises UserError if the file is unreadable, or if OpenVINO would compute in another precision than asked
     (bf16 requested on a CPU without it compiles silently to f32).
