@@ -164,12 +164,7 @@ def budget_of(args: argparse.Namespace) -> Target | None:
     (a latency target, --round-to auto), the backend is checked now, before any work."""
     from spinn_export.model.spec import parse_widths
     from spinn_export.prune.budget import Target
-    from spinn_export.prune.latency import (
-        AUTO,
-        DEFAULT_BACKEND,
-        DEFAULT_BATCH,
-        require_backend,
-    )
+    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, require_backend
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or DEFAULT_BACKEND)
