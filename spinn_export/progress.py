@@ -1,11 +1,16 @@
-"""Progress for long loops: a tqdm bar on a terminal, one plain line per step anywhere else.
+"""What the console shows: progress for long loops (a tqdm bar on a terminal, one plain line per step anywhere else),
+and nothing of the libraries' own noise (`quiet`).
 
 A bar redraws itself with carriage returns; in a CI log, a pipe or a file those become hundreds of
 half-lines. Off a terminal, each finished step is one line with the figures the bar would show.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -41,3 +46,17 @@ def progress(items: Iterable[Item], *, desc: str, unit: str, enabled: bool = Tru
     if not enabled or sys.stderr.isatty():
         return tqdm(items, desc=desc, unit=unit, disable=not enabled, leave=leave)
     return PlainProgress(items, desc, unit)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Silence exporter noise (deprecation warnings, progress prints, log lines); real errors still raise."""
+    previous = logging.root.manager.disable
+    with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
+          contextlib.redirect_stderr(io.StringIO())):
+        warnings.simplefilter("ignore")
+        logging.disable(logging.WARNING)
+        try:
+            yield
+        finally:
+            logging.disable(previous)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from torch import nn
+
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
@@ -46,6 +48,11 @@ def assert_clean_error(result: CliResult, *needles: str) -> None:
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle.lower() in lines[0].lower(), (needle, lines[0])
+
+
+def linear_layers(model: nn.Module) -> list[nn.Module]:
+    """A plain MLP's layers (`build_model`'s `linear0`, `linear1`, ...), each holding its `weight` and `bias`."""
+    return [module for name, module in model.named_children() if name.startswith("linear")]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.importer import import_model
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
 
 from .conftest import assert_clean_error, run_cli
@@ -20,7 +20,7 @@ def test_round_trip_preserves_spec_weights_and_outputs(tmp_path, small_spec):
     model = build_model(small_spec)
     path = save_checkpoint(tmp_path / "m.safetensors", model, small_spec, {"variant": "structured"})
     loaded = load_checkpoint(path)
-    assert loaded.spec == small_spec and loaded.variant == "structured"
+    assert loaded.architecture == architecture_of(small_spec) and loaded.variant == "structured"
     x = torch.randn(5, 18)
     torch.testing.assert_close(loaded.model(x), model(x), rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
@@ -63,7 +63,8 @@ def test_import_state_dict_infers_widths(tmp_path):
                      "--out", str(tmp_path / "m.safetensors"))
     assert result.returncode == 0, result.stderr
     loaded = load_checkpoint(tmp_path / "m.safetensors")
-    assert loaded.spec == MLPSpec(18, (12, 6), 2, "relu")
+    assert loaded.architecture == architecture_of(MLPSpec(18, (12, 6), 2, "relu"), "state_dict")
+    assert "skip connections and gates cannot be seen" in result.stdout
     x = torch.randn(4, 18)
     torch.testing.assert_close(loaded.model(x), source(x))
 
@@ -78,32 +79,38 @@ def test_pickled_module_needs_trust_flag(tmp_path):
     out = tmp_path / "m.safetensors"
     assert_clean_error(run_cli("import", str(tmp_path / "whole.pth"), "--out", str(out), cwd=REPO), "--trust-pickle")
     assert not out.exists()
-    trusted = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(out), cwd=REPO)
+    trusted = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--in-features", "18", "--out",
+                      str(out), cwd=REPO)
     assert trusted.returncode == 0, trusted.stderr
     loaded = load_checkpoint(out)
-    assert loaded.spec == MLPSpec(18, (16, 8), 2, "tanh")
+    architecture = loaded.architecture
+    assert architecture.is_chain and architecture.widths == (16, 8) and architecture.activation == "tanh"
+    assert architecture.source == "pickle"
     x = torch.randn(3, 18)
     torch.testing.assert_close(loaded.model(x), source(x))
 
 
 def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
     torch.save(SeedStyleMLP(), tmp_path / "whole.pth")
-    result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--out", str(tmp_path / "m.safetensors"),
-                     cwd=tmp_path)
+    result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--in-features", "18", "--out",
+                     str(tmp_path / "m.safetensors"), cwd=tmp_path)
     assert_clean_error(result, "importable")
     assert not (tmp_path / "m.safetensors").exists()
 
 
-@pytest.mark.parametrize("module,needle", [
-    (ResidualMLP(), "residual"),
-    (nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), "Conv1d"),
-    (nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)), "BatchNorm1d"),
-])
-def test_non_mlp_modules_are_refused_naming_the_layer(module, needle):
-    from spinn_export.model.mlp import mlp_from_module
+def test_a_traced_module_keeps_its_skip_and_freezes_what_it_cannot_prove(tmp_path):
+    from spinn_export.model.importer import open_model
 
-    with pytest.raises(UserError, match=needle):
-        mlp_from_module(module)
+    torch.save(ResidualMLP(), tmp_path / "residual.pth")
+    residual = open_model(tmp_path / "residual.pth", trust_pickle=True, in_features=18).architecture
+    assert residual.widths == (16,) and not residual.is_chain  # the skip couples both hidden layers
+    torch.save(nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
+               tmp_path / "normed.pth")
+    normed = open_model(tmp_path / "normed.pth", trust_pickle=True, in_features=18).architecture
+    assert normed.widths == () and any("batch_norm" in reason for reason in normed.frozen_reasons())
+    torch.save(nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), tmp_path / "conv.pth")
+    with pytest.raises(UserError, match="conv.pth"):
+        open_model(tmp_path / "conv.pth", trust_pickle=True, in_features=18)
 
 
 @pytest.mark.parametrize("state,needle", [
@@ -165,7 +172,7 @@ def test_importing_a_spinn_export_checkpoint_keeps_its_activation(tmp_path):
     save_checkpoint(tmp_path / "m.safetensors", model, spec, {"variant": "dense"})
     imported_spec, imported = import_model(tmp_path / "m.safetensors")
     x = torch.randn(4, 3)
-    assert imported_spec == spec
+    assert imported_spec == architecture_of(spec)
     torch.testing.assert_close(imported(x), model(x))
     with pytest.raises(UserError, match="silu"):
         import_model(tmp_path / "m.safetensors", activation="tanh")

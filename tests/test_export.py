@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from .conftest import linear_layers
 import torch
 
 from spinn_export.errors import UserError
@@ -21,7 +22,7 @@ from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
 from spinn_export.export.parity import eager
 from spinn_export.files import sha256_of
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
 DENSE = MLPSpec(18, (32, 24), 2)

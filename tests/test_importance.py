@@ -3,12 +3,20 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.model.importer import import_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.importance import neuron_costs, neuron_scores, require_plain_mlp
+from spinn_export.prune.importance import unit_scores
 from spinn_export.task.data import Dataset, builtin_dataset
 
+from .conftest import linear_layers
+
 SPEC = MLPSpec(in_features=3, widths=(4, 5), out_features=2, activation="tanh")
+ARCH = architecture_of(SPEC)
+
+
+def neuron_scores(model, spec, criterion, **kwargs):
+    return unit_scores(model, architecture_of(spec), criterion, **kwargs)
 
 
 def _model(seed=0):
@@ -17,7 +25,7 @@ def _model(seed=0):
 
 
 def test_costs_are_fan_in_plus_fan_out_plus_one():
-    assert neuron_costs(SPEC) == (3 + 5 + 1, 4 + 2 + 1)
+    assert ARCH.unit_costs() == (3 + 5 + 1, 4 + 2 + 1)
 
 
 @pytest.mark.parametrize("criterion", ["l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out"])
@@ -47,7 +55,7 @@ def test_taylor_equals_the_loss_derivative_of_scaling_a_neuron():
     x, y = torch.randn(1, 3), torch.randn(1, 2)
     data = Dataset("one-row", ("a", "b", "c"), ("u", "v"), x, y, x, y, x, y)
     scores = neuron_scores(model, SPEC, "taylor", dataset=data, batches=3, physics_weight=0.0)
-    costs = neuron_costs(SPEC)
+    costs = ARCH.unit_costs()
     eps = 1e-3
     for layer_index in range(2):
         for j in range(SPEC.widths[layer_index]):
@@ -88,18 +96,34 @@ def test_taylor_needs_data_and_random_is_seeded():
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()
-        self.a, self.b = nn.Linear(3, 3), nn.Linear(3, 2)
+        self.a, self.b, self.c = nn.Linear(3, 4), nn.Linear(4, 4), nn.Linear(4, 2)
 
     def forward(self, x):
-        return self.b(torch.tanh(self.a(x)) + x)
+        h = torch.tanh(self.a(x))
+        return self.c(h + torch.tanh(self.b(h)))
 
 
-def test_unsupported_models_are_refused_clearly():
-    with pytest.raises(UserError, match="unsupported model"):
-        neuron_scores(_Residual(), SPEC, "l1")
-    with pytest.raises(UserError, match="unsupported model"):
-        require_plain_mlp(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), SPEC)
-    with pytest.raises(UserError, match="do not match"):
-        require_plain_mlp(build_model(SPEC.with_widths((4, 6))), SPEC)
+def test_a_groups_score_sums_every_member_of_the_group(tmp_path):
+    torch.manual_seed(0)
+    module = _Residual().eval()
+    torch.save(module.state_dict(), tmp_path / "state.pt")
+    (tmp_path / "code.py").write_text("import torch\nfrom torch import nn\n\n"
+                                      + "\n".join(_residual_source()) + "\n")
+    architecture, model = import_model(tmp_path / "state.pt", model_code=f"{tmp_path / 'code.py'}:_Residual",
+                                       in_features=3)
+    assert architecture.widths == (4,)  # the skip couples a's and b's outputs: one group
+    [scores] = unit_scores(model, architecture, "l1")
+    a, b, c = module.a.weight.detach(), module.b.weight.detach(), module.c.weight.detach()
+    expected = (a.abs().sum(1) + b.abs().sum(1) + b.abs().sum(0) + c.abs().sum(0)) / architecture.unit_costs()[0]
+    torch.testing.assert_close(scores, expected)
+
+
+def _residual_source() -> list[str]:
+    import inspect
+
+    return inspect.getsource(_Residual).splitlines()
+
+
+def test_an_unknown_criterion_is_refused():
     with pytest.raises(UserError, match="unknown importance"):
         neuron_scores(_model(), SPEC, "l3")

@@ -1,6 +1,5 @@
 """Latency targets and --round-to auto: the solver, the table's cache, the end-to-end checks and the history, on a
 synthetic measurer (deterministic costs, no timing); one smoke test times real probes on eager-cpu."""
-import itertools
 import json
 import math
 
@@ -13,11 +12,12 @@ from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.bench.measurer import BackendMeasurer
+from spinn_export.model.mlp import architecture_of
 from spinn_export.prune.latency import (
     ANCHOR,
     AUTO,
     TOLERANCE,
-    BackendMeasurer,
     Cost,
     LatencyLookup,
     Ratio,
@@ -30,6 +30,11 @@ from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig
 
 SPEC = MLPSpec(18, (96, 96, 64), 2)
+ARCH = architecture_of(SPEC)
+
+
+def arch(*args):
+    return architecture_of(MLPSpec(*args))
 
 
 def layer_cost(k: int, n: int, tile: int) -> float:
@@ -55,8 +60,11 @@ class FakeMeasurer:
         return {s: Cost(layer_cost(*s, self.tile) / anchor, 0.99 * layer_cost(*s, self.tile) / anchor,
                         1.01 * layer_cost(*s, self.tile) / anchor, 1e-6 * layer_cost(*s, self.tile)) for s in shapes}
 
-    def model_cost(self, spec: MLPSpec) -> float:
-        return sum(layer_cost(k, n, self.tile) for k, n in zip(spec.dims[:-2], spec.dims[1:-1]))
+    def model_cost(self, architecture) -> float:
+        return sum(layer_cost(k, n, self.tile) for n, k in architecture.layer_shapes[:-1])
+
+    def release(self):
+        pass
 
     def ratio(self, baseline, candidate, final):
         self.ratios.append((candidate[0].widths, final))
@@ -67,13 +75,12 @@ class FakeMeasurer:
 class SumTable:
     """A LatencyModel from a cost function of the layer shapes, counting the vectors it is asked for."""
 
-    def __init__(self, spec: MLPSpec, cost) -> None:
-        self.spec, self.cost, self.asked = spec, cost, 0
+    def __init__(self, architecture, cost) -> None:
+        self.architecture, self.cost, self.asked = architecture, cost, 0
 
     def latency(self, vectors):
         self.asked += 1
-        dims = [(self.spec.in_features, *v) for v in vectors]
-        return [sum(self.cost(k, n) for k, n in itertools.pairwise(d)) for d in dims]
+        return [sum(self.cost(k, n) for n, k in self.architecture.layer_shapes_at(v)[:-1]) for v in vectors]
 
 
 def test_latency_target_is_validated_and_described():
@@ -91,9 +98,9 @@ def test_latency_target_is_validated_and_described():
 @pytest.mark.parametrize("mode", ["uniform", "global"])
 @pytest.mark.parametrize("ratio", [0.3, 0.6])
 def test_solver_meets_the_budget_on_a_synthetic_table(mode, ratio):
-    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 16))
+    table = SumTable(ARCH, lambda k, n: layer_cost(k, n, 16))
     scores = [torch.linspace(1.0, 2.0, w) for w in SPEC.widths]
-    plan = plan_widths(SPEC, Target.latency(ratio, "fake", 64), mode=mode, scores=scores, round_to=(8, 8, 16),
+    plan = plan_widths(ARCH, Target.latency(ratio, "fake", 64), mode=mode, scores=scores, round_to=(8, 8, 16),
                        latency=table)
     full, got = table.latency([SPEC.widths, plan.widths])
     assert [w % step for w, step in zip(plan.widths, (8, 8, 16))] == [0, 0, 0]
@@ -104,7 +111,7 @@ def test_solver_meets_the_budget_on_a_synthetic_table(mode, ratio):
 
 
 def test_global_mode_prunes_where_importance_per_latency_is_lowest():
-    spec = MLPSpec(18, (64, 64), 2)
+    spec = arch(18, (64, 64), 2)
     # The first hidden layer is five times as costly per neuron as the second, its neurons equally important:
     # a latency-aware global plan takes more from the first.
     table = SumTable(spec, lambda k, n: n * (5.0 if k == 18 else 1.0) * 100 + k * n)
@@ -114,23 +121,23 @@ def test_global_mode_prunes_where_importance_per_latency_is_lowest():
 
 
 def test_uniform_walk_reads_the_table_in_few_requests():
-    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 8))
-    plan_widths(SPEC, Target.latency(0.3, "fake", 64), round_to=8, latency=table)
+    table = SumTable(ARCH, lambda k, n: layer_cost(k, n, 8))
+    plan_widths(ARCH, Target.latency(0.3, "fake", 64), round_to=8, latency=table)
     steps_walked = sum((w - 8) // 8 for w in SPEC.widths)
     assert table.asked < steps_walked / 4
 
 
 def test_a_budget_below_the_smallest_widths_is_one_line_with_the_range():
-    table = SumTable(SPEC, lambda k, n: layer_cost(k, n, 16) + 1e6)  # a large fixed cost per layer
+    table = SumTable(ARCH, lambda k, n: layer_cost(k, n, 16) + 1e6)  # a large fixed cost per layer
     with pytest.raises(UserError) as error:
-        plan_widths(SPEC, Target.latency(0.2, "fake", 64), round_to=8, latency=table)
+        plan_widths(ARCH, Target.latency(0.2, "fake", 64), round_to=8, latency=table)
     message = str(error.value)
     assert "\n" not in message and "achievable range is 0." in message and "to 1" in message
 
 
 def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
     measurer = FakeMeasurer()
-    lookup = LatencyLookup(measurer, SPEC, tmp_path)
+    lookup = LatencyLookup(measurer, ARCH, tmp_path)
     first = lookup.latency([SPEC.widths, (48, 48, 32)])
     assert len(measurer.measured) == 1 and len(measurer.measured[0]) == 6  # one chunk for both vectors
     assert lookup.path.is_file() and lookup.path.parent == tmp_path
@@ -138,19 +145,19 @@ def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
     assert saved["key"]["versions"] == {"lib": "1"} and len(saved["entries"]) == 6
 
     again = FakeMeasurer()
-    assert LatencyLookup(again, SPEC, tmp_path).latency([SPEC.widths, (48, 48, 32)]) == first
+    assert LatencyLookup(again, ARCH, tmp_path).latency([SPEC.widths, (48, 48, 32)]) == first
     assert again.measured == []  # read from the cache
 
     upgraded = FakeMeasurer(version="2")
-    lookup2 = LatencyLookup(upgraded, SPEC, tmp_path)
+    lookup2 = LatencyLookup(upgraded, ARCH, tmp_path)
     lookup2.latency([SPEC.widths])
     assert lookup2.path != lookup.path and len(upgraded.measured) == 1
-    other_model = MLPSpec(18, (96, 96, 64), 3)  # another output width: another table
+    other_model = arch(18, (96, 96, 64), 3)  # another output width: another table
     assert LatencyLookup(FakeMeasurer(), other_model, tmp_path).path not in (lookup.path, lookup2.path)
 
     lookup.path.write_text("{not json")
     broken = FakeMeasurer()
-    assert LatencyLookup(broken, SPEC, tmp_path).latency([SPEC.widths]) == first[:1]
+    assert LatencyLookup(broken, ARCH, tmp_path).latency([SPEC.widths]) == first[:1]
     assert len(broken.measured) == 1  # an unreadable file is measured afresh (and rewritten)
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
 
@@ -158,18 +165,18 @@ def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
 def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     measurer = FakeMeasurer(bias=1.3)
     target = Target.latency(0.5, "fake", 64)
-    result = plan_latency(LatencyLookup(measurer, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
+    result = plan_latency(LatencyLookup(measurer, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8, log=lambda _: None)
     assert len(result.checks) >= 2 and result.checks[0].goal == 0.5 and result.checks[1].goal < 0.5
     assert result.checks[0].measured.ratio > 0.5 * (1 + TOLERANCE)  # the bias: the table alone misses
     assert result.factor == pytest.approx(1.3, rel=0.02)  # the fake's bias, up to its cap below 1
     assert abs(result.predicted / 0.5 - 1) <= 0.1
-    truth = measurer.bias * measurer.model_cost(result.plan.spec) / measurer.model_cost(SPEC)
+    truth = measurer.bias * measurer.model_cost(result.plan.architecture) / measurer.model_cost(ARCH)
     assert abs(truth / 0.5 - 1) <= 0.1
     assert result.plan.target == target and not result.reused
     assert all(not final for _, final in measurer.ratios)
 
     again = FakeMeasurer(bias=1.3)
-    reused = plan_latency(LatencyLookup(again, SPEC, tmp_path), SPEC, target, round_to=8, log=lambda _: None)
+    reused = plan_latency(LatencyLookup(again, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8, log=lambda _: None)
     assert reused.reused and reused.plan.widths == result.plan.widths and reused.checks == result.checks
     assert reused.factor == result.factor and reused.estimate == result.estimate
     assert again.measured == [] and again.ratios == []
@@ -183,7 +190,7 @@ def test_efficient_multiple_reads_the_staircase(tile, expected):
 
 
 def test_auto_round_to_picks_each_layers_multiple_from_the_table(tmp_path):
-    lookup = LatencyLookup(FakeMeasurer(tile=16), MLPSpec(18, (256, 256, 128), 2), tmp_path)
+    lookup = LatencyLookup(FakeMeasurer(tile=16), arch(18, (256, 256, 128), 2), tmp_path)
     assert auto_round_to(lookup, lookup.spec, Target.params(0.5)) == (16, 16, 16)
     coarse = LatencyLookup(FakeMeasurer(tile=32), lookup.spec, tmp_path / "coarse")
     assert auto_round_to(coarse, coarse.spec, Target.latency(0.5, "fake", 64)) == (32, 32, 32)
@@ -194,7 +201,7 @@ def test_auto_round_to_picks_each_layers_multiple_from_the_table(tmp_path):
 def test_auto_round_to_is_never_slower_than_the_coarsest_multiple_at_an_equal_budget(tmp_path):
     # One layer of 64: a 31 % parameter cut wants 44 neurons; in blocks of 16 the plan lands on 48 (above the budget,
     # slower), in blocks of 32 on 32. The table's staircase says 16 pays, but that plan is slower: 32 is kept.
-    spec = MLPSpec(18, (64,), 2)
+    spec = arch(18, (64,), 2)
     lookup = LatencyLookup(FakeMeasurer(tile=16), spec, tmp_path)
     assert plan_widths(spec, Target.params(0.312), round_to=16).widths == (48,)
     assert auto_round_to(lookup, spec, Target.params(0.312)) == (32,)
@@ -214,22 +221,22 @@ def test_prune_to_a_latency_target_records_target_and_achieved(tmp_path, data, m
     measurer = FakeMeasurer(bias=1.1)
     config = PruneConfig(Target.latency(0.5, "fake", 64), rounds=2, finetune=TrainConfig(epochs=0),
                          calibration_samples=64, round_to=AUTO)
-    result = prune(model, SPEC, data, config, tmp_path / "out", progress=False, measurer=measurer)
+    result = prune(model, ARCH, data, config, tmp_path / "out", progress=False, measurer=measurer)
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     target, achieved = history["target"], history["achieved"]
     assert target["kind"] == "latency" and target["latency_ratio"] == 0.5
     assert target["backend"] == "fake" and target["batch"] == 64
     assert target["round_to"] == [16, 16, 16]  # the fake's tile
-    assert target["planned_widths"] == achieved["widths"] == list(result.spec.widths)
+    assert target["planned_widths"] == achieved["widths"] == list(result.architecture.widths)
     assert target["latency"]["checks"] and target["latency"]["table"].startswith(str(tmp_path / "cache"))
     latency = achieved["latency"]
     assert achieved["latency_ratio"] == latency["ratio"] == result.achieved_latency.ratio
     assert latency["ci_low"] <= latency["ratio"] <= latency["ci_high"]
     assert latency["backend"] == "fake" and latency["batch"] == 64 and latency["method"] == "abba"
-    assert measurer.ratios[-1] == (result.spec.widths, True)  # the pruned model itself, measured in full
+    assert measurer.ratios[-1] == (result.architecture.widths, True)  # the pruned model itself, measured in full
     assert history["config"]["round_to"] == AUTO and "backend" not in history["config"]
 
-    magnitude = prune(model, SPEC, data, PruneConfig(config.target, method="magnitude", rounds=1,
+    magnitude = prune(model, ARCH, data, PruneConfig(config.target, method="magnitude", rounds=1,
                                                      finetune=TrainConfig(epochs=0), round_to=AUTO),
                       tmp_path / "mag", progress=False, measurer=FakeMeasurer(bias=1.1))
     assert magnitude.latency.reused and magnitude.target_nonzero == result.plan.params
@@ -240,7 +247,7 @@ def test_an_unreachable_latency_target_writes_nothing(tmp_path, data, monkeypatc
     monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
     config = PruneConfig(Target.latency(0.01, "fake", 64), finetune=TrainConfig(epochs=0))
     with pytest.raises(UserError, match="achievable range"):
-        prune(build_model(SPEC), SPEC, data, config, tmp_path / "out", progress=False, measurer=FakeMeasurer())
+        prune(build_model(SPEC), ARCH, data, config, tmp_path / "out", progress=False, measurer=FakeMeasurer())
     assert not (tmp_path / "out").exists()
 
 
@@ -271,9 +278,8 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, needl
 
 def test_real_probes_on_eager_cpu(tmp_path):
     """The worker path for real: probes timed against the anchor, entries with ordered CIs, the cache written."""
-    spec = MLPSpec(4, (16, 8), 2)
     with BackendMeasurer("eager-cpu", 32, threads=1) as measurer:
-        lookup = LatencyLookup(measurer, spec, tmp_path)
+        lookup = LatencyLookup(measurer, arch(4, (16, 8), 2), tmp_path)
         full, half = lookup.latency([(16, 8), (8, 8)])
     assert full > 0 and half > 0 and lookup.measured == 4
     for cost in lookup.table.costs.values():

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from .conftest import linear_layers
 import torch
 
 from spinn_export.errors import UserError
@@ -20,7 +21,7 @@ from spinn_export.export.parity import (
     task_dataset,
     tolerance_for,
 )
-from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.metrics import evaluate

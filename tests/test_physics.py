@@ -10,9 +10,9 @@ import torch
 
 from spinn_export.cli import main
 from spinn_export.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.importance import neuron_scores
+from spinn_export.prune.importance import unit_scores
 from spinn_export.task.data import builtin_dataset, load_user_dataset
 from spinn_export.task.metrics import RESIDUAL_POINTS, evaluate
 from spinn_export.task.physics import BUILTIN, load_physics
@@ -68,8 +68,8 @@ def test_user_physics_enters_the_loss_taylor_scores_and_the_residual_rms(problem
     direct = data.physics.residual(model, data.x_val[:RESIDUAL_POINTS]).detach().pow(2).mean().sqrt()
     assert metrics.residual_rms == pytest.approx(float(direct)) and evaluate(model, plain).residual_rms is None
 
-    with_physics = neuron_scores(model, SMALL, "taylor", dataset=data, batches=2, physics_weight=1.0)
-    without = neuron_scores(model, SMALL, "taylor", dataset=data, batches=2, physics_weight=0.0)
+    with_physics = unit_scores(model, architecture_of(SMALL), "taylor", dataset=data, batches=2, physics_weight=1.0)
+    without = unit_scores(model, architecture_of(SMALL), "taylor", dataset=data, batches=2, physics_weight=0.0)
     assert not torch.allclose(torch.cat(with_physics), torch.cat(without))
 
     config = TrainConfig(epochs=2, batch_size=64, physics_points=16)

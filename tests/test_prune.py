@@ -8,7 +8,8 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model, count_nonzero, linear_layers
+from spinn_export.model.graph import run, tensors_of
+from spinn_export.model.mlp import architecture_of, build_model, count_nonzero
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import Target, plan_widths
 from spinn_export.prune.structured import PruneConfig, prune, select_keep, shrink, structured_prune_once
@@ -16,9 +17,10 @@ from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train
 
-from .conftest import assert_clean_error, run_cli
+from .conftest import assert_clean_error, linear_layers, run_cli
 
 SPEC = MLPSpec(18, (12, 10, 8), 2)
+ARCH = architecture_of(SPEC)
 KEEP = (torch.tensor([0, 2, 3, 5, 7, 8, 11]), torch.tensor([1, 4, 6, 9]), torch.tensor([0, 1, 2, 3, 7]))
 STAGE_KEYS = {"stage", "widths", "params", "nonzero_params", "flops_per_sample", "val_r2", "val_rel_l2",
               "val_residual_rms", "checkpoint"}
@@ -29,17 +31,23 @@ def _model(seed=0):
     return build_model(SPEC)
 
 
-def _with_replaced_neurons(model, replacements):
+def _activations():
+    return [n.name for n in ARCH.graph.nodes if n.op != "aten.linear.default"]
+
+
+def _masked(model, replacements, x):
     """The original model, with chosen hidden neurons' outputs overwritten by constants (masking)."""
-    handles = []
-    activations = [m for m in model if not isinstance(m, nn.Linear)]
-    for act, (index, values) in zip(activations, replacements):
-        def hook(_module, _inputs, output, index=index, values=values):
-            output = output.clone()
-            output[:, index] = values
-            return output
-        handles.append(act.register_forward_hook(hook))
-    return handles
+    chosen = dict(zip(_activations(), replacements))
+
+    def after(name, value):
+        if name in chosen:
+            index, values = chosen[name]
+            value = value.clone()
+            value[:, index] = values
+        return value
+
+    with torch.no_grad():
+        return run(ARCH.graph, tensors_of(ARCH.graph, model), x, after=after)[0]
 
 
 def _removed(keep, width):
@@ -50,13 +58,10 @@ def _removed(keep, width):
 
 def test_shrunk_model_equals_the_masked_model():
     model, x = _model(), torch.randn(64, 18)
-    spec, small = shrink(model, SPEC, KEEP, fold="none")
+    spec, small = shrink(model, ARCH, KEEP, fold="none")
     assert spec.widths == (7, 4, 5)
     assert [tuple(layer.weight.shape) for layer in linear_layers(small)] == spec.layer_shapes
-    handles = _with_replaced_neurons(model, [(_removed(k, w), 0.0) for k, w in zip(KEEP, SPEC.widths)])
-    masked = model(x)
-    for handle in handles:
-        handle.remove()
+    masked = _masked(model, [(_removed(k, w), 0.0) for k, w in zip(KEEP, SPEC.widths)], x)
     torch.testing.assert_close(small(x), masked, rtol=0, atol=1e-6)
     assert not torch.allclose(model(x), masked)
 
@@ -67,28 +72,25 @@ def test_pruning_neurons_with_zero_incoming_weights_changes_output_only_by_round
     with torch.no_grad():
         for layer, keep, width in zip(layers, KEEP, SPEC.widths):
             layer.weight[_removed(keep, width)] = 0.0
-    _spec, small = shrink(model, SPEC, KEEP, fold="bias")
+    _spec, small = shrink(model, ARCH, KEEP, fold="bias")
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
-    _spec, small = shrink(model, SPEC, KEEP, fold="mean", calibration=torch.randn(512, 18))
+    _spec, small = shrink(model, ARCH, KEEP, fold="mean", calibration=torch.randn(512, 18))
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
 
 
 def test_mean_fold_replaces_removed_neurons_by_their_calibration_mean():
     model, calibration = _model(2), torch.randn(1024, 18)
     keep = (torch.arange(12), torch.arange(10), torch.tensor([1, 4, 6]))
-    _, small = shrink(model, SPEC, keep, fold="mean", calibration=calibration)
+    _, small = shrink(model, ARCH, keep, fold="mean", calibration=calibration)
     with torch.no_grad():
-        hidden = model[:-1](calibration)  # last hidden layer's activations
+        hidden = run(ARCH.graph, tensors_of(ARCH.graph, model), calibration, keep=_activations())[1]["tanh2"]
     removed = _removed(keep[2], 8)
-    handles = _with_replaced_neurons(model, [(torch.tensor([], dtype=torch.long), 0.0)] * 2
-                                     + [(removed, hidden[:, removed].mean(dim=0))])
-    expected = model(calibration)
-    for handle in handles:
-        handle.remove()
+    expected = _masked(model, [(torch.tensor([], dtype=torch.long), 0.0)] * 2
+                       + [(removed, hidden[:, removed].mean(dim=0))], calibration)
     torch.testing.assert_close(small(calibration), expected, rtol=0, atol=1e-6)
     # so the mean output over the calibration data is preserved exactly, unlike masking
     torch.testing.assert_close(small(calibration).mean(0), model(calibration).mean(0), rtol=0, atol=1e-5)
-    _, masked = shrink(model, SPEC, keep, fold="none")
+    _, masked = shrink(model, ARCH, keep, fold="none")
     assert not torch.allclose(masked(calibration).mean(0), model(calibration).mean(0), atol=1e-4)
 
 
@@ -96,9 +98,9 @@ def test_structured_prune_once_builds_exact_widths_keeping_the_strongest_neurons
     model = _model(3)
     with torch.no_grad():
         linear_layers(model)[0].weight[5] *= 100.0  # neuron 5 of layer 0 dominates by L1
-    plan = plan_widths(SPEC, Target.of_widths((4, 4, 4)))
-    spec, small = structured_prune_once(model, SPEC, plan, importance="l1-in")
-    assert spec.widths == (4, 4, 4) and isinstance(small, nn.Sequential)
+    plan = plan_widths(ARCH, Target.of_widths((4, 4, 4)))
+    spec, small = structured_prune_once(model, ARCH, plan, importance="l1-in")
+    assert spec.widths == (4, 4, 4) and isinstance(small, nn.Module)
     assert any(torch.equal(row, linear_layers(model)[0].weight[5]) for row in linear_layers(small)[0].weight)
     save_checkpoint(tmp_path / "s.safetensors", small, spec, {"variant": "structured"})
     loaded = load_checkpoint(tmp_path / "s.safetensors")
@@ -121,7 +123,7 @@ def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     config = PruneConfig(Target.params(0.5), rounds=2, finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3),
                          importance="taylor",
                          mode="global", fold="mean", calibration_samples=256)
-    result = prune(model, SPEC, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
+    result = prune(model, ARCH, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
     history = json.loads((tmp_path / "history.json").read_text())
     assert {"method", "target", "achieved", "config", "stages"} <= set(history)
     assert history["method"] == "structured" and history["target"]["reduction"] == 0.5
@@ -132,13 +134,13 @@ def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     params = [s["params"] for s in history["stages"]]
     assert params[0] > params[1] > params[2]
     assert abs(params[2] - 0.5 * SPEC.params) <= 12 + 8 + 1  # within one neuron's worth of the target
-    assert history["achieved"]["params"] == params[2] == result.spec.params
+    assert history["achieved"]["params"] == params[2] == result.architecture.params
     assert all(s["val_residual_rms"] is not None for s in history["stages"])  # physics evaluated
     for stage in history["stages"]:
         loaded = load_checkpoint(tmp_path / stage["checkpoint"])
-        assert list(loaded.spec.widths) == stage["widths"]
+        assert list(loaded.architecture.widths) == stage["widths"]
     final = load_checkpoint(tmp_path / "structured.safetensors")
-    assert final.variant == "structured" and final.spec == result.spec
+    assert final.variant == "structured" and final.architecture == result.architecture
     x = data.x_val[:32]
     torch.testing.assert_close(final.model(x), result.model(x), rtol=0, atol=0)
     frame = pd.read_csv(tmp_path / "history.csv")
@@ -164,14 +166,14 @@ def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, fitted, on
     model, data = fitted
     assert evaluate(model, data).r2 > 0.9
     config = PruneConfig(Target.params(0.9), rounds=2, finetune=TrainConfig(epochs=0), tolerance=0.0, on_drop=on_drop)
-    result = prune(model, SPEC, data, config, tmp_path, progress=False)
+    result = prune(model, ARCH, data, config, tmp_path, progress=False)
     assert len(result.stages) == 2 and result.stopped and "tolerance" in result.stopped
     assert result.stages[1].val_r2 < result.stages[0].val_r2
     final = load_checkpoint(tmp_path / "structured.safetensors")
     if on_drop == "rollback":
-        assert result.stages[1].rolled_back and result.final.stage == 0 and final.spec == SPEC
+        assert result.stages[1].rolled_back and result.final.stage == 0 and final.architecture == ARCH
     else:
-        assert not result.stages[1].rolled_back and final.spec.widths == result.stages[1].widths
+        assert not result.stages[1].rolled_back and final.architecture.widths == result.stages[1].widths
     assert (tmp_path / "stage_1.safetensors").exists()
 
 
@@ -179,10 +181,10 @@ def test_magnitude_method_matches_the_structured_parameter_count(tmp_path, train
     model, data = trained
     config = PruneConfig(Target.params(0.6), method="magnitude", rounds=2,
                          finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3))
-    result = prune(model, SPEC, data, config, tmp_path, progress=False)
-    structured = plan_widths(SPEC, 0.6)
+    result = prune(model, ARCH, data, config, tmp_path, progress=False)
+    structured = plan_widths(ARCH, 0.6)
     checkpoint = load_checkpoint(tmp_path / "magnitude.safetensors")
-    assert checkpoint.variant == "magnitude" and checkpoint.spec == SPEC
+    assert checkpoint.variant == "magnitude" and checkpoint.architecture == ARCH
     assert count_nonzero(checkpoint.model) == structured.params == result.target_nonzero
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["achieved"]["params"] == SPEC.params
@@ -196,7 +198,7 @@ def test_config_errors_are_user_errors():
     with pytest.raises(UserError, match="--importance"):
         PruneConfig(Target.params(0.5), importance="l3")
     with pytest.raises(UserError, match="fold"):
-        shrink(_model(), SPEC, KEEP, fold="mean")
+        shrink(_model(), ARCH, KEEP, fold="mean")
 
 
 def test_prune_cli_on_user_data(tmp_path):
@@ -231,4 +233,4 @@ def test_prune_cli_errors(small_checkpoint, tmp_path, args, needles):
 def test_prune_cli_refuses_unsupported_input(tmp_path):
     torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "conv.pt")
     assert_clean_error(run_cli("prune", str(tmp_path / "conv.pt"), "--target", "0.5", "--out", str(tmp_path / "o")),
-                       "not a readable safetensors checkpoint")
+                       "4-D weight", "plain chain")

@@ -14,7 +14,7 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import PruneConfig, prune
@@ -71,7 +71,7 @@ def build_pipeline(directory: Path) -> Pipeline:
     for method, out in (("structured", pipeline.structured_dir), ("magnitude", pipeline.magnitude_dir)):
         config = PruneConfig(Target.params(TARGET), method=method, rounds=2, finetune=TrainConfig(epochs=0),
                              calibration_samples=64)
-        prune(dense_model, DENSE, data, config, out, metadata={"variant": "dense"}, progress=False)
+        prune(dense_model, architecture_of(DENSE), data, config, out, metadata={"variant": "dense"}, progress=False)
     checkpoints = [dense, pipeline.structured_dir / "structured.safetensors",
                    pipeline.magnitude_dir / "magnitude.safetensors"]
     export_checkpoints(checkpoints, pipeline.manifest.parent, parse_formats("onnx"))

@@ -371,19 +371,20 @@ def build_builtin_models(directory: Path, settings: SuiteSettings) -> dict[str, 
     from spinn_export.export.exporter import export_checkpoints
     from spinn_export.export.formats import formats
     from spinn_export.model.checkpoint import save_checkpoint
-    from spinn_export.model.mlp import build_model
+    from spinn_export.model.mlp import architecture_of, build_model
     from spinn_export.model.spec import SPINN_REFERENCE
     from spinn_export.prune.budget import plan_widths
     from spinn_export.prune.magnitude import magnitude_prune
     from spinn_export.prune.structured import structured_prune_once
 
-    spec = SPINN_REFERENCE
+    architecture = architecture_of(SPINN_REFERENCE)
     torch.manual_seed(0)
-    dense = build_model(spec).eval()
-    plan = plan_widths(spec, STRUCTURED_REDUCTION, round_to=STRUCTURED_ROUND_TO)
-    pruned_spec, structured = structured_prune_once(dense, spec, plan)
-    magnitude = magnitude_prune(copy.deepcopy(dense), spec, pruned_spec.params)
-    models = {"dense": (dense, spec), "structured": (structured, pruned_spec), "magnitude": (magnitude, spec)}
+    dense = build_model(SPINN_REFERENCE).eval()
+    plan = plan_widths(architecture, STRUCTURED_REDUCTION, round_to=STRUCTURED_ROUND_TO)
+    pruned, structured = structured_prune_once(dense, architecture, plan)
+    magnitude = magnitude_prune(copy.deepcopy(dense), architecture, pruned.params)
+    models = {"dense": (dense, architecture), "structured": (structured, pruned),
+              "magnitude": (magnitude, architecture)}
     variants = [Variant.parse(v) for v in settings.variants]
     opened = {b.format for b in (*settings.backends, *settings.paired_backends)}
     usable = [f for f in formats().values() if f.runtime_format in opened and f.available() is None]
@@ -392,8 +393,8 @@ def build_builtin_models(directory: Path, settings: SuiteSettings) -> dict[str, 
         fp32 = [next(f for f in formats().values() if f.float32 and f.default)]
     out = directory / "export"
     for role in dict.fromkeys(["dense", *(v.role for v in variants)]):  # dense: the paired baseline
-        model, model_spec = models[role]
-        path = save_checkpoint(directory / f"{role}.safetensors", model, model_spec, {"variant": role})
+        model, model_architecture = models[role]
+        path = save_checkpoint(directory / f"{role}.safetensors", model, model_architecture, {"variant": role})
         quantised = [f for f in usable if not f.float32 and any(v.role == role and v.precision == f.precision
                                                                   for v in variants)]
         export_checkpoints([path], out, fp32 + quantised)

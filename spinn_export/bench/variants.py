@@ -167,9 +167,11 @@ class ModelRef:
         if reason is not None:
             raise UserError(reason)
         if self.variant.sparse:
+            from spinn_export.model.checkpoint import load_checkpoint
             from spinn_export.prune.magnitude import to_sparse_csr
 
-            return to_sparse_csr(self.reference())
+            checkpoint = load_checkpoint(self.directory / self.checkpoint)
+            return to_sparse_csr(checkpoint.model, checkpoint.architecture)
         return self.file(backend.format)  # type: ignore[return-value]
 
 
@@ -202,8 +204,8 @@ def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
                                  nonzero_params=first.nonzero_params, flops_per_sample=first.flops_per_sample,
                                  recorded_error=recorded, **common))
             if first.variant == "magnitude" and precision == FP32:
-                biases = sum(first.widths) + first.out_features
-                csr_flops = 2 * (first.nonzero_params - biases) + biases
+                biases = sum(first.widths) + first.out_features  # a plain MLP's, for manifests that did not record it
+                csr_flops = first.csr_flops_per_sample or 2 * (first.nonzero_params - biases) + biases
                 refs.append(ModelRef(Variant("magnitude", FP32, sparse=True), files=(),
                                      nonzero_params=first.nonzero_params, flops_per_sample=csr_flops, **common))
     counts = Counter(ref.name for ref in refs)
@@ -232,5 +234,5 @@ def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResu
     from spinn_export.model.checkpoint import load_checkpoint
 
     reference = load_checkpoint(ref.directory / ref.checkpoint)
-    return check_parity(reference.model, runner.infer, reference.spec, f"{ref.name} on {backend.name}",
+    return check_parity(reference.model, runner.infer, reference.architecture, f"{ref.name} on {backend.name}",
                         ref.tolerance())

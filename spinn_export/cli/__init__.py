@@ -26,8 +26,14 @@ from typing import TYPE_CHECKING, NoReturn
 from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
+    from spinn_export.model.checkpoint import Checkpoint
     from spinn_export.prune.budget import Target
     from spinn_export.task.data import Dataset
+
+MODEL_CODE_HELP = ("your model's code: a function in a file (PATH.py:FACTORY) or an importable module (module:FACTORY) "
+                   "returning the torch.nn.Module the state_dict FILE belongs to")
+TRUST_PICKLE_HELP = "allow unpickling a whole module (or a pickled payload of a .pt2); this runs code from the file"
+ACTIVATION_HELP = "the activation of a bare state_dict, which does not record it (default tanh)"
 
 
 def command_names() -> dict[str, str]:
@@ -109,6 +115,47 @@ def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--t
     group.add_argument("--seed", type=int, default=0, help="seed for data splits and training (default 0)")
 
 
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model-code, --trust-pickle and --activation: how a model file that is not a spinn-export checkpoint is read
+    (a .pt2 needs none of them)."""
+    from spinn_export.model.spec import ACTIVATIONS
+
+    group = parser.add_argument_group("reading your model (a .pt2 from torch.export needs none of these)")
+    group.add_argument("--model-code", metavar="PATH.py:FACTORY", help=MODEL_CODE_HELP)
+    group.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
+    group.add_argument("--activation", choices=ACTIVATIONS, help=ACTIVATION_HELP)
+
+
+def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_features: int | None) -> Checkpoint:
+    """The model FILE names with add_model_arguments' flags: a spinn-export checkpoint, or any form the importer
+    reads, traced (where it is a module) at `in_features`, the data's input width."""
+    from spinn_export.model.importer import open_model
+
+    return open_model(path, activation=args.activation, trust_pickle=args.trust_pickle, model_code=args.model_code,
+                      in_features=in_features)
+
+
+def print_architecture(checkpoint: Checkpoint) -> None:
+    """What was read, and why any group is frozen, one line each."""
+    from spinn_export.model.architecture import SOURCES
+
+    architecture = checkpoint.architecture
+    print(f"model: {architecture.describe()}, from {SOURCES[architecture.source]}", flush=True)
+    for reason in architecture.frozen_reasons():
+        print(f"  frozen {reason}", flush=True)
+
+
+def recorded_seed(path: str | os.PathLike[str]) -> int:
+    """The seed a spinn-export checkpoint was trained with (its data splits), else 0."""
+    from spinn_export.model.checkpoint import is_checkpoint, read_metadata
+
+    if str(path).endswith(".safetensors") and Path(path).is_file():
+        metadata = read_metadata(path)
+        if is_checkpoint(metadata):
+            return int(metadata.get("seed", "0"))
+    return 0
+
+
 def dataset_of(args: argparse.Namespace, seed: int) -> Dataset:
     """The data of --data/--inputs/--targets (default: the built-in task), held to --physics when given."""
     from spinn_export.task.data import resolve_dataset
@@ -151,7 +198,8 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
     budget.add_argument("--target-latency", type=fraction, metavar="R",
                         help="fraction of dense's latency to keep, measured on --backend at --batch "
                              "(0.4 = 2.5x faster)")
-    budget.add_argument("--widths", help="explicit final hidden widths, e.g. 256,256,256,128")
+    budget.add_argument("--widths", help="explicit final widths: one per prunable group, e.g. 256,256,256,128, or "
+                                         "for named groups, e.g. blocks.0=128,u=96 (the rest keep theirs)")
     parser.add_argument("--backend", metavar="NAME",
                         help=f"where --target-latency and --round-to {AUTO} measure (default {DEFAULT_BACKEND})")
     parser.add_argument("--batch", type=positive_int, metavar="B",
@@ -162,14 +210,14 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
 def budget_of(args: argparse.Namespace) -> Target | None:
     """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
     (a latency target, --round-to auto), the backend is checked now, before any work."""
-    from spinn_export.model.spec import parse_widths
-    from spinn_export.prune.budget import Target
-    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH, require_backend
+    from spinn_export.bench.measurer import require_backend
+    from spinn_export.prune.budget import Target, widths_target
+    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or DEFAULT_BACKEND)
     if args.widths is not None:
-        return Target.of_widths(parse_widths(args.widths))
+        return widths_target(args.widths)
     if args.target_flops is not None:
         return Target.flops(args.target_flops)
     if args.target_latency is not None:

@@ -1,30 +1,32 @@
-"""`spinn-export import`: state_dicts and (trusted) pickled modules into safe checkpoints."""
+"""`spinn-export import`: your model (a .pt2, a state_dict with its code, a trusted pickled module, or a bare
+state_dict read as a plain MLP) into a safe checkpoint that records its architecture."""
 from __future__ import annotations
 
 import argparse
 
-from spinn_export.cli import output_file
+from spinn_export.cli import add_model_arguments, open_model_file, output_file, positive_int, print_architecture
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.importer import import_model
-from spinn_export.model.spec import ACTIVATIONS
 
 STAGE = 1
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("import", help="convert a PyTorch state_dict or module into a checkpoint")
-    parser.add_argument("file", help="a .pt/.pth file: a state_dict, or a whole module with --trust-pickle")
-    parser.add_argument("--activation", choices=ACTIVATIONS,
-                        help="activation between layers (default: detected, else tanh)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow unpickling a whole module; this runs code from the file")
+    parser = subparsers.add_parser("import", help="read your model's architecture and weights into a checkpoint")
+    parser.add_argument("file", help="a .pt2 (torch.export.save), a state_dict (.pt/.pth/.safetensors) with "
+                                     "--model-code, a whole module with --trust-pickle, or a bare state_dict "
+                                     "(read as a plain MLP)")
+    add_model_arguments(parser)
+    parser.add_argument("--in-features", type=positive_int, metavar="N",
+                        help="the number of input columns a module is traced at (--model-code, --trust-pickle)")
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     output_file(args.out, "model.safetensors")
-    spec, model = import_model(args.file, args.activation, args.trust_pickle)
-    save_checkpoint(args.out, model, spec, {"variant": "dense", "source": str(args.file)})
-    print(f"imported {spec.describe()} to {args.out}")
+    checkpoint = open_model_file(args, args.file, args.in_features)
+    print_architecture(checkpoint)
+    save_checkpoint(args.out, checkpoint.model, checkpoint.architecture,
+                    {**checkpoint.metadata, "variant": checkpoint.variant, "source": str(args.file)})
+    print(f"imported to {args.out}")
     return 0

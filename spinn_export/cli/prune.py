@@ -4,18 +4,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from spinn_export.bench.measurer import measuring
 from spinn_export.cli import (
     add_budget_arguments,
     add_data_arguments,
+    add_model_arguments,
     budget_of,
     dataset_of,
+    open_model_file,
     output_dir,
     physics_weight,
     positive_int,
+    print_architecture,
+    recorded_seed,
     round_to,
 )
-from spinn_export.errors import UserError
-from spinn_export.model.checkpoint import load_checkpoint
+from spinn_export.errors import UserError, require_file
 from spinn_export.prune.budget import MODES, Target
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
@@ -41,7 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Structured pruning: layers become smaller dense layers, so the speedup is real. "
                     "Exactly one of --target, --target-flops, --target-latency or --widths sets the budget.",
     )
-    parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense or structured)")
+    parser.add_argument("checkpoint", metavar="MODEL",
+                        help="a spinn-export .safetensors checkpoint (dense or structured), or your model: a .pt2 "
+                             "(torch.export), a state_dict with --model-code, or a pickled module with --trust-pickle")
+    add_model_arguments(parser)
     add_budget_arguments(parser, required=True)
     parser.add_argument("--method", choices=METHODS, default=DEFAULTS.method,
                         help="structured (remove neurons) or magnitude (unstructured L1 baseline, same non-zero count)")
@@ -88,12 +95,14 @@ def run(args: argparse.Namespace) -> int:
                         "so the model runs no faster; prune structurally, or give magnitude a --target/--target-flops/"
                         "--widths budget")
     output_dir(args.out)
-    checkpoint = load_checkpoint(args.checkpoint)
+    require_file(args.checkpoint, "model file", "check the path of the checkpoint or model")
+    seed = args.seed if args.seed is not None else recorded_seed(args.checkpoint)
+    dataset = dataset_of(args, seed)
+    checkpoint = open_model_file(args, args.checkpoint, dataset.in_features)
     if checkpoint.variant == "magnitude":
         raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; "
                         "prune its dense original instead")
-    seed = args.seed if args.seed is not None else int(checkpoint.metadata.get("seed", "0"))
-    dataset = dataset_of(args, seed)
+    print_architecture(checkpoint)
     finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs, lr=args.lr,
                                    physics_weight=physics_weight(args, dataset, DEFAULTS.finetune.physics_weight),
                                    seed=seed, device=args.device)
@@ -104,7 +113,9 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, batch=args.batch,
     )
     metadata = {**dataset_metadata(dataset), "variant": checkpoint.variant}
-    result = prune(checkpoint.model, checkpoint.spec, dataset, config, args.out, metadata=metadata)
+    with measuring(config.measured_on) as measurer:
+        result = prune(checkpoint.model, checkpoint.architecture, dataset, config, args.out, metadata=metadata,
+                       measurer=measurer)
     dense, final = result.stages[0], result.final
     print(f"{config.method} pruning: {result.plan.describe()}")
     if config.method == "magnitude":

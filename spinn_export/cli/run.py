@@ -7,12 +7,12 @@ from pathlib import Path
 from spinn_export.cli import (
     add_budget_arguments,
     add_data_arguments,
+    add_model_arguments,
     budget_of,
     output_dir,
     round_to,
 )
 from spinn_export.errors import UserError
-from spinn_export.model.spec import ACTIVATIONS
 from spinn_export.pipeline.job import (
     RunConfig,
     UserModel,
@@ -23,7 +23,7 @@ from spinn_export.pipeline.job import run as run_pipeline
 from spinn_export.task.data import parse_columns
 
 STAGE = 8
-MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle")  # meaningful only with --model
+MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle", "model_code")  # only with --model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,12 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "every artifact, benchmark the CPU (and CUDA) backends, write the report and run the gate. "
                     "Stages whose inputs and outputs are unchanged are not redone.")
     parser.add_argument("--model", type=Path, metavar="FILE",
-                        help="your trained MLP: a state_dict (.pt/.pth/.safetensors), or a whole module with "
-                             "--trust-pickle; needs --data, --inputs and --targets")
-    parser.add_argument("--activation", choices=ACTIVATIONS,
-                        help="the activation of --model (default: detected from a module, else tanh)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow unpickling a whole module; this runs code from the file")
+                        help="your trained network: a .pt2 from torch.export (recommended), a state_dict with "
+                             "--model-code, a whole module with --trust-pickle, or a bare state_dict (read as a plain "
+                             "MLP); needs --data, --inputs and --targets")
+    add_model_arguments(parser)
     add_data_arguments(parser)
     add_budget_arguments(parser, required=False)
     parser.add_argument("--round-to", type=round_to, metavar="N|auto",
@@ -64,7 +62,7 @@ def user_model(args: argparse.Namespace) -> UserModel | None:
         raise UserError("--model needs the data it was trained on: --data FILE --inputs COLS --targets COLS")
     return UserModel(model=args.model, data=Path(args.data), inputs=tuple(parse_columns(args.inputs)),
                      targets=tuple(parse_columns(args.targets)), physics=args.physics, activation=args.activation,
-                     trust_pickle=args.trust_pickle)
+                     trust_pickle=args.trust_pickle, model_code=args.model_code)
 
 
 def run(args: argparse.Namespace) -> int:

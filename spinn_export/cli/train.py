@@ -4,14 +4,20 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.cli import (
+    MODEL_CODE_HELP,
+    TRUST_PICKLE_HELP,
     add_data_arguments,
     dataset_of,
+    open_model_file,
     output_file,
     physics_weight,
     positive_int,
+    print_architecture,
 )
-from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.errors import UserError
+from spinn_export.model.checkpoint import Checkpoint, save_checkpoint
+from spinn_export.model.importer import model_from_code
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
 from spinn_export.task.data import check_model_fits, dataset_metadata
 from spinn_export.task.train import TrainConfig, train
@@ -24,8 +30,16 @@ STAGE = 2
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train a dense MLP on a data + physics loss")
     add_data_arguments(parser)
-    parser.add_argument("--widths", help="hidden widths (default: the SPINN reference 512,512,512,256)")
-    parser.add_argument("--activation", choices=ACTIVATIONS, default=SPINN_REFERENCE.activation)
+    parser.add_argument("--widths", help="hidden widths of a plain MLP (default: the SPINN reference 512,512,512,256)")
+    parser.add_argument("--activation", choices=ACTIVATIONS,
+                        help=f"the plain MLP's activation (default {SPINN_REFERENCE.activation}), or a bare "
+                             "state_dict's with --model")
+    parser.add_argument("--model", metavar="FILE",
+                        help="train your model from these weights instead: a .pt2, a state_dict with --model-code, "
+                             "a pickled module with --trust-pickle")
+    parser.add_argument("--model-code", metavar="PATH.py:FACTORY",
+                        help=MODEL_CODE_HELP + "; without --model, the module as the factory builds it")
+    parser.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     parser.add_argument("--epochs", type=positive_int, default=DEFAULTS.epochs)
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr)
@@ -41,17 +55,37 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.out, "dense.safetensors")
     dataset = dataset_of(args, args.seed)
     weight = physics_weight(args, dataset, DEFAULTS.physics_weight)
-    widths = parse_widths(args.widths) if args.widths else SPINN_REFERENCE.widths
-    spec = MLPSpec(dataset.in_features, widths, dataset.out_features, args.activation)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          physics_weight=weight, seed=args.seed, device=args.device)
-    model = build_model(spec)
-    check_model_fits(dataset, spec, model)
+    checkpoint = _starting_model(args, dataset.in_features, dataset.out_features)
+    architecture, model = checkpoint.architecture, checkpoint.model
+    check_model_fits(dataset, architecture, model)
     result = train(model, dataset, config)
     final = result.final
-    save_checkpoint(args.out, model, spec, {
+    save_checkpoint(args.out, model, architecture, {
         "variant": "dense", **dataset_metadata(dataset), "seed": str(args.seed), "val_r2": f"{final.r2:.6f}"})
     residual = "n/a" if final.residual_rms is None else f"{final.residual_rms:.4g}"
-    print(f"trained {spec.params:,}-parameter model for {config.epochs} epochs: "
+    print(f"trained {architecture.params:,}-parameter model for {config.epochs} epochs: "
           f"val R2 {final.r2:.4f}, rel L2 {final.rel_l2:.4f}, residual RMS {residual} -> {args.out}")
     return 0
+
+
+def _starting_model(args: argparse.Namespace, in_features: int, out_features: int) -> Checkpoint:
+    """A plain MLP of --widths (the default), your model from --model FILE, or --model-code's fresh module."""
+    if args.model is None and args.model_code is None:
+        if args.trust_pickle:
+            raise UserError("--trust-pickle applies only with --model FILE")
+        widths = parse_widths(args.widths) if args.widths else SPINN_REFERENCE.widths
+        spec = MLPSpec(in_features, widths, out_features, args.activation or SPINN_REFERENCE.activation)
+        return Checkpoint(architecture_of(spec), build_model(spec))
+    if args.widths:
+        raise UserError("--widths shapes the built-in plain MLP; your model (--model, --model-code) has its own widths")
+    if args.model is None:
+        if args.activation:
+            raise UserError("--activation applies only to a plain MLP or a bare state_dict (--model FILE)")
+        architecture, model = model_from_code(args.model_code, in_features)
+        checkpoint = Checkpoint(architecture, model)
+    else:
+        checkpoint = open_model_file(args, args.model, in_features)
+    print_architecture(checkpoint)
+    return checkpoint

@@ -22,13 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import DEFAULT_OPSET, Format, calibration_inputs, load_artifact, write_artifact
 from spinn_export.export.manifest import MANIFEST_NAME, ArtifactRecord, Manifest, read_manifest
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_parity, task_dataset, tolerance_for
 from spinn_export.files import atomic_path, sha256_of, write_json
+from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
+from spinn_export.model.graph import tensors_of
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ROLES
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
@@ -73,9 +77,9 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
     but takes the built-in task's inputs is calibrated on the built-in task's, and the record says so
     (`source: default`). Accuracy is measured only on data the checkpoint is known to model.
     """
-    spec = checkpoint.spec
+    architecture = checkpoint.architecture
     if data is not None:
-        check_model_fits(data, spec, checkpoint.model)  # widths, and the data's physics tried once (one-line errors)
+        check_model_fits(data, architecture, checkpoint.model)  # widths, and the data's physics tried once
     low_precision = [f for f in formats if not f.float32]
     if not low_precision:
         return CheckpointData()
@@ -85,16 +89,25 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
         return CheckpointData(known, reference)
     if known is not None:
         source, calibrate_on = ("given" if data is not None else "checkpoint"), known
-    elif "dataset" not in checkpoint.metadata and spec.in_features == len(STOKES.input_names):
+    elif "dataset" not in checkpoint.metadata and architecture.in_features == len(STOKES.input_names):
         source, calibrate_on = "default", builtin_dataset()
     else:
         named = checkpoint.metadata.get("dataset")
         trained_on = f"its data ({named!r})" if named else "its data (the checkpoint names none)"
         raise UserError(f"{name}: calibrated formats ({', '.join(f.name for f in low_precision if f.calibrated)}) need "
                         f"the training inputs of {trained_on}; pass --data FILE --inputs COLS --targets COLS")
-    rows = calibration_inputs(calibrate_on.x_train.numpy(), spec.in_features, f"{calibrate_on.name}, training split")
+    rows = calibration_inputs(calibrate_on.x_train.numpy(), architecture.in_features,
+                              f"{calibrate_on.name}, training split")
     record = {"dataset": calibrate_on.name, "split": "train", "rows": len(rows), "source": source}
     return CheckpointData(known, reference, rows, record)
+
+
+def csr_flops(architecture: Architecture, model: nn.Module) -> int:
+    """FLOPs per sample of the layers run as CSR: two per non-zero weight, plus the bias adds."""
+    tensors = tensors_of(architecture.graph, model)
+    return sum(layer.rows_per_sample * (2 * int(torch.count_nonzero(tensors[layer.weight]))
+                                        + (out if layer.bias else 0))
+               for layer, (out, _) in zip(architecture.layers, architecture.layer_shapes))
 
 
 def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
@@ -110,12 +123,12 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
                max_r2_drop: float = DEFAULT_MAX_R2_DROP) -> ArtifactRecord:
     """Write, reload, verify, then rename into place: a failing artifact never appears under its final name."""
     label = f"{name} [{fmt.name}]"
-    spec, model = checkpoint.spec, checkpoint.model
+    architecture, model = checkpoint.architecture, checkpoint.model
     final = out_dir / fmt.filename(name)
     with atomic_path(final) as tmp:
-        write_artifact(fmt, model, spec, tmp, opset, name, data.calibration)
+        write_artifact(fmt, model, architecture, tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt)
-        parity = check_parity(model, artifact, spec, label, tolerance_for(fmt.precision),
+        parity = check_parity(model, artifact, architecture, label, tolerance_for(fmt.precision),
                               weight_shapes=fmt.weight_shapes(tmp))
         measured = None if fmt.float32 or data.dataset is None else accuracy(
             model, artifact, data.dataset, max_r2_drop, data.reference)
@@ -123,9 +136,12 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
     return ArtifactRecord(
         model=name, variant=checkpoint.variant, format=fmt.name, file=final.name, bytes=size, sha256=digest,
         checkpoint=checkpoint_file.name, checkpoint_sha256=sha256_of(checkpoint_file),
-        params=spec.params, nonzero_params=count_nonzero(model), flops_per_sample=spec.flops_per_sample,
-        widths=spec.widths, in_features=spec.in_features, out_features=spec.out_features,
-        activation=spec.activation, opset=opset if fmt.uses_opset else None,
+        params=architecture.params, nonzero_params=count_nonzero(model),
+        flops_per_sample=architecture.flops_per_sample, widths=architecture.widths,
+        in_features=architecture.in_features, out_features=architecture.out_features,
+        activation=architecture.activation, opset=opset if fmt.uses_opset else None,
+        architecture_source=architecture.source, groups=architecture.group_names,
+        csr_flops_per_sample=csr_flops(architecture, model),
         parity=parity.to_dict(), precision=fmt.precision,
         accuracy=None if measured is None else measured.to_dict(),
         within_budget=True if fmt.float32 else None if measured is None else measured.within_budget,

@@ -45,16 +45,19 @@ class ArtifactRecord:
     widths: tuple[int, ...]
     in_features: int
     out_features: int
-    activation: str
+    activation: str | None
     opset: int | None
     parity: dict[str, Any]
     precision: str = "fp32"  # absent from manifests written before it was recorded: those held only fp32 and int8 ONNX
     accuracy: dict[str, Any] | None = None
     within_budget: bool | None = None
     calibration: dict[str, Any] | None = None
+    architecture_source: str = "spec"  # where the architecture was read from (`model.architecture.SOURCES`)
+    groups: tuple[str, ...] = ()  # the prunable groups `widths` are the widths of (older manifests: hidden layers)
+    csr_flops_per_sample: int | None = None  # what the layers' non-zero weights cost as CSR (magnitude-csr)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
+        return {**dataclasses.asdict(self), "widths": list(self.widths), "groups": list(self.groups)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRecord:
@@ -65,7 +68,8 @@ class ArtifactRecord:
             data["accuracy"] = {"dataset": older["dataset"], "split": older["split"], "val_r2": older["r2"],
                                 "val_r2_reference": older["r2_reference"], "val_r2_delta": older["delta_r2"],
                                 "residual_rms": None, "residual_note": "not recorded by the exporter that wrote this"}
-        return cls(**{**data, "widths": tuple(data["widths"]), "precision": precision})
+        return cls(**{**data, "widths": tuple(data["widths"]), "precision": precision,
+                      "groups": tuple(data.get("groups", ()))})
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from spinn_export.errors import UserError
+from spinn_export.errors import UserError, first_line
 from spinn_export.export.formats import Shape
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import Metrics, evaluate, r2_scores, relative_l2
 from spinn_export.task.stokes import STOKES
@@ -103,10 +103,11 @@ def eager(model: nn.Module, x: np.ndarray) -> np.ndarray:
         return model.eval()(torch.from_numpy(x)).float().numpy()
 
 
-def check_weight_shapes(shapes: list[Shape], spec: MLPSpec, label: str) -> None:
-    """The artifact's own weight matrices must have exactly the checkpoint's (pruned) shapes."""
-    expected = [tuple(s) for s in spec.layer_shapes]
-    if [tuple(s) for s in shapes] != expected:
+def check_weight_shapes(shapes: list[Shape], architecture: Architecture, label: str) -> None:
+    """The artifact's own weight matrices must have exactly the checkpoint's (pruned) shapes: the same multiset
+    (an exporter may order independent layers differently)."""
+    expected = sorted(tuple(s) for s in architecture.layer_shapes)
+    if sorted(tuple(s) for s in shapes) != expected:
         raise ParityError(
             f"{label}: the artifact's weight shapes {[list(s) for s in shapes]} differ from the checkpoint's "
             f"{[list(s) for s in expected]}; the export is not the model it claims to be"
@@ -114,7 +115,7 @@ def check_weight_shapes(shapes: list[Shape], spec: MLPSpec, label: str) -> None:
 
 
 def check_parity(
-    reference: nn.Module, candidate: Callable[[np.ndarray], np.ndarray], spec: MLPSpec, label: str,
+    reference: nn.Module, candidate: Callable[[np.ndarray], np.ndarray], architecture: Architecture, label: str,
     tolerance: Tolerance | None, *, weight_shapes: list[Shape] | None = None,
     batches: tuple[int, ...] = BATCHES, seed: int = PARITY_SEED,
 ) -> ParityResult:
@@ -124,13 +125,19 @@ def check_parity(
     or an error outside `tolerance`; with `tolerance` None the error is only measured.
     """
     if weight_shapes is not None:
-        check_weight_shapes(weight_shapes, spec, label)
+        check_weight_shapes(weight_shapes, architecture, label)
     max_abs = max_rel = 0.0
     within = True
     for batch in batches:
-        x = parity_inputs(spec.in_features, batch, seed)
+        x = parity_inputs(architecture.in_features, batch, seed)
         expected = eager(reference, x)
-        output = np.asarray(candidate(x))
+        try:
+            output = np.asarray(candidate(x))
+        except UserError:
+            raise
+        except Exception as exc:  # a runtime's own failure on this batch: the artifact cannot run this network
+            raise ParityError(f"{label}: the artifact fails at batch {batch} ({type(exc).__name__}: "
+                              f"{first_line(exc)}); this format cannot run the network at every batch size") from None
         if output.shape != expected.shape:
             raise ParityError(f"{label}: output shape {output.shape} at batch {batch}, expected {expected.shape}")
         if not np.isfinite(output).all():

@@ -1,4 +1,8 @@
-"""Checkpoints as safetensors with the spec in the metadata: loading one never runs code."""
+"""Checkpoints as safetensors with the architecture's graph in the metadata: loading one never runs code.
+
+Format 2 stores the graph (`model.graph`) as JSON and every tensor under its graph name; format 1 (a plain MLP's
+spec) is still read, as the chain it describes.
+"""
 from __future__ import annotations
 
 import os
@@ -12,20 +16,24 @@ from torch import nn
 
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.files import atomic_path
-from spinn_export.model.mlp import build_model, linear_layers
+from spinn_export.model.architecture import SOURCES, Architecture
+from spinn_export.model.graph import Graph, build_module, tensors_of
+from spinn_export.model.mlp import architecture_of
 from spinn_export.model.spec import MLPSpec
 
-SPEC_KEY = "spinn_export.spec"
+GRAPH_KEY = "spinn_export.graph"
+SPEC_KEY = "spinn_export.spec"  # format 1: a plain MLP's spec
+SOURCE_KEY = "architecture_source"
 FORMAT_KEY = "spinn_export.format"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 CHECKPOINT_HINT = "check the path of the .safetensors checkpoint"
 DTYPES = (torch.float32, torch.bfloat16)  # what a checkpoint's tensors may be stored in (bf16: `torch-bf16`)
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    spec: MLPSpec
-    model: nn.Sequential
+    architecture: Architecture
+    model: nn.Module
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -33,20 +41,25 @@ class Checkpoint:
         return self.metadata.get("variant", "dense")
 
 
+def as_architecture(shape: Architecture | MLPSpec) -> Architecture:
+    """A spec is the built-in way to name a plain MLP; everything else is an Architecture already."""
+    return architecture_of(shape) if isinstance(shape, MLPSpec) else shape
+
+
 def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, spec: MLPSpec, metadata: dict[str, str] | None = None,
-    dtype: torch.dtype = torch.float32,
+    path: str | os.PathLike[str], model: nn.Module, architecture: Architecture | MLPSpec,
+    metadata: dict[str, str] | None = None, dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write atomically; tensors are named linear{i}.weight/bias, independent of module nesting, and stored in
-    `dtype` (one of DTYPES)."""
-    tensors: dict[str, torch.Tensor] = {}
-    for index, layer in enumerate(linear_layers(model)):
-        tensors[f"linear{index}.weight"] = layer.weight.detach().cpu().to(dtype).contiguous()
-        tensors[f"linear{index}.bias"] = layer.bias.detach().cpu().to(dtype).contiguous()
-    shapes = [tuple(t.shape) for k, t in tensors.items() if k.endswith("weight")]
-    if shapes != spec.layer_shapes:
-        raise ValueError(f"model layer shapes {shapes} do not match spec {spec.layer_shapes}")
-    meta = {**(metadata or {}), SPEC_KEY: spec.to_json(), FORMAT_KEY: FORMAT_VERSION}
+    """Write atomically: every tensor of the graph under its name, stored in `dtype` (one of DTYPES)."""
+    architecture = as_architecture(architecture)
+    graph = architecture.graph
+    tensors = {name: t.detach().cpu().to(dtype).contiguous() for name, t in tensors_of(graph, model).items()}
+    wrong = [(t.name, tuple(tensors[t.name].shape), t.shape) for t in graph.tensors
+             if tuple(tensors[t.name].shape) != t.shape]
+    if wrong:
+        raise ValueError(f"model tensor {wrong[0][0]} has shape {wrong[0][1]}, its graph says {wrong[0][2]}")
+    meta = {**(metadata or {}), GRAPH_KEY: graph.to_json(), SOURCE_KEY: architecture.source,
+            FORMAT_KEY: FORMAT_VERSION}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
@@ -64,6 +77,23 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
         raise _corrupt(path, exc) from None
 
 
+def is_checkpoint(metadata: dict[str, str]) -> bool:
+    return GRAPH_KEY in metadata or SPEC_KEY in metadata
+
+
+def architecture_in(metadata: dict[str, str], path: str | os.PathLike[str]) -> Architecture:
+    """The architecture a checkpoint's metadata records (format 2: its graph; format 1: its spec's chain)."""
+    source = metadata.get(SOURCE_KEY, "spec")
+    if source not in SOURCES:
+        raise UserError(f"{path} records an unknown architecture source {source!r}; the file is damaged")
+    if GRAPH_KEY in metadata:
+        return Architecture(Graph.from_json(metadata[GRAPH_KEY]), source)
+    if SPEC_KEY in metadata:
+        return architecture_of(MLPSpec.from_json(metadata[SPEC_KEY]), source)
+    raise UserError(f"{path} is a safetensors file without a spinn-export model; "
+                    "convert raw weights with `spinn-export import FILE --out MODEL.safetensors`")
+
+
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """The model in the dtype its tensors are stored in: float32, or bfloat16 for a `torch-bf16` artifact (never
     silently widened: a bf16 file loaded as float32 would be timed and checked as another model)."""
@@ -73,30 +103,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     except (SafetensorError, OSError, ValueError) as exc:
         raise _corrupt(path, exc) from None
     metadata = read_metadata(path)
-    if SPEC_KEY not in metadata:
-        raise UserError(
-            f"{path} is a safetensors file without a spinn-export model spec; "
-            "convert raw weights with `spinn-export import FILE --out MODEL.safetensors`"
-        )
-    spec = MLPSpec.from_json(metadata[SPEC_KEY])
+    architecture = architecture_in(metadata, path)
     dtypes = {t.dtype for t in tensors.values()}
     if len(dtypes) != 1 or not dtypes <= set(DTYPES):
         raise UserError(f"{path} stores {', '.join(sorted(map(str, dtypes)))} tensors, not all float32 or all "
                         "bfloat16; the file is damaged or not a spinn-export checkpoint")
-    model = build_model(spec).to(dtypes.pop())
-    try:
-        with torch.no_grad():
-            for index, layer in enumerate(linear_layers(model)):
-                layer.weight.copy_(tensors[f"linear{index}.weight"])
-                layer.bias.copy_(tensors[f"linear{index}.bias"])
-    except (KeyError, RuntimeError) as exc:
-        raise UserError(f"{path} does not match its own spec {spec.to_dict()}: {exc}; the file is damaged") from None
-    model.eval()
-    return Checkpoint(spec=spec, model=model, metadata=metadata)
+    expected = {t.name: t.shape for t in architecture.graph.tensors}
+    found = {name: tuple(t.shape) for name, t in tensors.items()}
+    if found != expected:
+        odd = sorted(set(found.items()) ^ set(expected.items()))[0]
+        raise UserError(f"{path} does not match its own graph (tensor {odd[0]!r}); the file is damaged")
+    model = build_module(architecture.validated().graph, tensors).eval()
+    return Checkpoint(architecture=architecture, model=model, metadata=metadata)
 
 
 def _corrupt(path: str | os.PathLike[str], exc: Exception) -> UserError:
     return UserError(
         f"{path} is not a readable safetensors checkpoint ({first_line(exc)}); it may be truncated or another format "
-        "(for a PyTorch .pt/.pth file use `spinn-export import`)"
+        "(for a PyTorch .pt/.pth or .pt2 file use `spinn-export import`)"
     )

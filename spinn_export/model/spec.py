@@ -10,6 +10,15 @@ from spinn_export.errors import UserError
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "sigmoid")
 FLOAT32_BYTES = 4
+# Where a model's architecture was read from: the checkpoint, the manifest and the report record it.
+SOURCES = {
+    "spec": "built from a spec (a plain MLP)",
+    "state_dict": "a bare state_dict, read as a plain chain of Linear layers (it cannot show skip connections or "
+                  "gates)",
+    "pt2": "a torch.export program (.pt2), read without unpickling",
+    "model-code": "the user's model code (--model-code) with its state_dict, traced by torch.export",
+    "pickle": "a pickled module (--trust-pickle), traced by torch.export",
+}
 
 
 @dataclass(frozen=True)

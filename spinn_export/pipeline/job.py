@@ -25,14 +25,16 @@ from typing import Any
 import pandas as pd
 from torch import nn
 
+from spinn_export.bench.measurer import measuring
 from spinn_export.bench.variants import FP32, possible_variants
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import formats, parse_formats, unavailable_formats
+from spinn_export.model.architecture import SOURCES, Architecture
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.importer import import_model
-from spinn_export.model.mlp import build_model
-from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
+from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.spec import SPINN_REFERENCE
 from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
@@ -75,8 +77,9 @@ def main_variants(format_names: tuple[str, ...]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class UserModel:
-    """`run --model`: the user's trained MLP, the data it was trained on and optionally its physics
-    (`--physics`, see `task.physics`), pruned instead of a freshly trained built-in SPINN."""
+    """`run --model`: the user's trained network (read as `model.importer` reads it: a .pt2, a state_dict with
+    `model_code`, a trusted pickled module, or a bare state_dict as a plain MLP), the data it was trained on and
+    optionally its physics (`--physics`, see `task.physics`), pruned instead of a freshly trained built-in SPINN."""
 
     model: Path
     data: Path
@@ -85,16 +88,18 @@ class UserModel:
     physics: str | None = None
     activation: str | None = None
     trust_pickle: bool = False
+    model_code: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": str(self.model), "activation": self.activation, "trust_pickle": self.trust_pickle,
-                "data": str(self.data), "inputs": list(self.inputs), "targets": list(self.targets),
-                "physics": self.physics}
+                "model_code": self.model_code, "data": str(self.data), "inputs": list(self.inputs),
+                "targets": list(self.targets), "physics": self.physics}
 
     @property
     def arguments(self) -> list[str]:
         """The `spinn-export run` flags that name it."""
         words = ["--model", str(self.model)]
+        words += ["--model-code", self.model_code] if self.model_code else []
         words += ["--activation", self.activation] if self.activation else []
         words += ["--trust-pickle"] if self.trust_pickle else []
         words += ["--data", str(self.data), "--inputs", ",".join(self.inputs), "--targets", ",".join(self.targets)]
@@ -194,8 +199,9 @@ class Source:
     model, the model imported in memory. Built before any stage runs, so a mistake in them costs nothing."""
 
     dataset: Dataset
-    imported: tuple[MLPSpec, nn.Sequential] | None = None
+    imported: tuple[Architecture, nn.Module] | None = None
     files: tuple[Path, ...] = ()  # the user's data and physics files: inputs of the stages that read them
+    code: tuple[Path, ...] = ()  # the file of --model-code: an input of the import stage
 
 
 def prepare(config: RunConfig) -> Source:
@@ -205,10 +211,19 @@ def prepare(config: RunConfig) -> Source:
         return Source(builtin_dataset(config.seed))
     physics = None if user.physics is None else load_physics(user.physics)
     dataset = load_user_dataset(user.data, list(user.inputs), list(user.targets), config.seed, physics)
-    spec, model = import_model(user.model, user.activation, user.trust_pickle)
-    check_model_fits(dataset, spec, model)
+    architecture, model = import_model(user.model, activation=user.activation, trust_pickle=user.trust_pickle,
+                                       model_code=user.model_code, in_features=dataset.in_features)
+    architecture.require_prunable(str(user.model))
+    check_model_fits(dataset, architecture, model)
     physics_file = () if physics is None or physics.source is None else (physics.source,)
-    return Source(dataset, (spec, model), (user.data, *physics_file))
+    code_file = () if user.model_code is None else _code_file(user.model_code)
+    return Source(dataset, (architecture, model), (user.data, *physics_file), code_file)
+
+
+def _code_file(model_code: str) -> tuple[Path, ...]:
+    """--model-code's file, an input of the stages that read the model (a resumed run notices an edit)."""
+    target = model_code.rpartition(":")[0]
+    return (Path(target),) if target.endswith(".py") and Path(target).is_file() else ()
 
 
 @dataclass(frozen=True)
@@ -252,20 +267,22 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy) -> list[Stage]
     user = config.model
     source_params = {} if user is None else {"model": user.to_dict()}
 
-    def save_dense(model: nn.Module, spec: MLPSpec, extra: dict[str, str]) -> None:
-        save_checkpoint(dense, model, spec, {"variant": "dense", **extra, **dataset_metadata(dataset),
+    def save_dense(model: nn.Module, architecture: Architecture, extra: dict[str, str]) -> None:
+        save_checkpoint(dense, model, architecture, {"variant": "dense", **extra, **dataset_metadata(dataset),
                                              "seed": str(config.seed), "val_r2": f"{evaluate(model, dataset).r2:.6f}"})
 
     def do_train() -> None:
         model = build_model(SPINN_REFERENCE)
         train(model, dataset, config.train, desc="train dense")
-        save_dense(model, SPINN_REFERENCE, {})
+        save_dense(model, architecture_of(SPINN_REFERENCE), {})
 
     def do_prune(method: str, out_dir: Path) -> Callable[[], None]:
         def action() -> None:
             checkpoint = load_checkpoint(dense)
-            prune(checkpoint.model, checkpoint.spec, dataset, config.prune(method), out_dir,
-                  metadata=dataset_metadata(dataset))
+            settings = config.prune(method)
+            with measuring(settings.measured_on) as measurer:
+                prune(checkpoint.model, checkpoint.architecture, dataset, settings, out_dir,
+                      metadata=dataset_metadata(dataset), measurer=measurer)
         return action
 
     def do_export() -> None:
@@ -290,13 +307,16 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy) -> list[Stage]
     if user is None or source.imported is None:
         first = Stage("train", (), dataclasses.asdict(config.train), (dense,), do_train)
     else:
-        spec, model = source.imported
+        architecture, model = source.imported
 
         def do_import() -> None:
-            print(f"  imported {spec.describe()} from {user.model}", flush=True)
-            save_dense(model, spec, {"source": str(user.model)})
+            print(f"  imported {architecture.describe()} from {user.model} ({SOURCES[architecture.source]})",
+                  flush=True)
+            for reason in architecture.frozen_reasons():
+                print(f"  frozen {reason}", flush=True)
+            save_dense(model, architecture, {"source": str(user.model)})
 
-        first = Stage("import", (user.model,), user.to_dict(), (dense,), do_import)
+        first = Stage("import", (user.model, *source.code), user.to_dict(), (dense,), do_import)
     return [
         first,
         Stage("prune-structured", (dense, *source.files), {**config.prune("structured").to_dict(), **source_params},

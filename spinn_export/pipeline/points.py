@@ -17,12 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spinn_export.bench.measurer import measuring
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import PruneConfig, prune
 from spinn_export.task.data import TARGETS_FLAG, Dataset, resolve_dataset
-from spinn_export.task.physics import absolute_physics, load_physics
+from spinn_export.task.physics import load_physics
+from spinn_export.usercode import absolute
 
 LATENCY = "lat:"
 EXAMPLE = "fractions of parameters to remove such as 0.3,0.5,0.685,0.8, or latency budgets such as lat:0.4"
@@ -94,7 +96,7 @@ class DataSource:
         """The CLI's data flags, with a data file and a physics PATH.py made absolute (`targets_flag`: the flag
         that named the target columns, for messages)."""
         return cls(None if data is None else str(Path(data).resolve()), inputs, targets,
-                   None if physics is None else absolute_physics(physics), seed, targets_flag)
+                   None if physics is None else absolute(physics), seed, targets_flag)
 
     def load(self) -> Dataset:
         physics = None if self.physics is None else load_physics(self.physics)
@@ -150,7 +152,8 @@ def finetune_point(job: PointJob) -> PointOutput:
         source.write_bytes(job.checkpoint)
         checkpoint = load_checkpoint(source)
         out = Path(scratch) / "out"
-        prune(checkpoint.model, checkpoint.spec, _dataset(job.data), job.config, out, metadata=dict(job.metadata),
-              progress=job.progress)
+        with measuring(job.config.measured_on) as measurer:
+            prune(checkpoint.model, checkpoint.architecture, _dataset(job.data), job.config, out,
+                  metadata=dict(job.metadata), progress=job.progress, measurer=measurer)
         files = tuple((path.name, path.read_bytes()) for path in sorted(out.iterdir()))
     return PointOutput(job.name, files, socket.gethostname(), time.perf_counter() - started)

@@ -112,7 +112,7 @@ def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: byt
             prune_config = config.prune_config(target, method)
             if prune_config.measured_on is None:
                 try:
-                    plan_widths(checkpoint.spec, prune_config.target, min_width=prune_config.min_width,
+                    plan_widths(checkpoint.architecture, prune_config.target, min_width=prune_config.min_width,
                                 round_to=prune_config.round_to)
                 except UserError as exc:
                     raise UserError(f"--targets {target.text}: {exc}") from None
@@ -227,7 +227,7 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
         raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original "
                         "instead")
     dataset = data.load()
-    check_model_fits(dataset, source.spec, source.model)
+    check_model_fits(dataset, source.architecture, source.model)
     checkpoint_bytes = Path(checkpoint_path).read_bytes()
     jobs = plan_jobs(config, source, checkpoint_bytes, data, dataset)
     fmt = export_format(backend.format)
@@ -259,7 +259,8 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
             "batch": config.batch, "threads": default_threads(), "measured_on": measured_on, "export_format": fmt.name,
             "executor": config.executor, "address": config.address, "workers": config.workers,
             "paired": dataclasses.asdict(config.paired),
-            "dense": {"model": baseline, "widths": list(source.spec.widths), "params": source.spec.params,
+            "dense": {"model": baseline, "widths": list(source.architecture.widths),
+                      "groups": list(source.architecture.group_names), "params": source.architecture.params,
                       "val_r2": dense.r2, "residual_rms": dense.residual_rms},
             "finetune": [{"point": o.name, "host": o.host, "wall_s": o.wall_s, "config": j.config.to_dict()}
                          for o, j in zip(outputs, jobs)],

@@ -27,8 +27,8 @@ from typing import Any, Protocol
 import torch
 
 from spinn_export.errors import UserError
-from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.importance import neuron_costs
+from spinn_export.model.architecture import Architecture
+from spinn_export.model.spec import parse_widths
 
 KINDS = ("params", "flops", "widths", "latency")
 MODES = ("uniform", "global")
@@ -55,6 +55,7 @@ class Target:
     latency_ratio: float | None = None
     backend: str | None = None
     batch: int | None = None
+    groups: tuple[str, ...] | None = None  # with widths: the groups they are for (None: every prunable group)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -74,6 +75,8 @@ class Target:
             if not self.widths:
                 raise UserError("an explicit-width target needs widths, e.g. --widths 256,256,256,128")
             object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+            if self.groups is not None and len(self.groups) != len(self.widths):
+                raise ValueError("one group name per width")
             return
         r = self.reduction
         if r is None or not math.isfinite(r) or not 0.0 < r < 1.0:
@@ -91,8 +94,25 @@ class Target:
         return cls("flops", reduction=float(reduction))
 
     @classmethod
-    def of_widths(cls, widths: Sequence[int]) -> Target:
-        return cls("widths", widths=tuple(widths))
+    def of_widths(cls, widths: Sequence[int], groups: Sequence[str] | None = None) -> Target:
+        """Explicit widths: one per prunable group in order, or for the named `groups` (the rest keep theirs)."""
+        return cls("widths", widths=tuple(widths), groups=None if groups is None else tuple(groups))
+
+    def resolve(self, architecture: Architecture) -> Target:
+        """Named widths as one width per prunable group of `architecture`; a frozen or unknown name is one line."""
+        if self.kind != "widths" or self.groups is None:
+            return self
+        every = {g.name: g for g in architecture.groups}
+        chosen = dict(zip(self.groups, self.widths or ()))
+        for name in chosen:
+            group = every.get(name)
+            if group is None:
+                raise UserError(f"--widths names group {name!r}, which the model does not have; its prunable groups "
+                                f"are {', '.join(architecture.group_names) or 'none'}")
+            if not group.prunable:
+                raise UserError(f"--widths names group {name!r}, which is frozen ({group.frozen}) and cannot be "
+                                f"pruned; prunable groups: {', '.join(architecture.group_names) or 'none'}")
+        return Target.of_widths([chosen.get(g.name, g.width) for g in architecture.prunable])
 
     @classmethod
     def latency(cls, ratio: float, backend: str, batch: int) -> Target:
@@ -101,13 +121,16 @@ class Target:
 
     def to_dict(self) -> dict[str, Any]:
         if self.kind == "widths":
-            return {"kind": "widths", "widths": list(self.widths or ())}
+            named = {} if self.groups is None else {"groups": list(self.groups)}
+            return {"kind": "widths", "widths": list(self.widths or ()), **named}
         if self.kind == "latency":
             return {"kind": "latency", "latency_ratio": self.latency_ratio, "backend": self.backend,
                     "batch": self.batch}
         return {"kind": self.kind, "reduction": self.reduction}
 
     def describe(self) -> str:
+        if self.kind == "widths" and self.groups is not None:
+            return "widths " + ", ".join(f"{g}={w}" for g, w in zip(self.groups, self.widths or ()))
         if self.kind == "widths":
             return f"widths {list(self.widths or ())}"
         if self.kind == "latency":
@@ -116,16 +139,33 @@ class Target:
         return f"{self.reduction:.2%} fewer {self.kind}"
 
 
-def cost(spec: MLPSpec, kind: str) -> int:
-    """The quantity a target counts: parameters, or FLOPs per sample."""
-    return spec.flops_per_sample if kind == "flops" else spec.params
+def widths_target(text: str) -> Target:
+    """--widths: `256,256,256,128` (one per prunable group) or `NAME=W,...` (named groups; the rest keep theirs)."""
+    if "=" not in text:
+        return Target.of_widths(parse_widths(text))
+    names, widths = [], []
+    for part in filter(None, text.replace(" ", "").split(",")):
+        name, _, value = part.rpartition("=")
+        if not name or not value.isdigit():
+            raise UserError(f"--widths {text!r}: give NAME=WIDTH pairs like blocks.0=128,u=96, or one width per "
+                            "prunable group like 256,256,256,128")
+        names.append(name)
+        widths.append(int(value))
+    if len(set(names)) != len(names):
+        raise UserError(f"--widths {text!r} names a group twice")
+    return Target.of_widths(widths, names)
+
+
+def cost(architecture: Architecture, kind: str) -> int:
+    """The quantity a target counts at the architecture's own widths: parameters, or FLOPs per sample."""
+    return architecture.cost_at(architecture.widths, kind)
 
 
 @dataclass(frozen=True)
 class PrunePlan:
     """Planned hidden widths, with the target beside what they achieve (relative to `baseline`)."""
 
-    baseline: MLPSpec
+    baseline: Architecture
     target: Target
     mode: str
     widths: tuple[int, ...]
@@ -134,16 +174,17 @@ class PrunePlan:
     round_to: RoundTo
 
     @property
-    def spec(self) -> MLPSpec:
+    def architecture(self) -> Architecture:
+        """The baseline's graph at the planned widths (shapes only)."""
         return self.baseline.with_widths(self.widths)
 
     @property
     def params(self) -> int:
-        return self.spec.params
+        return self.baseline.params_at(self.widths)
 
     @property
     def flops_per_sample(self) -> int:
-        return self.spec.flops_per_sample
+        return self.baseline.flops_at(self.widths)
 
     @property
     def params_reduction(self) -> float:
@@ -176,11 +217,11 @@ class PrunePlan:
         return f"target {goal}; achieved {achieved} with widths {list(self.widths)}"
 
 
-def layer_steps(spec: MLPSpec, round_to: RoundTo) -> tuple[int, ...]:
-    """Each hidden layer's block: `round_to` for all, one per layer, or 1 (neuron by neuron)."""
+def layer_steps(spec: Architecture, round_to: RoundTo) -> tuple[int, ...]:
+    """Each prunable group's block: `round_to` for all, one per group, or 1 (unit by unit)."""
     if isinstance(round_to, tuple):
         if len(round_to) != len(spec.widths):
-            raise ValueError(f"round_to gives {len(round_to)} blocks for {len(spec.widths)} hidden layers")
+            raise ValueError(f"round_to gives {len(round_to)} blocks for {len(spec.widths)} prunable groups")
         steps = round_to
     else:
         steps = (round_to or 1,) * len(spec.widths)
@@ -189,18 +230,18 @@ def layer_steps(spec: MLPSpec, round_to: RoundTo) -> tuple[int, ...]:
     return steps
 
 
-def _bounds(spec: MLPSpec, min_width: int, steps: tuple[int, ...]) -> tuple[list[int], list[int]]:
+def _bounds(spec: Architecture, min_width: int, steps: tuple[int, ...]) -> tuple[list[int], list[int]]:
     """Per-layer (lowest, highest) allowed widths; errors where no allowed width exists."""
     lows, highs = [], []
     for index, (width, step) in enumerate(zip(spec.widths, steps)):
         if width < min_width:
             raise UserError(
-                f"--min-width {min_width} is wider than hidden layer {index} ({width} neurons); lower --min-width"
+                f"--min-width {min_width} is wider than {_named(spec, index)} ({width} neurons); lower --min-width"
             )
         low, high = math.ceil(min_width / step) * step, width // step * step
         if high < low:
             raise UserError(
-                f"--round-to {step} cannot be met: hidden layer {index} has {width} neurons, fewer than the "
+                f"--round-to {step} cannot be met: {_named(spec, index)} has {width} neurons, fewer than the "
                 f"smallest allowed multiple of {step} (>= --min-width {min_width}); use a smaller --round-to"
             )
         lows.append(low)
@@ -208,36 +249,42 @@ def _bounds(spec: MLPSpec, min_width: int, steps: tuple[int, ...]) -> tuple[list
     return lows, highs
 
 
-def lowest_widths(spec: MLPSpec, min_width: int, round_to: RoundTo) -> list[int]:
+def lowest_widths(spec: Architecture, min_width: int, round_to: RoundTo) -> list[int]:
     """The narrowest widths a plan may reach: what bounds every budget from below."""
     return _bounds(spec, min_width, layer_steps(spec, round_to))[0]
 
 
-def _explicit(spec: MLPSpec, widths: tuple[int, ...], min_width: int, steps: tuple[int, ...]) -> tuple[int, ...]:
+def _named(spec: Architecture, index: int) -> str:
+    """How messages name prunable group `index`: `hidden layer i` in a plain MLP, else the group's name."""
+    return f"hidden layer {index}" if spec.is_chain else f"group {spec.group_names[index]!r}"
+
+
+def _explicit(spec: Architecture, widths: tuple[int, ...], min_width: int, steps: tuple[int, ...]) -> tuple[int, ...]:
     if len(widths) != len(spec.widths):
-        raise UserError(f"--widths gives {len(widths)} hidden widths but the model has "
-                        f"{len(spec.widths)} hidden layers")
+        names = "" if spec.is_chain else f" ({', '.join(spec.group_names)})"
+        raise UserError(f"--widths gives {len(widths)} widths but the model has {len(spec.widths)} prunable "
+                        f"{'hidden layers' if spec.is_chain else 'groups'}{names}")
     for index, (want, have, step) in enumerate(zip(widths, spec.widths, steps)):
         if want > have:
-            raise UserError(f"--widths asks hidden layer {index} for {want} neurons but it has only {have}; "
+            raise UserError(f"--widths asks {_named(spec, index)} for {want} neurons but it has only {have}; "
                             "pruning cannot grow a layer")
         if want < min_width:
-            raise UserError(f"--widths takes hidden layer {index} to {want} neurons, "
+            raise UserError(f"--widths takes {_named(spec, index)} to {want} neurons, "
                             f"below the minimum width {min_width}")
         if want % step:
-            raise UserError(f"--round-to {step} cannot be met: --widths gives hidden layer {index} {want} neurons")
+            raise UserError(f"--round-to {step} cannot be met: --widths gives {_named(spec, index)} {want} neurons")
     return widths
 
 
 def plan_widths(
-    spec: MLPSpec,
+    spec: Architecture,
     target: Target | float,
     *,
     mode: str = "uniform",
     scores: Sequence[torch.Tensor] | None = None,
     min_width: int = 1,
     round_to: RoundTo = None,
-    baseline: MLPSpec | None = None,
+    baseline: Architecture | None = None,
     latency: LatencyModel | None = None,
 ) -> PrunePlan:
     """Widths for the model `spec` that reach `target` (a float means a parameter reduction).
@@ -254,15 +301,15 @@ def plan_widths(
     if min_width < 1:
         raise UserError(f"--min-width must be at least 1, got {min_width}")
     steps = layer_steps(spec, round_to)
-    if ((baseline.in_features, len(baseline.widths), baseline.out_features)
-            != (spec.in_features, len(spec.widths), spec.out_features)):
+    if (baseline.in_features, baseline.group_names, baseline.out_features) != (
+            spec.in_features, spec.group_names, spec.out_features):
         raise ValueError(f"baseline {baseline.to_dict()} is not an ancestor of {spec.to_dict()}")
 
     def make(widths: Sequence[int], value: int | None) -> PrunePlan:
         return PrunePlan(baseline, target, mode, tuple(widths), value, min_width, round_to)
 
     if target.kind == "widths":
-        return make(_explicit(spec, target.widths or (), min_width, steps), None)
+        return make(_explicit(spec, target.resolve(spec).widths or (), min_width, steps), None)
 
     if target.kind == "latency":
         if latency is None:
@@ -272,7 +319,7 @@ def plan_widths(
         goal, value = float(target.latency_ratio or 0) * full, None
     else:
         def measure(vectors: Sequence[Sequence[int]]) -> list[float]:
-            return [float(cost(spec.with_widths(v), target.kind)) for v in vectors]
+            return [float(spec.cost_at(v, target.kind)) for v in vectors]
 
         full = cost(baseline, target.kind)
         goal = (1.0 - float(target.reduction or 0)) * full
@@ -296,7 +343,7 @@ def plan_widths(
         if scores is None or [len(s) for s in scores] != list(spec.widths):
             raise ValueError("global mode needs one score per hidden neuron of each layer of `spec`")
         ranked = [torch.sort(s.detach().float()).values for s in scores]
-        per_parameter = neuron_costs(spec)  # scores are per parameter; importance per latency needs them whole
+        per_parameter = spec.unit_costs()  # scores are per parameter; importance per latency needs them whole
 
     def stepped(widths: list[int], index: int) -> list[int]:
         return [w - steps[index] if i == index else w for i, w in enumerate(widths)]
@@ -368,7 +415,7 @@ def _first_within(path: list[list[int]], goal: float,
     return first, values
 
 
-def round_targets(baseline: MLPSpec, target: Target, rounds: int, round_to: RoundTo = None) -> tuple[Target, ...]:
+def round_targets(baseline: Architecture, target: Target, rounds: int, round_to: RoundTo = None) -> tuple[Target, ...]:
     """Per-round targets (relative to `baseline`) whose per-round fractions compound to `target`.
 
     Round j of N removes 1 - (1 - r)^(j/N); explicit widths shrink geometrically per layer. A latency

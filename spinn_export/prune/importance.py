@@ -1,99 +1,89 @@
-"""Neuron importance scores, comparable across layers so that a global ranking means something.
+"""Unit importance scores, summed over every member of a group and comparable across groups.
 
-Every score is divided by what removing the neuron saves (fan-in + fan-out + 1 parameters): a
-neuron of a wide layer must earn its larger cost.  Criteria:
+Every score is divided by what removing the unit saves (its parameters: `Architecture.unit_costs`): a unit of a wide
+group must earn its larger cost. Criteria:
 
-* `l1`, `l2`: the norm of all the neuron's weights, incoming and outgoing (`-in` / `-out` for
-  only the incoming row or only the outgoing column).  Biases are not included: a neuron's bias
-  is folded into the next layer when it is removed, so it is not lost.
-* `taylor`: first-order Taylor estimate of the training-loss change when the neuron is removed,
-  |dL/dg| for a gate g multiplying the neuron's output (g = 1 -> 0).  The loss is the one
-  training uses (data + physics); the gate also scales the neuron's input derivatives, so the
-  PDE residual term is included exactly.  |.| per batch, averaged over batches (Molchanov et al.).
+* `l1`, `l2`: the norm of all the unit's weights in every layer of its group, incoming rows and outgoing columns
+  (`-in` / `-out` for only one side). Biases and per-feature parameters are not included: a removed unit's constant
+  is folded into the next bias where that is exact, and a slope says nothing of a unit's size.
+* `taylor`: first-order Taylor estimate of the training-loss change when the unit is removed, |dL/dg| for a gate g
+  multiplying the unit wherever a layer reads it (g = 1 -> 0 removes it exactly: a group reaches the rest of the
+  network only through layers). The loss is the one training uses (data + physics); the gates also scale the
+  unit's input derivatives, so the PDE residual term is included exactly. |.| per batch, averaged over batches
+  (Molchanov et al.).
 * `random`: the control.
 """
 from __future__ import annotations
-
-import itertools
 
 import torch
 from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.model.mlp import ACTIVATION_MODULES
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
+from spinn_export.model.graph import Node, run, tensors_of
+from spinn_export.prune.shrink import layer_nodes
 from spinn_export.task.data import Dataset
 
 CRITERIA = ("l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out", "taylor", "random")
 
 
-def require_plain_mlp(model: nn.Module, spec: MLPSpec) -> nn.Sequential:
-    """Accept only `build_model(spec)`'s layout (Linear, act, ..., Linear) with the spec's shapes."""
-    hint = "convert other MLPs with spinn_export.model.mlp.mlp_from_module (or `spinn-export import`)"
-    if not isinstance(model, nn.Sequential):
-        raise UserError(f"unsupported model {type(model).__name__}: pruning needs a plain nn.Sequential MLP; {hint}")
-    children = list(model)
-    activation = ACTIVATION_MODULES[spec.activation]
-    expected = 2 * len(spec.layer_shapes) - 1
-    layout_ok = len(children) == expected and all(
-        isinstance(m, nn.Linear) if i % 2 == 0 else type(m) is activation for i, m in enumerate(children)
-    )
-    if not layout_ok:
-        raise UserError(
-            f"unsupported model: expected Linear/{spec.activation} layers alternating ({expected} modules), "
-            f"got {[type(m).__name__ for m in children]}; {hint}"
-        )
-    shapes = [tuple(m.weight.shape) for m in children[::2]]
-    if shapes != spec.layer_shapes or any(m.bias is None for m in children[::2]):
-        raise UserError(f"the model's layer shapes {shapes} (with biases) do not match its spec {spec.layer_shapes}")
-    return model
-
-
-def neuron_costs(spec: MLPSpec) -> tuple[int, ...]:
-    """Parameters removed with one neuron of each hidden layer: fan-in + fan-out + 1 (its bias)."""
-    d = spec.dims
-    return tuple(d[i] + d[i + 2] + 1 for i in range(len(spec.widths)))
-
-
-def _norm_scores(layers: list[nn.Linear], criterion: str) -> list[torch.Tensor]:
+def _norm_scores(architecture: Architecture, model: nn.Module, criterion: str) -> list[torch.Tensor]:
     norm, _, side = criterion.partition("-")
     p = 1 if norm == "l1" else 2
+    tensors = tensors_of(architecture.graph, model)
+    weights = {layer.weight for layer in architecture.layers}
+    analysis = architecture.analysis
     scores = []
-    for incoming, outgoing in itertools.pairwise(layers):
-        parts = []
-        if side in ("", "in"):
-            parts.append(incoming.weight.detach().abs().pow(p).sum(dim=1))
-        if side in ("", "out"):
-            parts.append(outgoing.weight.detach().abs().pow(p).sum(dim=0))
-        scores.append(sum(parts).pow(1.0 / p))
+    for group, channels in zip(analysis.groups, analysis.channels):
+        if not group.prunable:
+            continue
+        total = torch.zeros(group.width)
+        for (name, dim), per_unit in channels.items():
+            if name not in weights or (dim == 0 and side == "out") or (dim == 1 and side == "in"):
+                continue
+            per_channel = tensors[name].detach().abs().pow(p).sum(dim=1 - dim)
+            total += per_channel[torch.from_numpy(per_unit)].sum(dim=1)
+        scores.append(total.pow(1.0 / p))
     return scores
 
 
 class _Gated(nn.Module):
-    """The MLP with a gate multiplying each hidden neuron's output (all ones: the same function)."""
+    """The network with one gate per unit multiplying it wherever a layer reads it (all ones: the same function)."""
 
-    def __init__(self, model: nn.Sequential, gates: list[torch.Tensor]) -> None:
+    def __init__(self, architecture: Architecture, model: nn.Module, gates: list[torch.Tensor]) -> None:
         super().__init__()
+        self.graph = architecture.graph
         self.model = model
         self.gates = gates
+        analysis = architecture.analysis
+        prunable = [(c, g) for c, g in zip(analysis.channels, analysis.groups) if g.prunable]
+        self.scatter: dict[str, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+        for node in layer_nodes(self.graph).values():
+            axis = (node.args[0].name, len(architecture.shapes[node.args[0].name]) - 1)
+            for index, (channels, _) in enumerate(prunable):
+                if axis in channels:
+                    per_unit = torch.from_numpy(channels[axis])
+                    units = torch.arange(per_unit.shape[0]).repeat_interleave(per_unit.shape[1])
+                    self.scatter.setdefault(node.name, []).append((index, per_unit.reshape(-1), units))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gates = iter(self.gates)
-        for module in self.model:
-            x = module(x)
-            if not isinstance(module, nn.Linear):
-                x = x * next(gates)
-        return x
+        def edge(node: Node, index: int, value: torch.Tensor) -> torch.Tensor:
+            if index != 0 or node.name not in self.scatter:
+                return value
+            gate = torch.ones(value.shape[-1], dtype=value.dtype)
+            for group, channels, units in self.scatter[node.name]:
+                gate = gate.scatter(0, channels, self.gates[group][units])
+            return value * gate
+
+        return run(self.graph, tensors_of(self.graph, self.model), x, edge=edge)[0]
 
 
-def _taylor_scores(
-    model: nn.Sequential, spec: MLPSpec, dataset: Dataset, batches: int, batch_size: int,
-    physics_weight: float, physics_points: int, seed: int,
-) -> list[torch.Tensor]:
+def _taylor_scores(architecture: Architecture, model: nn.Module, dataset: Dataset, batches: int, batch_size: int,
+                   physics_weight: float, physics_points: int, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    gates = [torch.ones(w, requires_grad=True) for w in spec.widths]
-    gated = _Gated(model, gates)
-    totals = [torch.zeros(w) for w in spec.widths]
+    gates = [torch.ones(w, requires_grad=True) for w in architecture.widths]
+    gated = _Gated(architecture, model, gates)
+    totals = [torch.zeros(w) for w in architecture.widths]
     use_physics = dataset.physics is not None and physics_weight > 0
     was_training = model.training
     model.eval()
@@ -111,9 +101,9 @@ def _taylor_scores(
     return [total / batches for total in totals]
 
 
-def neuron_scores(
+def unit_scores(
     model: nn.Module,
-    spec: MLPSpec,
+    architecture: Architecture,
     criterion: str = "l1",
     *,
     dataset: Dataset | None = None,
@@ -123,21 +113,19 @@ def neuron_scores(
     physics_points: int = 32,
     seed: int = 0,
 ) -> tuple[torch.Tensor, ...]:
-    """One score per hidden neuron and layer (higher = more important), normalised by its cost."""
+    """One score per unit of each prunable group (higher = more important), normalised by its cost."""
     if criterion not in CRITERIA:
         raise UserError(f"unknown importance criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
-    model = require_plain_mlp(model, spec)
-    layers = [m for m in model if isinstance(m, nn.Linear)]
     if criterion == "random":
         generator = torch.Generator().manual_seed(seed)
-        raw = [torch.rand(w, generator=generator) for w in spec.widths]
+        raw = [torch.rand(w, generator=generator) for w in architecture.widths]
     elif criterion == "taylor":
         if dataset is None:
             raise UserError("the taylor criterion needs data batches: pass a dataset (or use l1, l2 or random)")
-        raw = _taylor_scores(model, spec, dataset, batches, batch_size, physics_weight, physics_points, seed)
+        raw = _taylor_scores(architecture, model, dataset, batches, batch_size, physics_weight, physics_points, seed)
     else:
-        raw = _norm_scores(layers, criterion)
-    scores = tuple(r.detach().float() / cost for r, cost in zip(raw, neuron_costs(spec)))
+        raw = _norm_scores(architecture, model, criterion)
+    scores = tuple(r.detach().float() / cost for r, cost in zip(raw, architecture.unit_costs()))
     if not all(torch.isfinite(s).all() for s in scores):
         raise UserError("importance scores are not finite (NaN/inf weights or loss); check the checkpoint")
     return scores

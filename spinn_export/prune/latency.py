@@ -1,61 +1,40 @@
 """Latency budgets (`--target-latency R`, `--round-to auto`): a measured table of layer shapes, the solver's view
 of it, and end-to-end paired checks of what the solver chose.
 
-Parameter, FLOP and width budgets are proxies for what users prune for: the same parameter count runs at
-different speeds depending on how the widths fall on the kernels' tiles and thread splits. So a latency target is
-planned against latencies measured on the backend and batch size it names, through lookup tables of layer shapes
-as in NetAdapt and HALP.
+Parameter, FLOP and width budgets are proxies for what users prune for: the same parameter count runs at different
+speeds depending on how the widths fall on the kernels' tiles and thread splits. So a latency target is planned
+against latencies measured on the backend and batch size it names, through lookup tables of layer shapes as in
+NetAdapt and HALP.
 
-The table. An entry is one layer shape (in K, out N): the latency of the smallest model `build_model` makes with
-that layer, `MLPSpec(K, (N,), out_features)` (the layer, its activation and the model's output layer), exported
-to the backend's format and timed through the backend's own Runner, over the latency of a fixed anchor probe
-timed in the same rounds: each round times every probe of a chunk between two timings of the anchor, so a probe's
-per-round ratios are `bench.paired.sandwich_ratios` and its median and 95 % CI `bench.paired.summarize`. Ratios,
-not seconds, because the machine's speed drifts between chunks and a ratio to an anchor timed alongside does not
-(much). A width vector's estimate is the sum of its layers' entries. That sum counts the per-call overhead once
-per layer and an output layer after every hidden layer, which the model has only once: an offset that barely
-depends on the widths, so the differences the solver ranks by are the layers' own, while the sum's ratio to
-dense's is biased towards 1. The end-to-end checks remove that bias (and anything else a sum of layers misses).
+The table. An entry is one layer shape (in K, out N): the latency of a probe network `K -> N -> out_features` (that
+layer, the network's main activation and an output layer), timed against a fixed anchor probe in the same rounds,
+as a ratio with its 95 % CI (ratios, because a machine's speed drifts between chunks and a ratio to an anchor timed
+alongside does not, much). A width vector's estimate is the sum of its layers' entries, every layer of the graph
+but the output layer. That sum misses whatever is not a layer (residual adds, gates, per-call overhead) and counts
+an output layer per entry, so its ratio to dense's is biased; the end-to-end checks remove that bias.
 
-Measured lazily: only the shapes the solver reads, everything one request of the solver reads (`budget.LOOKAHEAD`
-states of its walk) in one interleaved chunk, in one worker process kept for the whole plan
-(`bench.timing.fresh_process_context`). A separate process, because
-ONNX Runtime's global thread pool must exist before any session (`bench.timing.ort_global_pool`), while the prune
-process (and `spinn-export run`'s export stage after it) makes sessions of its own. A probe of an ONNX format is
-the format plug-in's export of one template with the weight tensors swapped for the probe's (the dynamo exporter
-takes about 1.5 s per model; a plan reads dozens of shapes); every probe passes the parity check against eager
-PyTorch that every benchmarked model passes (`bench.variants.open_runner`) before it is timed.
+The checks (`plan_latency`). The table's plan is verified end to end: the dense network and the candidate (the
+dense network with its first units kept per group: the values do not change the latency, and a real network is a
+valid one), paired on the backend. Each check gives a measured ratio per unit of table ratio; pooled over the
+checks, that factor turns the target into the goal the table is solved for next, at most `CHECKS` times or until a
+check lands within `TOLERANCE` of the target. All before any fine-tuning; the pruned model itself is measured
+paired against dense once more at the end (`structured.prune`).
 
-Cached: one JSON file per key, the machine (CPU model, thread count, GPU for CUDA backends), the backend and its
-default options, the batch, the library versions, the model's output width and activation, and the anchor, in
-`$SPINN_EXPORT_CACHE`, else `$XDG_CACHE_HOME/spinn-export`, else `~/.cache/spinn-export`, written atomically after
-every chunk. A different key is a different file, so a library upgrade measures afresh. Solved plans (widths and
-their checks) are kept in the same file, so a second run with the same target, and the main job's magnitude
-stage, get the same widths at once.
+Cached: one JSON file per key (machine, backend and options, batch, library versions, the network's output width
+and activation, the anchor) in `$SPINN_EXPORT_CACHE`, else `$XDG_CACHE_HOME/spinn-export`, else
+`~/.cache/spinn-export`, written after every chunk, with the plans solved against it.
 
-The checks (`plan_latency`). The table's plan is verified end to end: dense and the chosen widths, both with
-random weights (latency does not depend on their values), paired on the backend (`bench.paired.paired_speedups`:
-ABBA blocks in fresh processes). Each check gives a measured ratio per unit of table ratio; pooled over the checks
-(one alone is noisy on a shared machine), that factor turns the target into the goal the table is solved for next,
-at most `CHECKS` times or until a check lands within `TOLERANCE` of the target. All before any fine-tuning, which
-is the expensive part; the pruned model itself is measured paired against dense once more at the end
-(`structured.prune`).
-
-Layering: prune comes before bench in the pipeline. This module imports bench (backends, runners, timing, paired
-statistics) and the exporter's formats only inside the functions that measure, which run only when a latency
-target or `--round-to auto` asks for a measurement; the solver (`budget.plan_widths`) takes any
-`budget.LatencyModel`, and the tests give `LatencyLookup` a synthetic `Measurer`.
+Layering: prune comes before bench. What measures is handed in as a `Measurer` (`bench.measurer.BackendMeasurer`
+on a real backend; the tests give a synthetic one); this module never imports bench.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import itertools
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,15 +46,12 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
-from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 from spinn_export.prune.budget import PrunePlan, RoundTo, Target, lowest_widths, plan_widths
+from spinn_export.prune.shrink import shrink
 
 if TYPE_CHECKING:
-    from spinn_export.bench.backends import Backend
     from spinn_export.bench.paired import PairedResult
-    from spinn_export.bench.variants import ModelRef
 
 DEFAULT_BACKEND = "ort-cpu"  # the headline backend of every benchmark and of the default gate
 # Compute-bound like 8192 for the reference's GEMMs (the same latency per row to within noise, and the interleaved
@@ -84,6 +60,7 @@ DEFAULT_BATCH = 4096
 AUTO = "auto"
 GRID = 8  # widths a latency plan considers: multiples of 8 (one AVX2 register of float32), as the table's grid
 AUTO_MULTIPLES = (8, 16, 32)  # --round-to auto picks among these; 32, the usual fixed choice, where nothing finer pays
+PROBE_ACTIVATION = "tanh"  # a probe's activation where the network has none of the usual ones
 AUTO_AGREEMENT = 0.75  # the share of in-between widths that must be cheaper than the coarser multiple above them
 WINDOW = 64  # --round-to auto reads each layer's costs this far either side of a first plan
 ANCHOR = (256, 256)  # the probe every other is timed against: mid-sized, so its ratio to any probe is well measured
@@ -99,7 +76,7 @@ SCHEMA = 1
 CACHE_ENV = "SPINN_EXPORT_CACHE"
 
 Shape = tuple[int, int]
-Model = tuple[MLPSpec, nn.Module]
+Model = tuple[Architecture, nn.Module]
 Log = Callable[[str], None]
 
 
@@ -159,6 +136,9 @@ class Measurer(Protocol):
     def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
         """candidate's latency over baseline's, paired; `final` asks for the full measurement rather than a check."""
 
+    def release(self) -> None:
+        """Let go of what is held between measurements (a worker process): called before fine-tuning."""
+
 
 def cache_dir() -> Path:
     """$SPINN_EXPORT_CACHE, else $XDG_CACHE_HOME/spinn-export, else ~/.cache/spinn-export."""
@@ -167,7 +147,7 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spinn-export"
 
 
-def grid_steps(spec: MLPSpec) -> tuple[int, ...]:
+def grid_steps(spec: Architecture) -> tuple[int, ...]:
     """The table's grid per hidden layer: multiples of GRID, neuron by neuron for a layer narrower than that."""
     return tuple(GRID if width >= GRID else 1 for width in spec.widths)
 
@@ -205,25 +185,28 @@ class LatencyLookup:
     Mutable on purpose: it holds the table as it grows during one plan, and the measurer that grows it.
     """
 
-    def __init__(self, measurer: Measurer, spec: MLPSpec, directory: Path | None = None) -> None:
+    def __init__(self, measurer: Measurer, spec: Architecture, directory: Path | None = None) -> None:
         self.measurer, self.spec = measurer, spec
+        self.activation = spec.activation or PROBE_ACTIVATION
         self.key = {"schema": SCHEMA, **measurer.key(), "out_features": spec.out_features,
-                    "activation": spec.activation, "anchor": list(ANCHOR), "rounds": ROUNDS}
+                    "activation": self.activation, "anchor": list(ANCHOR), "rounds": ROUNDS}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.path = (directory or cache_dir()) / f"latency-{self.key['backend']}-batch{self.key['batch']}-{digest}.json"
         self.table = LatencyTable.load(self.path, self.key)
         self.measured, self.seconds = 0, 0.0  # shapes measured by this lookup, and the time that took
 
     def shapes(self, widths: Sequence[int]) -> list[Shape]:
-        dims = (self.spec.in_features, *widths)
-        return list(itertools.pairwise(dims))
+        """(in, out) of every layer but the output layer at `widths`, once per row it multiplies per sample."""
+        output = self.spec.graph.output
+        return [(inp, out) for layer, (out, inp) in zip(self.spec.layers, self.spec.layer_shapes_at(widths))
+                if layer.node != output for _ in range(layer.rows_per_sample)]
 
     def latency(self, vectors: Sequence[Sequence[int]]) -> list[float]:
         wanted = dict.fromkeys(shape for vector in vectors for shape in self.shapes(vector))
         missing = [shape for shape in wanted if shape not in self.table.costs]
         for start in range(0, len(missing), CHUNK):
             started = time.perf_counter()
-            found = self.measurer.costs(missing[start:start + CHUNK], self.spec.out_features, self.spec.activation)
+            found = self.measurer.costs(missing[start:start + CHUNK], self.spec.out_features, self.activation)
             self.seconds += time.perf_counter() - started
             self._store(dataclasses.replace(self.table, costs={**self.table.costs, **found}))
             self.measured += len(found)
@@ -242,204 +225,6 @@ class LatencyLookup:
         except OSError as exc:
             raise UserError(f"cannot write the latency table {self.path} ({exc.strerror or exc}); set {CACHE_ENV} "
                             "to a writable directory") from None
-
-
-def require_backend(name: str) -> Backend:
-    """The named backend if it can run here, else one line naming the ones that can."""
-    from spinn_export.bench.backends import backends, get_backend
-
-    backend = get_backend(name)
-    reason = backend.unavailable_reason()
-    if reason is not None:
-        usable = [b.name for b in backends().values() if b.unavailable_reason() is None]
-        raise UserError(f"--backend {name} cannot measure latency here: {reason}; available here: {', '.join(usable)}")
-    return backend
-
-
-def random_model(spec: MLPSpec, seed: int = SEED) -> nn.Sequential:
-    """Seeded random weights: latency does not depend on the values, and seeded files make a plan repeatable."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(spec).eval()
-
-
-_ANCHORS: dict[tuple[str, Path, int], tuple[Any, Callable[[], object]]] = {}  # the worker's: opened once per plan
-
-
-def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], batch: int,
-                 threads: int) -> tuple[list[float], list[list[float]]]:
-    """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block between the
-    anchor's (`bench.paired.interleaved_blocks`); blocks are sized by `bench.timing.calibrate`, whose calls, after
-    the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
-    life (one plan), as it is in every chunk."""
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.paired import interleaved_blocks
-    from spinn_export.bench.timing import calibrate, fix_threads
-    from spinn_export.bench.variants import open_runner
-
-    fix_threads(threads)
-    key = (backend, anchor.directory / anchor.checkpoint, batch)
-    if key not in _ANCHORS:
-        runner = open_runner(backend, anchor, threads)
-        _ANCHORS[key] = (runner, runner.prepare(sample_input(batch, anchor.in_features)))
-    anchor_runner, anchor_call = _ANCHORS[key]
-    runners = [open_runner(backend, ref, threads) for ref in probes]
-    with contextlib.ExitStack() as guard:
-        for runner in (anchor_runner, *runners):
-            guard.enter_context(runner.guard())
-        calls = [anchor_call, *(runner.prepare(sample_input(batch, ref.in_features))
-                                for runner, ref in zip(runners, probes))]
-        counts = [calibrate(call, BLOCK_SECONDS) for call in calls]
-        return interleaved_blocks(calls[0], calls[1:], ROUNDS, counts)
-
-
-class BackendMeasurer:
-    """Measures on a registered backend at one batch: probes in one worker process, whole models paired in fresh
-    processes. A context manager: its files live in a temporary directory, its worker until the plan is done."""
-
-    def __init__(self, backend: str, batch: int, threads: int | None = None) -> None:
-        from spinn_export.bench.backends import CHECKPOINT_FORMAT
-        from spinn_export.bench.timing import default_threads
-        from spinn_export.export.formats import formats
-
-        self.backend = require_backend(backend)
-        self.batch, self.threads = int(batch), threads or default_threads()
-        self.format = None
-        if self.backend.format != CHECKPOINT_FORMAT:
-            self.format = next((f for f in formats().values() if f.float32 and f.runtime_format == self.backend.format),
-                               None)
-            if self.format is None:
-                raise UserError(f"--backend {backend} opens {self.backend.format} files, which no float32 format "
-                                "plug-in writes; choose another backend")
-        self._stack = contextlib.ExitStack()
-        self._directory: Path | None = None
-        self._worker: Any = None
-        self._templates: dict[tuple[int, str], bytes] = {}
-        self._anchors: dict[tuple[int, str], ModelRef] = {}
-        self._exported: dict[int, tuple[nn.Module, ModelRef]] = {}
-
-    def __enter__(self) -> BackendMeasurer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def key(self) -> dict[str, Any]:
-        from spinn_export.bench.machine import cpu_model, gpu_info, library_versions
-
-        key = {"cpu_model": cpu_model(), "threads": self.threads, "backend": self.backend.name,
-               "backend_config": self.backend.make_config().to_dict(), "batch": self.batch,
-               "versions": library_versions()}
-        if self.backend.device == "cuda":
-            key["gpu"] = gpu_info()
-        return key
-
-    def costs(self, shapes: Sequence[Shape], out_features: int, activation: str) -> dict[Shape, Cost]:
-        import numpy as np
-
-        from spinn_export.bench.paired import sandwich_ratios, summarize
-
-        anchor = self._anchor(out_features, activation)
-        probes = [self._probe(f"probe-{k}x{n}", MLPSpec(k, (n,), out_features, activation)) for k, n in shapes]
-        try:
-            anchor_times, probe_times = self._pool().submit(
-                _time_probes, self.backend.name, anchor, tuple(probes), self.batch, self.threads).result()
-        finally:
-            for ref in probes:
-                for _, name in ref.files:
-                    (ref.directory / name).unlink(missing_ok=True)
-        found = {}
-        for shape, times in zip(shapes, probe_times):
-            median, low, high = summarize([sandwich_ratios(anchor_times, times)])  # anchor / probe, per round
-            found[shape] = Cost(1.0 / median, 1.0 / high, 1.0 / low, float(np.median(times)))
-        return found
-
-    def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
-        from spinn_export.bench.paired import PairedConfig, paired_speedups
-
-        config = PairedConfig() if final else PairedConfig(processes=CHECK_PROCESSES, cycles=CHECK_CYCLES)
-        dense, pruned = self._export("dense", *baseline), self._export("structured", *candidate)
-        [result] = paired_speedups(self.backend.name, dense, [pruned], [self.batch], self.threads, config)
-        return Ratio.of(result)
-
-    def _pool(self) -> Any:
-        if self._worker is None:
-            from concurrent.futures import ProcessPoolExecutor
-
-            from spinn_export.bench.timing import fresh_process_context
-
-            self._worker = self._stack.enter_context(
-                ProcessPoolExecutor(max_workers=1, mp_context=fresh_process_context()))
-        return self._worker
-
-    def _dir(self) -> Path:
-        if self._directory is None:
-            self._directory = Path(self._stack.enter_context(tempfile.TemporaryDirectory(prefix="spinn-latency-")))
-        return self._directory
-
-    def _anchor(self, out_features: int, activation: str) -> ModelRef:
-        if (out_features, activation) not in self._anchors:
-            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
-            self._anchors[(out_features, activation)] = self._probe(f"anchor-{out_features}-{activation}", spec)
-        return self._anchors[(out_features, activation)]
-
-    def _probe(self, name: str, spec: MLPSpec) -> ModelRef:
-        model = random_model(spec)
-        return self._ref(name, "dense", spec, model, self._retargeted(model, spec))
-
-    def _export(self, role: str, spec: MLPSpec, model: nn.Module) -> ModelRef:
-        """A whole model through the format plug-in's own writer (once per model object)."""
-        if id(model) not in self._exported:
-            self._exported[id(model)] = (model, self._ref(f"{role}-{len(self._exported)}", role, spec, model, None))
-        return self._exported[id(model)][1]
-
-    def _ref(self, name: str, role: str, spec: MLPSpec, model: nn.Module, data: bytes | None) -> ModelRef:
-        """Checkpoint and artifact in the temporary directory, as the `ModelRef` that runners and pairs open."""
-        from spinn_export.bench.backends import CHECKPOINT_FORMAT
-        from spinn_export.bench.variants import ModelRef, Variant
-        from spinn_export.export.formats import DEFAULT_OPSET
-
-        directory = self._dir()
-        checkpoint = save_checkpoint(directory / f"{name}.safetensors", model, spec, {"variant": role}).name
-        files = [(CHECKPOINT_FORMAT, checkpoint)]
-        if self.format is not None:
-            artifact = directory / self.format.filename(name)
-            if data is None:
-                self.format.write(model, spec, artifact, DEFAULT_OPSET)  # type: ignore[call-arg]
-            else:
-                artifact.write_bytes(data)
-            files.append((self.format.runtime_format, artifact.name))
-        return ModelRef(Variant(role), name, directory, checkpoint, tuple(files), spec.params, spec.params,
-                        spec.flops_per_sample, spec.widths, spec.in_features)
-
-    def _retargeted(self, model: nn.Module, spec: MLPSpec) -> bytes | None:
-        """An ONNX probe without an export: the plug-in's file of the anchor's shape with `model`'s tensors in place
-        of its own (same operators and attributes; shapes are re-inferred by the runtime). None where the format is
-        not ONNX or its file does not name the tensors as the model's state dict does: then the plug-in writes it."""
-        if self.format is None or not self.format.uses_opset:
-            return None
-        import onnx
-        from onnx import numpy_helper
-
-        proto = onnx.load_from_string(self._template(spec.out_features, spec.activation))
-        tensors = {name: tensor.detach().cpu().numpy() for name, tensor in model.state_dict().items()}
-        if {init.name for init in proto.graph.initializer} != set(tensors):
-            return None
-        for init in proto.graph.initializer:
-            init.CopyFrom(numpy_helper.from_array(tensors[init.name], init.name))
-        proto.graph.input[0].type.tensor_type.shape.dim[1].dim_value = spec.in_features
-        del proto.graph.value_info[:]
-        return proto.SerializeToString()
-
-    def _template(self, out_features: int, activation: str) -> bytes:
-        from spinn_export.export.formats import DEFAULT_OPSET
-
-        if (out_features, activation) not in self._templates:
-            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
-            path = self._dir() / f"template-{out_features}-{activation}{self.format.extension}"  # type: ignore[union-attr]
-            self.format.write(random_model(spec), spec, path, DEFAULT_OPSET)  # type: ignore[union-attr, call-arg]
-            self._templates[(out_features, activation)] = path.read_bytes()
-        return self._templates[(out_features, activation)]
 
 
 @dataclass(frozen=True)
@@ -483,21 +268,29 @@ class LatencyPlan:
                 "checks": [check.to_dict() for check in self.checks], "table": str(self.table), "reused": self.reused}
 
 
-def plan_key(spec: MLPSpec, target: Target, mode: str, min_width: int, round_to: RoundTo,
+def plan_key(spec: Architecture, target: Target, mode: str, min_width: int, round_to: RoundTo,
              scores: Sequence[torch.Tensor] | None) -> str:
     """Everything a latency plan depends on besides the table's own key (scores only matter in global mode)."""
     digest = None
     if mode == "global" and scores is not None:
         digest = hashlib.sha256(b"".join(s.detach().float().numpy().tobytes() for s in scores)).hexdigest()
-    return json.dumps({"spec": spec.to_dict(), "latency_ratio": target.latency_ratio, "mode": mode,
+    graph = hashlib.sha256(spec.graph.to_json().encode()).hexdigest()
+    return json.dumps({"graph": graph, "latency_ratio": target.latency_ratio, "mode": mode,
                        "min_width": min_width, "round_to": list(round_to) if isinstance(round_to, tuple) else round_to,
                        "scores": digest, "checks": CHECKS, "tolerance": TOLERANCE}, sort_keys=True)
 
 
-def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: str = "uniform",
+def kept_first(model: nn.Module, architecture: Architecture, widths: Sequence[int]) -> Model:
+    """The network with the first `widths` units of each group kept (values do not change latency; a real network
+    is a valid one), as an end-to-end latency check times it."""
+    return shrink(model, architecture, [torch.arange(w) for w in widths], fold="none")
+
+
+def plan_latency(lookup: LatencyLookup, dense: Model, target: Target, *, mode: str = "uniform",
                  scores: Sequence[torch.Tensor] | None = None, min_width: int = 1, round_to: RoundTo = None,
                  log: Log = print) -> LatencyPlan:
-    """Widths for `target` (a latency target) from the table, checked end to end and corrected (module docstring).
+    """Widths for `target` (a latency target) from the table, checked end to end on `dense` (the network and its
+    architecture) and corrected (module docstring).
 
     `round_to` None plans on the table's grid (`grid_steps`). Every check gives a measured ratio per unit of table
     ratio; their geometric mean (`factor`, pooled over the checks, as each check alone is noisy) turns the target
@@ -506,6 +299,7 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
     of the target, or where the next goal leads to widths already checked; the plan is the solver's for the last
     goal, which all the checks informed.
     """
+    spec = dense[0]
     round_to = round_to or grid_steps(spec)
     key = plan_key(spec, target, mode, min_width, round_to, scores)
     stored = lookup.recall(key)
@@ -522,7 +316,6 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
         return plan_widths(spec, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
                            min_width=min_width, round_to=round_to, latency=lookup)
 
-    dense = (spec, random_model(spec))
     wanted = goal = float(target.latency_ratio or 0)
     factor = 1.0
     checks: list[Check] = []
@@ -531,7 +324,7 @@ def plan_latency(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: 
         if any(check.widths == plan.widths for check in checks):
             break
         full, planned = lookup.latency([spec.widths, plan.widths])
-        measured = lookup.measurer.ratio(dense, (plan.spec, random_model(plan.spec)), final=False)
+        measured = lookup.measurer.ratio(dense, kept_first(dense[1], spec, plan.widths), final=False)
         checks.append(Check(goal, plan.widths, planned / full, measured))
         log(f"  latency check {len(checks)}: widths {list(plan.widths)}, table estimate {planned / full:.3f}, "
             f"measured {measured.describe()}")
@@ -574,7 +367,7 @@ def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
     return fitting[-1]
 
 
-def auto_round_to(lookup: LatencyLookup, spec: MLPSpec, target: Target, *, mode: str = "uniform",
+def auto_round_to(lookup: LatencyLookup, spec: Architecture, target: Target, *, mode: str = "uniform",
                   scores: Sequence[torch.Tensor] | None = None, min_width: int = 1) -> tuple[int, ...]:
     """`--round-to auto`: each hidden layer's width multiple, read from the table around a first plan on its grid
     (table only, no checks) for the same target: the layer's grid widths within WINDOW of that plan, the other

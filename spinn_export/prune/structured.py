@@ -1,12 +1,7 @@
 """Structured neuron removal and the iterative prune / fine-tune schedule.
 
-`shrink` copies the kept rows of layer i and the kept columns of layer i+1 into new, smaller
-nn.Linear layers, so the result is a plain dense model that really runs faster.  A removed
-neuron's output is replaced by a constant, folded into the next layer's bias:
-
-* `bias`: the activation of its bias (exact when its incoming weights are zero),
-* `mean`: its mean activation over calibration data (the best constant in least squares),
-* `none`: zero (the same as masking the neuron).
+Each round shrinks the network's width groups (`shrink`: every layer a smaller dense matrix, removed units folded
+into the next biases where exact, and the result proven against the original before anything is saved).
 
 `prune` runs N rounds whose per-round reductions compound to the target; after each round it
 fine-tunes with the training loss (data + physics) via `train.train`, which builds a fresh Adam
@@ -16,7 +11,7 @@ shape, so moment estimates of the old tensors no longer belong to any parameter.
 A latency target (and `--round-to auto`) is planned against measurements (`prune.latency`) before
 anything is written: the plan is checked end to end, the rounds then shrink towards its widths,
 and the pruned model is measured paired against dense at the end (history.json's
-`achieved.latency_ratio`).
+`achieved.latency_ratio`). The measurements are the caller's `Measurer` (pruning comes before bench).
 """
 from __future__ import annotations
 
@@ -26,7 +21,7 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,17 +31,16 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_json, write_text
+from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import ACTIVATION_MODULES, build_model, count_nonzero, linear_layers
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.mlp import count_nonzero
 from spinn_export.progress import progress as progress_lines
 from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_widths, round_targets
-from spinn_export.prune.importance import CRITERIA, neuron_scores, require_plain_mlp
+from spinn_export.prune.importance import CRITERIA, unit_scores
 from spinn_export.prune.latency import (
     AUTO,
     DEFAULT_BACKEND,
     DEFAULT_BATCH,
-    BackendMeasurer,
     LatencyLookup,
     LatencyPlan,
     Measurer,
@@ -55,73 +49,18 @@ from spinn_export.prune.latency import (
     plan_latency,
 )
 from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
+from spinn_export.prune.shrink import FOLDS, foldable_groups, select_keep, shrink
 from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train
 
-FOLDS = ("mean", "bias", "none")
 METHODS = ("structured", "magnitude")
 ON_DROP = ("record", "stop", "rollback")
 
 
-def select_keep(scores: Sequence[torch.Tensor], widths: Sequence[int]) -> tuple[torch.Tensor, ...]:
-    """The indices of the `width` highest-scoring neurons of each hidden layer, in original order."""
-    return tuple(torch.sort(torch.topk(s, w).indices).values for s, w in zip(scores, widths))
-
-
-def shrink(
-    model: nn.Module,
-    spec: MLPSpec,
-    keep: Sequence[torch.Tensor],
-    *,
-    fold: str = "bias",
-    calibration: torch.Tensor | None = None,
-) -> tuple[MLPSpec, nn.Sequential]:
-    """A new, smaller dense MLP holding only the `keep` neurons of each hidden layer.
-
-    Layers are processed in order, so a removed neuron's constant (bias or mean activation) is
-    taken in the model whose earlier removals are already folded in.
-    """
-    if fold not in FOLDS:
-        raise UserError(f"unknown fold {fold!r}: choose one of {', '.join(FOLDS)}")
-    if fold == "mean" and calibration is None:
-        raise UserError("fold='mean' needs calibration inputs (or use fold='bias')")
-    require_plain_mlp(model, spec)
-    if len(keep) != len(spec.widths):
-        raise ValueError(f"keep has {len(keep)} index sets for {len(spec.widths)} hidden layers")
-    activation = ACTIVATION_MODULES[spec.activation]()
-    layers = linear_layers(model)
-    new_spec = spec.with_widths([len(k) for k in keep])
-    new_model = build_model(new_spec)
-    hidden = calibration
-    inputs = torch.arange(spec.in_features)
-    carried = torch.zeros(layers[0].out_features)
-    with torch.no_grad():
-        for index, (layer, target) in enumerate(zip(layers, linear_layers(new_model))):
-            weight = layer.weight[:, inputs]
-            bias = layer.bias + carried
-            if index < len(keep):
-                kept = keep[index].long()
-                removed = torch.ones(layer.out_features, dtype=torch.bool)
-                removed[kept] = False
-                if fold == "mean":
-                    outputs = activation(hidden @ weight.T + bias)
-                    constant = outputs[:, removed].mean(dim=0)
-                    hidden = outputs[:, kept]
-                elif fold == "bias":
-                    constant = activation(bias[removed])
-                else:
-                    constant = torch.zeros(int(removed.sum()))
-                carried = layers[index + 1].weight[:, removed] @ constant
-                weight, bias, inputs = weight[kept], bias[kept], kept
-            target.weight.copy_(weight)
-            target.bias.copy_(bias)
-    return new_spec, new_model.train(model.training)
-
-
 def structured_prune_once(
     model: nn.Module,
-    spec: MLPSpec,
+    architecture: Architecture,
     plan: PrunePlan,
     *,
     importance: str = "l1",
@@ -130,11 +69,11 @@ def structured_prune_once(
     fold: str = "bias",
     calibration: torch.Tensor | None = None,
     seed: int = 0,
-) -> tuple[MLPSpec, nn.Sequential]:
-    """Score (unless `scores` are given), keep the top neurons per `plan.widths`, shrink. No fine-tuning."""
+) -> tuple[Architecture, nn.Module]:
+    """Score (unless `scores` are given), keep the top units per `plan.widths`, shrink (proven). No fine-tuning."""
     if scores is None:
-        scores = neuron_scores(model, spec, importance, dataset=dataset, seed=seed)
-    return shrink(model, spec, select_keep(scores, plan.widths), fold=fold, calibration=calibration)
+        scores = unit_scores(model, architecture, importance, dataset=dataset, seed=seed)
+    return shrink(model, architecture, select_keep(scores, plan.widths), fold=fold, calibration=calibration)
 
 
 FINETUNE = TrainConfig(epochs=4, lr=1e-3)
@@ -247,12 +186,13 @@ class PruneResult:
     plan: PrunePlan
     target_nonzero: int
     stages: tuple[Stage, ...]
-    spec: MLPSpec
-    model: nn.Sequential
+    architecture: Architecture
+    model: nn.Module
     stopped: str | None
     wall_s: float
     latency: LatencyPlan | None = None
     achieved_latency: Ratio | None = None
+    folded: tuple[str, ...] = ()  # the groups whose removed units' constants were folded into the next biases
 
     @property
     def final(self) -> Stage:
@@ -286,6 +226,7 @@ class PruneResult:
                 "flops_reduction": 1.0 - final.flops_per_sample / base.flops_per_sample,
                 **latency,
             },
+            "architecture": architecture_record(self.plan.baseline, self.architecture, self.folded),
             "stopped": self.stopped,
             "wall_s": self.wall_s,
             "config": self.config.to_dict(),
@@ -293,20 +234,31 @@ class PruneResult:
         }
 
 
-def _record(index: int, model: nn.Sequential, spec: MLPSpec, dataset: Dataset, out_dir: Path, name: str,
+def architecture_record(dense: Architecture, pruned: Architecture, folded: Sequence[str]) -> dict[str, Any]:
+    """The network as its groups: each group's width before and after, why a frozen one is frozen, what it slices,
+    and whether its removed units were folded (history.json's `architecture`; the report shows it)."""
+    after = {g.name: g.width for g in pruned.groups}
+    return {"source": dense.source, "in_features": dense.in_features, "out_features": dense.out_features,
+            "groups": [{"name": g.name, "dense_width": g.width, "width": after.get(g.name, g.width),
+                        "frozen": g.frozen, "members": list(g.members), "folded": g.name in folded}
+                       for g in dense.groups]}
+
+
+def _record(index: int, model: nn.Module, architecture: Architecture, dataset: Dataset, out_dir: Path, name: str,
             metadata: dict[str, str], started: float) -> Stage:
     metrics = evaluate(model, dataset, "val")
     checkpoint = f"stage_{index}.safetensors"
-    stage = Stage(index, spec.widths, spec.params, count_nonzero(model), spec.flops_per_sample, metrics.r2,
-                  metrics.rel_l2, metrics.residual_rms, checkpoint, time.perf_counter() - started)
-    save_checkpoint(out_dir / checkpoint, model, spec, {**metadata, "variant": name, "stage": str(index),
-                                                        "val_r2": f"{metrics.r2:.6f}"})
+    stage = Stage(index, architecture.widths, architecture.params, count_nonzero(model),
+                  architecture.flops_per_sample, metrics.r2, metrics.rel_l2, metrics.residual_rms, checkpoint,
+                  time.perf_counter() - started)
+    save_checkpoint(out_dir / checkpoint, model, architecture, {**metadata, "variant": name, "stage": str(index),
+                                                                "val_r2": f"{metrics.r2:.6f}"})
     return stage
 
 
 def prune(
     model: nn.Module,
-    spec: MLPSpec,
+    architecture: Architecture,
     dataset: Dataset,
     config: PruneConfig,
     out_dir: str | Path,
@@ -319,28 +271,32 @@ def prune(
 
     The input model is not modified.  With `--method magnitude` the same rounds zero weights
     instead of removing neurons, down to the parameter count the structured plan reaches.
-    `measurer` replaces the backend measurements a latency target or `--round-to auto` takes
-    (default: `latency.BackendMeasurer` on the config's backend and batch).
+    `measurer` takes the latency measurements a latency target or `--round-to auto` needs (the caller's:
+    `bench.measurer.BackendMeasurer` on the config's backend and batch, or a synthetic one).
     """
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    require_plain_mlp(model, spec)
-    check_model_fits(dataset, spec, model)
-    baseline = spec
+    if config.measured_on is not None and measurer is None:
+        raise ValueError("a latency target or --round-to auto needs a Measurer (bench.measurer.BackendMeasurer)")
+    architecture.require_prunable("prune")
+    config = dataclasses.replace(config, target=config.target.resolve(architecture))
+    check_model_fits(dataset, architecture, model)
+    baseline = architecture
     model = original = copy.deepcopy(model).cpu()
     generator = torch.Generator().manual_seed(config.seed)
     calibration = dataset.x_train[torch.randperm(len(dataset.x_train),
                                                  generator=generator)[: config.calibration_samples]]
 
-    def scores_of(m: nn.Module, s: MLPSpec, round_index: int) -> tuple[torch.Tensor, ...]:
-        return neuron_scores(m, s, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
-                             seed=config.seed + round_index)
+    def scores_of(m: nn.Module, a: Architecture, round_index: int) -> tuple[torch.Tensor, ...]:
+        return unit_scores(m, a, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
+                           seed=config.seed + round_index)
 
-    scores = scores_of(model, spec, 0) if config.mode == "global" else None
-    with _measuring(config, measurer) as active:
-        round_to, plan, latency = _plan(config, baseline, scores, active, progress)
+    scores = scores_of(model, architecture, 0) if config.mode == "global" else None
+    round_to, plan, latency = _plan(config, (baseline, original), scores, measurer, progress)
+    if measurer is not None:
+        measurer.release()  # nothing is measured again until the end: no worker idles through fine-tuning
     metadata = {**(metadata or {}), "seed": str(config.seed), "pruning": json.dumps(config.to_dict())}
-    stages = [_record(0, model, spec, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
+    stages = [_record(0, model, architecture, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
     start_nonzero, target_nonzero = stages[0].nonzero_params, plan.params
     if config.method == "magnitude" and target_nonzero >= start_nonzero:
         raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, "
@@ -348,33 +304,35 @@ def prune(
     targets = round_targets(baseline, Target.of_widths(plan.widths) if latency else config.target, config.rounds,
                             round_to)
     stopped: str | None = None
+    folded: set[str] = set()
     bar = progress_lines(targets, desc=f"{config.method} prune", unit="round", enabled=progress)
     for index, target in enumerate(bar, start=1):
         round_started = time.perf_counter()
-        previous = (spec, copy.deepcopy(model))
+        previous = (architecture, copy.deepcopy(model))
         if config.method == "structured":
-            scores = scores_of(model, spec, index)
-            step = plan_widths(spec, target, mode=config.mode, scores=scores, min_width=config.min_width,
+            scores = scores_of(model, architecture, index)
+            step = plan_widths(architecture, target, mode=config.mode, scores=scores, min_width=config.min_width,
                                round_to=round_to, baseline=baseline)
-            spec, model = structured_prune_once(model, spec, step, scores=scores, fold=config.fold,
-                                                calibration=calibration)
+            keep = select_keep(scores, step.widths)
+            folded.update(name for name, f in zip(architecture.group_names, foldable_groups(architecture)) if f)
+            architecture, model = shrink(model, architecture, keep, fold=config.fold, calibration=calibration)
             frozen: contextlib.AbstractContextManager = contextlib.nullcontext()
         else:
             fraction = index / config.rounds
             nonzero = round(start_nonzero * (target_nonzero / start_nonzero) ** fraction)
-            magnitude_prune(model, spec, target_nonzero if index == config.rounds else nonzero)
-            frozen = zeros_frozen(model)
+            magnitude_prune(model, architecture, target_nonzero if index == config.rounds else nonzero)
+            frozen = zeros_frozen(model, architecture)
         if config.finetune.epochs:
             with frozen:
                 train(model, dataset, config.train_config(index), desc=f"round {index} fine-tune", progress=progress)
-        stage = _record(index, model, spec, dataset, out_dir, config.method, metadata, round_started)
-        bar.set_postfix(widths=",".join(map(str, spec.widths)), val_r2=f"{stage.val_r2:.4f}")
+        stage = _record(index, model, architecture, dataset, out_dir, config.method, metadata, round_started)
+        bar.set_postfix(widths=",".join(map(str, architecture.widths)), val_r2=f"{stage.val_r2:.4f}")
         drop = stages[0].val_r2 - stage.val_r2
         if config.tolerance is not None and drop > config.tolerance and config.on_drop != "record":
             reason = f"round {index} lowered validation R2 by {drop:.4f} (> tolerance {config.tolerance})"
             if config.on_drop == "rollback":
                 stage = dataclasses.replace(stage, rolled_back=True)
-                spec, model = previous
+                architecture, model = previous
                 stopped = f"{reason}; rolled back to stage {index - 1}"
             else:
                 stopped = f"{reason}; stopped after it"
@@ -384,41 +342,31 @@ def prune(
     bar.close()
     achieved = None
     if latency is not None and config.method == "structured":
-        with _measuring(config, measurer) as active:
-            achieved = active.ratio((baseline, original), (spec, model), final=True)  # type: ignore[union-attr]
-    result = PruneResult(config, plan, target_nonzero, tuple(stages), spec, model, stopped,
-                         time.perf_counter() - started, latency, achieved)
+        achieved = measurer.ratio((baseline, original), (architecture, model), final=True)  # type: ignore[union-attr]
+    folds = tuple(name for name in baseline.group_names if name in folded and config.fold != "none")
+    result = PruneResult(config, plan, target_nonzero, tuple(stages), architecture, model, stopped,
+                         time.perf_counter() - started, latency, achieved, folds)
     final = result.final
-    save_checkpoint(out_dir / f"{config.method}.safetensors", model, spec,
+    save_checkpoint(out_dir / f"{config.method}.safetensors", model, architecture,
                     {**metadata, "variant": config.method, "stage": str(final.stage), "val_r2": f"{final.val_r2:.6f}"})
     write_history(result, out_dir)
     return result
 
 
-@contextlib.contextmanager
-def _measuring(config: PruneConfig, given: Measurer | None) -> Iterator[Measurer | None]:
-    """What measures latency for this run (None unless its target or --round-to auto needs it), released after use:
-    the worker that times the table's probes does not idle through fine-tuning."""
-    if config.measured_on is None or given is not None:
-        yield given if config.measured_on else None
-        return
-    with BackendMeasurer(*config.measured_on) as measurer:
-        yield measurer
-
-
-def _plan(config: PruneConfig, baseline: MLPSpec, scores: Sequence[torch.Tensor] | None, measurer: Measurer | None,
-          progress: bool) -> tuple[RoundTo, PrunePlan, LatencyPlan | None]:
+def _plan(config: PruneConfig, dense: tuple[Architecture, nn.Module], scores: Sequence[torch.Tensor] | None,
+          measurer: Measurer | None, progress: bool) -> tuple[RoundTo, PrunePlan, LatencyPlan | None]:
     """The final widths (and the blocks the rounds move in): from the budget alone, or from the latency table."""
-    if measurer is None:
+    baseline = dense[0]
+    if config.measured_on is None:
         return config.round_to, plan_widths(baseline, config.target, mode=config.mode, scores=scores,  # type: ignore[arg-type]
-                                             min_width=config.min_width, round_to=config.round_to), None  # type: ignore[arg-type]
-    lookup = LatencyLookup(measurer, baseline)
+                                            min_width=config.min_width, round_to=config.round_to), None  # type: ignore[arg-type]
+    lookup = LatencyLookup(measurer, baseline)  # type: ignore[arg-type]
     common: dict[str, Any] = {"mode": config.mode, "scores": scores, "min_width": config.min_width}
     round_to: RoundTo = (auto_round_to(lookup, baseline, config.target, **common)  # type: ignore[assignment]
                          if config.round_to == AUTO else config.round_to)
     latency = None
     if config.target.kind == "latency":
-        latency = plan_latency(lookup, baseline, config.target, round_to=round_to,
+        latency = plan_latency(lookup, dense, config.target, round_to=round_to,
                                log=print if progress else lambda _: None, **common)
         plan, round_to = latency.plan, latency.plan.round_to
     else:

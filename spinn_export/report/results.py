@@ -86,6 +86,7 @@ class History:
     path: Path
     method: str
     stages: pd.DataFrame
+    architecture: dict[str, Any] | None = None  # the network as its groups (histories written since it was recorded)
 
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
@@ -361,4 +362,5 @@ def load_history(path: str | os.PathLike[str]) -> History:
     if "widths" in stages.columns:
         stages["widths"] = stages["widths"].map(_widths_text)
     method = str(data.get("method", "structured"))
-    return History(path, method, stages.sort_values("stage").reset_index(drop=True))
+    architecture = data.get("architecture") if isinstance(data.get("architecture"), dict) else None
+    return History(path, method, stages.sort_values("stage").reset_index(drop=True), architecture)

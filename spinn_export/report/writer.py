@@ -21,6 +21,10 @@ import pandas as pd
 from spinn_export.bench.variants import BASELINE_ROLE
 from spinn_export.files import write_text
 from spinn_export.report import pareto, plots
+from spinn_export.report.architecture import TITLE as ARCHITECTURE_TITLE
+from spinn_export.report.architecture import groups_table
+from spinn_export.report.architecture import note as architecture_note
+from spinn_export.report.architecture import recorded as recorded_architecture
 from spinn_export.report.results import (
     BASELINE_VARIANT,
     History,
@@ -574,6 +578,10 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
         sections.append(Section("artifacts", "Artifact sizes",
                                 f"From {manifest.path}; parity is against eager PyTorch.",
                                 artifacts_table(manifest)))
+    architecture = recorded_architecture(histories)
+    if architecture is not None:
+        sections.append(Section("architecture", ARCHITECTURE_TITLE, architecture_note(architecture),
+                                groups_table(architecture)))
     if histories:
         sections.append(Section("pruning", "Pruning history", "Validation metrics after each stage (0 = dense).",
                                 pruning_table(histories)))

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from spinn_export.errors import UserError, first_line, require_file
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 from spinn_export.task.physics import BUILTIN, Physics, check_physics
 from spinn_export.task.stokes import STOKES
 
@@ -147,11 +147,11 @@ def resolve_dataset(data: str | os.PathLike[str] | None, inputs: str | None, tar
     return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed, physics, targets_flag)
 
 
-def check_model_fits(dataset: Dataset, spec: MLPSpec, model: torch.nn.Module) -> None:
+def check_model_fits(dataset: Dataset, architecture: Architecture, model: torch.nn.Module) -> None:
     """Before any work: the model maps the data's inputs to its targets, and the data's physics runs on it."""
-    if (spec.in_features, spec.out_features) != (dataset.in_features, dataset.out_features):
+    if (architecture.in_features, architecture.out_features) != (dataset.in_features, dataset.out_features):
         raise UserError(
-            f"the model maps {spec.in_features} inputs to {spec.out_features} outputs but the data has "
+            f"the model maps {architecture.in_features} inputs to {architecture.out_features} outputs but the data has "
             f"{dataset.in_features} inputs and {dataset.out_features} targets; pass the data it was trained on"
         )
     if dataset.physics is not None:

@@ -14,19 +14,17 @@ front, on a small batch (`check_physics`), and reported as one line naming the f
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import torch
 from torch import nn
 
-from spinn_export.errors import UserError, first_line, require_file
+from spinn_export.errors import UserError, first_line
 from spinn_export.task.stokes import STOKES
+from spinn_export.usercode import load_named
 
 CHECK_ROWS = 16  # rows of the data the function is tried on before any work
 FORM = "give --physics PATH.py:FUNCTION or module:FUNCTION, a function residual(model, inputs) -> Tensor"
@@ -68,20 +66,8 @@ BUILTIN = Physics(STOKES.name, functools.partial(STOKES.residual, create_graph=T
 
 def load_physics(text: str) -> Physics:
     """`PATH.py:FUNCTION` (imported from that file) or `module:FUNCTION` (an importable module)."""
-    target, _, name = text.rpartition(":")
-    if not target or not name.isidentifier():
-        raise UserError(f"--physics {text!r} names no function; {FORM}")
-    if _names_file(target):
-        path = require_file(target, "physics file", f"check the path in --physics {text}")
-        module = _module_from_file(path, text)
-    else:
-        module = _import_module(target, text)
-        path = Path(module.__file__) if getattr(module, "__file__", None) else None
-    function = getattr(module, name, None)
-    if function is None:
-        raise UserError(f"--physics {text}: {path or target} defines no {name!r}; {FORM}")
-    if not callable(function):
-        raise UserError(f"--physics {text}: {name} is a {type(function).__name__}, not a function; {FORM}")
+    function, path = load_named(text, "--physics", FORM)
+    name = text.rpartition(":")[2]
     try:
         inspect.signature(function).bind(None, None)
     except TypeError:
@@ -90,44 +76,6 @@ def load_physics(text: str) -> Physics:
     except ValueError:  # no signature to inspect (a builtin): the call on a batch will tell
         pass
     return Physics(text, function, path)
-
-
-def _names_file(target: str) -> bool:
-    """Whether --physics names a file (PATH.py) rather than an importable module."""
-    return target.endswith(".py") or "/" in target
-
-
-def absolute_physics(text: str) -> str:
-    """--physics with its PATH.py made absolute, so a worker in another directory imports the same file; a module
-    name, or a malformed value (which `load_physics` reports), is returned as it is."""
-    target, _, name = text.rpartition(":")
-    return f"{Path(target).resolve()}:{name}" if target and _names_file(target) else text
-
-
-def _module_from_file(path: Path, text: str) -> ModuleType:
-    """Run a .py file as a module under a private name (registered in sys.modules, as an import would).
-
-    The source is compiled as it is now, never from a cached __pycache__ (a file edited within the same second
-    and size would otherwise run stale), and nothing is written beside the user's file.
-    """
-    module = ModuleType(f"spinn_export_physics_{abs(hash(path.resolve()))}")
-    module.__file__ = str(path)
-    sys.modules[module.__name__] = module
-    try:
-        exec(compile(path.read_bytes(), str(path), "exec"), module.__dict__)
-    except Exception as exc:  # the user's module may fail in any way; each is one line naming it
-        del sys.modules[module.__name__]
-        raise UserError(f"--physics {text}: importing {path} failed "
-                        f"({type(exc).__name__}: {first_line(exc)})") from None
-    return module
-
-
-def _import_module(module_name: str, text: str) -> ModuleType:
-    try:
-        return importlib.import_module(module_name)
-    except Exception as exc:  # ModuleNotFoundError, or the module's own error while it runs
-        raise UserError(f"--physics {text}: importing module {module_name!r} failed ({type(exc).__name__}: "
-                        f"{first_line(exc)}); give an importable module or PATH.py:FUNCTION") from None
 
 
 def check_physics(physics: Physics, model: nn.Module, inputs: torch.Tensor) -> None:

@@ -12,13 +12,9 @@ they are exported, and later runs are held to it (`export.parity.tolerance_for`)
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
-import logging
 import shutil
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -26,12 +22,14 @@ from typing import TYPE_CHECKING, TypeVar
 import numpy as np
 
 from spinn_export.errors import UserError, require_file
-from spinn_export.model.spec import MLPSpec
 from spinn_export.plugins import discover
+from spinn_export.progress import quiet
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
+
+    from spinn_export.model.architecture import Architecture
 
 FORMAT_GROUP = "spinn_export.formats"
 PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
@@ -46,8 +44,8 @@ MIN_CALIBRATION_ROWS = 128  # fewer rows miss the tails of the inputs' ranges, a
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
 Loaded = TypeVar("Loaded")
-Writer = Callable[["nn.Module", MLPSpec, Path, int], None]
-CalibratedWriter = Callable[["nn.Module", MLPSpec, Path, int, np.ndarray], None]
+Writer = Callable[["nn.Module", "Architecture", Path, int], None]
+CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, np.ndarray], None]
 
 
 @dataclass(frozen=True)
@@ -153,29 +151,15 @@ def format_of(path: str | Path) -> Format:
 # ---------------------------------------------------------------------------------------------- shared by the plug-ins
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence exporter noise (deprecation warnings, progress prints, log lines); real errors still raise."""
-    previous = logging.root.manager.disable
-    with (warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()),
-          contextlib.redirect_stderr(io.StringIO())):
-        warnings.simplefilter("ignore")
-        logging.disable(logging.WARNING)
-        try:
-            yield
-        finally:
-            logging.disable(previous)
-
-
 def reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def example_input(spec: MLPSpec) -> torch.Tensor:
+def example_input(architecture: Architecture) -> torch.Tensor:
     import torch
 
-    return torch.randn(EXAMPLE_BATCH, spec.in_features, generator=torch.Generator().manual_seed(0))
+    return torch.randn(EXAMPLE_BATCH, architecture.in_features, generator=torch.Generator().manual_seed(0))
 
 
 def dynamic_batch() -> dict[int, torch.export.Dim]:
@@ -277,7 +261,7 @@ def load_artifact(path: str | Path, fmt: Format | str | None = None) -> Artifact
     return Artifact(path=path, format=fmt.name, in_features=shapes[0][1], predict=fmt.load(path))
 
 
-def write_artifact(fmt: Format, model: nn.Module, spec: MLPSpec, path: Path, opset: int, label: str,
+def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, path: Path, opset: int, label: str,
                    calibration: np.ndarray | None = None) -> None:
     """Run one writer (with `calibration` rows where the format is calibrated); any exporter failure becomes one
     line naming the model and the format."""
@@ -289,9 +273,9 @@ def write_artifact(fmt: Format, model: nn.Module, spec: MLPSpec, path: Path, ops
     try:
         with torch.no_grad():
             if fmt.calibrated:
-                fmt.write(model.eval(), spec, path, opset, calibration)  # type: ignore[call-arg]
+                fmt.write(model.eval(), architecture, path, opset, calibration)  # type: ignore[call-arg]
             else:
-                fmt.write(model.eval(), spec, path, opset)  # type: ignore[call-arg]
+                fmt.write(model.eval(), architecture, path, opset)  # type: ignore[call-arg]
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # exporters fail in many ways; each is reported, none is hidden

@@ -23,11 +23,11 @@ from spinn_export.export.formats import (
     unreadable,
 )
 from spinn_export.export.formats.exported_program import exported
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 
-def write_aoti(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
-    program = exported(model, spec)
+def write_aoti(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+    program = exported(model, architecture)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "model.pt2"
         with quiet():

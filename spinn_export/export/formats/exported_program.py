@@ -21,16 +21,16 @@ from spinn_export.export.formats import (
     torch_predict,
     unreadable,
 )
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 
-def exported(model: nn.Module, spec: MLPSpec) -> torch.export.ExportedProgram:
+def exported(model: nn.Module, architecture: Architecture) -> torch.export.ExportedProgram:
     with quiet():
-        return torch.export.export(model.eval(), (example_input(spec),), dynamic_shapes=(dynamic_batch(),))
+        return torch.export.export(model.eval(), (example_input(architecture),), dynamic_shapes=(dynamic_batch(),))
 
 
-def write_exported_program(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
-    program = exported(model, spec)
+def write_exported_program(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+    program = exported(model, architecture)
     buffer = io.BytesIO()
     with quiet():
         torch.export.save(program, buffer)
@@ -79,12 +79,16 @@ def _exported_predict(path: Path) -> Predict:
 
 def exported_weight_shapes(path: Path) -> list[Shape]:
     program = load_exported_program(path)
-    parameters = program.graph_signature.inputs_to_parameters
+    signature = program.graph_signature
+    stored = {**signature.inputs_to_parameters, **signature.inputs_to_buffers,
+              **signature.inputs_to_lifted_tensor_constants}
+    values = {**program.state_dict, **program.constants}
     shapes: list[Shape] = []
     for node in program.graph.nodes:
         if node.op == "call_function" and node.target is torch.ops.aten.linear.default:
-            weight = program.state_dict[parameters[node.args[1].name]]
-            shapes.append((int(weight.shape[0]), int(weight.shape[1])))
+            name = stored.get(node.args[1].name)
+            if name is not None and isinstance(values.get(name), torch.Tensor) and values[name].dim() == 2:
+                shapes.append((int(values[name].shape[0]), int(values[name].shape[1])))
     return shapes
 
 

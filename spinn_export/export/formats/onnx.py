@@ -28,12 +28,13 @@ from spinn_export.export.formats import (
     quiet,
     unreadable,
 )
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 if TYPE_CHECKING:  # onnxruntime is imported lazily: writing plain ONNX does not need it
     import onnxruntime as ort
 
-_ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, MLPSpec, str], bytes]] = weakref.WeakKeyDictionary()
+_ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, Architecture, str], bytes]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _fingerprint(model: nn.Module) -> str:
@@ -43,27 +44,28 @@ def _fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def onnx_bytes(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
+def onnx_bytes(model: nn.Module, architecture: Architecture, opset: int) -> bytes:
     """One self-contained ONNX model (dynamo exporter, inline weights, dynamic batch axis).
 
     The ONNX formats start from the same export, and the dynamo exporter takes seconds even for a
-    tiny MLP, so the bytes are kept per model object, keyed by opset, spec and a hash of the weights.
+    tiny MLP, so the bytes are kept per model object, keyed by opset, architecture and a hash of the weights.
     """
-    key = (opset, spec, _fingerprint(model))
+    key = (opset, architecture, _fingerprint(model))
     cache = _ONNX_CACHE.setdefault(model, {})
     if key not in cache:
         cache.clear()
-        cache[key] = _export_onnx(model, spec, opset)
+        cache[key] = _export_onnx(model, architecture, opset)
     return cache[key]
 
 
-def _export_onnx(model: nn.Module, spec: MLPSpec, opset: int) -> bytes:
+def _export_onnx(model: nn.Module, architecture: Architecture, opset: int) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with quiet():
             torch.onnx.export(
-                model, (example_input(spec),), str(path), dynamic_shapes=(dynamic_batch(),), external_data=False,
-                opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], verbose=False,
+                model, (example_input(architecture),), str(path), dynamic_shapes=(dynamic_batch(),),
+                external_data=False, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                verbose=False,
             )
         leftovers = sorted(p.name for p in Path(tmp).iterdir() if p != path)
         if leftovers:
@@ -83,8 +85,8 @@ def check_onnx(path: Path) -> None:
         raise RuntimeError(f"initializers {external[:3]} live in an external-data side file")
 
 
-def write_onnx(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
-    path.write_bytes(onnx_bytes(model, spec, opset))
+def write_onnx(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+    path.write_bytes(onnx_bytes(model, architecture, opset))
     check_onnx(path)
 
 

@@ -30,7 +30,7 @@ from torch import nn
 from spinn_export.errors import UserError, require_file
 from spinn_export.export.formats import ARTIFACT_HINT, Format, Predict, quiet, reason, unreadable
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_weight_shapes
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 if TYPE_CHECKING:  # openvino is an optional extra, imported only where it is used
     import openvino as ov
@@ -170,11 +170,11 @@ def openvino_predict(compiled: Compiled) -> Predict:
     return lambda x: np.array(request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})[0])
 
 
-def write_onnx_bf16(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+def write_onnx_bf16(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
     """The float32 ONNX export, byte for byte in its graph, with MARKER = "bf16" in its metadata."""
     import onnx
 
-    marked = onnx.load_from_string(onnx_bytes(model, spec, opset))
+    marked = onnx.load_from_string(onnx_bytes(model, architecture, opset))
     onnx.helper.set_model_props(marked, {**{p.key: p.value for p in marked.metadata_props}, MARKER: "bf16"})
     path.write_bytes(marked.SerializeToString())
     check_onnx(path)

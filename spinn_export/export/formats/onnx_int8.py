@@ -18,10 +18,10 @@ from torch import nn
 
 from spinn_export.export.formats import Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 
-def write_onnx_int8(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+def write_onnx_int8(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
     """Dynamic int8 weight quantisation with 7-bit weights (see the module docstring); `quant_pre_process` first
     (shape inference fails on dynamo Gemms without it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -29,7 +29,7 @@ def write_onnx_int8(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> 
 
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(onnx_bytes(model, spec, opset))
+        source.write_bytes(onnx_bytes(model, architecture, opset))
         with quiet():
             quant_pre_process(str(source), str(prepared))
             quantize_dynamic(str(prepared), str(quantised), weight_type=QuantType.QInt8, reduce_range=True)

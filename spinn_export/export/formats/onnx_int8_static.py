@@ -24,7 +24,7 @@ from torch import nn
 
 from spinn_export.export.formats import INPUT_NAME, Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 CALIBRATION_BATCH = 512
 
@@ -44,7 +44,8 @@ def _reader(rows: np.ndarray):  # type: ignore[no-untyped-def]
     return Rows()
 
 
-def write_onnx_int8_static(model: nn.Module, spec: MLPSpec, path: Path, opset: int, calibration: np.ndarray) -> None:
+def write_onnx_int8_static(model: nn.Module, architecture: Architecture, path: Path, opset: int,
+                           calibration: np.ndarray) -> None:
     """`quant_pre_process` first (shape inference fails on dynamo Gemms without it), then QDQ quantisation
     calibrated on `calibration` (rows checked by `formats.calibration_inputs`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -53,7 +54,7 @@ def write_onnx_int8_static(model: nn.Module, spec: MLPSpec, path: Path, opset: i
     rows = np.ascontiguousarray(calibration, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(onnx_bytes(model, spec, opset))
+        source.write_bytes(onnx_bytes(model, architecture, opset))
         with quiet():
             quant_pre_process(str(source), str(prepared))
             quantize_static(str(prepared), str(quantised), _reader(rows), quant_format=QuantFormat.QDQ,

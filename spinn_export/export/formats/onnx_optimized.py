@@ -12,15 +12,15 @@ from torch import nn
 
 from spinn_export.export.formats import Format
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 
-def write_onnx_optimized(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+def write_onnx_optimized(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "model.onnx"
-        source.write_bytes(onnx_bytes(model, spec, opset))
+        source.write_bytes(onnx_bytes(model, architecture, opset))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(path)

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from spinn_export.export.formats import Format, Predict, Shape, torch_predict
+from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import float32_io
-from spinn_export.model.spec import MLPSpec
 
 
 def native_torch_bf16_missing() -> str | None:
@@ -31,8 +31,8 @@ def native_torch_bf16_missing() -> str | None:
     return None if native else f"{reason}: PyTorch would emulate bf16 through float32, slower than float32"
 
 
-def write_torch_bf16(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
-    save_checkpoint(path, model, spec, dtype=torch.bfloat16)
+def write_torch_bf16(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+    save_checkpoint(path, model, architecture, dtype=torch.bfloat16)
 
 
 def load_torch_bf16(path: Path) -> Predict:

@@ -8,13 +8,13 @@ import torch
 from torch import nn
 
 from spinn_export.export.formats import Format, Shape, example_input, quiet, read_artifact, torch_predict
-from spinn_export.model.spec import MLPSpec
+from spinn_export.model.architecture import Architecture
 
 
-def write_torchscript(model: nn.Module, spec: MLPSpec, path: Path, opset: int) -> None:
+def write_torchscript(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
     """Traced and frozen; saved through a buffer so the archive's inner name does not depend on the file name."""
     with quiet(), torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example_input(spec)))
+        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example_input(architecture)))
         buffer = io.BytesIO()
         torch.jit.save(frozen, buffer)
     path.write_bytes(buffer.getvalue())

@@ -1,0 +1,223 @@
+"""A network's architecture: its graph, its width groups, and every cost figure, at its own widths or any others.
+
+The one representation of a model's shape for every stage. `widths` are the prunable groups' widths in graph order
+(for a plain MLP: its hidden layers'), and every figure (parameters, FLOPs, layer shapes) is counted from the graph
+as a function of them, so a budget can be solved without building the candidate models.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from spinn_export.errors import UserError
+from spinn_export.model.graph import SHAPE_BATCH, Graph, Ref, TensorInfo, shapes
+from spinn_export.model.groups import LINEAR, Analysis, Group, analyse, packet
+from spinn_export.model.spec import ACTIVATIONS, FLOAT32_BYTES, SOURCES
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One `linear` node: its weight (and bias) names, and how many rows it multiplies per sample (1 for a plain
+    (batch, features) input; T for T tokens)."""
+
+    node: str
+    weight: str
+    bias: str | None
+    rows_per_sample: int
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """`graph` with its tensors' shapes; `source` is one of SOURCES."""
+
+    graph: Graph
+    source: str = "spec"
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown architecture source {self.source!r}")
+
+    def validated(self) -> Architecture:
+        """This architecture, once its graph has run on its tensors' shapes (meta tensors): a damaged file fails
+        here, in one line, and not in the middle of a stage."""
+        if self.shapes[self.graph.output][0] != SHAPE_BATCH or len(self.shapes[self.graph.output]) != 2:
+            raise UserError(f"the graph's output has shape {self.shapes[self.graph.output]} for {SHAPE_BATCH} rows; "
+                            "spinn-export needs one (batch, outputs) tensor")
+        return self
+
+    # ------------------------------------------------------------------ structure
+
+    @cached_property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return shapes(self.graph)
+
+    @cached_property
+    def analysis(self) -> Analysis:
+        return analyse(self.graph, self.shapes)
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        return self.analysis.groups
+
+    @property
+    def prunable(self) -> tuple[Group, ...]:
+        return self.analysis.prunable
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(g.width for g in self.prunable)
+
+    @property
+    def group_names(self) -> tuple[str, ...]:
+        return tuple(g.name for g in self.prunable)
+
+    @property
+    def in_features(self) -> int:
+        return self.graph.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.shapes[self.graph.output][-1]
+
+    @cached_property
+    def layers(self) -> tuple[Layer, ...]:
+        found = []
+        info = self.graph.tensor_info
+        for node in self.graph.nodes:
+            weight, bias = node.arg(1), node.arg(2)
+            if node.op == LINEAR and isinstance(weight, Ref) and weight.name in info:
+                x = self.shapes[node.args[0].name]
+                rows = math.prod(x[1:-1]) if len(x) > 2 else 1
+                found.append(Layer(node.name, weight.name, bias.name if isinstance(bias, Ref) else None, rows))
+        return tuple(found)
+
+    @property
+    def activation(self) -> str | None:
+        """The activation most layers are followed by (what a latency probe of one layer uses), if any."""
+        counts = Counter(packet(n.op) for n in self.graph.nodes if packet(n.op) in ACTIVATIONS)
+        return counts.most_common(1)[0][0] if counts else None
+
+    @cached_property
+    def is_chain(self) -> bool:
+        """Linear, activation, ..., Linear with nothing else: a plain MLP."""
+        nodes = self.graph.nodes
+        return (len(nodes) % 2 == 1 and all(n.op == LINEAR for n in nodes[::2])
+                and len({packet(n.op) for n in nodes[1::2]} - set(ACTIVATIONS)) == 0
+                and len({packet(n.op) for n in nodes[1::2]}) <= 1
+                and all(n.args[0] == Ref(prev.name) for prev, n in itertools.pairwise(nodes)))
+
+    # ------------------------------------------------------------------ costs at any widths
+
+    @cached_property
+    def _dims(self) -> list[tuple[TensorInfo, list[tuple[int, list[tuple[int, int]]]]]]:
+        """Per tensor, per dimension: (fixed channels, [(prunable group index, channels per unit)])."""
+        prunable_index = {id(g): i for i, g in enumerate(self.prunable)}
+        per_axis: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
+        for group in self.groups:
+            for axis, count in group.multiplicity:
+                fixed, varying = per_axis.get(axis, (0, []))
+                if group.prunable:
+                    varying = [*varying, (prunable_index[id(group)], count)]
+                else:
+                    fixed += count * group.width
+                per_axis[axis] = (fixed, varying)
+        return [(info, [per_axis.get((info.name, d), (size, [])) for d, size in enumerate(info.shape)])
+                for info in self.graph.tensors]
+
+    def _check(self, widths: Sequence[int]) -> None:
+        if len(widths) != len(self.widths):
+            raise ValueError(f"{len(widths)} widths for {len(self.widths)} prunable groups")
+
+    def tensor_shapes_at(self, widths: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        self._check(widths)
+        return {info.name: tuple(fixed + sum(widths[g] * count for g, count in varying) for fixed, varying in dims)
+                for info, dims in self._dims}
+
+    def params_at(self, widths: Sequence[int]) -> int:
+        return sum(math.prod(shape) for shape in self.tensor_shapes_at(widths).values())
+
+    def layer_shapes_at(self, widths: Sequence[int]) -> list[tuple[int, int]]:
+        """(out, in) of every layer's weight, in graph order."""
+        tensor_shapes = self.tensor_shapes_at(widths)
+        return [tuple(tensor_shapes[layer.weight]) for layer in self.layers]  # type: ignore[misc]
+
+    def flops_at(self, widths: Sequence[int]) -> int:
+        """Two FLOPs per multiply-accumulate plus one per bias add, per sample (activations not counted)."""
+        return sum(layer.rows_per_sample * (2 * out * inp + (out if layer.bias else 0))
+                   for layer, (out, inp) in zip(self.layers, self.layer_shapes_at(widths)))
+
+    def cost_at(self, widths: Sequence[int], kind: str) -> int:
+        """What a budget counts: FLOPs per sample (`flops`), else parameters."""
+        return self.flops_at(widths) if kind == "flops" else self.params_at(widths)
+
+    def unit_costs(self, widths: Sequence[int] | None = None) -> tuple[int, ...]:
+        """Parameters one unit of each prunable group takes with it, at `widths` (default: its own)."""
+        widths = list(self.widths if widths is None else widths)
+        full = self.params_at(widths)
+        return tuple(full - self.params_at([w - (i == g) for i, w in enumerate(widths)]) for g in range(len(widths)))
+
+    def with_widths(self, widths: Sequence[int]) -> Architecture:
+        """The same graph with its tensors resized to `widths` (no values: for costs and random models)."""
+        resized = self.tensor_shapes_at(widths)
+        return Architecture(self.graph.with_tensors(dataclasses.replace(t, shape=resized[t.name])
+                                                    for t in self.graph.tensors), self.source)
+
+    @property
+    def params(self) -> int:
+        """Every stored tensor element, trainable or fixed (a fixed Fourier matrix is weights the model carries)."""
+        return sum(math.prod(t.shape) for t in self.graph.tensors)
+
+    @property
+    def flops_per_sample(self) -> int:
+        return self.flops_at(self.widths)
+
+    @property
+    def macs_per_sample(self) -> int:
+        return sum(layer.rows_per_sample * out * inp for layer, (out, inp) in zip(self.layers, self.layer_shapes))
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        return self.layer_shapes_at(self.widths)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.params * FLOAT32_BYTES
+
+    # ------------------------------------------------------------------ description
+
+    def describe(self) -> str:
+        """`18 -> 512 -> 512 -> 512 -> 256 -> 2 (tanh, 666,882 parameters)` for a plain MLP; the groups otherwise."""
+        if self.is_chain:
+            dims = (self.in_features, *self.widths, self.out_features)
+            return f"{' -> '.join(map(str, dims))} ({self.activation or 'linear'}, {self.params:,} parameters)"
+        frozen = [g for g in self.groups if not g.prunable and g.name != self.graph.input]
+        groups = ", ".join(f"{g.name}={g.width}" for g in self.prunable) or "none"
+        return (f"{self.in_features} -> {self.out_features}, {len(self.layers)} layers, prunable groups {groups}"
+                f"{f', {len(frozen)} frozen' if frozen else ''} ({self.params:,} parameters)")
+
+    def frozen_reasons(self) -> list[str]:
+        """Why each frozen group (other than the input's and the output's) may not be pruned, one line each."""
+        return [f"{g.name} ({g.width} wide): {g.frozen}" for g in self.groups
+                if not g.prunable and not g.frozen.startswith(("the model's input", "the model's output"))]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"in_features": self.in_features, "out_features": self.out_features, "widths": list(self.widths),
+                "groups": [g.to_dict() for g in self.groups], "params": self.params,
+                "flops_per_sample": self.flops_per_sample, "source": self.source}
+
+    def summary(self) -> dict[str, Any]:
+        """The architecture and every figure derived from it, as `info --json` prints it."""
+        return {**self.to_dict(), "macs_per_sample": self.macs_per_sample, "weight_bytes": self.weight_bytes,
+                "activation": self.activation}
+
+    def require_prunable(self, label: str) -> None:
+        """A one-line error naming what froze every group, where nothing may be pruned."""
+        if not self.prunable:
+            reasons = "; ".join(self.frozen_reasons()) or "every feature is the model's input or output"
+            raise UserError(f"{label}: no width of this network can be pruned soundly ({reasons})")
