@@ -30,7 +30,7 @@ from spinn_export.export.formats.onnx import write_onnx
 from spinn_export.export.formats.torchscript import write_torchscript
 from spinn_export.export.parity import FLOAT32, ParityError, check_parity
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.magnitude import magnitude_prune
 
@@ -135,7 +135,7 @@ def _ort_checks(path: str, reference_path: str) -> dict:
     runner = get_backend("ort-cpu").load(Path(path), 1)
     out["provider"], out["threads"] = runner.provider, runner.threads
     reference = load_checkpoint(reference_path)
-    out["error"] = check_parity(reference.model, runner.infer, reference.spec, "ort", FLOAT32).max_abs_error
+    out["error"] = check_parity(reference.model, runner.infer, reference.architecture, "ort", FLOAT32).max_abs_error
     out["call"] = runner.prepare(sample_input(8, 18))() is not None
     options = ort.SessionOptions()
     options.use_per_session_threads = False  # the process has a global pool now: every session must share it
@@ -167,9 +167,9 @@ def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, model, small_sp
 
 def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
     save_checkpoint(tmp_path / "dense.safetensors", model, small_spec, {"variant": "dense"})
-    pruned = magnitude_prune(build_model(small_spec).eval(), small_spec, 600)
+    pruned = magnitude_prune(build_model(small_spec).eval(), architecture_of(small_spec), 600)
     pruned.load_state_dict(model.state_dict())
-    magnitude_prune(pruned, small_spec, 600)
+    magnitude_prune(pruned, architecture_of(small_spec), 600)
     save_checkpoint(tmp_path / "magnitude.safetensors", pruned, small_spec, {"variant": "magnitude"})
     export_checkpoints([tmp_path / "dense.safetensors", tmp_path / "magnitude.safetensors"], tmp_path / "out",
                        [get_format("onnx"), get_format("onnx-int8")])

@@ -34,7 +34,7 @@ def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> N
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
                                             ("summary", "fastest", "runs", "comparison", "latency", "speedup", "memory",
                                              "ceilings", "ceiling_fractions", "gflops", "crosscheck", "skipped",
-                                             "artifacts", "pruning")}
+                                             "artifacts", "architecture", "pruning")}
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png", "pruning.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.pngs)
     page = paths.html.read_text()
@@ -46,6 +46,17 @@ def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> N
     markdown = paths.markdown.read_text()
     assert all(f"]({p.name})" in markdown for p in paths.pngs)
     assert markdown.count("| machine") >= 5 and "spinn-export report" in markdown
+
+
+def test_the_architecture_section_shows_each_group_before_and_after(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+    _, out = full_report
+    groups = _csv(out, "architecture")
+    history = json.loads((pipeline.structured_dir / "history.json").read_text())
+    assert list(groups["group"]) == ["linear0", "linear1"]  # the hidden layers of the tiny plain MLP
+    assert list(groups["dense width"]) == [64, 64]
+    assert list(groups["width"]) == history["achieved"]["widths"]
+    assert set(groups["status"]) == {"pruned, constants folded"}
+    assert "built from a spec" in (out / "report.md").read_text()
 
 
 def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(full_report, pipeline: Pipeline) -> None:  # noqa: F811

@@ -21,6 +21,8 @@ from spinn_export.model.checkpoint import SPEC_KEY, load_checkpoint, save_checkp
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
+from .conftest import linear_layers
+
 SPEC = MLPSpec(18, (64, 64), 2)
 
 
@@ -75,7 +77,7 @@ def test_bf16_is_offered_only_where_the_cpu_has_it_natively(monkeypatch: pytest.
 def test_a_checkpoint_of_mixed_dtypes_is_one_line(tmp_path: Path) -> None:
     model = build_model(SPEC)
     tensors = {}
-    for index, layer in enumerate(m for m in model if isinstance(m, torch.nn.Linear)):
+    for index, layer in enumerate(linear_layers(model)):
         tensors[f"linear{index}.weight"] = layer.weight.detach().to(torch.bfloat16 if index else torch.float32)
         tensors[f"linear{index}.bias"] = layer.bias.detach().float()
     path = tmp_path / "mixed.safetensors"

@@ -50,10 +50,11 @@ def save_checkpoint(
     path: str | os.PathLike[str], model: nn.Module, architecture: Architecture | MLPSpec,
     metadata: dict[str, str] | None = None, dtype: torch.dtype = torch.float32,
 ) -> Path:
-    """Write atomically: every tensor of the graph under its name, stored in `dtype` (one of DTYPES)."""
+    """Write atomically: every tensor of the graph under its name, floating ones stored in `dtype` (one of DTYPES)."""
     architecture = as_architecture(architecture)
     graph = architecture.graph
-    tensors = {name: t.detach().cpu().to(dtype).contiguous() for name, t in tensors_of(graph, model).items()}
+    tensors = {name: (t.detach().cpu().to(dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
+               for name, t in tensors_of(graph, model).items()}
     wrong = [(t.name, tuple(tensors[t.name].shape), t.shape) for t in graph.tensors
              if tuple(tensors[t.name].shape) != t.shape]
     if wrong:
@@ -104,7 +105,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         raise _corrupt(path, exc) from None
     metadata = read_metadata(path)
     architecture = architecture_in(metadata, path)
-    dtypes = {t.dtype for t in tensors.values()}
+    dtypes = {t.dtype for t in tensors.values() if t.is_floating_point()}
     if len(dtypes) != 1 or not dtypes <= set(DTYPES):
         raise UserError(f"{path} stores {', '.join(sorted(map(str, dtypes)))} tensors, not all float32 or all "
                         "bfloat16; the file is damaged or not a spinn-export checkpoint")

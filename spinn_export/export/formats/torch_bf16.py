@@ -40,7 +40,10 @@ def load_torch_bf16(path: Path) -> Predict:
 
 
 def torch_bf16_weight_shapes(path: Path) -> list[Shape]:
-    return [tuple(layer.weight.shape) for layer in load_checkpoint(path).model if isinstance(layer, nn.Linear)]
+    """The stored layer weights' shapes, as the file's own graph names its layers."""
+    checkpoint = load_checkpoint(path)
+    stored = dict(checkpoint.model.named_parameters())
+    return [tuple(stored[layer.weight].shape) for layer in checkpoint.architecture.layers]  # type: ignore[misc]
 
 
 TORCH_BF16 = Format("torch-bf16", ".bf16.safetensors", write_torch_bf16, load_torch_bf16, torch_bf16_weight_shapes,
