@@ -7,9 +7,9 @@ import torch
 from spinn_export.errors import UserError
 from spinn_export.model.mlp import architecture_of
 from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
+from spinn_export.prune.budget import Target, plan_widths, round_targets
 
 REFERENCE = architecture_of(SPINN_REFERENCE)
-from spinn_export.prune.budget import Target, plan_widths, round_targets
 
 
 def _neuron_worth(spec: MLPSpec, kind: str = "params") -> int:

@@ -109,7 +109,7 @@ def test_a_traced_module_keeps_its_skip_and_freezes_what_it_cannot_prove(tmp_pat
     normed = open_model(tmp_path / "normed.pth", trust_pickle=True, in_features=18).architecture
     assert normed.widths == () and any("batch_norm" in reason for reason in normed.frozen_reasons())
     torch.save(nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), tmp_path / "conv.pth")
-    with pytest.raises(UserError, match="conv.pth"):
+    with pytest.raises(UserError, match=r"conv\.pth"):
         open_model(tmp_path / "conv.pth", trust_pickle=True, in_features=18)
 
 

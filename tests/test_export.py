@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from .conftest import linear_layers
 import torch
 
 from spinn_export.errors import UserError
@@ -24,6 +23,8 @@ from spinn_export.files import sha256_of
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
+
+from .conftest import linear_layers
 
 DENSE = MLPSpec(18, (32, 24), 2)
 STRUCTURED = DENSE.with_widths((20, 12))

@@ -88,7 +88,7 @@ def test_the_groups_found_are_the_coupled_widths(name, tmp_path):
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_a_prune_to_half_the_parameters_fine_tunes_and_keeps_the_function_close(name, pruned_families):
-    module, architecture, _, result, out, unfitted_r2 = pruned_families[name]
+    _, architecture, _, result, out, unfitted_r2 = pruned_families[name]
     assert abs(result.final.params - 0.5 * architecture.params) <= 0.05 * architecture.params
     assert all(w < d for w, d in zip(result.architecture.widths, architecture.widths))
     assert result.final.val_r2 > unfitted_r2  # fine-tuning recovers some of the teacher's function

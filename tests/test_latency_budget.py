@@ -6,14 +6,13 @@ import math
 import pytest
 import torch
 
+from spinn_export.bench.measurer import BackendMeasurer
 from spinn_export.cli import main
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import Target, plan_widths
-from spinn_export.bench.measurer import BackendMeasurer
-from spinn_export.model.mlp import architecture_of
 from spinn_export.prune.latency import (
     ANCHOR,
     AUTO,
@@ -165,7 +164,8 @@ def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
 def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     measurer = FakeMeasurer(bias=1.3)
     target = Target.latency(0.5, "fake", 64)
-    result = plan_latency(LatencyLookup(measurer, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8, log=lambda _: None)
+    result = plan_latency(LatencyLookup(measurer, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8,
+                          log=lambda _: None)
     assert len(result.checks) >= 2 and result.checks[0].goal == 0.5 and result.checks[1].goal < 0.5
     assert result.checks[0].measured.ratio > 0.5 * (1 + TOLERANCE)  # the bias: the table alone misses
     assert result.factor == pytest.approx(1.3, rel=0.02)  # the fake's bias, up to its cap below 1
@@ -176,7 +176,8 @@ def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     assert all(not final for _, final in measurer.ratios)
 
     again = FakeMeasurer(bias=1.3)
-    reused = plan_latency(LatencyLookup(again, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8, log=lambda _: None)
+    reused = plan_latency(LatencyLookup(again, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8,
+                          log=lambda _: None)
     assert reused.reused and reused.plan.widths == result.plan.widths and reused.checks == result.checks
     assert reused.factor == result.factor and reused.estimate == result.estimate
     assert again.measured == [] and again.ratios == []

@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from .conftest import linear_layers
 import torch
 
 from spinn_export.errors import UserError
@@ -25,6 +24,8 @@ from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.metrics import evaluate
+
+from .conftest import linear_layers
 
 SPEC = MLPSpec(18, (16, 8), 2)
 

@@ -1,10 +1,15 @@
-"""Acceptance: a user's own model (7 -> 100 -> 60 -> 3 SiLU, a plain state_dict), their CSV and their physics
-through `spinn-export run --model ... --quick`, run from an empty folder as a user would: every real stage
-(import, pruning with the physics, export, the benchmark suite, report, gate)."""
+"""Acceptance: the README's worked example as a user runs it, from an empty folder: their data (a CSV), their
+physics and a U/V-gated "modified MLP" trained by the README's own code and saved as a torch.export program, through
+`spinn-export run --model model.pt2 ... --quick`, every real stage (import, pruning with the physics, export, the
+benchmark suite, report, gate)."""
 from __future__ import annotations
 
 import json
 import math
+import re
+import shlex
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +23,22 @@ from spinn_export.task.data import load_user_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.physics import load_physics
 
-from .conftest import CliResult, assert_clean_error, run_cli
-from .user_problem import INPUTS, TARGETS, WIDTHS, write_problem
+from .conftest import REPO, CliResult, assert_clean_error, run_cli
+from .user_problem import INPUTS, TARGETS, write_problem
+
+SECTION = "## Your network, start to finish"
+
+
+def readme_example() -> tuple[str, list[str]]:
+    """The worked example's Python (what trains and saves model.pt2) and its `spinn-export run` arguments."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index(SECTION):]
+    section = section[:section.index("\n## ", len(SECTION))]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    command = re.search(r"```bash\n(.*?)```", section, re.S).group(1).replace("\\\n", " ")
+    words = shlex.split(command)
+    assert words[:2] == ["spinn-export", "run"]
+    return code, words[1:]
 
 
 @dataclass(frozen=True)
@@ -34,18 +53,23 @@ class UserRun:
 @pytest.fixture(scope="module")
 def user_run(tmp_path_factory: pytest.TempPathFactory) -> UserRun:
     folder = tmp_path_factory.mktemp("user")
-    write_problem(folder)
-    arguments = ("run", "--model", "model.pt", "--activation", "silu", "--data", "data.csv", "--inputs",
-                 ",".join(INPUTS), "--targets", ",".join(TARGETS), "--physics", "physics.py:residual", "--quick",
-                 "--out", "out")
+    problem = write_problem(folder, fit_steps=0)
+    problem.model.unlink()  # the README's code trains and saves the model
+    code, arguments = readme_example()
+    (folder / "make_model.py").write_text(code)
+    made = subprocess.run([sys.executable, "make_model.py"], cwd=folder, capture_output=True, text=True, check=False)
+    assert made.returncode == 0, made.stderr[-3000:]
+    (folder / "make_model.py").unlink()
+    out = arguments[arguments.index("--out") + 1]
+    arguments = (*arguments, "--quick")
     first = run_cli(*arguments, cwd=folder)
     again = run_cli(*arguments, cwd=folder)
-    return UserRun(folder, folder / "out", first, again, arguments)
+    return UserRun(folder, folder / out, first, again, arguments)
 
 
 def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     assert user_run.first.returncode in (0, 1), user_run.first.stderr[-3000:]
-    quick = RunConfig(quick=True, model=UserModel(Path("model.pt"), Path("data.csv"), INPUTS, TARGETS))
+    quick = RunConfig(quick=True, model=UserModel(Path("model.pt2"), Path("data.csv"), INPUTS, TARGETS))
     verdict = run_gate(user_run.out / "bench.json", default_policy(quick))  # structured >= dense at the largest batch
     assert verdict.rows["backend"].tolist() == [HEADLINE_BACKEND]
     assert user_run.first.returncode == verdict.exit_code
@@ -53,15 +77,26 @@ def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     report = user_run.out / "report"
     assert (report / "report.html").stat().st_size > 0
     markdown = (report / "report.md").read_text()
-    assert ("spinn-export run --model model.pt --activation silu" in markdown
-            and "--physics physics.py:residual" in markdown)
-    assert sorted(p.name for p in user_run.folder.iterdir()) == ["data.csv", "model.pt", "out", "physics.py"]
+    assert "spinn-export run --model model.pt2 --data data.csv" in markdown
+    assert "--physics physics.py:residual" in markdown
+    assert "torch.export program (.pt2)" in markdown  # the architecture section names where it was read from
+    groups = [line for line in markdown.splitlines() if line.startswith("| u ") or line.startswith("| first ")]
+    assert len(groups) == 2
+    assert sorted(p.name for p in user_run.folder.iterdir()) == ["data.csv", "model.pt2", "physics.py", "runs"]
+
+
+def test_the_console_says_what_was_read_as_the_readme_shows(user_run):
+    text = (REPO / "README.md").read_text()
+    shown = re.search(r"It prints what it read, `(imported [^`]*)`", text.replace("\n", " ")).group(1)
+    printed = [line.strip() for line in user_run.first.stdout.splitlines() if line.strip().startswith("imported")]
+    assert printed == [shown]
 
 
 def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(user_run):
     dense = load_checkpoint(user_run.out / "dense.safetensors")
-    assert (dense.spec.in_features, dense.spec.widths, dense.spec.out_features, dense.spec.activation) == \
-        (len(INPUTS), WIDTHS, len(TARGETS), "silu")
+    architecture = dense.architecture
+    assert (architecture.in_features, architecture.out_features, architecture.source) == (len(INPUTS), 3, "pt2")
+    assert architecture.group_names == ("u", "first") and architecture.widths == (64, 64)
     assert dense.metadata["physics"] == "physics.py:residual" and dense.metadata["inputs"] == ",".join(INPUTS)
     physics = load_physics(str(user_run.folder / "physics.py") + ":residual")
     data = load_user_dataset(user_run.folder / "data.csv", list(INPUTS), list(TARGETS), 0, physics)
@@ -75,7 +110,8 @@ def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(
         assert history["achieved"]["params_reduction" if method == "structured" else "nonzero_reduction"] == \
             pytest.approx(0.685, abs=0.01)
     structured = load_checkpoint(user_run.out / "prune-structured" / "structured.safetensors")
-    assert all(w < d for w, d in zip(structured.spec.widths, WIDTHS)) and structured.spec.activation == "silu"
+    assert all(w < d for w, d in zip(structured.architecture.widths, architecture.widths))
+    assert structured.architecture.group_names == architecture.group_names
 
 
 def test_the_stage_records_hold_the_data_and_physics_so_a_resume_notices_a_change(user_run):
@@ -84,6 +120,7 @@ def test_the_stage_records_hold_the_data_and_physics_so_a_resume_notices_a_chang
         assert record["inputs"]["data.csv"] == sha256_of(user_run.folder / "data.csv")
         assert record["inputs"]["physics.py"] == sha256_of(user_run.folder / "physics.py")
         assert record["params"]["model"]["physics"] == "physics.py:residual"
+        assert record["params"]["model"]["model"] == "model.pt2"
         assert record["params"]["model"]["inputs"] == list(INPUTS)
 
 

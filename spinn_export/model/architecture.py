@@ -196,15 +196,16 @@ class Architecture:
         if self.is_chain:
             dims = (self.in_features, *self.widths, self.out_features)
             return f"{' -> '.join(map(str, dims))} ({self.activation or 'linear'}, {self.params:,} parameters)"
-        frozen = [g for g in self.groups if not g.prunable and g.name != self.graph.input]
+        frozen = self.frozen_reasons()
         groups = ", ".join(f"{g.name}={g.width}" for g in self.prunable) or "none"
         return (f"{self.in_features} -> {self.out_features}, {len(self.layers)} layers, prunable groups {groups}"
                 f"{f', {len(frozen)} frozen' if frozen else ''} ({self.params:,} parameters)")
 
     def frozen_reasons(self) -> list[str]:
-        """Why each frozen group (other than the input's and the output's) may not be pruned, one line each."""
+        """Why each frozen group may not be pruned, one line each; the input's and the output's own features (never
+        pruned, by definition) and width-1 broadcast operands are left out."""
         return [f"{g.name} ({g.width} wide): {g.frozen}" for g in self.groups
-                if not g.prunable and not g.frozen.startswith(("the model's input", "the model's output"))]
+                if g.frozen and not g.frozen.startswith(("the model's input", "the model's output", "broadcast"))]
 
     def to_dict(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features, "widths": list(self.widths),
