@@ -72,9 +72,9 @@ def test_a_pt2_carrying_a_pickle_that_runs_code_is_refused_and_nothing_runs(tmp_
     message = assert_one_line_error(capsys, "import", str(bad), "--out", str(tmp_path / "m.safetensors"),
                                     needles=("pickle", "run code", "--trust-pickle"),
                                     unwritten=tmp_path / "m.safetensors")
-    assert "a.weight" in message or "weight" in message
+    assert "weight" in message
     assert not marker.exists()  # nothing from the file ran
-X
+    with pytest.raises(RuntimeError, match="deserializing"):  # the check has teeth: torch's own loader runs it
         torch.export.load(bad)
     assert marker.read_text() == "ran"
 
@@ -245,7 +245,8 @@ def test_what_cannot_be_proven_is_frozen_with_the_op_named(tmp_path, capsys, fam
     assert any(frozen_op in reason for reason in architecture.frozen_reasons())
     out = tmp_path / "out.safetensors"
     status, stdout, err = cli(capsys, "import", str(path), "--out", str(out))
-    assert status == 0 and not err and any(line.strip().startswith("frozen") and frozen_op in line for line in stdout.splitlines())
+    assert status == 0 and not err
+    assert any(line.strip().startswith("frozen") and frozen_op in line for line in stdout.splitlines())
     frozen_name = next(g.name for g in architecture.groups if g.frozen and frozen_op in g.frozen)
     assert_one_line_error(capsys, "prune", str(path), "--widths", f"{frozen_name}=8", "--out", str(tmp_path / "p"),
                           needles=(f"names group {frozen_name!r}", "frozen", frozen_op), unwritten=tmp_path / "p")
