@@ -151,3 +151,20 @@ def test_a_paired_benchmark_case_per_family(pruned_families):
                                   PairedConfig(processes=1, cycles=4, block_seconds=0.005))
         assert speed.ci_low <= speed.speedup_median <= speed.ci_high, name
         assert speed.flop_ratio == pytest.approx(architecture.flops_per_sample / result.architecture.flops_per_sample)
+
+
+def test_a_latency_target_on_a_graph_is_planned_on_its_layers_and_checked_on_whole_networks(tmp_path, monkeypatch):
+    from .test_latency_budget import FakeMeasurer
+
+    monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
+    module = seeded(families.BottleneckResidualMLP)
+    architecture, model = import_model(save_pt2(module, tmp_path / "model.pt2"))
+    measurer = FakeMeasurer(tile=8, bias=1.1)
+    config = PruneConfig(Target.latency(0.5, "fake", 64), rounds=1, finetune=TrainConfig(epochs=0),
+                         calibration_samples=64)
+    result = prune(model, architecture, teacher_data(module), config, tmp_path / "out", progress=False,
+                   measurer=measurer)
+    assert result.latency.checks and result.achieved_latency is not None
+    checked = [widths for widths, final in measurer.ratios if not final]
+    assert checked and all(len(widths) == len(architecture.widths) for widths in checked)  # whole networks
+    assert measurer.model_cost(result.architecture) < 0.6 * measurer.model_cost(architecture)

@@ -160,7 +160,8 @@ class BackendMeasurer:
         config = PairedConfig() if final else PairedConfig(processes=CHECK_PROCESSES, cycles=CHECK_CYCLES)
         dense, pruned = self._export("dense", *baseline), self._export("structured", *candidate)
         [result] = paired_speedups(self.backend.name, dense, [pruned], [self.batch], self.threads, config)
-        return Ratio.of(result)
+        return Ratio(1.0 / result.speedup_median, 1.0 / result.ci_high, 1.0 / result.ci_low, result.method,
+                     result.processes, result.blocks_per_process)
 
     def release(self) -> None:
         """Stop the probes' worker (and its open anchor); the next measurement starts a fresh one."""

@@ -4,8 +4,7 @@ from __future__ import annotations
 import argparse
 
 from spinn_export.bench.paired import PairedConfig
-from spinn_export.cli import add_data_arguments, output_dir, positive_int, round_to
-from spinn_export.model.checkpoint import read_metadata
+from spinn_export.cli import add_data_arguments, add_model_arguments, output_dir, positive_int, recorded_seed, round_to
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, executors
 from spinn_export.pipeline.points import DataSource, parse_targets
 from spinn_export.pipeline.sweep import QUICK_PAIRED_PROCESSES, SweepConfig, run_sweep
@@ -30,7 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Prune one checkpoint to each target (fine-tuning each, side by side on an executor), export every "
                     "point, measure its paired speedup over dense on this machine (one measurement at a time), and "
                     "write DIR/pareto.csv and DIR/pareto.png.")
-    parser.add_argument("checkpoint", help="a spinn-export .safetensors checkpoint (dense)")
+    parser.add_argument("checkpoint", metavar="MODEL",
+                        help="a spinn-export .safetensors checkpoint (dense), or your model: a .pt2 (torch.export), "
+                             "a state_dict with --model-code, or a pickled module with --trust-pickle")
+    add_model_arguments(parser)
     add_data_arguments(parser, targets_flag=TARGET_COLUMNS_FLAG)
     parser.set_defaults(seed=None)
     parser.add_argument("--targets", dest="budgets", required=True, metavar="LIST",
@@ -74,7 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     targets = parse_targets(args.budgets)
     out = output_dir(args.out)
-    seed = args.seed if args.seed is not None else int(read_metadata(args.checkpoint).get("seed", "0"))
+    seed = args.seed if args.seed is not None else recorded_seed(args.checkpoint)
     processes = QUICK_PAIRED_PROCESSES if args.quick else PairedConfig.processes
     config = SweepConfig(
         targets=targets, method=args.method, magnitude=not args.no_magnitude, backend=args.backend, batch=args.batch,
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
         paired=PairedConfig(processes=args.paired_processes or processes, cycles=args.paired_cycles),
     )
     data = DataSource.of(args.data, args.inputs, args.targets, args.physics, seed, TARGET_COLUMNS_FLAG)
-    sweep = run_sweep(args.checkpoint, data, config, out)
+    sweep = run_sweep(args.checkpoint, data, config, out, model_flags={
+        "model_code": args.model_code, "trust_pickle": args.trust_pickle, "activation": args.activation})
     front = sweep.front()
     print(f"Pareto front ({len(front)} of {len(sweep.points)} points), {config.backend} batch {config.batch}:")
     for _, row in front.iterrows():

@@ -44,7 +44,7 @@ class Architecture:
             raise ValueError(f"unknown architecture source {self.source!r}")
 
     def validated(self) -> Architecture:
-        """This architecture, once its graph has run on its tensors' shapes (meta tensors): a damaged file fails
+        """This architecture, once its graph has run on its tensors' shapes: a damaged file fails
         here, in one line, and not in the middle of a stage."""
         if self.shapes[self.graph.output][0] != SHAPE_BATCH or len(self.shapes[self.graph.output]) != 2:
             raise UserError(f"the graph's output has shape {self.shapes[self.graph.output]} for {SHAPE_BATCH} rows; "

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -26,7 +26,7 @@ from spinn_export.errors import UserError, first_line
 
 GRAPH_FORMAT = "spinn-export-graph"
 GRAPH_VERSION = 1
-SHAPE_BATCH = 3  # the batch shapes are inferred at (meta tensors: no arithmetic is done)
+SHAPE_BATCH = 3  # the batch shapes are inferred at
 PYTHON_OPERATORS: dict[str, Callable[..., Any]] = {
     "_operator.add": operator.add, "_operator.sub": operator.sub, "_operator.mul": operator.mul,
     "_operator.floordiv": operator.floordiv, "_operator.truediv": operator.truediv, "_operator.neg": operator.neg,
@@ -99,7 +99,6 @@ class Graph:
     nodes: tuple[Node, ...]
     output: str
     tensors: tuple[TensorInfo, ...]
-    meta: tuple[tuple[str, str], ...] = field(default=())
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -120,7 +119,7 @@ class Graph:
         return found
 
     def with_tensors(self, tensors: Iterable[TensorInfo]) -> Graph:
-        return Graph(self.input, self.in_features, self.nodes, self.output, tuple(tensors), self.meta)
+        return Graph(self.input, self.in_features, self.nodes, self.output, tuple(tensors))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -130,7 +129,6 @@ class Graph:
             "nodes": [{"name": n.name, "op": n.op, "args": [_encode(a) for a in n.args],
                        "kwargs": {k: _encode(v) for k, v in n.kwargs}, "outputs": list(n.outputs)}
                       for n in self.nodes],
-            "meta": dict(self.meta),
         }
 
     def to_json(self) -> str:
@@ -146,8 +144,7 @@ class Graph:
             nodes = tuple(Node(str(n["name"]), str(n["op"]), tuple(_decode(a) for a in n["args"]),
                                tuple((str(k), _decode(v)) for k, v in n["kwargs"].items()),
                                tuple(str(o) for o in n["outputs"])) for n in data["nodes"])
-            meta = tuple((str(k), str(v)) for k, v in dict(data.get("meta", {})).items())
-            return cls(str(data["input"]), int(data["in_features"]), nodes, str(data["output"]), tensors, meta)
+            return cls(str(data["input"]), int(data["in_features"]), nodes, str(data["output"]), tensors)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise UserError(f"malformed model graph ({type(exc).__name__}: {exc}); the file is damaged") from None
 
@@ -273,11 +270,13 @@ def call(node: Node, env: Mapping[str, Any], edge: EdgeHook | None = None) -> di
 
 
 def shapes(graph: Graph, batch: int = SHAPE_BATCH) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor value at `batch` rows, from meta tensors (no arithmetic)."""
-    meta = {t.name: torch.empty(t.shape, device="meta") for t in graph.tensors}
+    """The shape of every tensor value at `batch` rows, from one run on zeros (weights included: the values do not
+    matter, and real kernels on a few rows cost less than loading PyTorch's meta-tensor machinery)."""
+    zeros = {t.name: torch.zeros(t.shape) for t in graph.tensors}
     names = [name for node in graph.nodes for name in node.outputs]
     try:
-        _, values = run(graph, meta, torch.empty(batch, graph.in_features, device="meta"), keep=names)
+        with torch.no_grad():
+            _, values = run(graph, zeros, torch.zeros(batch, graph.in_features), keep=names)
     except UserError:
         raise
     except Exception as exc:  # a shape mismatch anywhere: the tensors do not fit the graph

@@ -86,7 +86,7 @@ def _as_linear(graph: Graph) -> Graph:
                                        outputs=node.outputs)]
         else:
             nodes.append(node)
-    return Graph(graph.input, graph.in_features, tuple(nodes), graph.output, graph.tensors, graph.meta)
+    return Graph(graph.input, graph.in_features, tuple(nodes), graph.output, graph.tensors)
 
 
 def _fold(graph: Graph, values: dict[str, torch.Tensor]) -> tuple[Graph, dict[str, torch.Tensor]]:
@@ -125,7 +125,7 @@ def _fold(graph: Graph, values: dict[str, torch.Tensor]) -> tuple[Graph, dict[st
         new_infos.append(TensorInfo(fresh, tuple(value.shape), trainable[name]))
     nodes = tuple(_renamed(node, renames) for node in kept)
     output = renames.get(graph.output, graph.output)
-    return Graph(graph.input, graph.in_features, nodes, output, tuple(new_infos), graph.meta), values
+    return Graph(graph.input, graph.in_features, nodes, output, tuple(new_infos)), values
 
 
 def _fold_name(name: str, sources: list[str], nodes: list[Node], taken: set[str]) -> str:
@@ -179,7 +179,7 @@ def _prune_dead(graph: Graph, values: dict[str, torch.Tensor], label: str) -> tu
     tensors = tuple(t for t in graph.tensors if t.name in needed)
     if graph.input not in needed:
         raise UserError(f"{label}: the model's output does not depend on its input; nothing to prune")
-    result = Graph(graph.input, graph.in_features, tuple(reversed(kept)), graph.output, tensors, graph.meta)
+    result = Graph(graph.input, graph.in_features, tuple(reversed(kept)), graph.output, tensors)
     return result, {t.name: values[t.name] for t in tensors}
 
 

@@ -31,15 +31,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from spinn_export.bench.paired import PairedConfig, PairedResult, paired_speedups
 from spinn_export.bench.timing import default_threads
 from spinn_export.bench.variants import refs_from_manifest
-from spinn_export.errors import UserError, first_line
+from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import Format, formats, get_format
 from spinn_export.files import sha256_of, staged_directory
-from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
+from spinn_export.model.checkpoint import Checkpoint, save_checkpoint
+from spinn_export.model.importer import open_model
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
 from spinn_export.pipeline.job import RunConfig
 from spinn_export.pipeline.points import EXAMPLE, DataSource, PointJob, PointOutput, SweepTarget, finetune_point
@@ -204,9 +206,21 @@ def point_row(output: PointOutput, job: PointJob, speed: PairedResult, measured_
     )
 
 
+def checkpoint_bytes_of(checkpoint: Checkpoint) -> bytes:
+    """The checkpoint as the bytes a worker receives (a model read from another form is saved as one first)."""
+    with tempfile.TemporaryDirectory(prefix="spinn-sweep-source-") as scratch:
+        path = save_checkpoint(Path(scratch) / "source.safetensors", checkpoint.model, checkpoint.architecture,
+                               checkpoint.metadata)
+        return path.read_bytes()
+
+
 def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config: SweepConfig,
-              out: str | os.PathLike[str], log: Callable[[str], None] = print) -> Sweep:
+              out: str | os.PathLike[str], log: Callable[[str], None] = print,
+              model_flags: dict[str, Any] | None = None) -> Sweep:
     """Fine-tune every point (on the executor), export, measure (here, one at a time), write DIR; return its points.
+
+    The model may be a checkpoint or any form `model.importer` reads (`model_flags`: its `--model-code`,
+    `--trust-pickle`, `--activation`), traced at the data's width.
 
     Everything the sweep needs is checked first (backend, executor, checkpoint, data, budgets), so a mistake costs
     no work and writes nothing.
@@ -222,13 +236,15 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
         raise UserError(f"backend {backend.name} is unavailable: {reason}")
     get_executor(config.executor).check(config.address)
     check_out_dir(out)
-    source = load_checkpoint(checkpoint_path)
+    require_file(checkpoint_path, "model file", "check the path of the checkpoint or model")
+    dataset = data.load()
+    source = open_model(checkpoint_path, in_features=dataset.in_features, **(model_flags or {}))
     if source.variant == "magnitude":
         raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original "
                         "instead")
-    dataset = data.load()
+    source.architecture.require_prunable(str(checkpoint_path))
     check_model_fits(dataset, source.architecture, source.model)
-    checkpoint_bytes = Path(checkpoint_path).read_bytes()
+    checkpoint_bytes = checkpoint_bytes_of(source)
     jobs = plan_jobs(config, source, checkpoint_bytes, data, dataset)
     fmt = export_format(backend.format)
     with staged_directory(out) as stage:

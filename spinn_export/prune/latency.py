@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -49,9 +49,6 @@ from spinn_export.files import write_json
 from spinn_export.model.architecture import Architecture
 from spinn_export.prune.budget import PrunePlan, RoundTo, Target, lowest_widths, plan_widths
 from spinn_export.prune.shrink import shrink
-
-if TYPE_CHECKING:
-    from spinn_export.bench.paired import PairedResult
 
 DEFAULT_BACKEND = "ort-cpu"  # the headline backend of every benchmark and of the default gate
 # Compute-bound like 8192 for the reference's GEMMs (the same latency per row to within noise, and the interleaved
@@ -101,11 +98,6 @@ class Ratio:
     method: str
     processes: int
     blocks_per_process: int
-
-    @classmethod
-    def of(cls, result: PairedResult) -> Ratio:
-        return cls(1.0 / result.speedup_median, 1.0 / result.ci_high, 1.0 / result.ci_low, result.method,
-                   result.processes, result.blocks_per_process)
 
     @property
     def speedup(self) -> float:

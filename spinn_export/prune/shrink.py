@@ -214,7 +214,7 @@ def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Te
             infos.append(TensorInfo(fresh, tuple(carried.shape), trainable=True))
             nodes[nodes.index(node)] = replace(node, args=(*node.args[:2], Ref(fresh)))
     pruned_graph = Graph(graph.input, graph.in_features, tuple(nodes), graph.output,
-                         tuple(replace(t, shape=tuple(sliced[t.name].shape)) for t in infos), graph.meta)
+                         tuple(replace(t, shape=tuple(sliced[t.name].shape)) for t in infos))
     trainable = {t.name: t.trainable for t in infos}
     values = {name: nn.Parameter(v) if trainable[name] else v for name, v in sliced.items()}
     pruned = Architecture(pruned_graph, architecture.source)
