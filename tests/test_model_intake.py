@@ -15,10 +15,13 @@ from spinn_export.cli import main
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, read_metadata
 from spinn_export.model.importer import import_model
+from spinn_export.prune.budget import Target
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.task.train import TrainConfig
 
 from . import families
 from .families import seeded
-from .test_graph_families import save_pt2
+from .test_graph_families import save_pt2, teacher_data
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, list[str]]:
@@ -247,6 +250,12 @@ def test_what_cannot_be_proven_is_frozen_with_the_op_named(tmp_path, capsys, fam
     status, stdout, err = cli(capsys, "import", str(path), "--out", str(out))
     assert status == 0 and not err
     assert any(line.strip().startswith("frozen") and frozen_op in line for line in stdout.splitlines())
+    _, model = import_model(path)
+    config = PruneConfig(Target.params(0.2), rounds=1, finetune=TrainConfig(epochs=0))
+    result = prune(model, architecture, teacher_data(seeded(family)), config, tmp_path / "pruned", progress=False)
+    after = {g.name: g.width for g in result.architecture.groups}
+    assert all(after[g.name] == g.width for g in architecture.groups if g.frozen)  # frozen: untouched
+    assert all(after[name] < width for name, width in zip(architecture.group_names, architecture.widths))
     frozen_name = next(g.name for g in architecture.groups if g.frozen and frozen_op in g.frozen)
     assert_one_line_error(capsys, "prune", str(path), "--widths", f"{frozen_name}=8", "--out", str(tmp_path / "p"),
                           needles=(f"names group {frozen_name!r}", "frozen", frozen_op), unwritten=tmp_path / "p")
