@@ -148,7 +148,7 @@ def project_requirements(pyproject: str) -> tuple[str, ...]:
 
 
 def no_gpu_reason() -> str | None:
-    """spinn_export.bench.machine's test (repeated: this script runs before the project is installed)."""
+    """spinn_export.hardware's test (repeated: this script runs before the project is installed)."""
     if Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi"):
         return None
     return "no NVIDIA GPU on this machine (no /dev/nvidia0, no nvidia-smi)"

@@ -29,12 +29,13 @@ from spinn_export.bench.backends import (
     torch_compile,
 )
 from spinn_export.bench.backends import ort as ort_backend
-from spinn_export.bench.backends.ort import OrtConfig, OrtCudaConfig, OrtRunner, session_providers
+from spinn_export.bench.backends.ort import OrtCudaConfig, OrtRunner
 from spinn_export.bench.backends.torch_compile import MODES, CompileConfig, CompiledRunner
 from spinn_export.errors import UserError
 from spinn_export.export.formats.torchscript import write_torchscript
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.runtimes.onnxruntime import session_providers
 from tests.conftest import run_bench
 
 CUDA_BACKENDS = {"eager-cuda", "compile-cuda", "torchscript-cuda", "exported-program-cuda", "ort-cuda"}
@@ -226,16 +227,16 @@ def test_ort_cuda_binds_input_and_output_on_the_gpu_and_synchronises_inside_ever
 
 
 def test_ort_cuda_asks_for_the_cuda_provider_first_and_float32_matmuls_unless_told_otherwise():
-    assert session_providers("cuda", OrtCudaConfig()) == [
+    assert session_providers("cuda") == [
         ("CUDAExecutionProvider", {"device_id": "0", "use_tf32": "0"}), "CPUExecutionProvider"]
-    assert session_providers("cuda", OrtCudaConfig(tf32=True))[0][1]["use_tf32"] == "1"
-    assert session_providers("cpu", OrtConfig()) == ["CPUExecutionProvider"]
+    assert session_providers("cuda", tf32=True)[0][1]["use_tf32"] == "1"
+    assert session_providers("cpu") == ["CPUExecutionProvider"]
 
 
 def test_ort_cuda_without_the_cuda_provider_says_to_install_onnxruntime_gpu_alone(monkeypatch):
     if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
         pytest.skip("this onnxruntime is onnxruntime-gpu")
-    monkeypatch.setattr("spinn_export.bench.machine.no_gpu_reason", lambda: None)  # as on a GPU machine
+    monkeypatch.setattr("spinn_export.runtimes.onnxruntime.no_gpu_reason", lambda: None)  # as on a GPU machine
     reason = get_backend("ort-cuda").unavailable_reason()
     assert reason.startswith("this onnxruntime build has no CUDAExecutionProvider: install onnxruntime-gpu alone")
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in reason and "\n" not in reason

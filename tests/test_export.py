@@ -15,7 +15,7 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints, export_one
 from spinn_export.export.formats import default_formats, get_format, load_artifact, parse_formats
 from spinn_export.export.formats.exported_program import load_exported_program
-from spinn_export.export.formats.onnx import load_onnx_session, write_onnx
+from spinn_export.export.formats.onnx import write_onnx
 from spinn_export.export.formats.torchscript import load_torchscript
 from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
 from spinn_export.export.parity import eager
@@ -23,6 +23,7 @@ from spinn_export.files import sha256_of
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.runtimes.onnxruntime import load_session as load_onnx_session
 
 from .conftest import linear_layers
 

@@ -17,20 +17,20 @@ from spinn_export.bench.variants import Variant, open_runner, refs_from_manifest
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
-from spinn_export.export.formats.onnx_bf16 import (
+from spinn_export.export.formats.onnx_bf16 import write_onnx_bf16
+from spinn_export.export.parity import FLOAT32, ParityError
+from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.mlp import build_model
+from spinn_export.model.spec import MLPSpec
+from spinn_export.runtimes.openvino import (
     compile_onnx,
     core,
     cpu_capabilities,
     declared_precision,
     native_bf16_missing,
-    openvino_missing,
     tanh_as_sigmoid,
-    write_onnx_bf16,
 )
-from spinn_export.export.parity import FLOAT32, ParityError
-from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
-from spinn_export.model.spec import MLPSpec
+from spinn_export.runtimes.openvino import missing as openvino_missing
 
 SPEC = MLPSpec(18, (64, 64), 2)
 BF16_MISSING = native_bf16_missing()

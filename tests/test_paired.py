@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from spinn_export.bench.backends import ONNXRUNTIME, OPENVINO, TORCH, backends, get_backend
-from spinn_export.bench.machine import GEMMS
+from spinn_export.bench.backends import backends, get_backend
+from spinn_export.bench.ceilings import GEMMS
 from spinn_export.bench.paired import (
     SWITCH_SETTLE_S,
     PairedConfig,
@@ -29,6 +29,7 @@ from spinn_export.bench.paired import (
     switches_runtime,
 )
 from spinn_export.errors import UserError
+from spinn_export.runtimes import ONNXRUNTIME, OPENVINO, TORCH
 
 
 def busy(seconds: float):

@@ -3,7 +3,7 @@ that `spinn-export prune`, `run` and `sweep` hand to the pruning stage (which ne
 
 Probes (one layer each) are timed against an anchor in one worker process kept for the whole plan
 (`bench.timing.fresh_process_context`): a separate process, because ONNX Runtime's global thread pool must exist
-before any session (`bench.timing.ort_global_pool`), while the prune process makes sessions of its own. An ONNX
+before any session (`runtimes.onnxruntime.global_pool`), while the prune process makes sessions of its own. An ONNX
 probe is the format plug-in's export of one template with the weight tensors swapped for the probe's (the dynamo
 exporter takes about a second per model; a plan reads dozens of shapes); every probe passes the parity check
 against eager PyTorch that every benchmarked model passes (`bench.variants.open_runner`) before it is timed.
@@ -125,7 +125,8 @@ class BackendMeasurer:
         self._stack.close()
 
     def key(self) -> dict[str, Any]:
-        from spinn_export.bench.machine import cpu_model, gpu_info, library_versions
+        from spinn_export.hardware import cpu_model, gpu_info
+        from spinn_export.runtimes import library_versions
 
         key = {"cpu_model": cpu_model(), "threads": self.threads, "backend": self.backend.name,
                "backend_config": self.backend.make_config().to_dict(), "batch": self.batch,

@@ -1,6 +1,6 @@
 """The benchmark suite's pytest plugin (registered through the `pytest11` entry point, like pytest-benchmark's):
 its options, the models (built once per session, or a user's manifest), loaded-and-checked runners, the
-GEMM ceilings per precision (`machine.measure_ceilings`), every passed latency case's median (for the fastest
+GEMM ceilings per precision (`ceilings.measure_ceilings`), every passed latency case's median (for the fastest
 verified deployment, `suite/test_verified_fastest.py`) and every skip's reason, and the "spinn" section of the
 benchmark JSON. The test modules are in `bench/suite/`.
 
@@ -129,7 +129,7 @@ class SuiteState:
 
     settings: SuiteSettings
     refs: dict[str, ModelRef]
-    ceilings: dict[str, dict[str, Any]]  # device -> precision -> machine.Ceiling
+    ceilings: dict[str, dict[str, Any]]  # device -> precision -> ceilings.Ceiling
     runners: dict[tuple[str, str], Any] = field(default_factory=dict)
     paired_results: list[PairedResult] = field(default_factory=list)
     peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
@@ -148,7 +148,7 @@ class SuiteState:
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
         nothing where that ceiling was not measured."""
-        from spinn_export.bench.machine import case_ceiling, ceiling_precision
+        from spinn_export.bench.ceilings import case_ceiling, ceiling_precision
 
         ceiling = case_ceiling(self.ceilings, device, precision)
         if ceiling is None:
@@ -405,7 +405,7 @@ def build_builtin_models(directory: Path, settings: SuiteSettings) -> dict[str, 
 def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SuiteState:
     """The session's models, ready and verified, and the machine's GEMM ceilings per precision, on the devices of
     the backends that can run here, at the fixed thread count."""
-    from spinn_export.bench import machine
+    from spinn_export.bench.ceilings import measure_ceilings
     from spinn_export.bench.timing import fix_threads
 
     settings = settings_of(request.config)
@@ -414,7 +414,7 @@ def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
     if refs is None:
         refs = build_builtin_models(tmp_path_factory.mktemp("spinn-models"), settings)
     devices = [b.device for b in settings.backends if b.unavailable_reason() is None]
-    state = SuiteState(settings, refs, machine.measure_ceilings(devices, settings.threads))
+    state = SuiteState(settings, refs, measure_ceilings(devices, settings.threads))
     request.config.stash[STATE] = state
     return state
 
@@ -494,9 +494,9 @@ def skip_reasons(config: pytest.Config) -> dict[str, int]:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     if STATE in config.stash:
-        from spinn_export.bench import machine
+        from spinn_export.bench.timing import machine_info as measured_on
 
-        machine_info.update(machine.machine_info())
+        machine_info.update(measured_on())
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output_json: dict[str, Any]) -> None:

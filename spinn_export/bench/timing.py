@@ -13,15 +13,18 @@ import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from spinn_export.errors import UserError
+from spinn_export.hardware import cpu_model, gpu_info
+from spinn_export.runtimes import library_versions
+from spinn_export.runtimes import onnxruntime as ort_runtime
 
 Call = Callable[[], object]
 Clock = Callable[[], float]
 
-_ORT_POOL_THREADS: int | None = None
 # Imported once by the fork server, so each fresh process starts in 0.03 s instead of a 2.6 s spawn; none of
 # them creates a thread pool, a session or a model on import. A module that is not installed is skipped.
 FORKSERVER_PRELOAD = ["torch", "onnxruntime", "spinn_export.bench.backends", "spinn_export.bench.variants"]
@@ -50,30 +53,15 @@ def fix_threads(threads: int | None = None) -> int:
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise UserError(f"thread count must be a positive integer, got {threads}")
-    if _ORT_POOL_THREADS is not None and threads != _ORT_POOL_THREADS:
-        raise UserError(
-            f"ONNX Runtime's global thread pool is already fixed at {_ORT_POOL_THREADS} threads in this process; "
-            f"run {threads} threads in a fresh process"
-        )
+    ort_runtime.require_pool_size(threads)
     torch.set_num_threads(threads)
     return threads
 
 
-def ort_global_pool(threads: int) -> int:
-    """Create ONNX Runtime's one process-wide intra-op pool (once); sessions must then opt out of their own.
-
-    Sessions with their own pools slow each other 1.5-2x when they alternate. Once this pool exists,
-    every session in the process must set `use_per_session_threads = False`, so benchmark processes
-    create it and export processes do not.
-    """
-    global _ORT_POOL_THREADS
-    threads = fix_threads(threads)
-    if _ORT_POOL_THREADS is None:
-        import onnxruntime as ort
-
-        ort.set_global_thread_pool_sizes(threads, 1)
-        _ORT_POOL_THREADS = threads
-    return threads
+def machine_info() -> dict[str, Any]:
+    """What every timing was taken on, added to pytest-benchmark's machine_info (docs/ARCHITECTURE.md)."""
+    return {"cpu_model": cpu_model(), **gpu_info(), "physical_cores": default_threads(),
+            "torch_threads": torch.get_num_threads(), **library_versions()}
 
 
 def fresh_process_context() -> BaseContext:

@@ -11,10 +11,7 @@ for every checkpoint before anything is written.
 """
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
 import math
-import platform
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,22 +32,10 @@ from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
 from spinn_export.model.graph import tensors_of
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ROLES
+from spinn_export.runtimes import library_versions
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
 from spinn_export.task.metrics import Metrics, evaluate
 from spinn_export.task.stokes import STOKES
-
-
-def versions() -> dict[str, str]:
-    """The libraries that wrote and verified the artifacts (openvino where installed: it verifies onnx-bf16)."""
-    import onnx
-    import onnxruntime
-    import torch
-
-    found = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-             "python": platform.python_version()}
-    with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-        found["openvino"] = importlib.metadata.version("openvino")
-    return found
 
 
 @dataclass(frozen=True)
@@ -192,6 +177,7 @@ def export_checkpoints(
             on_artifact(record)
     replaced = {(r.model, r.format) for r in records}
     kept = [r for r in previous if (r.model, r.format) not in replaced]
-    manifest = Manifest(versions=versions(), artifacts=tuple(kept + records))
+    installed = {library: version for library, version in library_versions().items() if version is not None}
+    manifest = Manifest(versions=installed, artifacts=tuple(kept + records))
     write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
     return manifest

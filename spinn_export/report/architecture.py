@@ -38,6 +38,6 @@ def groups_table(architecture: dict) -> pd.DataFrame:
 def note(architecture: dict) -> str:
     source = SOURCES.get(architecture.get("source", ""), architecture.get("source", "unknown"))
     return (f"{architecture.get('in_features')} inputs, {architecture.get('out_features')} outputs; architecture "
-            f"source: {source}. A group is a set of features that must be removed together (coupled through residual adds, "
-            "gates, concatenations); a frozen group touches an operation that cannot be proven to work feature by "
-            "feature, so it is never pruned.")
+            f"source: {source}. A group is a set of features that must be removed together (coupled through residual "
+            "adds, gates, concatenations); a frozen group touches an operation that cannot be proven to work feature "
+            "by feature, so it is never pruned.")

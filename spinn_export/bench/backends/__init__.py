@@ -35,7 +35,6 @@ if TYPE_CHECKING:
 BACKEND_GROUP = "spinn_export.backends"
 CHECKPOINT_FORMAT = "checkpoint"  # what eager torch backends open: the safetensors checkpoint itself
 DEVICES = ("cpu", "cuda")
-ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"  # Backend.runtime of the project's own backends
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 Source = Union["nn.Module", Path]
@@ -242,7 +241,7 @@ def torch_device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    from spinn_export.bench.machine import cpu_model
+    from spinn_export.hardware import cpu_model
 
     return cpu_model()
 

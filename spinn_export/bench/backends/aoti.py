@@ -5,7 +5,8 @@ artifact takes minutes to build, so it runs only when asked for by name.
 """
 from __future__ import annotations
 
-from spinn_export.bench.backends import TORCH, Backend, BackendConfig, Source, TorchRunner, require_path
+from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, require_path
+from spinn_export.runtimes import TORCH
 
 
 def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:

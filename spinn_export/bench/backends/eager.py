@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from spinn_export.bench.backends import (
     CHECKPOINT_FORMAT,
-    TORCH,
     Backend,
     BackendConfig,
     Source,
@@ -12,6 +11,7 @@ from spinn_export.bench.backends import (
     cuda_unavailable_reason,
     torch_cpu_precisions,
 )
+from spinn_export.runtimes import TORCH
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from spinn_export.bench.backends import (
-    TORCH,
     Backend,
     BackendConfig,
     Source,
@@ -10,6 +9,7 @@ from spinn_export.bench.backends import (
     cuda_unavailable_reason,
     require_path,
 )
+from spinn_export.runtimes import TORCH
 
 
 def _loader(device: str):  # type: ignore[no-untyped-def]

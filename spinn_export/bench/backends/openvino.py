@@ -5,8 +5,8 @@ OpenVINO chooses for itself unless told: on CPUs with AMX or AVX512-BF16 it comp
 (errors of bf16 size under a float32 label), and it picks its own streams and threads. So the inference
 precision (f32 unless the file declares bf16, `export.formats.onnx_bf16`), NUM_STREAMS (1: one inference at a
 time, the latency case), INFERENCE_NUM_THREADS and the LATENCY hint are all set, tanh is computed as
-2 sigmoid(2x) - 1 unless the `tanh` option says native (`onnx_bf16.tanh_as_sigmoid` says why), the compiled model's own
-report of them is what the runner records (`provider`, `threads`), and a model that would compute in another
+2 sigmoid(2x) - 1 unless the `tanh` option says native (`runtimes.openvino.tanh_as_sigmoid` says why), the compiled
+model's own report of them is what the runner records (`provider`, `threads`), and a model that would compute in another
 precision than asked is refused. The float32 parity check before timing proves the rest.
 
 Precisions: fp32, both int8 ONNX forms (their float parts at f32), and bf16 only where OpenVINO reports native
@@ -22,17 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spinn_export.bench.backends import OPENVINO, Backend, BackendConfig, Runner, Source, require_path
+from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source, require_path
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
-from spinn_export.export.formats.onnx_bf16 import (
-    TANH_FORMS,
-    Compiled,
-    compile_onnx,
-    native_bf16_missing,
-    openvino_missing,
-    openvino_predict,
-)
+from spinn_export.hardware import cpu_model
+from spinn_export.runtimes import OPENVINO
+from spinn_export.runtimes import openvino as openvino_runtime
+from spinn_export.runtimes.openvino import TANH_FORMS, Compiled, compile_onnx, native_bf16_missing
 
 NAME = "openvino-cpu"
 PRECISION_HINTS = ("auto", "f32", "bf16")
@@ -45,7 +41,7 @@ class OpenVinoConfig(BackendConfig):
     check, by design. `streams`:
     NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads. `tanh`: "sigmoid"
     computes tanh layers as 2 sigmoid(2x) - 1 (the same function; OpenVINO's own Tanh cost more than the matrix
-    product before it on an AVX2 CPU, `onnx_bf16.tanh_as_sigmoid`), "native" keeps OpenVINO's Tanh."""
+    product before it on an AVX2 CPU, `runtimes.openvino.tanh_as_sigmoid`), "native" keeps OpenVINO's Tanh."""
 
     precision_hint: str = "auto"
     streams: int = 1
@@ -65,11 +61,9 @@ class OpenVinoConfig(BackendConfig):
 
 class OpenVinoRunner(Runner):
     def __init__(self, compiled: Compiled):
-        from spinn_export.bench.machine import cpu_model
-
         self.compiled, self.backend, self.device = compiled, NAME, "cpu"
         self.provider, self.threads, self.device_name = compiled.label, compiled.threads, cpu_model()
-        self.predict = openvino_predict(compiled)
+        self.predict = openvino_runtime.predict(compiled)
 
     def prepare(self, x: np.ndarray) -> Call:
         """The input is copied once into the request's own input tensor. Not `set_input_tensor` of a tensor of
@@ -103,10 +97,10 @@ def _precisions() -> tuple[tuple[str, ...], str]:
     bf16_missing = native_bf16_missing()
     if bf16_missing is None:
         return ("fp32", "bf16", "int8"), ""
-    return ("fp32", "int8"), "" if openvino_missing() else f"; no bf16 here: {bf16_missing}"
+    return ("fp32", "int8"), "" if openvino_runtime.missing() else f"; no bf16 here: {bf16_missing}"
 
 
 _RUNS, _NOTE = _precisions()
-OPENVINO_CPU = Backend(NAME, "cpu", "onnx", _load, openvino_missing, precisions=_RUNS, config=OpenVinoConfig,
+OPENVINO_CPU = Backend(NAME, "cpu", "onnx", _load, openvino_runtime.missing, precisions=_RUNS, config=OpenVinoConfig,
                        description=f"OpenVINO, CPU plugin: explicit precision, threads and streams{_NOTE}",
                        runtime=OPENVINO)

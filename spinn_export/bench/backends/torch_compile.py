@@ -23,7 +23,6 @@ import torch
 
 from spinn_export.bench.backends import (
     CHECKPOINT_FORMAT,
-    TORCH,
     Backend,
     BackendConfig,
     RecompileDetected,
@@ -36,6 +35,7 @@ from spinn_export.bench.backends import (
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
 from spinn_export.export.formats import compiler_missing
+from spinn_export.runtimes import TORCH
 
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 

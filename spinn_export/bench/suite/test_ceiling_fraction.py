@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 import pytest
 
-from spinn_export.bench import machine
+from spinn_export.bench import ceilings
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.ceiling_fraction import PairedFraction, measure_fraction
 from spinn_export.bench.paired import switches_runtime
@@ -39,10 +39,10 @@ def test_paired_ceiling_fraction(spinn_backend: str, spinn_session: SuiteState) 
     why_not = "no dense model in the run" if dense is None else dense.unsupported_reason(backend)
     if why_not is not None:
         pytest.skip(f"{spinn_backend}: {why_not}")
-    ceiling = machine.case_ceiling(spinn_session.ceilings, backend.device, FP32)
+    ceiling = ceilings.case_ceiling(spinn_session.ceilings, backend.device, FP32)
     if ceiling is None:
         pytest.skip(f"{spinn_backend}: no {FP32} ceiling was measured on {backend.device}")
-    gemm, gemm_call, gemm_flops = machine.ceiling_gemm(ceiling, backend.device, FP32, settings.threads)
+    gemm, gemm_call, gemm_flops = ceilings.ceiling_gemm(ceiling, backend.device, FP32, settings.threads)
     runner = runner_for(spinn_session, backend, dense)
     cycles = fraction_cycles(settings.paired.cycles)
     call = runner.prepare(sample_input(batch, dense.in_features))  # compile-*: compiles this batch's graph here

@@ -1,21 +1,19 @@
 """ONNX: one self-contained file from the dynamo exporter, with a dynamic batch axis, `onnx.checker`-clean.
 
 Also home of what every ONNX-based format shares: the export itself (done once per model), the
-self-containment check, the ORT session loader and the weight-shape reader.
+self-containment check and the weight-shape reader; ONNX Runtime loads them (`runtimes.onnxruntime`).
 """
 from __future__ import annotations
 
 import hashlib
 import tempfile
 import weakref
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from spinn_export.errors import UserError, require_file
+from spinn_export.errors import require_file
 from spinn_export.export.formats import (
     ARTIFACT_HINT,
     INPUT_NAME,
@@ -29,9 +27,7 @@ from spinn_export.export.formats import (
     unreadable,
 )
 from spinn_export.model.architecture import Architecture
-
-if TYPE_CHECKING:  # onnxruntime is imported lazily: writing plain ONNX does not need it
-    import onnxruntime as ort
+from spinn_export.runtimes import onnxruntime as ort_runtime
 
 _ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, Architecture, str], bytes]] = (
     weakref.WeakKeyDictionary())
@@ -90,41 +86,8 @@ def write_onnx(model: nn.Module, architecture: Architecture, path: Path, opset: 
     check_onnx(path)
 
 
-def load_onnx_session(
-    path: str | Path,
-    providers: Sequence[str | tuple[str, dict[str, str]]] | None = None,
-    session_options: ort.SessionOptions | None = None,
-) -> ort.InferenceSession:
-    """An ORT session on a checked, self-contained ONNX file.
-
-    Raises UserError if the file is unreadable, or if the first requested provider is not the one
-    ORT actually uses (onnxruntime-gpu without CUDA silently falls back to CPU otherwise).
-    """
-    import onnxruntime as ort
-
-    path = Path(path)
-    require_file(path, "ONNX file", ARTIFACT_HINT)
-    providers = list(providers or ["CPUExecutionProvider"])
-    options = session_options or ort.SessionOptions()
-    if session_options is None:
-        options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # ORT raises its own pybind exception types for every kind of bad file
-        raise unreadable(path, "ONNX", exc) from None
-    requested = providers[0] if isinstance(providers[0], str) else providers[0][0]
-    if session.get_providers()[0] != requested:
-        raise UserError(
-            f"{path}: ONNX Runtime is using {session.get_providers()[0]}, not the requested {requested}; "
-            "install the matching onnxruntime build and drivers, or choose another provider"
-        )
-    return session
-
-
 def onnx_predict(path: Path) -> Predict:
-    session = load_onnx_session(path)
-    name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {name: x})[0]
+    return ort_runtime.predict(path)
 
 
 def onnx_weight_shapes(path: Path) -> list[Shape]:
