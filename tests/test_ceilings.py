@@ -23,7 +23,7 @@ from spinn_export.bench.ceilings import (
     cuda_support,
     measure_ceiling,
 )
-from spinn_export.bench.plugin import SuiteState
+from spinn_export.bench.session import SuiteState
 from spinn_export.bench.timing import fresh_process_context
 from spinn_export.hardware import cpu_support
 from spinn_export.report.results import load_results

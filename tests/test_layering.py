@@ -1,6 +1,7 @@
 """Data flows one way through the stages: model -> task -> prune -> export -> bench -> report, with pipeline and
-cli on top. A stage imports only earlier stages, at module level or inside a function; what it needs from a later
-one (pruning's latency measurer) is handed in."""
+cli on top, and the runtimes below export and bench. A stage imports only earlier stages, at module level or inside a
+function; what it needs from a later one (pruning's latency measurer) is handed in. No module imports itself back
+through others."""
 from __future__ import annotations
 
 import ast
@@ -9,25 +10,78 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "spinn_export"
-ORDER = ("model", "task", "prune", "export", "bench", "report", "pipeline", "cli")
+ORDER = ("model", "task", "prune", "runtimes", "export", "bench", "report", "pipeline", "cli")
 
 
-def imported_stages(path: Path) -> set[str]:
-    """Every spinn_export stage a module imports, wherever in the module the import is."""
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(path): path for path in PACKAGE.rglob("*.py")}
+
+
+def imports(path: Path) -> set[str]:
+    """Every spinn_export module a module imports, wherever in it (a function's body included): `from a import b`
+    counts b where b is a module, else a."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-            [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
-        for name in names:
-            parts = name.split(".")
-            if parts[0] == "spinn_export" and len(parts) > 1 and parts[1] in ORDER:
-                found.add(parts[1])
-    return found
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.update(f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in MODULES else node.module
+                         for a in node.names)
+    return {name for name in found if name in MODULES}
 
 
-@pytest.mark.parametrize("stage", ORDER[:3])
-def test_the_early_stages_import_no_later_stage(stage):
-    later = set(ORDER[ORDER.index(stage) + 1:])
-    offenders = {str(path.relative_to(PACKAGE)): sorted(imported_stages(path) & later)
-                 for path in sorted((PACKAGE / stage).rglob("*.py")) if imported_stages(path) & later}
+GRAPH = {name: imports(path) - {name} for name, path in MODULES.items()}
+
+
+def stage(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) >= 2 and parts[1] in ORDER else None
+
+
+@pytest.mark.parametrize("name", ORDER)
+def test_no_stage_imports_a_later_stage(name):
+    later = set(ORDER[ORDER.index(name) + 1:])
+    offenders = {module: sorted({stage(i) for i in imported} & later) for module, imported in GRAPH.items()
+                 if stage(module) == name and {stage(i) for i in imported} & later}
     assert not offenders
+
+
+def test_no_module_imports_itself_through_others():
+    """Tarjan's strongly connected components: every one must be a single module."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in GRAPH[node]:
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for node in GRAPH:
+        if node not in index:
+            visit(node)
+    assert not cycles
+
+
+def test_the_check_sees_function_level_imports():
+    """The walk reads imports inside functions: the prune CLI's measurer is imported lazily there."""
+    assert "spinn_export.bench.measurer" in GRAPH["spinn_export.cli"]

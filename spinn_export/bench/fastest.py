@@ -1,5 +1,5 @@
 """The fastest verified deployment: per batch, the (variant, backend) within the accuracy budget with the highest
-speedup over dense float32 on ort-cpu, measured paired.
+speedup over dense float32 on the headline backend (`defaults.HEADLINE_BACKEND`), measured paired.
 
 Verified means: a float32 variant (CSR and magnitude-masked included) by the parity check every runner passes
 before it is timed (within atol 1e-5 / rtol 1e-4 of eager float32: `variants.open_runner`); a low-precision
@@ -8,19 +8,17 @@ one by the manifest's `within_budget` for the very file timed (its validation RÂ
 before the budget existed) is not verified, and the reason says so; it is never assumed to pass.
 
 The matrix nominates, a paired measurement decides. Matrix medians of different backends are minutes apart, and
-on a shared machine the load moves them by more than the differences between backends (2-core AMD EPYC: ort-cpu's
-cases ran 3x slower than an earlier run of the same files while openvino-cpu's, timed later, did not). So each
-backend's fastest verified case is a finalist (the `FINALISTS` fastest of them by median), each finalist is
-timed against dense float32 on ort-cpu, and the one with the highest paired speedup is the fastest deployment;
-no ratio of two medians timed apart is ever presented.
+on a shared machine the load moves them by more than the differences between backends (docs/MEASURED.md). So
+each backend's fastest verified case is a finalist (the `FINALISTS` fastest of them by median), each finalist is
+timed against dense float32 on the headline backend, and the one with the highest paired speedup is the fastest
+deployment; no ratio of two medians timed apart is ever presented.
 
 The pairing is A B B A blocks (`paired.abba_blocks`, `summarize`'s bootstrap CI) across runtimes: each switch
 of runtime waits for ONNX Runtime's idle pool to stop spinning, then makes one untimed call. Alternating call by
 call, as the latency matrix does within one backend, is unfair across runtimes: ONNX Runtime's global pool spins
-for tens of milliseconds after each run and takes the cores from whatever runs next. Measured at batch 8192 on
-that machine without the wait, openvino-cpu's structured model against ort-cpu's dense read 1.51x with 1-call
-blocks, 1.68x with 3 and 1.93x with 6, while ort-cpu's own structured model read 2.57-2.62x at every block
-length. A deployment runs one runtime, so the switch is not timed.
+for tens of milliseconds after each run and takes the cores from whatever runs next (without the wait, a speedup
+across runtimes grew with the block length: docs/MEASURED.md). A deployment runs one runtime, so the switch is not
+timed.
 """
 from __future__ import annotations
 
@@ -39,8 +37,9 @@ from spinn_export.bench.paired import (
 )
 from spinn_export.bench.timing import Call, Clock, warm_up
 from spinn_export.bench.variants import ModelRef
+from spinn_export.defaults import HEADLINE_BACKEND
 
-REFERENCE_BACKEND = "ort-cpu"  # what "dense float32" means in the fastest deployment's speedup
+REFERENCE_BACKEND = HEADLINE_BACKEND  # what "dense float32" means in the fastest deployment's speedup
 PARITY, BUDGET = "float32 parity", "accuracy budget"
 FINALISTS = 3  # backends re-timed per batch: ~2-8 s each at the default cycles on 2 cores
 

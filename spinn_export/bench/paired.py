@@ -19,9 +19,8 @@ order of the two calls, at the cost of timing the baseline once per round. One m
 yields both the candidate's latency and its speedup, so no speedup the report shows is a ratio of
 two medians taken minutes apart.
 
-One process is not enough for a figure that must repeat: 5 runs of the same artifacts (AMD EPYC, 2 cores)
-gave eager-cpu's structured speedup at batch 8192 within 13.8 % of each other, each run's own CI narrow
-and excluding the others, because what differs between runs (where the allocator put the weights, the
+One process is not enough for a figure that must repeat: runs of the same artifacts can disagree by more than
+each run's own CI (docs/MEASURED.md), because what differs between runs (where the allocator put the weights, the
 neighbours' load that minute) is constant within one. So after the matrix, each backend's cases are
 timed again, round for round, in fresh processes (`interleaved_ratios`), minutes after the first; the
 speedup is the median over all processes' rounds with a CI that resamples processes first
@@ -108,9 +107,7 @@ def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, c
     `across_runtimes`: A and B run on different runtimes in this process. Before each block that takes the cores
     from the other call (the first, then every change of call), wait `SWITCH_SETTLE_S` and make one untimed call.
     The wait is for ONNX Runtime: its global pool's idle threads spin for tens of milliseconds after each run, and
-    on 2 cores they take them from whatever runs next (measured on an AMD EPYC at batch 8192: openvino-cpu's
-    structured model ran in 55-63 ms within 10 ms of an ort-cpu call, 33-34 ms after 50 ms or more, 33 ms with no
-    ort-cpu call near; with spinning off it ran 31-34 ms right after one, but the global pool cannot turn it off).
+    on 2 cores they take them from whatever runs next (docs/MEASURED.md; the global pool cannot turn spinning off).
     A deployment runs one runtime, so neither the spin nor the first call after a switch is timed.
     """
     previous: Call | None = None

@@ -7,9 +7,8 @@ User errors print one line and exit non-zero; tracebacks are for bugs only.
 
 Only the chosen command's module is imported, and this module imports torch, pandas and the stages
 only inside the helpers that need them: importing every command pulled in torch, pandas, matplotlib
-and pytest, about 4 s before even a usage error (measured on a 2-core AMD EPYC), where `gate` or
-`report` need none of torch. The full list is built only for `spinn-export --help` and unknown
-commands.
+and pytest, seconds before even a usage error, where `gate` or `report` need none of torch. The full list
+is built only for `spinn-export --help` and unknown commands.
 """
 from __future__ import annotations
 
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def round_to(text: str) -> int | str:
 def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
     """Exactly one pruning budget (--target, --target-flops, --target-latency or --widths), shared by prune and run,
     with --backend and --batch (where latency is measured) and --round-to."""
-    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
+    from spinn_export.prune.latency import AUTO
 
     budget = parser.add_mutually_exclusive_group(required=required)
     budget.add_argument("--target", type=fraction, metavar="R", help="fraction of parameters to remove, e.g. 0.685")
@@ -201,9 +201,9 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
     budget.add_argument("--widths", help="explicit final widths: one per prunable group, e.g. 256,256,256,128, or "
                                          "for named groups, e.g. blocks.0=128,u=96 (the rest keep theirs)")
     parser.add_argument("--backend", metavar="NAME",
-                        help=f"where --target-latency and --round-to {AUTO} measure (default {DEFAULT_BACKEND})")
+                        help=f"where --target-latency and --round-to {AUTO} measure (default {LATENCY_BACKEND})")
     parser.add_argument("--batch", type=positive_int, metavar="B",
-                        help=f"rows per call they measure at (default {DEFAULT_BATCH})")
+                        help=f"rows per call they measure at (default {LATENCY_BATCH})")
     return budget
 
 
@@ -212,16 +212,16 @@ def budget_of(args: argparse.Namespace) -> Target | None:
     (a latency target, --round-to auto), the backend is checked now, before any work."""
     from spinn_export.bench.measurer import require_backend
     from spinn_export.prune.budget import Target, widths_target
-    from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
+    from spinn_export.prune.latency import AUTO
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
-        require_backend(args.backend or DEFAULT_BACKEND)
+        require_backend(args.backend or LATENCY_BACKEND)
     if args.widths is not None:
         return widths_target(args.widths)
     if args.target_flops is not None:
         return Target.flops(args.target_flops)
     if args.target_latency is not None:
-        return Target.latency(args.target_latency, args.backend or DEFAULT_BACKEND, args.batch or DEFAULT_BATCH)
+        return Target.latency(args.target_latency, args.backend or LATENCY_BACKEND, args.batch or LATENCY_BATCH)
     if args.target is not None:
         return Target.params(args.target)
     return None

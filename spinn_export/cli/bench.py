@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from spinn_export.bench.plugin import OPTIONS, suite_settings
+from spinn_export.bench.options import OPTIONS, suite_settings
 from spinn_export.errors import UserError
 from spinn_export.files import atomic_path
 
@@ -52,6 +52,7 @@ class Progress:
 
     def __init__(self, console: TextIO) -> None:
         self.console, self.total, self.done = console, 0, 0
+        self.skipped: dict[str, int] = {}  # reason -> cases: one line each at the end, not one per case
 
     def pytest_collection_finish(self, session: Any) -> None:
         self.total = len(session.items)
@@ -59,12 +60,18 @@ class Progress:
     def pytest_runtest_logreport(self, report: Any) -> None:
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.done += 1
-            outcome = report.outcome
             if report.skipped and isinstance(report.longrepr, tuple):
-                outcome = f"skipped: {report.longrepr[2].removeprefix('Skipped: ')}"
+                reason = report.longrepr[2].removeprefix("Skipped: ")
+                self.skipped[reason] = self.skipped.get(reason, 0) + 1
+                return
             name = report.nodeid.rsplit("::", 1)[-1]
-            self.console.write(f"  [{self.done}/{self.total}] {name}: {outcome} ({report.duration:.1f} s)\n")
+            self.console.write(f"  [{self.done}/{self.total}] {name}: {report.outcome} ({report.duration:.1f} s)\n")
             self.console.flush()
+
+    def pytest_sessionfinish(self) -> None:
+        for reason, cases in self.skipped.items():
+            self.console.write(f"  skipped {cases} case(s): {reason}\n")
+        self.console.flush()
 
 
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
@@ -107,6 +114,10 @@ def _run_suite(words: list[str], consequence: str, log: Path | None) -> None:
     storage = Path(".benchmarks")  # pytest-benchmark makes its default storage folder even when nothing is saved
     existed = storage.exists()
     plugins = _plugins_pytest_would_not_load()
+    if not any(word.startswith("--spinn-artifacts=") for word in words):
+        from spinn_export.pipeline.reference import ReferenceModels
+
+        plugins.append(ReferenceModels())
     try:
         with contextlib.ExitStack() as stack:
             if log is not None:

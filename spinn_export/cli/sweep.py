@@ -5,10 +5,11 @@ import argparse
 
 from spinn_export.bench.paired import PairedConfig
 from spinn_export.cli import add_data_arguments, add_model_arguments, output_dir, positive_int, recorded_seed, round_to
+from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, executors
 from spinn_export.pipeline.points import DataSource, parse_targets
 from spinn_export.pipeline.sweep import QUICK_PAIRED_PROCESSES, SweepConfig, run_sweep
-from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
+from spinn_export.prune.latency import AUTO
 from spinn_export.prune.structured import METHODS
 
 STAGE = 8
@@ -44,10 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="structured (default; magnitude points are added at each parameter target for "
                              "comparison) or magnitude")
     parser.add_argument("--no-magnitude", action="store_true", help="no magnitude points alongside the structured ones")
-    parser.add_argument("--backend", default=DEFAULT_BACKEND,
-                        help=f"the backend that measures (default {DEFAULT_BACKEND})")
-    parser.add_argument("--batch", type=positive_int, default=DEFAULT_BATCH,
-                        help=f"rows per call measured (default {DEFAULT_BATCH}, as prune --target-latency)")
+    parser.add_argument("--backend", default=LATENCY_BACKEND,
+                        help=f"the backend that measures (default {LATENCY_BACKEND})")
+    parser.add_argument("--batch", type=positive_int, default=LATENCY_BATCH,
+                        help=f"rows per call measured (default {LATENCY_BATCH}, as prune --target-latency)")
     parser.add_argument("--quick", action="store_true",
                         help="as run --quick: 2 pruning rounds of 1 fine-tuning epoch each; measured in "
                              f"{QUICK_PAIRED_PROCESSES} fresh processes (timings still paired, CIs wider)")

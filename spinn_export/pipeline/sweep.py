@@ -36,6 +36,7 @@ from typing import Any
 from spinn_export.bench.paired import PairedConfig, PairedResult, paired_speedups
 from spinn_export.bench.timing import default_threads
 from spinn_export.bench.variants import refs_from_manifest
+from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import Format, formats, get_format
@@ -46,7 +47,7 @@ from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
 from spinn_export.pipeline.job import RunConfig
 from spinn_export.pipeline.points import EXAMPLE, DataSource, PointJob, PointOutput, SweepTarget, finetune_point
 from spinn_export.prune.budget import plan_widths
-from spinn_export.prune.latency import AUTO, DEFAULT_BACKEND, DEFAULT_BATCH
+from spinn_export.prune.latency import AUTO
 from spinn_export.prune.structured import PruneConfig
 from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
 from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
@@ -68,8 +69,8 @@ class SweepConfig:
     targets: tuple[SweepTarget, ...]
     method: str = "structured"
     magnitude: bool = True
-    backend: str = DEFAULT_BACKEND
-    batch: int = DEFAULT_BATCH
+    backend: str = LATENCY_BACKEND
+    batch: int = LATENCY_BATCH
     quick: bool = False
     rounds: int | None = None
     finetune_epochs: int | None = None

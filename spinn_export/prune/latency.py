@@ -50,10 +50,6 @@ from spinn_export.model.architecture import Architecture
 from spinn_export.prune.budget import PrunePlan, RoundTo, Target, lowest_widths, plan_widths
 from spinn_export.prune.shrink import shrink
 
-DEFAULT_BACKEND = "ort-cpu"  # the headline backend of every benchmark and of the default gate
-# Compute-bound like 8192 for the reference's GEMMs (the same latency per row to within noise, and the interleaved
-# and ABBA speedups agree there), at half the measuring time of each probe.
-DEFAULT_BATCH = 4096
 AUTO = "auto"
 GRID = 8  # widths a latency plan considers: multiples of 8 (one AVX2 register of float32), as the table's grid
 AUTO_MULTIPLES = (8, 16, 32)  # --round-to auto picks among these; 32, the usual fixed choice, where nothing finer pays

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import UserError
 from spinn_export.files import write_json, write_text
 from spinn_export.model.architecture import Architecture
@@ -39,8 +40,6 @@ from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_wi
 from spinn_export.prune.importance import CRITERIA, unit_scores
 from spinn_export.prune.latency import (
     AUTO,
-    DEFAULT_BACKEND,
-    DEFAULT_BATCH,
     LatencyLookup,
     LatencyPlan,
     Measurer,
@@ -145,7 +144,7 @@ class PruneConfig:
         if self.target.kind == "latency":
             return str(self.target.backend), int(self.target.batch or 0)
         if self.round_to == AUTO:
-            return self.backend or DEFAULT_BACKEND, self.batch or DEFAULT_BATCH
+            return self.backend or LATENCY_BACKEND, self.batch or LATENCY_BATCH
         return None
 
     def train_config(self, round_index: int) -> TrainConfig:

@@ -95,10 +95,8 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
     returns how many were rewritten.
 
     Why: OpenVINO's CPU plugin fuses either form into the preceding FullyConnected, but on AVX2 CPUs its Tanh
-    costs more than the matrix product it follows (its kernel gathers from a table, and gathers are slow on AMD
-    Zen). Measured on an AMD EPYC (AVX2, 2 threads), one 8192 x 512 x 512 layer: 31.7 ms without an activation,
-    47.4 ms with Tanh, 31.7 ms with the sigmoid form; the dense reference model at batch 8192 went from 126-175 ms
-    to 70-89 ms. The float32 parity check before timing proves the rewritten graph.
+    can cost more than the matrix product it follows (its kernel gathers from a table, and gathers are slow on AMD
+    Zen; docs/MEASURED.md). The float32 parity check before timing proves the rewritten graph.
     """
     import openvino as ov
     from openvino import opset13 as ops

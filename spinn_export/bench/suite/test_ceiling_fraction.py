@@ -16,7 +16,7 @@ from spinn_export.bench import ceilings
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.ceiling_fraction import PairedFraction, measure_fraction
 from spinn_export.bench.paired import switches_runtime
-from spinn_export.bench.plugin import SuiteState, runner_for
+from spinn_export.bench.session import SuiteState, runner_for
 from spinn_export.bench.variants import FP32
 
 MIN_CYCLES = 4

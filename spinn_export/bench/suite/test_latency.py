@@ -3,7 +3,7 @@ speedup over dense from the same rounds.
 
 Each round of a variant's benchmark is sandwiched between calls of dense on the same backend and input
 (one before each round, one after the last): the rounds give the variant's latency to pytest-benchmark
-and, against the dense calls around them, its speedup with a bootstrap CI (`plugin.record_interleaved`); fresh
+and, against the dense calls around them, its speedup with a bootstrap CI (`session.record_interleaved`); fresh
 processes repeat those rounds after the matrix (`test_processes.py`) and the speedup pools them all.
 The rounds share pytest-benchmark's time budget (--benchmark-max-time) with the dense calls, so pairing
 costs no extra time. Peak memory comes from a fresh process per (backend, variant) (`bench.memory`),
@@ -17,7 +17,7 @@ import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.bench.paired import sandwich_ratios
-from spinn_export.bench.plugin import (
+from spinn_export.bench.session import (
     InterleavedCase,
     SuiteState,
     baseline_for,

@@ -8,7 +8,7 @@ import pytest
 
 from spinn_export.bench.backends import get_backend
 from spinn_export.bench.paired import paired_speedups
-from spinn_export.bench.plugin import SuiteState
+from spinn_export.bench.session import SuiteState
 
 
 def test_paired_speedup(spinn_paired_backend: str, spinn_session: SuiteState) -> None:

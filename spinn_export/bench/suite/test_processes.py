@@ -1,7 +1,7 @@
 """More processes for the latency matrix's paired speedups: after the whole matrix (module order), each
 backend's cases of the `--paired-variants` (default: structured, the headline) are timed again, with the
 same interleaved rounds, in `--processes` - 1 fresh processes, one at a time, and each such case's speedup
-pools all of its processes (`plugin.record_interleaved`). The other variants keep their single-process
+pools all of its processes (`session.record_interleaved`). The other variants keep their single-process
 figure, recorded as such (`processes: 1`): the masked and CSR baselines' ~1x and ~0.2x need no repeat, and
 timing them in every process would cost minutes.
 
@@ -20,7 +20,7 @@ import pytest
 
 from spinn_export.bench.backends import get_backend
 from spinn_export.bench.paired import interleaved_ratios
-from spinn_export.bench.plugin import SuiteState, record_interleaved
+from spinn_export.bench.session import SuiteState, record_interleaved
 from spinn_export.bench.suite.test_latency import MIN_ROUNDS
 
 FRESH_SECONDS = 0.15  # per case and fresh process: small batches get hundreds of rounds, batch 8192 its minimum

@@ -24,7 +24,7 @@ from spinn_export.bench.fastest import (
     verdict_for,
 )
 from spinn_export.bench.paired import INTERLEAVED_METHOD, switches_runtime
-from spinn_export.bench.plugin import SuiteState, runner_for
+from spinn_export.bench.session import SuiteState, runner_for
 
 
 def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: SuiteState) -> None:

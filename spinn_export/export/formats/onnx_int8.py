@@ -2,9 +2,7 @@
 
 Weights use 7 bits (`reduce_range`), as in the static form (`onnx_int8_static`): on x86 CPUs without VNNI,
 ONNX Runtime multiplies u8 activations by s8 weights into a saturating 16-bit sum (vpmaddubsw), and full 8-bit
-weights saturate it. Measured on an AMD EPYC (AVX2, no VNNI) with the reference run's models: 8-bit weights lost
-0.018 validation R^2 on dense and 0.004 on structured (0.067 on another run's structured model), 7-bit weights
-0.001 and 0.0006, at the same speed within noise. One file is then accurate on every x86 CPU.
+weights saturate it (what 8-bit weights lost: docs/MEASURED.md). One file is then accurate on every x86 CPU.
 
 It is an ONNX file, so ONNX Runtime backends open it as "onnx", at int8 precision.
 """

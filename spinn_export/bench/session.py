@@ -1,0 +1,121 @@
+"""What one benchmark session builds and measures as it goes (`SuiteState`, mutable by design: filled by the
+fixture and the suite's tests), and the helpers the tests share to reach it: runners loaded and checked once, the
+dense baseline a case is paired with, peak memory, and round budgets."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from spinn_export.bench.options import SuiteSettings
+from spinn_export.bench.paired import PairedResult
+from spinn_export.bench.variants import ModelRef
+
+SETTINGS = pytest.StashKey[SuiteSettings]()
+STATE = pytest.StashKey["SuiteState"]()
+SKIPPED = pytest.StashKey[dict[str, int]]()  # reason -> suite tests skipped with it
+
+
+@dataclass
+class SuiteState:
+    """What the session builds and measures as it goes (mutable by design: filled by fixtures and tests)."""
+
+    settings: SuiteSettings
+    refs: dict[str, ModelRef]
+    ceilings: dict[str, dict[str, Any]]  # device -> precision -> ceilings.Ceiling
+    runners: dict[tuple[str, str], Any] = field(default_factory=dict)
+    paired_results: list[PairedResult] = field(default_factory=list)
+    peak_memory: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # (backend, batch, variant) -> the interleaved case: its rounds' ratios per process and its extra_info
+    interleaved: dict[tuple[str, int, str], InterleavedCase] = field(default_factory=dict)
+    latencies: dict[tuple[str, int, str], float] = field(default_factory=dict)  # (backend, batch, variant) -> median s
+    fastest: list[Any] = field(default_factory=list)  # bench.fastest.Fastest per batch measured,
+    fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not
+    ceiling_fractions: list[Any] = field(default_factory=list)  # bench.ceiling_fraction.PairedFraction per backend
+
+    @property
+    def dense(self) -> ModelRef | None:
+        """The session's dense float32 model, what every speedup and fraction is measured on or against."""
+        return next((r for r in self.refs.values() if r.variant.is_baseline), None)
+
+    def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
+        """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
+        nothing where that ceiling was not measured."""
+        from spinn_export.bench.ceilings import case_ceiling, ceiling_precision
+
+        ceiling = case_ceiling(self.ceilings, device, precision)
+        if ceiling is None:
+            return {}
+        return {"ceiling_precision": ceiling_precision(precision), "ceiling_gflops": ceiling.gflops,
+                "ceiling_fraction": gflops / ceiling.gflops}
+
+
+@dataclass(frozen=True)
+class InterleavedCase:
+    """One latency case paired with dense by interleaved rounds: what later processes add to and update."""
+
+    baseline: ModelRef
+    candidate: ModelRef
+    ratios_by_process: tuple[tuple[float, ...], ...]
+    extra_info: dict[str, Any]  # the benchmark's own (pytest-benchmark writes it to the JSON at the end)
+    round_seconds: float  # one round (a dense call and a candidate call) after warm-up, for later processes' budget
+
+
+def record_interleaved(state: SuiteState, backend: str, batch: int, case: InterleavedCase) -> PairedResult:
+    """Pool the case's processes into its speedup: in the paired results (replacing the case's earlier figure)
+    and in the benchmark's extra_info."""
+    from spinn_export.bench.paired import pooled_result
+
+    key = (backend, int(batch), case.candidate.name)
+    state.interleaved[key] = case
+    result = pooled_result(backend, batch, case.baseline, case.candidate, case.ratios_by_process, state.settings.paired)
+    state.paired_results = [r for r in state.paired_results
+                            if (r.method, r.backend, r.batch, r.variant) != (result.method, *key)] + [result]
+    case.extra_info.update(speedup_vs=case.baseline.name, speedup=result.speedup_median,
+                           speedup_ci=[result.ci_low, result.ci_high], speedup_processes=result.processes)
+    return result
+
+
+def runner_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
+    """Loaded once per (backend, variant) and checked against eager PyTorch before it is timed."""
+    from spinn_export.bench.variants import open_runner
+
+    key = (backend.name, ref.name)
+    if key not in state.runners:
+        config = state.settings.backend_configs.get(backend.name)
+        state.runners[key] = open_runner(backend, ref, state.settings.threads, config)
+    return state.runners[key]
+
+
+def baseline_for(state: SuiteState, backend: Any, ref: ModelRef) -> ModelRef | None:
+    """The dense float32 model `ref` is paired against on `backend`, or None (`ref` is dense, or dense cannot run)."""
+    if ref.variant.is_baseline:
+        return None
+    dense = state.dense
+    return dense if dense is not None and dense.unsupported_reason(backend) is None else None
+
+
+def peak_memory_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
+    """`bench.memory.PeakMemory` of `ref` on `backend` at every batch of the session (one fresh process, cached)."""
+    from spinn_export.bench.memory import PeakMemory, peak_memory
+
+    key = (backend.name, ref.name)
+    if key not in state.peak_memory:
+        settings = state.settings
+        state.peak_memory[key] = (
+            peak_memory(backend, ref, settings.batches, settings.threads, settings.backend_configs.get(backend.name))
+            if settings.memory else PeakMemory("none", dict.fromkeys(settings.batches), "--no-memory was given"))
+    return state.peak_memory[key]
+
+
+def rounds_within_budget(config: pytest.Config, per_round: float, minimum: int) -> int:
+    """Rounds of `per_round` seconds that fit pytest-benchmark's --benchmark-max-time, but at least `minimum`
+    (and --benchmark-min-rounds)."""
+    import math
+
+    options = config.option
+    return max(minimum, int(options.benchmark_min_rounds),
+               math.ceil(float(options.benchmark_max_time) / max(per_round, 1e-9)))
+
+

@@ -1,0 +1,18 @@
+"""Every default a run falls back to, in one place: the headline backend, the reference pruning, the batch sets and
+which backends get the ABBA measurement. Declarations only; a default never fails a run it does not apply to (where
+it names something the run does not have, the run goes on without it)."""
+from __future__ import annotations
+
+HEADLINE_BACKEND = "ort-cpu"  # where the headline speedup, the default gate and "dense float32" are read, when it ran
+PAIRED_BACKENDS = ("ort-cpu", "ort-cuda")  # ABBA in fresh processes (about a minute each): the headline ones
+PAIRED_VARIANT = "structured"  # whose speedups also get fresh processes, when the run has it
+
+REFERENCE_TARGET = 0.685  # the built-in job's parameter reduction
+REFERENCE_ROUND_TO = 32  # its widths in multiples of 32 keep the reference's GEMMs on full SIMD tiles
+
+BATCHES = (1, 64, 1024, 8192)
+QUICK_BATCHES = (1, 8192)
+QUICK_VARIANTS = ("dense", "structured")
+
+LATENCY_BACKEND = HEADLINE_BACKEND  # where --target-latency and --round-to auto measure
+LATENCY_BATCH = 4096  # as compute-bound as 8192 for the reference's GEMMs, at half the measuring time
