@@ -1,10 +1,10 @@
 """A case's fraction of its precision's GEMM ceiling, measured paired: the case and the ceiling's own GEMM timed
 in A B B A blocks, so both rates come from the same minutes of the machine.
 
-Why not the case's median over the ceiling measured at the start of the session: on a shared machine the load
-moves both, by different amounts at different times (docs/MEASURED.md: the same case read from a third to more
-than all of a ceiling measured minutes earlier). Paired, each cycle's fraction is
-(case FLOPs / case time) / (GEMM FLOPs / GEMM time) with both times from one cycle; the median of the cycles, with `paired.summarize`'s bootstrap CI, is the figure.
+Why not the case's median over the ceiling measured at the start of the session: on a shared machine the load moves
+both, by different amounts at different times (docs/MEASURED.md: the same case read from a third to more than all of a
+ceiling measured minutes earlier). Paired, each cycle's fraction is (case FLOPs / case time) / (GEMM FLOPs / GEMM
+time) with both times from one cycle; the median of the cycles, with `paired.summarize`'s bootstrap CI, is the figure.
 
 A GEMM block is as many GEMMs as take as long as the case's block, so neither side's block is a sliver of noise;
 blocks are `paired.abba_blocks` across runtimes (the ceiling's best implementation is often another

@@ -3,8 +3,9 @@ torch.compile) behind a float32 interface (`model.mlp.Float32IO`).
 
 Where it helps: CPUs with AMX-BF16 or AVX512-BF16, whose bf16 matrix units run several times the float32 rate
 (oneDNN's bf16 GEMMs). Elsewhere PyTorch converts bf16 to float32 element by element, several times slower than
-float32 itself (docs/MEASURED.md), so the file is produced only where the CPU has native bf16 (`available`), and
-the PyTorch CPU backends run bf16 only there (`bench.backends.torch_cpu_precisions`). The OpenVINO route to bf16 is `onnx_bf16`.
+float32 itself (docs/MEASURED.md), so the file is produced only where the CPU has native bf16 (`available`), and the
+PyTorch CPU backends run bf16 only there (`bench.backends.torch_cpu_precisions`). The OpenVINO route to bf16 is
+`onnx_bf16`.
 
 Its error against eager float32 and its validation accuracy are recorded at export, like every low-precision
 artifact; safetensors, so loading it runs no code.
