@@ -117,3 +117,17 @@ def test_autosave_then_compare_from_the_checkout(pipeline: Pipeline, tmp_path: P
     compared = run_bench(*args, "--benchmark-compare", cwd=tmp_path)
     assert compared.returncode == 0, compared.stdout[-3000:]
     assert "0001" in compared.stdout and "test_latency[ort-cpu-b8-dense]" in compared.stdout
+
+
+def test_one_models_latency_across_backends_needs_no_pruned_model(small_checkpoint: Path, tmp_path: Path) -> None:
+    """Defaults never fail a run they do not apply to: a folder with only a dense model is benchmarked (no paired
+    variant is asked for where there is none)."""
+    from spinn_export.export.exporter import export_checkpoints
+    from spinn_export.export.formats import parse_formats
+
+    export_checkpoints([small_checkpoint], tmp_path / "artifacts", parse_formats("onnx"))
+    result = run_cli("bench", str(tmp_path / "artifacts"), "--backends", "ort-cpu,eager-cpu", "--batches", "4",
+                     "--no-memory", "--json", "out.json", "--", "--benchmark-max-time=0.01", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    benchmarks = json.loads((tmp_path / "out.json").read_text())["benchmarks"]
+    assert {b["extra_info"]["backend"] for b in benchmarks if "backend" in b["extra_info"]} >= {"ort-cpu", "eager-cpu"}

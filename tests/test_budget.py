@@ -7,7 +7,8 @@ import torch
 from spinn_export.errors import UserError
 from spinn_export.model.mlp import architecture_of
 from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
-from spinn_export.prune.budget import Target, plan_widths, round_targets
+from spinn_export.prune.budget import plan_widths, round_targets
+from spinn_export.prune.target import Target
 
 REFERENCE = architecture_of(SPINN_REFERENCE)
 

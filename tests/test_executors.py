@@ -20,7 +20,7 @@ from spinn_export.pipeline import executors as executors_module
 from spinn_export.pipeline.executors import executors, get_executor
 from spinn_export.pipeline.points import DataSource, PointJob, PointOutput, finetune_point, parse_targets
 from spinn_export.pipeline.sweep import SweepConfig, plan_jobs, run_jobs
-from spinn_export.prune.budget import Target
+from spinn_export.prune.target import Target
 
 SPEC = MLPSpec(4, (16, 16), 1)
 COLUMNS = ("a", "b", "c", "d")

@@ -12,7 +12,7 @@ from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.latency import (
     ANCHOR,
     AUTO,
@@ -25,6 +25,7 @@ from spinn_export.prune.latency import (
     plan_latency,
 )
 from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.target import Target
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig
 

@@ -11,8 +11,9 @@ from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.graph import run, tensors_of
 from spinn_export.model.mlp import architecture_of, build_model, count_nonzero
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.budget import Target, plan_widths
+from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.structured import PruneConfig, prune, select_keep, shrink, structured_prune_once
+from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train

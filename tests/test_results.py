@@ -16,8 +16,8 @@ from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.target import Target
 from spinn_export.report.results import load_history, load_manifest, load_results, speedups
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig

@@ -27,7 +27,7 @@ from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
     from spinn_export.model.checkpoint import Checkpoint
-    from spinn_export.prune.budget import Target
+    from spinn_export.prune.target import Target
     from spinn_export.task.data import Dataset
 
 MODEL_CODE_HELP = ("your model's code: a function in a file (PATH.py:FACTORY) or an importable module (module:FACTORY) "
@@ -211,8 +211,8 @@ def budget_of(args: argparse.Namespace) -> Target | None:
     """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
     (a latency target, --round-to auto), the backend is checked now, before any work."""
     from spinn_export.bench.measurer import require_backend
-    from spinn_export.prune.budget import Target, widths_target
     from spinn_export.prune.latency import AUTO
+    from spinn_export.prune.target import Target, widths_target
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or LATENCY_BACKEND)

@@ -20,9 +20,10 @@ from spinn_export.cli import (
     round_to,
 )
 from spinn_export.errors import UserError, require_file
-from spinn_export.prune.budget import MODES, Target
+from spinn_export.prune.budget import MODES
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
+from spinn_export.prune.target import Target
 from spinn_export.task.data import dataset_metadata
 
 STAGE = 3

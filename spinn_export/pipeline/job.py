@@ -39,7 +39,9 @@ from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.budget import Target
 from spinn_export.prune.structured import FINETUNE, PruneConfig, prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
-from spinn_export.report.writer import build_report, fastest_summary, headline, summary_table, terminal_table
+from spinn_export.report.render import terminal_table
+from spinn_export.report.summary import headline
+from spinn_export.report.writer import build_report, fastest_summary, summary_table
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.physics import load_physics

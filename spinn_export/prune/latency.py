@@ -47,8 +47,9 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
 from spinn_export.model.architecture import Architecture
-from spinn_export.prune.budget import PrunePlan, RoundTo, Target, lowest_widths, plan_widths
+from spinn_export.prune.budget import PrunePlan, RoundTo, lowest_widths, plan_widths
 from spinn_export.prune.shrink import shrink
+from spinn_export.prune.target import Target
 
 AUTO = "auto"
 GRID = 8  # widths a latency plan considers: multiples of 8 (one AVX2 register of float32), as the table's grid

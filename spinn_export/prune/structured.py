@@ -36,7 +36,7 @@ from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.progress import progress as progress_lines
-from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, Target, plan_widths, round_targets
+from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, plan_widths, round_targets
 from spinn_export.prune.importance import CRITERIA, unit_scores
 from spinn_export.prune.latency import (
     AUTO,
@@ -49,6 +49,7 @@ from spinn_export.prune.latency import (
 )
 from spinn_export.prune.magnitude import magnitude_prune, zeros_frozen
 from spinn_export.prune.shrink import FOLDS, foldable_groups, select_keep, shrink
+from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train

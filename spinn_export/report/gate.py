@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from spinn_export.errors import UserError
+from spinn_export.report.render import terminal_table
 from spinn_export.report.results import load_results, speedups
 
 if sys.version_info >= (3, 11):
@@ -172,6 +173,4 @@ def run_gate(results: str | os.PathLike[str], policy: GatePolicy,
 
 def format_rows(rows: pd.DataFrame) -> str:
     """The rows as a plain-text table for the terminal (columns empty throughout dropped, '-' for a gap)."""
-    from spinn_export.report.writer import terminal_table
-
     return terminal_table(rows.dropna(axis=1, how="all"))

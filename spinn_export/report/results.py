@@ -49,7 +49,7 @@ class Results:
     processes, or a latency benchmark's interleaved rounds (`method`);
     runs: one row per file, with its machine, hardware, versions and date;
     checks: one row per cross-check of the suite's timing against an independent measurement
-    (bench/test_timeit.py: `extra_info["check"]`), kept out of `benchmarks` (maybe empty);
+    (the suite's timeit check: `extra_info["check"]`), kept out of `benchmarks` (maybe empty);
     ceilings: one row per machine, device and precision (`spinn.ceilings`; `gflops` NaN where not measured,
     `reason` says why); each benchmark row carries its own (`ceiling_precision`, `ceiling_gflops`);
     ceiling_fractions: each backend's dense float32 fraction of its ceiling, measured paired with the ceiling's
