@@ -54,6 +54,18 @@ def linear_layers(model: nn.Module) -> list[nn.Module]:
     return [module for name, module in model.named_children() if name.startswith("linear")]
 
 
+def seeded_model(spec: MLPSpec, seed: int = 0) -> nn.Module:
+    """The plain MLP of `spec` with the weights torch's seed `seed` draws."""
+    torch.manual_seed(seed)
+    return build_model(spec)
+
+
+@pytest.fixture
+def model(small_spec: MLPSpec) -> nn.Module:
+    """`small_spec`'s model, seeded, in eval mode."""
+    return seeded_model(small_spec).eval()
+
+
 @pytest.fixture
 def small_spec() -> MLPSpec:
     return MLPSpec(in_features=18, widths=(32, 24, 16), out_features=2, activation="tanh")

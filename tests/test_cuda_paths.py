@@ -33,8 +33,6 @@ from spinn_export.bench.backends.ort import OrtCudaConfig, OrtRunner
 from spinn_export.bench.backends.torch_compile import MODES, CompileConfig, CompiledRunner
 from spinn_export.errors import UserError
 from spinn_export.export.formats.torchscript import write_torchscript
-from spinn_export.model.mlp import build_model
-from spinn_export.model.spec import MLPSpec
 from spinn_export.runtimes.onnxruntime import session_providers
 from tests.conftest import run_bench
 
@@ -42,12 +40,6 @@ CUDA_BACKENDS = {"eager-cuda", "compile-cuda", "torchscript-cuda", "exported-pro
 NO_GPU_HERE = not (torch.cuda.is_available() or Path("/dev/nvidia0").exists() or shutil.which("nvidia-smi"))
 no_gpu_only = pytest.mark.skipif(not NO_GPU_HERE, reason="checks what a machine without a GPU reports")
 ON_GPU = SimpleNamespace(device=torch.device("cuda", 0))  # what a model's output looks like when it ran on the GPU
-
-
-@pytest.fixture
-def model(small_spec: MLPSpec) -> torch.nn.Sequential:
-    torch.manual_seed(0)
-    return build_model(small_spec).eval()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.importance import unit_scores
 from spinn_export.task.data import Dataset, builtin_dataset
 
-from .conftest import linear_layers
+from .conftest import linear_layers, seeded_model
 
 SPEC = MLPSpec(in_features=3, widths=(4, 5), out_features=2, activation="tanh")
 ARCH = architecture_of(SPEC)
@@ -20,8 +20,7 @@ def neuron_scores(model, spec, criterion, **kwargs):
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    return build_model(SPEC)
+    return seeded_model(SPEC, seed)
 
 
 def test_costs_are_fan_in_plus_fan_out_plus_one():

@@ -7,15 +7,14 @@ from spinn_export.model.mlp import architecture_of, build_model, count_nonzero
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.magnitude import magnitude_prune, to_sparse_csr, zeros_frozen
 
-from .conftest import linear_layers
+from .conftest import linear_layers, seeded_model
 
 SPEC = MLPSpec(18, (24, 20, 12), 2)
 ARCH = architecture_of(SPEC)
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    return build_model(SPEC)
+    return seeded_model(SPEC, seed)
 
 
 def test_global_l1_keeps_exactly_the_largest_weights_and_every_bias():

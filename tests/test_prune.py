@@ -18,7 +18,7 @@ from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train
 
-from .conftest import assert_clean_error, linear_layers, run_cli
+from .conftest import assert_clean_error, linear_layers, run_cli, seeded_model
 
 SPEC = MLPSpec(18, (12, 10, 8), 2)
 ARCH = architecture_of(SPEC)
@@ -28,8 +28,7 @@ STAGE_KEYS = {"stage", "widths", "params", "nonzero_params", "flops_per_sample",
 
 
 def _model(seed=0):
-    torch.manual_seed(seed)
-    return build_model(SPEC)
+    return seeded_model(SPEC, seed)
 
 
 def _activations():

@@ -120,7 +120,6 @@ def test_timeit_cross_checks_are_read_apart_from_the_latencies(bench_json: Path)
     assert set(checks["variant"]) == {"dense", "structured"}
     assert set(checks["check"]) == {"timeit"} and set(checks["backend"]) == {"ort-cpu"}
     assert checks["ratio"].to_numpy() == pytest.approx((checks["median_s"] / checks["reference_median_s"]).to_numpy())
-    assert (abs(checks["ratio"] - 1) < 0.10).all()  # the suite passed, so each case agreed
 
 
 def test_every_speedup_is_paired_abba_preferred_with_the_flop_ideal(pipeline: Pipeline) -> None:
