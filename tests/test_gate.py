@@ -1,6 +1,7 @@
 """The gate: rule logic on frames built here, the CLI's exit codes on real benchmark JSON."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -102,13 +103,17 @@ def test_gate_cli_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:  # noq
         f'[tool.spinn_export.gate]\nrules = [{{backend = "ort-cpu", batch = 256, min_speedup = {low * 1.01}}}]\n')
     failed = run_cli("gate", results, cwd=tmp_path)
     assert failed.returncode == 1, failed.stderr
-    assert "FAIL" in failed.stdout and "ort-cpu" in failed.stdout and "1 rule(s) fall short" in failed.stdout
+    [row] = [line.split() for line in failed.stdout.splitlines() if line.endswith("FAIL")]  # the one failing rule
+    assert {"ort-cpu", "256", f"{low:.4g}", f"{low * 1.01:.4g}"} <= set(row)  # its backend, batch, CI low, minimum
+    verdict = failed.stdout.splitlines()[-1]
+    assert "FAILED" in verdict and re.findall(r"\d+", verdict) == ["1"]  # the count of rules that fall short
 
     passed = run_cli("gate", results, "--min-speedup", f"ort-cpu:256:{low * 0.99}", "--baseline", results,
                      "--max-drop", "0.0", cwd=tmp_path)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert [line.split()[-1] for line in passed.stdout.splitlines()[1:4]] == ["pass"] * 3
-    assert "gate passed" in passed.stdout
+    verdict = passed.stdout.splitlines()[-1]
+    assert "passed" in verdict and "FAIL" not in passed.stdout and "structured" in verdict  # the variant judged
 
     assert_clean_error(run_cli("gate", results, "--min-speedup", "ort-cpu:8192:1.5", cwd=tmp_path),
                        "batch 8192 on ort-cpu is not in")

@@ -1,6 +1,7 @@
 """The report on real files of a tiny pipeline: every table value traced back to its source."""
 from __future__ import annotations
 
+import ast
 import base64
 import json
 import re
@@ -10,7 +11,10 @@ import pandas as pd
 import pytest
 
 from spinn_export.errors import UserError
+from spinn_export.model.spec import SOURCES
+from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
 from spinn_export.report.results import load_history, load_manifest, load_results
+from spinn_export.report.summary import not_run_kinds
 from spinn_export.report.writer import build_report
 
 from .conftest import run_cli
@@ -27,6 +31,21 @@ def full_report(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory):  
 
 def _csv(out: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(out / "csv" / f"{name}.csv")
+
+
+def _sections(markdown: str) -> dict[str, str]:
+    """Each `## ` section's body by its title."""
+    parts = re.split(r"^## (.*)$", markdown, flags=re.M)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def _note(markdown: str, title: str) -> str:
+    """The section's note: the paragraph under its title."""
+    return _sections(markdown)[title].strip().split("\n\n")[0]
+
+
+def _has_table(body: str) -> bool:
+    return any(line.startswith("|") for line in body.splitlines())
 
 
 def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> None:
@@ -56,7 +75,9 @@ def test_the_architecture_section_shows_each_group_before_and_after(full_report,
     assert list(groups["dense width"]) == [64, 64]
     assert list(groups["width"]) == history["achieved"]["widths"]
     assert set(groups["status"]) == {"pruned, constants folded"}
-    assert "built from a spec" in (out / "report.md").read_text()
+    note = _note((out / "report.md").read_text(), "Architecture")  # the source the network was read from
+    recorded = history["architecture"]
+    assert SOURCES[recorded["source"]] in note and f"{recorded['in_features']} inputs" in note
 
 
 def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(full_report, pipeline: Pipeline) -> None:  # noqa: F811
@@ -125,7 +146,9 @@ def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pi
     assert row["file size vs dense"] == pytest.approx(manifest.loc["structured.onnx", "bytes"]
                                                       / manifest.loc["dense.onnx", "bytes"])
     assert row["ΔR² vs dense"] == pytest.approx(structured["val_r2"].iloc[-1] - structured["val_r2"].iloc[0])
-    assert "On ort-cpu at batch 256: " in markdown and f"structured runs {row['speedup']:.2f}×" in markdown
+    headline = _note(markdown, "Summary")  # the headline's figures: backend, batch, speedup and its CI
+    assert "ort-cpu" in headline and "256" in headline
+    assert f"{row['speedup']:.2f}×" in headline and f"[{row['CI low']:.2f}, {row['CI high']:.2f}]" in headline
 
 
 def test_memory_table_is_each_cases_peak_and_its_ratio_to_dense(full_report, pipeline: Pipeline) -> None:  # noqa: F811
@@ -147,11 +170,14 @@ def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pip
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png"}
     assert not (out / "pruning.png").exists() and not (out / "csv" / "artifacts.csv").exists()
     assert not (out / "csv" / "crosscheck.csv").exists()  # the eager run has no timeit cross-check
-    page, markdown = paths.html.read_text(), paths.markdown.read_text()
-    for text in (page, markdown):
-        assert "No manifest given (--manifest): artifact sizes omitted." in text
-        assert "No pruning history given (--history): omitted." in text
-        assert "Gate: not run on these results" in text
+    assert not (out / "csv" / "architecture.csv").exists()  # no history, no architecture
+    sections = _sections(paths.markdown.read_text())
+    assert "Architecture" not in sections
+    for title, flag in (("Artifact sizes", "--manifest"), ("Pruning history", "--history")):
+        assert not _has_table(sections[title]) and flag in sections[title]  # the section, saying what to give
+        assert f"<h2>{title}</h2>" in paths.html.read_text()
+    summary = _note(paths.markdown.read_text(), "Summary")
+    assert "spinn-export gate" in summary and not {"passed", "FAILED"} & set(re.findall(r"\w+", summary))
     summary = _csv(out, "summary")
     assert not {"ΔR² vs dense", "file size vs dense"} & set(summary.columns)  # no history, no manifest: not guessed
     comparison = _csv(out, "comparison")
@@ -201,3 +227,84 @@ def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pi
     assert row["ΔR² vs dense"] == pytest.approx(0.25 - dense_r2) and pd.isna(row.get("residual RMS vs dense"))
     comparison = _csv(tmp_path / "report", "comparison").set_index("variant")
     assert comparison.loc["structured-int8", "val R²"] == pytest.approx(0.25)
+
+
+def test_the_summary_carries_the_gates_verdict_and_figures(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    gate = run_gate(pipeline.ort_json, GatePolicy(rules=(SpeedupRule("ort-cpu", 256, 0.5),)))
+    paths = build_report([pipeline.ort_json], None, None, tmp_path / "report", gate=gate)
+    summary = _note(paths.markdown.read_text(), "Summary")
+    assert gate.passed and "passed" in summary
+    for rule in gate.rows.itertuples():
+        assert f"{rule.judged:.2f} against {rule.threshold:.2f}" in summary and f"batch {rule.batch}" in summary
+
+
+def test_what_was_not_run_is_grouped_by_backend_and_reason(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    skipped = pd.DataFrame([
+        ("ort-cuda: no CUDA GPU visible to torch (torch +cpu)", 8), ("eager-cuda: no CUDA GPU visible to torch", 8),
+        ("ort-cpu runs fp32/int8 models, not bf16 (structured-bf16)", 2),
+        ("ort-cpu runs fp32/int8 models, not bf16 (dense-bf16)", 2),
+        ("fastest deployment at batch 1: no dense model", 1), ("fastest deployment at batch 64: no dense model", 1),
+    ], columns=["reason", "cases"])
+    kinds = not_run_kinds(skipped).set_index("kind")["cases"]
+    assert kinds.sum() == skipped["cases"].sum() and len(kinds) == 3
+    [cuda] = [k for k in kinds.index if "ort-cuda" in k]
+    assert "eager-cuda" in cuda and kinds[cuda] == 16 and "+cpu" not in cuda  # one clause for both backends
+    [bf16] = [k for k in kinds.index if "bf16" in k]
+    assert kinds[bf16] == 4 and "structured-bf16" not in bf16  # the variants behind one reason, merged
+    [fastest] = [k for k in kinds.index if "fastest" in k]
+    assert kinds[fastest] == 2 and "1, 64" in fastest
+
+    markdown = build_report([pipeline.eager_json], None, None, tmp_path / "eager").markdown.read_text()
+    summary = _note(markdown, "Summary")
+    recorded = load_results([pipeline.eager_json]).skipped
+    assert f"{int(recorded['cases'].sum())} case(s)" in summary
+    for kind, cases in not_run_kinds(recorded).itertuples(index=False):
+        assert f"{kind} ({cases})" in summary  # every kind, with its count
+    assert _has_table(_sections(markdown)["Not run"])  # and each reason, per case, in the table
+    fastest_skipped = load_results([pipeline.eager_json]).fastest_skipped
+    assert len(fastest_skipped) == 2 and f"batches {', '.join(map(str, fastest_skipped['batch']))}" in summary
+
+
+def test_the_baseline_backend_is_the_one_the_results_recorded(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    raw = json.loads(pipeline.ort_json.read_text())
+    for entry in raw["spinn"]["fastest"]:
+        entry["baseline_backend"] = "ort-optimized-cpu"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(raw))
+    paths = build_report([other], None, None, tmp_path / "one")
+    fastest = _csv(tmp_path / "one", "fastest")
+    assert "speedup vs dense fp32 on ort-optimized-cpu" in fastest.columns
+    assert list(fastest["speedup vs dense fp32 on ort-optimized-cpu"]) == pytest.approx(
+        [e["speedup_vs_dense_fp32"] for e in raw["spinn"]["fastest"]])
+    note = _note(paths.markdown.read_text(), "Fastest verified deployment")
+    assert "ort-optimized-cpu" in note and "dense float32 on ort-cpu" not in note
+    assert "dense float32 on ort-optimized-cpu" in _note(paths.markdown.read_text(), "Summary")
+
+    build_report([pipeline.ort_json, other], None, None, tmp_path / "two")  # two machines, two baselines
+    both = _csv(tmp_path / "two", "fastest")
+    assert "speedup vs dense fp32" in both.columns and set(both["dense fp32 on"]) == {"ort-cpu", "ort-optimized-cpu"}
+
+
+def test_the_crosscheck_note_describes_the_check_without_a_path(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+    paths = build_report([pipeline.ort_json], None, None, tmp_path)
+    note = _note(paths.markdown.read_text(), "Timing cross-check")
+    assert "timeit" in note and "10 %" in note and ".py" not in note
+    assert set(_csv(tmp_path, "crosscheck")["reference"]) == {"timeit"}
+
+
+def test_rendering_is_a_leaf_and_the_writer_the_top() -> None:
+    """render imports nothing else of the report (the gate and the writer both print through it); no report
+    module imports the writer."""
+    package = Path(build_report.__code__.co_filename).parent
+
+    def imported(path: Path) -> set[str]:
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+        return names
+
+    assert not {m for m in imported(package / "render.py") if m.startswith("spinn_export.report")}
+    assert not [p.name for p in package.glob("*.py") if "spinn_export.report.writer" in imported(p)]

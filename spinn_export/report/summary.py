@@ -152,7 +152,8 @@ def not_run_kinds(skipped: pd.DataFrame) -> pd.DataFrame:
     for (template, rest), group in groups.items():
         head = template.format(labels=", ".join(group["labels"]), batches=_batches(group["batches"]))
         rows.append({"kind": f"{head}: {rest}" if head else rest, "cases": group["cases"]})
-    return pd.DataFrame(rows, columns=["kind", "cases"]).sort_values("cases", ascending=False, kind="stable")
+    return (pd.DataFrame(rows, columns=["kind", "cases"]).sort_values("cases", ascending=False, kind="stable")
+            .reset_index(drop=True))
 
 
 def not_run_clause(results: Results) -> str:
