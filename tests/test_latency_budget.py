@@ -291,7 +291,7 @@ def test_real_probes_on_eager_cpu(tmp_path):
 
 def test_the_main_job_passes_latency_budgets_to_both_prune_stages_and_names_them_once():
     from spinn_export.cli import budget_of, build_parser
-    from spinn_export.pipeline.job import RunConfig
+    from spinn_export.pipeline.config import RunConfig
 
     config = RunConfig(target=Target.latency(0.4, "ort-cpu", 4096), round_to=AUTO)
     assert config.prune("structured").measured_on == config.prune("magnitude").measured_on == ("ort-cpu", 4096)

@@ -7,7 +7,8 @@ import pytest
 from spinn_export.errors import UserError
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
-from spinn_export.pipeline.job import RunConfig, Source, UserModel, default_policy, resolve_policy, stages
+from spinn_export.pipeline.config import RunConfig, UserModel
+from spinn_export.pipeline.job import Source, default_policy, resolve_policy, stages
 from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.task.data import builtin_dataset
 
@@ -100,7 +101,7 @@ def test_main_job_exports_and_benchmarks_every_precision_this_machine_can_produc
     """Low-precision formats that are available join the defaults; one that is not (bf16 without native BF16) is
     left out with its reason, and the benchmark asks for the structured model in each exported precision."""
     from spinn_export.export.formats import formats, unavailable_formats
-    from spinn_export.pipeline.job import main_formats, main_variants
+    from spinn_export.pipeline.config import main_formats, main_variants
 
     chosen = main_formats()
     for name, fmt in formats().items():

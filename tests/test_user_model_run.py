@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from spinn_export.defaults import HEADLINE_BACKEND
 from spinn_export.files import sha256_of
 from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.pipeline.job import HEADLINE_BACKEND, RunConfig, UserModel, default_policy
+from spinn_export.pipeline.config import RunConfig, UserModel
+from spinn_export.pipeline.job import default_policy
 from spinn_export.report.gate import run_gate
 from spinn_export.task.data import load_user_dataset
 from spinn_export.task.metrics import evaluate

@@ -13,12 +13,8 @@ from spinn_export.cli import (
     round_to,
 )
 from spinn_export.errors import UserError
-from spinn_export.pipeline.job import (
-    RunConfig,
-    UserModel,
-    default_round_to,
-    format_summary,
-)
+from spinn_export.pipeline.config import RunConfig, UserModel, default_round_to
+from spinn_export.pipeline.job import format_summary
 from spinn_export.pipeline.job import run as run_pipeline
 from spinn_export.task.data import parse_columns
 

@@ -43,8 +43,8 @@ from spinn_export.export.formats import Format, formats, get_format
 from spinn_export.files import sha256_of, staged_directory
 from spinn_export.model.checkpoint import Checkpoint, save_checkpoint
 from spinn_export.model.importer import open_model
+from spinn_export.pipeline.config import RunConfig
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
-from spinn_export.pipeline.job import RunConfig
 from spinn_export.pipeline.points import EXAMPLE, DataSource, PointJob, PointOutput, SweepTarget, finetune_point
 from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.latency import AUTO
