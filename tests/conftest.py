@@ -9,9 +9,15 @@ import pytest
 import torch
 from torch import nn
 
+from spinn_export.export.exporter import export_checkpoints
+from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.target import Target
+from spinn_export.task.data import builtin_dataset
+from spinn_export.task.train import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -77,3 +83,66 @@ def small_checkpoint(tmp_path: Path, small_spec: MLPSpec) -> Path:
     path = tmp_path / "small.safetensors"
     save_checkpoint(path, build_model(small_spec), small_spec, {"variant": "dense"})
     return path
+
+
+# ------------------------------------------------------------------ the tiny pipeline several modules read
+
+DENSE = MLPSpec(18, (64, 64), 2)
+TARGET = 0.6  # structured pruning to 40 % of the parameters: hidden widths 64 -> 37
+VARIANTS = "dense,structured,magnitude-masked"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """Real files of a tiny run: pruning histories, an exporter manifest and the benchmark suite's JSON.
+
+    ort_json: ort-cpu with paired speedups; eager_json: eager-cpu without (a second run, same machine).
+    """
+
+    directory: Path
+    structured_dir: Path
+    magnitude_dir: Path
+    manifest: Path
+    ort_json: Path
+    eager_json: Path
+
+
+def run_suite(out: Path, artifacts: Path, backends: str, paired: str) -> Path:
+    """The project's own pytest-benchmark suite (bench/) on the tiny artifacts, quick settings."""
+    proc = run_bench("bench",
+                     f"--spinn-artifacts={artifacts}", f"--spinn-backends={backends}", f"--spinn-variants={VARIANTS}",
+                     "--spinn-batches=1,256", "--spinn-quick", f"--spinn-paired={paired}", "--spinn-threads=1",
+                     f"--benchmark-json={out}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def build_pipeline(directory: Path) -> Pipeline:
+    """dense -> structured and magnitude pruning (no fine-tuning) -> ONNX export -> the benchmark suite.
+
+    Cached on disk: the test modules that import the `pipeline` fixture share one build.
+    """
+    pipeline = Pipeline(directory, directory / "prune-structured", directory / "prune-magnitude",
+                        directory / "artifacts" / "manifest.json", directory / "ort.json", directory / "eager.json")
+    if pipeline.eager_json.exists():
+        return pipeline
+    directory.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    dense_model = build_model(DENSE)
+    dense = save_checkpoint(directory / "dense.safetensors", dense_model, DENSE, {"variant": "dense"})
+    data = builtin_dataset(seed=0, n_train=256, n_val=128, n_test=16)
+    for method, out in (("structured", pipeline.structured_dir), ("magnitude", pipeline.magnitude_dir)):
+        config = PruneConfig(Target.params(TARGET), method=method, rounds=2, finetune=TrainConfig(epochs=0),
+                             calibration_samples=64)
+        prune(dense_model, architecture_of(DENSE), data, config, out, metadata={"variant": "dense"}, progress=False)
+    checkpoints = [dense, pipeline.structured_dir / "structured.safetensors",
+                   pipeline.magnitude_dir / "magnitude.safetensors"]
+    export_checkpoints(checkpoints, pipeline.manifest.parent, parse_formats("onnx"))
+    run_suite(pipeline.ort_json, pipeline.manifest.parent, "ort-cpu", paired="ort-cpu")
+    run_suite(pipeline.eager_json, pipeline.manifest.parent, "eager-cpu", paired="none")
+    return pipeline
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
+    return build_pipeline(tmp_path_factory.getbasetemp() / "tiny_pipeline")

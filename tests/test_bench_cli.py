@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, assert_clean_error, run_bench, run_cli
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import REPO, Pipeline, assert_clean_error, run_bench, run_cli
 
 TOY_MODULE = Path(__file__).parent / "plugins"
 
@@ -26,7 +25,7 @@ def _toy_environment(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path}
 
 
-def test_bench_from_another_folder_writes_json_with_paired_speedups(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_bench_from_another_folder_writes_json_with_paired_speedups(pipeline: Pipeline, tmp_path: Path) -> None:
     result = run_cli("bench", str(pipeline.manifest.parent), "--backends", "ort-cpu", "--batches", "1,256",
                      "--variants", "dense,structured", "--quick", "--threads", "1", "--json", "out.json",
                      "--log", "run.log", cwd=tmp_path)
@@ -48,7 +47,7 @@ def test_bench_from_another_folder_writes_json_with_paired_speedups(pipeline: Pi
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json", "run.log"]  # nothing else in the user's folder
 
 
-def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipeline, tmp_path: Path) -> None:
     env = _toy_environment(tmp_path)
     listed = {row["name"]: row for row in json.loads(run_cli("backends", "--json", env=env).stdout)}
     assert listed["toy-cpu"]["available"] and listed["toy-cpu"]["format"] == "checkpoint"
@@ -65,7 +64,7 @@ def test_a_backend_from_another_package_is_listed_and_benchmarked(pipeline: Pipe
     assert {p["backend"] for p in data["spinn"]["paired"]} == {"toy-cpu", "eager-cpu"}  # every backend's rounds
 
 
-def test_a_backend_that_disagrees_with_eager_pytorch_is_never_timed(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_a_backend_that_disagrees_with_eager_pytorch_is_never_timed(pipeline: Pipeline, tmp_path: Path) -> None:
     result = run_cli("bench", str(pipeline.manifest.parent), "--backends", "wrong-cpu", "--batches", "4",
                      "--variants", "dense", "--quick", "--paired", "none", "--threads", "1", "--json", "w.json",
                      cwd=tmp_path, env=_toy_environment(tmp_path))
@@ -87,7 +86,7 @@ def test_a_backend_that_disagrees_with_eager_pytorch_is_never_timed(pipeline: Pi
     (["--log", "no/such/dir/bench.log"], "does not exist"),
     (["extra"], "unrecognized arguments: extra"),
 ])
-def test_bench_user_errors_are_one_line_and_write_nothing(pipeline: Pipeline, tmp_path: Path, args: list[str],  # noqa: F811
+def test_bench_user_errors_are_one_line_and_write_nothing(pipeline: Pipeline, tmp_path: Path, args: list[str],
                                                           needle: str) -> None:
     before = sorted(tmp_path.iterdir())
     result = run_cli("bench", str(pipeline.manifest.parent), *args, cwd=tmp_path)
@@ -95,7 +94,7 @@ def test_bench_user_errors_are_one_line_and_write_nothing(pipeline: Pipeline, tm
     assert sorted(tmp_path.iterdir()) == before
 
 
-def test_a_missing_or_tampered_manifest_is_refused_before_anything_runs(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_a_missing_or_tampered_manifest_is_refused_before_anything_runs(pipeline: Pipeline, tmp_path: Path) -> None:
     assert_clean_error(run_cli("bench", str(tmp_path / "nothing"), cwd=tmp_path), "no manifest", "spinn-export export")
     copy = tmp_path / "artifacts"
     shutil.copytree(pipeline.manifest.parent, copy)
@@ -106,7 +105,7 @@ def test_a_missing_or_tampered_manifest_is_refused_before_anything_runs(pipeline
     assert not (tmp_path / "out.json").exists()
 
 
-def test_autosave_then_compare_from_the_checkout(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_autosave_then_compare_from_the_checkout(pipeline: Pipeline, tmp_path: Path) -> None:
     storage = "--benchmark-storage=file://./store"  # pytest-benchmark wants its storage below the working folder
     args = (str(REPO / "bench" / "test_suite.py"), "-k", "latency", f"--spinn-artifacts={pipeline.manifest.parent}",
             "--spinn-backends=ort-cpu", "--spinn-batches=8", "--spinn-variants=dense", "--spinn-paired=none",

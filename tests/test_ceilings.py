@@ -29,8 +29,7 @@ from spinn_export.hardware import cpu_support
 from spinn_export.report.results import load_results
 from spinn_export.report.writer import build_report
 
-from .conftest import run_bench
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import Pipeline, run_bench
 
 AVX2 = {"fpu", "sse2", "avx", "avx2", "fma"}
 SAPPHIRE_RAPIDS = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"}
@@ -156,7 +155,7 @@ def test_the_ceiling_gemm_is_the_implementation_that_set_it() -> None:
     assert flops == 2.0 * ceilings.GEMM_SIZE["cpu"] ** 3
 
 
-def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pipeline: Pipeline,  # noqa: F811
+def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pipeline: Pipeline,
                                                                                tmp_path: Path) -> None:
     spinn = json.loads(pipeline.ort_json.read_text())["spinn"]
     [entry] = spinn["ceiling_fractions"]
@@ -174,7 +173,7 @@ def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pi
     assert "Fraction of the ceiling, paired" in paths.markdown.read_text()
 
 
-def test_a_compiled_backend_is_compiled_before_its_fraction_is_timed(pipeline: Pipeline) -> None:  # noqa: F811
+def test_a_compiled_backend_is_compiled_before_its_fraction_is_timed(pipeline: Pipeline) -> None:
     """compile-cpu compiles each batch's graph on its first call, and refuses a compile while timed: the fraction's
     case is prepared (compiled) first, then timed under the guard. (No latency case runs, so no JSON is written:
     the suite's summary line is the result.)"""
@@ -198,7 +197,7 @@ def _as_int8_static(data: dict[str, Any]) -> None:
     info.update(variant="structured-int8-static", precision="int8-static")
 
 
-def test_the_report_takes_each_cases_ceiling_from_its_precision(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_the_report_takes_each_cases_ceiling_from_its_precision(pipeline: Pipeline, tmp_path: Path) -> None:
     path = _rewritten(pipeline.eager_json, tmp_path / "int8.json", _as_int8_static)
     bench = load_results([path]).benchmarks.set_index(["variant", "batch"])
     ceilings = json.loads(path.read_text())["spinn"]["ceilings"]["cpu"]
@@ -224,7 +223,7 @@ def _legacy(data: dict[str, Any]) -> None:
         spinn.pop(key)
 
 
-def test_results_with_only_the_old_float32_ceiling_still_load(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_results_with_only_the_old_float32_ceiling_still_load(pipeline: Pipeline, tmp_path: Path) -> None:
     path = _rewritten(pipeline.eager_json, tmp_path / "old.json", _legacy)
     old = json.loads(path.read_text())["spinn"]["ceiling_gflops"]
     results = load_results([path])

@@ -29,14 +29,14 @@ from spinn_export.pipeline.job import RunOutcome, format_summary
 from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
 from spinn_export.report.writer import build_report, summary_table
 
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import Pipeline
 
 RECORDS = {"structured.int8.onnx": (True, -0.004), "magnitude.int8.onnx": (False, -0.03),
            "dense.int8.onnx": (None, None)}
 
 
 @pytest.fixture
-def budget_manifest(pipeline: Pipeline, tmp_path: Path) -> Path:  # noqa: F811
+def budget_manifest(pipeline: Pipeline, tmp_path: Path) -> Path:
     """The tiny pipeline's manifest plus int8 records: one within the budget, one over it, one without a verdict."""
     data = json.loads(pipeline.manifest.read_text())
     template = next(a for a in data["artifacts"] if a["model"] == "structured")
@@ -108,7 +108,7 @@ def test_the_speedup_is_the_abba_cycles_ratio_over_dense_on_ort_cpu() -> None:
     assert decided.variant == "structured-int8" and [f["speedup"] for f in decided.finalists] == [2.0, 4.0]
 
 
-def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:  # noqa: F811
+def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:
     raw = json.loads(pipeline.ort_json.read_text())
     fastest = {entry["batch"]: entry for entry in raw["spinn"]["fastest"]}
     assert sorted(fastest) == [1, 256] and raw["spinn"]["fastest_skipped"] == []
@@ -123,7 +123,7 @@ def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline
         assert [(f["variant"], f["backend"]) for f in entry["finalists"]] == [(entry["variant"], "ort-cpu")]
 
 
-def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline: Pipeline) -> None:  # noqa: F811
+def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline: Pipeline) -> None:
     spinn = json.loads(pipeline.eager_json.read_text())["spinn"]
     assert spinn["fastest"] == [] and [s["batch"] for s in spinn["fastest_skipped"]] == [1, 256]
     assert all("ort-cpu is not among the benchmarked backends" in s["reason"] for s in spinn["fastest_skipped"])
@@ -132,7 +132,7 @@ def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline
     assert any("no timeit cross-check" in r for r in reasons) and any("--paired none" in r for r in reasons)
 
 
-def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, tmp_path: Path) -> None:
     entry = max(json.loads(pipeline.ort_json.read_text())["spinn"]["fastest"], key=lambda e: e["batch"])
     sentence = (f"The fastest verified deployment at batch 256 is {entry['variant']} on ort-cpu: "
                 f"{entry['latency_s'] * 1e3:.3g} ms, {entry['speedup_vs_dense_fp32']:.2f}× dense float32 on ort-cpu")

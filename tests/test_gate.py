@@ -11,8 +11,7 @@ from spinn_export.errors import UserError
 from spinn_export.report.gate import GatePolicy, SpeedupRule, evaluate, load_policy, parse_min_speedup, run_gate
 from spinn_export.report.results import load_results, speedups
 
-from .conftest import REPO, assert_clean_error, run_cli
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import REPO, Pipeline, assert_clean_error, run_cli
 
 
 def _speedups(*rows: tuple[str, int, float, float]) -> pd.DataFrame:
@@ -85,7 +84,7 @@ def test_the_committed_policy_is_valid_and_names_a_benchmarked_backend() -> None
     assert all(rule.min_speedup >= 1.0 for rule in policy.rules)  # a gate that demands a real speedup
 
 
-def test_run_gate_on_real_results_uses_the_paired_measurement(pipeline: Pipeline) -> None:  # noqa: F811
+def test_run_gate_on_real_results_uses_the_paired_measurement(pipeline: Pipeline) -> None:
     measured = speedups(load_results([pipeline.ort_json])).set_index(["variant", "batch"])
     low = measured.loc[("structured", 256), "ci_low"]
     just_below = GatePolicy("structured", (SpeedupRule("ort-cpu", 256, low * 0.999),))
@@ -96,7 +95,7 @@ def test_run_gate_on_real_results_uses_the_paired_measurement(pipeline: Pipeline
     assert same.passed and (same.rows["judged"] == 0.0).all() and len(same.rows) == 2
 
 
-def test_gate_cli_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_gate_cli_exit_codes(pipeline: Pipeline, tmp_path: Path) -> None:
     results = str(pipeline.ort_json)
     low = speedups(load_results([pipeline.ort_json])).set_index(["variant", "batch"]).loc[("structured", 256), "ci_low"]
     (tmp_path / "pyproject.toml").write_text(  # the default policy file: pyproject.toml in the current directory

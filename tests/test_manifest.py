@@ -15,7 +15,7 @@ from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import build_model
 from spinn_export.model.spec import MLPSpec
 
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import Pipeline
 
 SPEC = MLPSpec(18, (8, 4), 2)
 
@@ -35,7 +35,8 @@ def test_round_trip(exported):
     assert record is not None and record.widths == (8, 4) and record.variant == "dense" and record.opset is None
     # it verifies onnx-bf16, so it is recorded where present
     installed = importlib.util.find_spec("openvino") is not None
-    assert set(manifest.versions) == {"torch", "onnx", "onnxruntime", "python"} | ({"openvino"} if installed else set())
+    expected = {"torch", "numpy", "onnx", "onnxruntime", "python"} | ({"openvino"} if installed else set())
+    assert set(manifest.versions) == expected
     assert sorted(p.name for p in exported.iterdir()) == [MANIFEST_NAME, "tiny.safetensors", "tiny.torchscript.pt"]
 
 
@@ -95,7 +96,7 @@ def test_manifest_json_is_the_documented_shape(exported):
     assert list(data) == ["schema", "versions", "artifacts"] and data["schema"] == 1
 
 
-def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(pipeline: Pipeline, tmp_path):  # noqa: F811
+def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(pipeline: Pipeline, tmp_path):
     """The report stage and manifest checks run where torch cannot even be imported."""
     import subprocess
     import sys

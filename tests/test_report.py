@@ -17,12 +17,11 @@ from spinn_export.report.results import load_history, load_manifest, load_result
 from spinn_export.report.summary import not_run_kinds
 from spinn_export.report.writer import build_report
 
-from .conftest import run_cli
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import Pipeline, run_cli
 
 
 @pytest.fixture(scope="module")
-def full_report(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+def full_report(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("reports") / "tiny"
     paths = build_report([pipeline.ort_json, pipeline.eager_json], pipeline.manifest,
                          [pipeline.structured_dir, pipeline.magnitude_dir], out)
@@ -67,7 +66,7 @@ def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> N
     assert markdown.count("| machine") >= 5 and "spinn-export report" in markdown
 
 
-def test_the_architecture_section_shows_each_group_before_and_after(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_the_architecture_section_shows_each_group_before_and_after(full_report, pipeline: Pipeline) -> None:
     _, out = full_report
     groups = _csv(out, "architecture")
     history = json.loads((pipeline.structured_dir / "history.json").read_text())
@@ -80,7 +79,7 @@ def test_the_architecture_section_shows_each_group_before_and_after(full_report,
     assert SOURCES[recorded["source"]] in note and f"{recorded['in_features']} inputs" in note
 
 
-def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(full_report, pipeline: Pipeline) -> None:
     _, out = full_report
     table = _csv(out, "comparison").set_index("variant")
     assert list(table.index) == ["dense", "magnitude-masked", "structured"]
@@ -108,7 +107,7 @@ def test_comparison_table_values_come_from_benchmarks_manifest_and_histories(ful
 
 
 def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_ceiling(
-        full_report, pipeline: Pipeline) -> None:  # noqa: F811
+        full_report, pipeline: Pipeline) -> None:
     _, out = full_report
     speedup = _csv(out, "speedup")
     assert set(speedup["backend"]) == {"ort-cpu", "eager-cpu"} and len(speedup) == 8  # every (backend, batch, variant)
@@ -125,7 +124,7 @@ def test_speedup_and_gflops_tables_carry_the_paired_ci_the_ideal_and_each_runs_c
     assert latency["p95 ms"].notna().all() and (latency["p95 ms"] >= latency["median ms"]).all()
 
 
-def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pipeline: Pipeline) -> None:
     paths, out = full_report
     markdown, page = paths.markdown.read_text(), paths.html.read_text()
     assert re.findall(r"^## .*", markdown, re.M)[0] == "## Summary"
@@ -151,7 +150,7 @@ def test_the_report_opens_with_the_summary_traced_to_its_sources(full_report, pi
     assert f"{row['speedup']:.2f}×" in headline and f"[{row['CI low']:.2f}, {row['CI high']:.2f}]" in headline
 
 
-def test_memory_table_is_each_cases_peak_and_its_ratio_to_dense(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_memory_table_is_each_cases_peak_and_its_ratio_to_dense(full_report, pipeline: Pipeline) -> None:
     _, out = full_report
     memory = _csv(out, "memory").set_index(["backend", "variant", "batch"])
     raw = json.loads(pipeline.eager_json.read_text())
@@ -164,7 +163,7 @@ def test_memory_table_is_each_cases_peak_and_its_ratio_to_dense(full_report, pip
     assert structured["vs dense"].to_numpy() == pytest.approx((structured["peak MiB"] / dense).to_numpy())
 
 
-def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pipeline: Pipeline) -> None:  # noqa: F811
+def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pipeline: Pipeline) -> None:
     _, out = full_report
     paths = build_report([pipeline.eager_json], None, None, out)  # the same directory: last time's extra files must go
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png"}
@@ -184,7 +183,7 @@ def test_missing_pieces_are_omitted_sections_and_stale_files_go(full_report, pip
     assert not {"val R²", "file bytes"} & set(comparison.columns)
 
 
-def test_report_cli_writes_the_report(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_report_cli_writes_the_report(pipeline: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "reports" / "cli"
     result = run_cli("report", str(pipeline.ort_json), "--manifest", str(pipeline.manifest),
                      "--history", str(pipeline.structured_dir), "--out", str(out))
@@ -193,7 +192,7 @@ def test_report_cli_writes_the_report(pipeline: Pipeline, tmp_path: Path) -> Non
     assert f"--history {pipeline.structured_dir}" in (out / "report.md").read_text()  # the command, in the header
 
 
-def test_unusable_input_is_refused_before_anything_is_written(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_unusable_input_is_refused_before_anything_is_written(pipeline: Pipeline, tmp_path: Path) -> None:
     out = tmp_path / "never"
     for bad in ({"history": tmp_path / "no-such-prune-dir"}, {"manifest": tmp_path / "manifest.json"}):
         with pytest.raises(UserError, match="does not exist"):
@@ -201,7 +200,7 @@ def test_unusable_input_is_refused_before_anything_is_written(pipeline: Pipeline
     assert not out.exists()
 
 
-def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pipeline, tmp_path: Path) -> None:
     """Quantised weights are in no pruning stage: the summary's ΔR² vs dense is the export's validation R² of the file
     timed (the manifest's `accuracy`) minus dense's stage 0 on the same split, and the residual it did not measure is
     not guessed."""
@@ -229,7 +228,7 @@ def test_a_quantised_variant_shows_the_accuracy_its_export_measured(pipeline: Pi
     assert comparison.loc["structured-int8", "val R²"] == pytest.approx(0.25)
 
 
-def test_the_summary_carries_the_gates_verdict_and_figures(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_the_summary_carries_the_gates_verdict_and_figures(pipeline: Pipeline, tmp_path: Path) -> None:
     gate = run_gate(pipeline.ort_json, GatePolicy(rules=(SpeedupRule("ort-cpu", 256, 0.5),)))
     paths = build_report([pipeline.ort_json], None, None, tmp_path / "report", gate=gate)
     summary = _note(paths.markdown.read_text(), "Summary")
@@ -238,7 +237,7 @@ def test_the_summary_carries_the_gates_verdict_and_figures(pipeline: Pipeline, t
         assert f"{rule.judged:.2f} against {rule.threshold:.2f}" in summary and f"batch {rule.batch}" in summary
 
 
-def test_what_was_not_run_is_grouped_by_backend_and_reason(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_what_was_not_run_is_grouped_by_backend_and_reason(pipeline: Pipeline, tmp_path: Path) -> None:
     skipped = pd.DataFrame([
         ("ort-cuda: no CUDA GPU visible to torch (torch +cpu)", 8), ("eager-cuda: no CUDA GPU visible to torch", 8),
         ("ort-cpu runs fp32/int8 models, not bf16 (structured-bf16)", 2),
@@ -265,7 +264,7 @@ def test_what_was_not_run_is_grouped_by_backend_and_reason(pipeline: Pipeline, t
     assert len(fastest_skipped) == 2 and f"batches {', '.join(map(str, fastest_skipped['batch']))}" in summary
 
 
-def test_the_baseline_backend_is_the_one_the_results_recorded(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_the_baseline_backend_is_the_one_the_results_recorded(pipeline: Pipeline, tmp_path: Path) -> None:
     raw = json.loads(pipeline.ort_json.read_text())
     for entry in raw["spinn"]["fastest"]:
         entry["baseline_backend"] = "ort-optimized-cpu"
@@ -285,7 +284,7 @@ def test_the_baseline_backend_is_the_one_the_results_recorded(pipeline: Pipeline
     assert "speedup vs dense fp32" in both.columns and set(both["dense fp32 on"]) == {"ort-cpu", "ort-optimized-cpu"}
 
 
-def test_the_crosscheck_note_describes_the_check_without_a_path(pipeline: Pipeline, tmp_path: Path) -> None:  # noqa: F811
+def test_the_crosscheck_note_describes_the_check_without_a_path(pipeline: Pipeline, tmp_path: Path) -> None:
     paths = build_report([pipeline.ort_json], None, None, tmp_path)
     note = _note(paths.markdown.read_text(), "Timing cross-check")
     assert "timeit" in note and "10 %" in note and ".py" not in note

@@ -22,10 +22,9 @@ from spinn_export.pipeline.sweep import SweepConfig, plan_jobs, run_jobs, staged
 from spinn_export.report.pareto import COLUMNS, TITLE, load_sweep, pareto_optimal
 from spinn_export.report.writer import build_report
 
-from .conftest import run_cli
+from .conftest import Pipeline, run_cli
 from .test_executors import COLUMNS as INPUTS
 from .test_executors import SPEC, write_tiny
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture: a real results JSON)
 
 BATCH = 256
 FAST = ["--rounds", "1", "--finetune-epochs", "1", "--batch", str(BATCH), "--paired-processes", "1",
@@ -106,7 +105,7 @@ def test_the_sweep_directory_holds_the_plot_the_summary_and_what_prune_and_expor
     assert [p.name for p in swept.parent.iterdir() if p.name.startswith(".")] == []  # no temporary directory left
 
 
-def test_the_report_gains_a_pareto_section_from_the_sweep(swept: Path, pipeline: Pipeline,  # noqa: F811
+def test_the_report_gains_a_pareto_section_from_the_sweep(swept: Path, pipeline: Pipeline,
                                                           tmp_path: Path) -> None:
     out = tmp_path / "report"
     paths = build_report([pipeline.ort_json], None, None, out, sweep=swept)

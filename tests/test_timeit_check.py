@@ -1,11 +1,10 @@
 """The timeit cross-check (bench/test_timeit.py) can fail: a harness that adds work is caught."""
 from __future__ import annotations
 
-from .conftest import run_bench
-from .test_results import Pipeline, pipeline  # noqa: F401  (the shared session fixture)
+from .conftest import Pipeline, run_bench
 
 
-def test_a_harness_that_adds_work_fails_the_timeit_cross_check(pipeline: Pipeline) -> None:  # noqa: F811
+def test_a_harness_that_adds_work_fails_the_timeit_cross_check(pipeline: Pipeline) -> None:
     proc = run_bench("-p", "tests.slow_harness_plugin", "bench", "-k", "timeit",
                      f"--spinn-artifacts={pipeline.manifest.parent}", "--spinn-backends=ort-cpu",
                      "--spinn-variants=dense", "--spinn-batches=256", "--spinn-quick", "--spinn-threads=1")
