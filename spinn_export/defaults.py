@@ -16,3 +16,7 @@ QUICK_VARIANTS = ("dense", "structured")
 
 LATENCY_BACKEND = HEADLINE_BACKEND  # where --target-latency and --round-to auto measure
 LATENCY_BATCH = 4096  # as compute-bound as 8192 for the reference's GEMMs, at half the measuring time
+
+# Backends the main job leaves out because, at the reference's sizes, they repeat another one's figures (measured
+# beside it: docs/MEASURED.md); `spinn-export bench` still runs them by default, and by name.
+MAIN_JOB_LEAVES_OUT = {"ort-optimized-cpu": "ort-cpu", "exported-program-cpu": "eager-cpu"}  # -> the one it repeats

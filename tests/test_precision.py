@@ -149,13 +149,14 @@ def _dataset(x_train: torch.Tensor) -> Dataset:
     ("narrow", "the model maps 18 inputs to 2 outputs but the data has 17 inputs"),
     ("named", "need the training inputs of its data \\('mydata'\\); pass --data"),
 ])
-def test_unusable_calibration_data_is_one_line_and_writes_nothing(tmp_path, rows, message):
+@pytest.mark.parametrize("quantiser", ["onnx-int8-static", "onnx-int8-nncf"])
+def test_unusable_calibration_data_is_one_line_and_writes_nothing(tmp_path, rows, message, quantiser):
     x = builtin_dataset(0).x_train[:1000].clone()
     x[3, 5] = float("nan")
     data = {"few": _dataset(x[:50]), "nan": _dataset(x), "narrow": _dataset(x[:, :17]), "named": None}[rows]
     checkpoint = _checkpoint(tmp_path / "m.safetensors", dataset="mydata")
     with pytest.raises(UserError, match=message) as info:
-        export_checkpoints([checkpoint], tmp_path / "out", STATIC, data=data)
+        export_checkpoints([checkpoint], tmp_path / "out", parse_formats(f"onnx,{quantiser}"), data=data)
     assert "\n" not in str(info.value) and not (tmp_path / "out").exists()
 
 

@@ -119,6 +119,10 @@ class Fastest:
     calls_per_block: int
     method: str = ABBA_METHOD
     finalists: tuple[dict[str, Any], ...] = ()  # every finalist timed at this batch: variant, backend, speedup, CI
+    compute_bound_s: float | None = None  # `with_bound`: its FLOPs per call at its precision's measured ceiling
+    bound_fraction: float | None = None  # compute_bound_s / latency_s: how close it runs to the machine's limit
+    ceiling_precision: str | None = None
+    ceiling_gflops: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -154,9 +158,20 @@ def measure_fastest(batch: int, chosen: Candidate, precision: str, call: Call, b
                    cycles=config.cycles, calls_per_block=calls)
 
 
+def with_bound(result: Fastest, flops_per_call: float, ceiling_precision: str, ceiling_gflops: float | None) -> Fastest:
+    """`result` with its distance to the machine's limit: the time its FLOPs (GEMMs and bias adds) would take at
+    the GEMM ceiling of its precision measured in this session, and the fraction of that bound it reaches
+    (1.0 would be running at the ceiling). No ceiling measured at that precision: no bound, never another's."""
+    if ceiling_gflops is None:
+        return replace(result, ceiling_precision=ceiling_precision)
+    bound = flops_per_call / (ceiling_gflops * 1e9)
+    return replace(result, compute_bound_s=bound, bound_fraction=bound / result.latency_s,
+                   ceiling_precision=ceiling_precision, ceiling_gflops=ceiling_gflops)
+
+
 def decide(measured: list[Fastest]) -> Fastest:
     """The finalist with the highest paired speedup, carrying every finalist's figure."""
     summary = tuple({"variant": m.variant, "backend": m.backend, "speedup": m.speedup_vs_dense_fp32,
-                     "ci_low": m.ci_low, "ci_high": m.ci_high} for m in measured)
+                     "ci_low": m.ci_low, "ci_high": m.ci_high, "bound_fraction": m.bound_fraction} for m in measured)
     best = max(measured, key=lambda m: m.speedup_vs_dense_fp32)
     return replace(best, finalists=summary)

@@ -192,9 +192,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         write(f"{cases:4} case(s): {reason}")
     terminalreporter.section("spinn: fastest verified deployment vs dense float32")
     for r in state.fastest:
+        bound = (f"; {r.bound_fraction:.0%} of its {r.ceiling_precision} compute bound "
+                 f"({r.compute_bound_s * 1e3:.3f} ms at {r.ceiling_gflops:.0f} GFLOP/s)" if r.bound_fraction else "")
         write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, "
               f"{r.speedup_vs_dense_fp32:.2f}x [{r.ci_low:.2f}, {r.ci_high:.2f}] over dense float32 on "
-              f"{r.baseline_backend} ({r.verified_by})")
+              f"{r.baseline_backend} ({r.verified_by}){bound}")
     for skipped in state.fastest_skipped:
         write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")
     terminalreporter.section("spinn: paired speedups over dense")

@@ -29,10 +29,10 @@ if TYPE_CHECKING:
 
 BASELINE_ROLE = "dense"
 MASKED, CSR = "masked", "csr"
-# A backend that runs int8 models runs both int8 ONNX forms (dynamic: MatMulInteger; static: QuantizeLinear/
-# DequantizeLinear, ONNX's standard form), so a variant at a precision here also runs where `Backend.precisions`
-# names the value.
-RUNS_AS = {"int8-static": "int8"}
+# A backend that runs int8 models runs every int8 ONNX form (dynamic: MatMulInteger; static, ONNX Runtime's or NNCF's:
+# QuantizeLinear/DequantizeLinear, ONNX's standard form), so a variant at a precision here also runs where
+# `Backend.precisions` names the value.
+RUNS_AS = {"int8-static": "int8", "int8-nncf": "int8"}
 
 
 @dataclass(frozen=True)

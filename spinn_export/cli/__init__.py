@@ -180,6 +180,28 @@ def fraction(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a fraction like 0.685, got {text!r}") from None
 
 
+def r2_drop(text: str) -> float:
+    """--max-r2-drop: zero or a positive, finite R² change."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an R² change such as 0.01, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected zero or a positive R² change such as 0.01, got {text}")
+    return value
+
+
+def add_accuracy_budget(parser: argparse.ArgumentParser) -> None:
+    """--max-r2-drop, shared by export and run: what low-precision files may lose, and what NNCF's accuracy control
+    holds its int8 model to."""
+    from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
+
+    parser.add_argument("--max-r2-drop", type=r2_drop, default=DEFAULT_MAX_R2_DROP, metavar="D",
+                        help="accuracy budget of low-precision formats: the most validation R² they may lose against "
+                             "the float32 model (NNCF's int8 is quantised to meet it); those over it are marked "
+                             f"(within_budget: false) and never chosen (default {DEFAULT_MAX_R2_DROP})")
+
+
 def round_to(text: str) -> int | str:
     """--round-to: a positive integer, or `auto` (each layer's multiple read from measured latencies)."""
     from spinn_export.prune.latency import AUTO

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spinn_export.cli import add_data_arguments, dataset_of, output_dir
+from spinn_export.cli import add_accuracy_budget, add_data_arguments, dataset_of, output_dir
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import (
@@ -16,7 +16,6 @@ from spinn_export.export.formats import (
     unavailable_formats,
 )
 from spinn_export.export.manifest import ArtifactRecord
-from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
 
 STAGE = 4
 MIN_OPSET, MAX_OPSET = 18, 23  # the dynamo exporter's supported range in torch 2.13
@@ -35,10 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              f"the rest are skipped with the reason) (default: {','.join(default_formats())})")
     parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
-    parser.add_argument("--max-r2-drop", type=float, default=DEFAULT_MAX_R2_DROP, metavar="D",
-                        help="accuracy budget of low-precision formats: the most validation R^2 they may lose against "
-                             f"the float32 model; those over it are marked (within_budget: false) and never chosen "
-                             f"(default {DEFAULT_MAX_R2_DROP})")
+    add_accuracy_budget(parser)
     add_data_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -60,11 +56,11 @@ def run(args: argparse.Namespace) -> int:
     output_dir(args.out)
     given = any(value is not None for value in (args.data, args.inputs, args.targets, args.physics))
     data = dataset_of(args, args.seed) if given else None  # else each checkpoint's own (the built-in task it names)
-    if args.formats is not None and args.formats.strip() == ALL_FORMATS:
-        for name, reason in unavailable_formats().items():
-            print(f"skipped {name}: {reason}", flush=True)
+    skipped = unavailable_formats() if args.formats is not None and args.formats.strip() == ALL_FORMATS else {}
+    for name, reason in skipped.items():
+        print(f"skipped {name}: {reason}", flush=True)
     manifest = export_checkpoints(args.checkpoints, args.out, formats, args.opset,
                                   on_artifact=lambda record: print(_line(record), flush=True), data=data,
-                                  max_r2_drop=args.max_r2_drop)
+                                  max_r2_drop=args.max_r2_drop, unavailable=skipped)
     print(f"{len(manifest.artifacts)} verified artifact(s) listed in {args.out}/manifest.json")
     return 0

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from spinn_export.cli import (
+    add_accuracy_budget,
     add_budget_arguments,
     add_data_arguments,
     add_model_arguments,
@@ -40,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="every hidden width a multiple of N (default 32 for the built-in SPINN; "
                              "none for --model), or auto: each layer's multiple read from latencies measured on "
                              "--backend at --batch")
+    add_accuracy_budget(parser)
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer epochs, formats, backends and batches")
     parser.add_argument("--out", type=Path, default=RunConfig.out, help="output directory (default %(default)s)")
     parser.add_argument("--policy", type=Path, help="gate policy TOML with [tool.spinn_export.gate] "
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     config = RunConfig(out=output_dir(args.out), quick=args.quick, seed=args.seed, policy=args.policy, model=model,
                        target=budget_of(args) or RunConfig.target,
                        round_to=args.round_to if args.round_to is not None else default_round_to(model),
-                       backend=args.backend, batch=args.batch)
+                       backend=args.backend, batch=args.batch, max_r2_drop=args.max_r2_drop)
     outcome = run_pipeline(config)
     print(format_summary(outcome))
     return outcome.gate.exit_code

@@ -18,12 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import DEFAULT_OPSET, Format, calibration_inputs, load_artifact, write_artifact
+from spinn_export.export.formats import (
+    DEFAULT_OPSET,
+    Calibration,
+    Format,
+    calibration_inputs,
+    control_rows,
+    load_artifact,
+    write_artifact,
+)
 from spinn_export.export.manifest import MANIFEST_NAME, ArtifactRecord, Manifest, read_manifest
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_parity, task_dataset, tolerance_for
 from spinn_export.files import atomic_path, sha256_of, write_json
@@ -44,17 +51,18 @@ class CheckpointData:
 
     `dataset`: the data it was trained on, when known (the built-in task its metadata names, or the data
     given), and `reference` the float32 model's metrics on its validation split. `calibration`: the checked
-    training-input rows for calibrated formats, and `calibration_record` where they came from.
+    training rows for calibrated formats (with held-out control rows where the data is known), and
+    `calibration_record` where they came from.
     """
 
     dataset: Dataset | None = None
     reference: Metrics | None = None
-    calibration: np.ndarray | None = None
+    calibration: Calibration | None = None
     calibration_record: dict[str, Any] | None = None
 
 
-def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format],
-                    data: Dataset | None) -> CheckpointData:
+def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format], data: Dataset | None,
+                    max_r2_drop: float = DEFAULT_MAX_R2_DROP) -> CheckpointData:
     """Resolve and check the data for `checkpoint`'s formats (called for every checkpoint before anything is written).
 
     Calibration uses the training inputs of the data given, else of the built-in task the checkpoint names;
@@ -81,10 +89,11 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
         trained_on = f"its data ({named!r})" if named else "its data (the checkpoint names none)"
         raise UserError(f"{name}: calibrated formats ({', '.join(f.name for f in low_precision if f.calibrated)}) need "
                         f"the training inputs of {trained_on}; pass --data FILE --inputs COLS --targets COLS")
-    rows = calibration_inputs(calibrate_on.x_train.numpy(), architecture.in_features,
-                              f"{calibrate_on.name}, training split")
+    where = f"{calibrate_on.name}, training split"
+    rows = calibration_inputs(calibrate_on.x_train.numpy(), architecture.in_features, where)
+    control = None if known is None else control_rows(known.x_train.numpy(), known.y_train.numpy(), where)
     record = {"dataset": calibrate_on.name, "split": "train", "rows": len(rows), "source": source}
-    return CheckpointData(known, reference, rows, record)
+    return CheckpointData(known, reference, Calibration(rows, max_r2_drop, control), record)
 
 
 def csr_flops(architecture: Architecture, model: nn.Module) -> int:
@@ -111,7 +120,7 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
     architecture, model = checkpoint.architecture, checkpoint.model
     final = out_dir / fmt.filename(name)
     with atomic_path(final) as tmp:
-        write_artifact(fmt, model, architecture, tmp, opset, name, data.calibration)
+        quantiser = write_artifact(fmt, model, architecture, tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt)
         parity = check_parity(model, artifact, architecture, label, tolerance_for(fmt.precision),
                               weight_shapes=fmt.weight_shapes(tmp))
@@ -130,7 +139,7 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
         parity=parity.to_dict(), precision=fmt.precision,
         accuracy=None if measured is None else measured.to_dict(),
         within_budget=True if fmt.float32 else None if measured is None else measured.within_budget,
-        calibration=data.calibration_record if fmt.calibrated else None,
+        calibration={**(data.calibration_record or {}), **(quantiser or {})} if fmt.calibrated else None,
     )
 
 
@@ -144,12 +153,13 @@ def _previous(out_dir: Path) -> tuple[ArtifactRecord, ...]:
 def export_checkpoints(
     paths: Sequence[str | Path], out_dir: str | Path, formats: Sequence[Format], opset: int = DEFAULT_OPSET,
     on_artifact: Callable[[ArtifactRecord], None] = lambda record: None, *, data: Dataset | None = None,
-    max_r2_drop: float = DEFAULT_MAX_R2_DROP,
+    max_r2_drop: float = DEFAULT_MAX_R2_DROP, unavailable: dict[str, str] | None = None,
 ) -> Manifest:
     """Export every checkpoint in every format, verifying each artifact, then write DIR/manifest.json.
 
     `data`: the data the checkpoints were trained on, when it is not the built-in task their metadata names
     (accuracy and calibration use it). `max_r2_drop`: the accuracy budget of low-precision artifacts.
+    `unavailable`: formats asked for by kind that this machine cannot produce, and why (recorded in the manifest).
     """
     if not (max_r2_drop >= 0 and math.isfinite(max_r2_drop)):
         raise UserError(f"--max-r2-drop must be zero or a positive R^2 change such as 0.01, got {max_r2_drop}")
@@ -165,7 +175,8 @@ def export_checkpoints(
         if checkpoint.variant not in ROLES:
             raise UserError(f"{path}: unknown variant {checkpoint.variant!r} in metadata; "
                             f"expected one of {', '.join(ROLES)}")
-    prepared = [checkpoint_data(checkpoint, name, formats, data) for name, checkpoint in zip(names, checkpoints)]
+    prepared = [checkpoint_data(checkpoint, name, formats, data, max_r2_drop)
+                for name, checkpoint in zip(names, checkpoints)]
     out_dir.mkdir(parents=True, exist_ok=True)
     previous = _previous(out_dir)
     records: list[ArtifactRecord] = []
@@ -178,6 +189,6 @@ def export_checkpoints(
     replaced = {(r.model, r.format) for r in records}
     kept = [r for r in previous if (r.model, r.format) not in replaced]
     installed = {library: version for library, version in library_versions().items() if version is not None}
-    manifest = Manifest(versions=installed, artifacts=tuple(kept + records))
+    manifest = Manifest(versions=installed, artifacts=tuple(kept + records), unavailable=dict(unavailable or {}))
     write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
     return manifest

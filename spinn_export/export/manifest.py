@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,12 +74,17 @@ class ArtifactRecord:
 
 @dataclass(frozen=True)
 class Manifest:
+    """`unavailable`: formats the export was asked for by kind (`--formats all`, the main job) that this machine
+    cannot produce, with the reason (a missing library, no native bf16), so a report can say what is absent and why."""
+
     versions: dict[str, str]
     artifacts: tuple[ArtifactRecord, ...]
     schema: int = SCHEMA
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts]}
+        return {"schema": self.schema, "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts],
+                "unavailable": self.unavailable}
 
     def find(self, model: str, fmt: str) -> ArtifactRecord | None:
         return next((a for a in self.artifacts if a.model == model and a.format == fmt), None)
@@ -97,7 +102,8 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
             raise UserError(f"{path}: manifest schema {data.get('schema')!r} is not {SCHEMA}; "
                             "re-run `spinn-export export`")
         manifest = Manifest(versions=dict(data["versions"]),
-                            artifacts=tuple(ArtifactRecord.from_dict(a) for a in data["artifacts"]))
+                            artifacts=tuple(ArtifactRecord.from_dict(a) for a in data["artifacts"]),
+                            unavailable=dict(data.get("unavailable") or {}))
     except UserError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError) as exc:

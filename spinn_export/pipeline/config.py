@@ -8,9 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spinn_export.bench.backends import backends
 from spinn_export.bench.variants import FP32, possible_variants
-from spinn_export.defaults import BATCHES, HEADLINE_BACKEND, QUICK_BATCHES, REFERENCE_ROUND_TO, REFERENCE_TARGET
+from spinn_export.defaults import (
+    BATCHES,
+    HEADLINE_BACKEND,
+    MAIN_JOB_LEAVES_OUT,
+    QUICK_BATCHES,
+    REFERENCE_ROUND_TO,
+    REFERENCE_TARGET,
+)
 from spinn_export.export.formats import formats, unavailable_formats
+from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
 from spinn_export.prune.structured import FINETUNE, PruneConfig
 from spinn_export.prune.target import Target
 from spinn_export.task.train import TrainConfig
@@ -31,6 +40,12 @@ def main_formats() -> tuple[str, ...]:
     skipped = unavailable_formats()
     return tuple(name for name, fmt in formats().items()
                  if fmt.default or (fmt.precision != FP32 and name not in skipped))
+
+
+def main_backends() -> tuple[str, ...]:
+    """Every backend that is not slow, less those that repeat another at the reference's sizes
+    (`defaults.MAIN_JOB_LEAVES_OUT`); CUDA ones skip, with the reason, without a GPU."""
+    return tuple(name for name, b in backends().items() if not b.slow and name not in MAIN_JOB_LEAVES_OUT)
 
 
 def main_variants(format_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -84,7 +99,8 @@ class RunConfig:
 
     `model` None: train the built-in SPINN on the built-in task. `bench_batches` narrows the benchmark
     (default: 1 and 8192 when quick, else 1, 64, 1024 and 8192). `round_to` may be "auto"; `backend` and `batch`
-    say where it measures (as `PruneConfig`'s; a latency target names its own).
+    say where it measures (as `PruneConfig`'s; a latency target names its own). `max_r2_drop`: the export's
+    accuracy budget for low-precision files (and NNCF's accuracy-control target).
 
     With a latency target the magnitude baseline keeps the structured plan's non-zero count (`PruneConfig`): the
     plan is cached with the latency table, so both prune stages get the same widths.
@@ -100,6 +116,7 @@ class RunConfig:
     bench_batches: tuple[int, ...] | None = None
     backend: str | None = None
     batch: int | None = None
+    max_r2_drop: float = DEFAULT_MAX_R2_DROP
 
     @property
     def train(self) -> TrainConfig:
@@ -118,12 +135,13 @@ class RunConfig:
 
     @property
     def bench_args(self) -> list[str]:
-        """`spinn-export bench` options: by default every backend that is not slow (CUDA ones skip without a GPU)."""
+        """`spinn-export bench` options: `main_backends` at `main_variants`, or ort-cpu and eager-cpu when quick."""
         common = ["--batches", ",".join(map(str, self.batches)), "--paired", "none"]
         if self.quick:
             return [*common, "--quick", "--backends", f"eager-cpu,{HEADLINE_BACKEND}"]
         variants = main_variants(tuple(self.formats.split(",")))
-        return [*common, "--variants", ",".join(variants), "--processes", str(MAIN_PROCESSES), "--",
+        return [*common, "--backends", ",".join(main_backends()), "--variants", ",".join(variants),
+                "--processes", str(MAIN_PROCESSES), "--",
                 f"--benchmark-max-time={CASE_SECONDS}"]
 
     @property
@@ -143,6 +161,7 @@ class RunConfig:
         if self.target.kind != "latency":  # a latency target's flags name its backend and batch already
             words += [word for flag, value in (("--backend", self.backend), ("--batch", self.batch)) if value
                       for word in (flag, str(value))]
+        words += ["--max-r2-drop", f"{self.max_r2_drop:g}"] if self.max_r2_drop != DEFAULT_MAX_R2_DROP else []
         words += ["--quick"] if self.quick else []
         words += ["--seed", str(self.seed)] if self.seed else []
         words += ["--policy", str(self.policy)] if self.policy else []

@@ -184,9 +184,10 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
         return action
 
     def do_export() -> None:
+        skipped = unavailable_formats()  # a precision this machine cannot produce says why, here and in the report
         export_checkpoints([layout.dense, *(layout.checkpoint(m) for m in methods)], layout.artifacts,
-                           parse_formats(config.formats))
-        for name, reason in unavailable_formats().items():  # a precision this machine cannot run says why
+                           parse_formats(config.formats), max_r2_drop=config.max_r2_drop, unavailable=skipped)
+        for name, reason in skipped.items():
             print(f"  skipped {name}: {reason}", flush=True)
 
     def do_bench() -> None:
@@ -222,8 +223,8 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
     return [
         first,
         *prunes,
-        Stage("export", (layout.dense, *(layout.checkpoint(m) for m in methods)), {"formats": config.formats},
-              (layout.manifest,), do_export),
+        Stage("export", (layout.dense, *(layout.checkpoint(m) for m in methods)),
+              {"formats": config.formats, "max_r2_drop": config.max_r2_drop}, (layout.manifest,), do_export),
         Stage("bench", (layout.manifest,), {"args": config.bench_args}, (layout.results,), do_bench),
         Stage("report", (layout.results, layout.manifest, *(layout.history(m) for m in methods)),
               {"policy": dataclasses.asdict(policy)}, (layout.html,), do_report),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +26,14 @@ METHOD_PREFERENCE = ("abba", "interleaved")  # where both exist: ABBA's fresh pr
 CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds")
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
-LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "cuda", "cudnn")
+LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "cuda", "cudnn")
 CEILING_COLUMNS = ("machine", "device", "precision", "gflops", "method", "native", "features", "reason")
 FASTEST_COLUMNS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",
                    "val_r2_delta", "baseline_backend")
 FRACTION_COLUMNS = ("device", "precision", "backend", "variant", "batch", "fraction", "ci_low", "ci_high",
                     "case_gflops", "gemm_gflops", "ceiling_gemm", "cycles")
 FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
-                   "finalists")
+                   "finalists", "compute_bound_s", "bound_fraction", "ceiling_precision", "ceiling_gflops")
 # Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
 LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
                   "native": True, "features": None, "reason": None}
@@ -77,6 +77,7 @@ class Manifest:
     path: Path
     versions: dict[str, str]
     artifacts: pd.DataFrame
+    unavailable: dict[str, str] = field(default_factory=dict)  # formats not produced here, and why
 
 
 @dataclass(frozen=True)
@@ -342,8 +343,17 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         "widths": _widths_text(a.widths), "checkpoint": a.checkpoint,
         "parity_passed": a.parity.get("passed"), "max_abs_error": a.parity.get("max_abs_error"),
         "val_r2": (a.accuracy or {}).get("val_r2"), "val_residual_rms": (a.accuracy or {}).get("residual_rms"),
+        **_quantiser_columns(a.calibration),
     } for a in manifest.artifacts]
-    return Manifest(path, dict(manifest.versions), pd.DataFrame(rows))
+    return Manifest(path, dict(manifest.versions), pd.DataFrame(rows), dict(manifest.unavailable))
+
+
+def _quantiser_columns(calibration: dict[str, Any] | None) -> dict[str, Any]:
+    """What an accuracy-controlled quantiser reached (`export.formats.onnx_int8_nncf`): None where none ran."""
+    control = (calibration or {}).get("accuracy_control") or {}
+    return {"control_met": control.get("met"), "control_r2_drop": control.get("r2_drop"),
+            "control_max_r2_drop": control.get("max_r2_drop"), "int8_gemms": (calibration or {}).get("int8_gemms"),
+            "gemms": (calibration or {}).get("gemms")}
 
 
 def load_history(path: str | os.PathLike[str]) -> History:

@@ -110,8 +110,17 @@ def fastest_sentence(results: Results) -> str:
         parts.append(f"{prefix} fastest verified deployment at batch {int(row['batch'])} is {row['variant']} on "
                      f"{row['backend']}: {row['latency_s'] * 1e3:.3g} ms, {row['speedup_vs_dense_fp32']:.2f}× dense "
                      f"float32 on {row['baseline_backend']} [{row['ci_low']:.2f}, {row['ci_high']:.2f}] "
-                     f"(paired; {accuracy}).")
+                     f"(paired; {accuracy}){_bound_clause(row)}.")
     return " ".join(parts)
+
+
+def _bound_clause(row: pd.Series) -> str:
+    """How far the deployment is from the machine's limit: its FLOPs at its precision's measured GEMM ceiling."""
+    fraction = pd.to_numeric(row.get("bound_fraction"), errors="coerce")
+    if pd.isna(fraction):
+        return ""
+    return (f"; it reaches {fraction:.0%} of its compute bound, {row['compute_bound_s'] * 1e3:.3g} ms at the "
+            f"{row['ceiling_precision']} GEMM ceiling of {row['ceiling_gflops']:,.0f} GFLOP/s")
 
 
 def gate_verdict(gate: GateOutcome | None) -> str:
@@ -169,9 +178,31 @@ def not_run_clause(results: Results) -> str:
             f"{'; '.join(shown)}.")
 
 
-def summary_section(results: Results, summary: pd.DataFrame, gate: GateOutcome | None) -> Section:
-    """The answer first: headline, fastest deployment, gate, what the table shows and what was not run."""
-    skipped = not_run_clause(results)
+def export_clause(manifest: Manifest | None) -> str:
+    """What the export could not give the benchmark, in one sentence each: formats this machine cannot produce (a
+    missing NNCF or OpenVINO, no native bf16), and accuracy-controlled int8 files whose target was not met ('' when
+    neither)."""
+    if manifest is None:
+        return ""
+    parts = []
+    if manifest.unavailable:
+        absent = "; ".join(f"{name} ({reason})" for name, reason in manifest.unavailable.items())
+        parts.append(f"Not exported on this machine: {absent}.")
+    artifacts = manifest.artifacts
+    if "control_met" in artifacts:
+        unmet = artifacts[artifacts["control_met"].eq(False)]
+        parts += [f"{row.file}: accuracy control could not meet an R² drop of {row.control_max_r2_drop:g} on held-out "
+                  f"training rows; the best drop reached with int8 GEMMs is {row.control_r2_drop:.4f} "
+                  f"({int(row.int8_gemms)} of {int(row.gemms)} GEMMs in int8), and the file is never chosen unless "
+                  "its validation R² is within the budget." for row in unmet.itertuples()]
+    return " ".join(parts)
+
+
+def summary_section(results: Results, summary: pd.DataFrame, gate: GateOutcome | None,
+                    manifest: Manifest | None = None) -> Section:
+    """The answer first: headline, fastest deployment, gate, what the table shows, what was not exported and what was
+    not run."""
+    skipped = " ".join(part for part in (export_clause(manifest), not_run_clause(results)) if part)
     return Section("summary", "Summary",
                    f"{headline(summary)} {fastest_sentence(results)} {gate_verdict(gate)} Per backend at its largest "
                    "batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual RMS against "

@@ -122,8 +122,11 @@ def fastest_table(results: Results) -> pd.DataFrame:
     if len(baselines) > 1:
         columns["dense fp32 on"] = frame["baseline_backend"]
     columns |= {
-        "CI low": frame["ci_low"], "CI high": frame["ci_high"], "ΔR² vs its fp32 model": pd.to_numeric(
-            frame["val_r2_delta"]), "verified by": frame["verified_by"], "ABBA cycles": frame["cycles"],
+        "CI low": frame["ci_low"], "CI high": frame["ci_high"],
+        "compute bound ms": pd.to_numeric(frame["compute_bound_s"]) * 1e3,
+        "of the bound": pd.to_numeric(frame["bound_fraction"]), "ceiling precision": frame["ceiling_precision"],
+        "ΔR² vs its fp32 model": pd.to_numeric(frame["val_r2_delta"]), "verified by": frame["verified_by"],
+        "ABBA cycles": frame["cycles"],
         "finalists (speedup)": frame["finalists"].map(_finalists_text),
     }
     return one_machine_unnamed(results, pd.DataFrame(columns)).dropna(axis=1, how="all")

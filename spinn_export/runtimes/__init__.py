@@ -11,7 +11,7 @@ import importlib.metadata
 import platform
 
 ONNXRUNTIME, OPENVINO, TORCH = "onnxruntime", "openvino", "torch"  # what `Backend.runtime` names
-LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "openvino")  # versions recorded with every measurement
+LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf")  # versions recorded with every measurement
 
 
 def library_versions() -> dict[str, str | None]:

@@ -27,7 +27,7 @@ DEVICE = "CPU"
 MARKER = "spinn_export.inference_precision"  # ONNX metadata; OpenVINO's ONNX reader files it under rt_info "framework"
 HINTS = {"fp32": "f32", "bf16": "bf16"}  # a declared precision -> OpenVINO's INFERENCE_PRECISION_HINT
 TANH_FORMS = ("sigmoid", "native")  # how OpenVINO computes tanh: `tanh_as_sigmoid`, or its own Tanh
-INSTALL_HINT = "pip install 'spinn-export[openvino]'"
+INSTALL_HINT = "pip install 'spinn-export[cpu]'"
 
 
 def missing() -> str | None:

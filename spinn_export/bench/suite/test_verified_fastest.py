@@ -14,6 +14,7 @@ from typing import NoReturn
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.ceilings import case_ceiling, ceiling_precision
 from spinn_export.bench.fastest import (
     REFERENCE_BACKEND,
     Candidate,
@@ -22,6 +23,7 @@ from spinn_export.bench.fastest import (
     finalists,
     measure_fastest,
     verdict_for,
+    with_bound,
 )
 from spinn_export.bench.paired import INTERLEAVED_METHOD, switches_runtime
 from spinn_export.bench.session import SuiteState, runner_for
@@ -65,9 +67,12 @@ def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: Su
         backend = get_backend(candidate.backend)
         runner = runner_for(spinn_session, backend, ref)
         with runner.guard(), baseline_runner.guard():  # compile: refuses recompiles while timed
-            measured.append(measure_fastest(batch, candidate, ref.variant.precision, runner.prepare(x),
-                                            baseline_runner.prepare(x), settings.paired,
-                                            across_runtimes=switches_runtime(reference.runtime, backend.runtime)))
+            result = measure_fastest(batch, candidate, ref.variant.precision, runner.prepare(x),
+                                     baseline_runner.prepare(x), settings.paired,
+                                     across_runtimes=switches_runtime(reference.runtime, backend.runtime))
+        ceiling = case_ceiling(spinn_session.ceilings, backend.device, ref.variant.precision)
+        measured.append(with_bound(result, ref.flops_per_sample * batch, ceiling_precision(ref.variant.precision),
+                                   None if ceiling is None else ceiling.gflops))
     result = decide(measured)
     spinn_session.fastest.append(result)
     assert result.ci_low <= result.speedup_vs_dense_fp32 <= result.ci_high

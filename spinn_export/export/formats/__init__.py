@@ -6,9 +6,9 @@ this registry, so a new format is one module plus its entry point. Loaders are s
 benchmark backends, so every one turns a corrupt or truncated file into a one-line `UserError` and
 never unpickles by default.
 
-Precisions (`PRECISIONS`) are what an artifact computes in: `fp32` is held to float32 parity; the others
-(`bf16`, dynamic `int8`, calibrated `int8-static`) have their error against eager float32 recorded when
-they are exported, and later runs are held to it (`export.parity.tolerance_for`).
+Precisions (`PRECISIONS`) are what an artifact computes in: `fp32` is held to float32 parity; the others (`bf16`,
+dynamic `int8`, calibrated `int8-static`, NNCF's accuracy-controlled `int8-nncf`) have their error against eager
+float32 recorded when they are exported, and later runs are held to it (`export.parity.tolerance_for`).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from spinn_export.model.architecture import Architecture
 
 FORMAT_GROUP = "spinn_export.formats"
-PRECISIONS = ("fp32", "bf16", "int8", "int8-static")
+PRECISIONS = ("fp32", "bf16", "int8", "int8-static", "int8-nncf")
 ALL_FORMATS = "all"  # --formats all: every format this machine can produce
 DEFAULT_OPSET = 18
 ARTIFACT_HINT = "check the path or re-run `spinn-export export`"
@@ -40,12 +40,25 @@ INPUT_NAME, OUTPUT_NAME = "x", "y"
 EXAMPLE_BATCH = 2  # the batch traced/exported; the batch axis stays dynamic (min 1)
 CALIBRATION_ROWS = 4096  # static ranges (MinMax) settle well before this on the project's inputs; more costs time
 MIN_CALIBRATION_ROWS = 128  # fewer rows miss the tails of the inputs' ranges, and later inputs are clipped to them
+CONTROL_ROWS = 8192  # an accuracy control's held-out training rows: as many as the built-in task validates on
 
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
 Loaded = TypeVar("Loaded")
 Writer = Callable[["nn.Module", "Architecture", Path, int], None]
-CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, np.ndarray], None]
+CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, "Calibration"], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What a calibrated writer is given: `rows`, the checked training inputs its static ranges are fitted on, and,
+    where the data the checkpoint was trained on is known, `control`: held-out training rows (inputs, targets) on
+    which an accuracy-controlled quantiser keeps its R² drop within `max_r2_drop`. The validation split is never
+    here: the budget verdict is measured on it after the file is written, by the exporter, as for every precision."""
+
+    rows: np.ndarray
+    max_r2_drop: float
+    control: tuple[np.ndarray, np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -60,8 +73,9 @@ class Format:
     with n counting earlier scripted modules in the process.  AOTInductor is not checked.
     `uses_opset`: the --opset option applies (ONNX formats).
     `available()`: None, or why this machine cannot produce the format.
-    `calibrated`: the writer takes a fifth argument, calibration inputs (float32 rows of the training data),
-    because a static quantiser fixes its activation ranges from data; the exporter supplies them.
+    `calibrated`: the writer takes a fifth argument, a `Calibration` (float32 rows of the training data, and
+    held-out rows for accuracy control), because a static quantiser fixes its activation ranges from data; the
+    exporter supplies it. Such a writer may return what its quantiser did, for the manifest's calibration record.
     """
 
     name: str
@@ -228,6 +242,19 @@ def calibration_inputs(x: np.ndarray, in_features: int, source: str) -> np.ndarr
     return rows
 
 
+def control_rows(x: np.ndarray, y: np.ndarray, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """The rows an accuracy-controlled quantiser is judged on: the last CONTROL_ROWS training rows (after the
+    calibration rows wherever the data has that many), inputs and targets as float32, finite."""
+    start = max(0, min(CALIBRATION_ROWS, len(x) - CONTROL_ROWS))
+    inputs = np.ascontiguousarray(x[start:start + CONTROL_ROWS], dtype=np.float32)
+    targets = np.ascontiguousarray(y[start:start + CONTROL_ROWS], dtype=np.float32).reshape(len(inputs), -1)
+    bad = ~(np.isfinite(inputs).all(axis=1) & np.isfinite(targets).all(axis=1))
+    if bad.any():
+        raise UserError(f"accuracy-control data ({source}) has {int(bad.sum())} row(s) with NaN or infinite values, "
+                        f"first at row {start + int(np.argmax(bad))}; clean or drop those rows")
+    return inputs, targets
+
+
 # ---------------------------------------------------------------------------------------------- loaded artifacts
 
 
@@ -262,9 +289,9 @@ def load_artifact(path: str | Path, fmt: Format | str | None = None) -> Artifact
 
 
 def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, path: Path, opset: int, label: str,
-                   calibration: np.ndarray | None = None) -> None:
-    """Run one writer (with `calibration` rows where the format is calibrated); any exporter failure becomes one
-    line naming the model and the format."""
+                   calibration: Calibration | None = None) -> dict[str, Any] | None:
+    """Run one writer (with `calibration` where the format is calibrated) and return what a calibrated writer
+    reports; any exporter failure becomes one line naming the model and the format."""
     import torch
 
     if fmt.calibrated and calibration is None:
@@ -273,9 +300,9 @@ def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, pa
     try:
         with torch.no_grad():
             if fmt.calibrated:
-                fmt.write(model.eval(), architecture, path, opset, calibration)  # type: ignore[call-arg]
-            else:
-                fmt.write(model.eval(), architecture, path, opset)  # type: ignore[call-arg]
+                return fmt.write(model.eval(), architecture, path, opset, calibration)  # type: ignore[call-arg]
+            fmt.write(model.eval(), architecture, path, opset)  # type: ignore[call-arg]
+            return None
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # exporters fail in many ways; each is reported, none is hidden

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from spinn_export.export.formats import INPUT_NAME, Format, quiet
+from spinn_export.export.formats import INPUT_NAME, Calibration, Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
 from spinn_export.model.architecture import Architecture
 
@@ -45,13 +45,13 @@ def _reader(rows: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def write_onnx_int8_static(model: nn.Module, architecture: Architecture, path: Path, opset: int,
-                           calibration: np.ndarray) -> None:
+                           calibration: Calibration) -> None:
     """`quant_pre_process` first (shape inference fails on dynamo Gemms without it), then QDQ quantisation
-    calibrated on `calibration` (rows checked by `formats.calibration_inputs`)."""
+    calibrated on `calibration.rows` (checked by `formats.calibration_inputs`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    rows = np.ascontiguousarray(calibration, dtype=np.float32)
+    rows = np.ascontiguousarray(calibration.rows, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
         source.write_bytes(onnx_bytes(model, architecture, opset))
