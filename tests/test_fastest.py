@@ -21,9 +21,10 @@ from spinn_export.bench.fastest import (
     finalists,
     measure_fastest,
     verdict_for,
+    with_bound,
 )
 from spinn_export.bench.paired import PairedConfig
-from spinn_export.bench.variants import ModelRef, Variant
+from spinn_export.bench.variants import ModelRef, Variant, refs_from_manifest
 from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.pipeline.job import RunOutcome, format_summary
 from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
@@ -108,8 +109,21 @@ def test_the_speedup_is_the_abba_cycles_ratio_over_dense_on_ort_cpu() -> None:
     assert decided.variant == "structured-int8" and [f["speedup"] for f in decided.finalists] == [2.0, 4.0]
 
 
+def test_the_bound_is_the_flops_at_the_precisions_ceiling_and_never_another_precisions() -> None:
+    now = [0.0]
+    chosen = Candidate("openvino-cpu", "structured-int8-nncf", 0.5, Verdict(True, BUDGET, -0.002))
+    result = measure_fastest(8192, chosen, "int8-nncf", _timed(now, 0.004), _timed(now, 0.040), PairedConfig(cycles=3),
+                             clock=lambda: now[0])
+    bounded = with_bound(result, 2e9, "int8", 1000.0)  # 2 GOP at 1,000 GOP/s: 2 ms, reached in 4 ms
+    assert bounded.compute_bound_s == pytest.approx(0.002) and bounded.bound_fraction == pytest.approx(0.5)
+    unmeasured = with_bound(result, 2e9, "bf16", None)
+    assert unmeasured.compute_bound_s is None and unmeasured.bound_fraction is None
+    assert unmeasured.ceiling_precision == "bf16"
+
+
 def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:
     raw = json.loads(pipeline.ort_json.read_text())
+    refs = {ref.name: ref for ref in refs_from_manifest(pipeline.manifest.parent)}
     fastest = {entry["batch"]: entry for entry in raw["spinn"]["fastest"]}
     assert sorted(fastest) == [1, 256] and raw["spinn"]["fastest_skipped"] == []
     for batch, entry in fastest.items():
@@ -121,6 +135,12 @@ def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline
         assert entry["ci_low"] <= entry["speedup_vs_dense_fp32"] <= entry["ci_high"] and entry["latency_s"] > 0
         assert entry["method"] == "abba" and entry["cycles"] == 4  # --spinn-quick's paired cycles
         assert [(f["variant"], f["backend"]) for f in entry["finalists"]] == [(entry["variant"], "ort-cpu")]
+        # its distance to the limit: its FLOPs at the fp32 GEMM ceiling this session measured
+        flops = refs[entry["variant"]].flops_per_sample * batch
+        ceiling = raw["spinn"]["ceilings"]["cpu"]["fp32"]["gflops"]
+        assert entry["ceiling_precision"] == "fp32" and entry["ceiling_gflops"] == ceiling
+        assert entry["compute_bound_s"] == pytest.approx(flops / (ceiling * 1e9))
+        assert entry["bound_fraction"] == pytest.approx(entry["compute_bound_s"] / entry["latency_s"])
 
 
 def test_without_ort_cpu_the_suite_says_why_and_the_skips_carry_reasons(pipeline: Pipeline) -> None:
@@ -140,6 +160,7 @@ def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, t
     markdown = paths.markdown.read_text()
     summary = markdown[markdown.index("## Summary"):markdown.index("**machines:**")]
     assert sentence in summary and "## Fastest verified deployment" in summary
+    assert f"it reaches {entry['bound_fraction']:.0%} of its compute bound" in summary
     table = pd.read_csv(paths.csv_dir / "fastest.csv")
     assert list(table["batch"]) == [1, 256] and (table["CI low"] <= table["speedup vs dense fp32 on ort-cpu"]).all()
     assert table.loc[1, "latency ms (median)"] == pytest.approx(entry["latency_s"] * 1e3)

@@ -307,3 +307,22 @@ def test_rendering_is_a_leaf_and_the_writer_the_top() -> None:
 
     assert not {m for m in imported(package / "render.py") if m.startswith("spinn_export.report")}
     assert not [p.name for p in package.glob("*.py") if "spinn_export.report.writer" in imported(p)]
+
+
+def test_the_summary_says_what_the_export_could_not_give(pipeline: Pipeline, tmp_path: Path) -> None:
+    """A format this machine cannot produce, and an accuracy-controlled int8 file whose target was not met, each
+    reach the summary with the reason and the drop reached (from the manifest, as the exporter wrote it)."""
+    manifest = json.loads(pipeline.manifest.read_text())
+    [structured] = [a for a in manifest["artifacts"] if a["file"] == "structured.onnx"]
+    manifest["artifacts"].append(structured | {
+        "file": "structured.int8-nncf.onnx", "format": "onnx-int8-nncf", "precision": "int8-nncf",
+        "calibration": {"int8_gemms": 2, "gemms": 3, "accuracy_control": {"met": False, "r2_drop": 0.0123,
+                                                                         "max_r2_drop": 0.001, "rows": 8192}}})
+    manifest["unavailable"] = {"onnx-bf16": "this CPU has no native bf16"}
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
+    paths = build_report([pipeline.ort_json], tmp_path / "artifacts" / "manifest.json", None, tmp_path / "report")
+    summary = _note(paths.markdown.read_text(), "Summary")
+    assert "Not exported on this machine: onnx-bf16 (this CPU has no native bf16)." in summary
+    assert ("structured.int8-nncf.onnx: accuracy control could not meet an R² drop of 0.001 on held-out training "
+            "rows; the best drop reached with int8 GEMMs is 0.0123 (2 of 3 GEMMs in int8)") in summary
