@@ -7,7 +7,9 @@ call per sample, so both are medians of single calls. The two interleave, one ti
 each pytest-benchmark round (pedantic `setup`, which is not timed): two measurements taken one after
 the other on a shared machine can differ by more than the error sought (docs/MEASURED.md), which would hide a
 harness error or invent one. A harness that adds work (a copy per call, fixture overhead, a wrong timer) moves the
-ratio away from 1.
+ratio away from 1. A ratio outside the tolerance is measured once more, the same way outside pytest-benchmark, before
+the check fails: a distorting harness distorts both times, while a burst of load on a shared 2-core machine, which can
+move a median of 10 us calls by more than the tolerance, rarely hits both.
 
 The rows carry `extra_info["check"] = "timeit"`: the report shows them as a cross-check, not as
 latencies of their own.
@@ -56,7 +58,21 @@ def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int
     suite, reference = benchmark.stats.stats.median, statistics.median(independent)
     ratio = suite / reference
     benchmark.extra_info.update(reference_median=reference, reference_samples=len(independent), ratio=ratio)
+    if abs(ratio - 1.0) >= TOLERANCE:
+        with runner.guard():
+            suite, reference = _interleaved_medians(call, timer, rounds)
+        ratio = suite / reference
+        benchmark.extra_info.update(remeasured_ratio=ratio)
     assert abs(ratio - 1.0) < TOLERANCE, (
         f"{TIMEIT_BACKEND} {variant} batch {batch}: the suite's median {suite * 1e6:.1f} us differs from timeit's "
         f"{reference * 1e6:.1f} us by {ratio - 1.0:+.1%} (tolerance {TOLERANCE:.0%}): the harness distorts the timing"
     )
+
+
+def _interleaved_medians(call, timer: timeit.Timer, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    """The suite's call and timeit's, one after the other `rounds` times: their medians."""
+    suite, independent = [], []
+    for _ in range(rounds):
+        suite.append(time_block(call, 1))
+        independent.append(timer.timeit(number=1))
+    return statistics.median(suite), statistics.median(independent)
