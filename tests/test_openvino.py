@@ -165,7 +165,7 @@ def test_without_openvino_the_backend_is_one_line_of_reason():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     reason, precisions, bf16 = proc.stdout.strip().splitlines()
-    assert reason == bf16 == "openvino is not installed (pip install 'spinn-export[openvino]')"
+    assert reason == bf16 == "openvino is not installed (pip install 'spinn-export[cpu]')"
     assert precisions == "('fp32', 'int8')"
 
 

@@ -123,6 +123,7 @@ class Fastest:
     bound_fraction: float | None = None  # compute_bound_s / latency_s: how close it runs to the machine's limit
     ceiling_precision: str | None = None
     ceiling_gflops: float | None = None
+    time_by_operator: dict[str, Any] | None = None  # `runtimes.profile.TimeByOperator.to_dict`; None: no profiler
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

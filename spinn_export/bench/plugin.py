@@ -24,6 +24,7 @@ from spinn_export.bench.options import OPTIONS, TIMEIT_BACKEND, SuiteSettings, n
 from spinn_export.bench.paired import ABBA_METHOD
 from spinn_export.bench.session import SETTINGS, SKIPPED, STATE, SuiteState
 from spinn_export.errors import UserError
+from spinn_export.runtimes.profile import shares_text
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
@@ -197,6 +198,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, "
               f"{r.speedup_vs_dense_fp32:.2f}x [{r.ci_low:.2f}, {r.ci_high:.2f}] over dense float32 on "
               f"{r.baseline_backend} ({r.verified_by}){bound}")
+        if r.time_by_operator:
+            write(f"{'':11}time by operator ({r.time_by_operator['profiler']}): {shares_text(r.time_by_operator)}")
     for skipped in state.fastest_skipped:
         write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")
     terminalreporter.section("spinn: paired speedups over dense")

@@ -17,6 +17,7 @@ from spinn_export.report.gate import GateOutcome
 from spinn_export.report.lookup import file_bytes, history_stage, timed_artifact, validation
 from spinn_export.report.render import Section
 from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
+from spinn_export.runtimes.profile import shares_text
 
 MAX_KINDS = 6  # grouped clauses in a sentence; the rest are counted together (the table lists every one)
 _BATCH = re.compile(r"\bbatch (\d+)\b")
@@ -117,10 +118,13 @@ def fastest_sentence(results: Results) -> str:
 def _bound_clause(row: pd.Series) -> str:
     """How far the deployment is from the machine's limit: its FLOPs at its precision's measured GEMM ceiling."""
     fraction = pd.to_numeric(row.get("bound_fraction"), errors="coerce")
-    if pd.isna(fraction):
-        return ""
-    return (f"; it reaches {fraction:.0%} of its compute bound, {row['compute_bound_s'] * 1e3:.3g} ms at the "
-            f"{row['ceiling_precision']} GEMM ceiling of {row['ceiling_gflops']:,.0f} GFLOP/s")
+    clause = "" if pd.isna(fraction) else (
+        f"; it reaches {fraction:.0%} of its compute bound, {row['compute_bound_s'] * 1e3:.3g} ms at the "
+        f"{row['ceiling_precision']} GEMM ceiling of {row['ceiling_gflops']:,.0f} GFLOP/s")
+    profiled = row.get("time_by_operator")
+    if isinstance(profiled, dict):
+        clause += f"; by {profiled['profiler']}, {shares_text(profiled)}"
+    return clause
 
 
 def gate_verdict(gate: GateOutcome | None) -> str:

@@ -16,6 +16,7 @@ from spinn_export.report import architecture
 from spinn_export.report.lookup import artifact, timed_file, validation
 from spinn_export.report.render import Section
 from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
+from spinn_export.runtimes.profile import shares_text
 
 MIB = 2**20
 SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
@@ -125,6 +126,8 @@ def fastest_table(results: Results) -> pd.DataFrame:
         "CI low": frame["ci_low"], "CI high": frame["ci_high"],
         "compute bound ms": pd.to_numeric(frame["compute_bound_s"]) * 1e3,
         "of the bound": pd.to_numeric(frame["bound_fraction"]), "ceiling precision": frame["ceiling_precision"],
+        "time by operator": frame["time_by_operator"].map(
+            lambda entry: f"{entry['profiler']}: {shares_text(entry)}" if isinstance(entry, dict) else None),
         "ΔR² vs its fp32 model": pd.to_numeric(frame["val_r2_delta"]), "verified by": frame["verified_by"],
         "ABBA cycles": frame["cycles"],
         "finalists (speedup)": frame["finalists"].map(_finalists_text),

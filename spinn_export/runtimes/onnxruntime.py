@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.hardware import no_gpu_reason
+from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # imported only where it is used: writing plain ONNX does not need it
     import onnxruntime as ort
@@ -106,13 +107,16 @@ def session_providers(device: str, tf32: bool = False) -> list[str | tuple[str, 
 
 
 def open_session(path: Path, device: str, threads: int, graph_optimization: str = "all",
-                 tf32: bool = False) -> ort.InferenceSession:
-    """A benchmark session: on the global pool, asking only for this device's provider (then the CPU)."""
+                 tf32: bool = False, profile_prefix: str | None = None) -> ort.InferenceSession:
+    """A benchmark session: on the global pool, asking only for this device's provider (then the CPU);
+    `profile_prefix`: ONNX Runtime's profiler on, its JSON written there (for `time_by_operator` only)."""
     import onnxruntime
 
     global_pool(threads)
     options = onnxruntime.SessionOptions()
     options.use_per_session_threads = False
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
     options.graph_optimization_level = {
         "disabled": onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL,
         "basic": onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -121,6 +125,34 @@ def open_session(path: Path, device: str, threads: int, graph_optimization: str 
     }[graph_optimization]
     options.log_severity_level = 3
     return load_session(path, session_providers(device, tf32), options)
+
+
+def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: Any) -> TimeByOperator:
+    """ONNX Runtime's profiler on a session opened by `open_profiled(prefix)` (as the benchmark opens it, profiler
+    on): PROFILED_CALLS calls on `x` after one warm-up, each kernel's time summed by operator type per call."""
+    import json
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        session = open_profiled(str(Path(tmp) / "ort"))
+        feeds = {session.get_inputs()[0].name: x}
+        session.run(None, feeds)
+        for _ in range(PROFILED_CALLS):
+            session.run(None, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    calls: list[dict[str, float]] = []
+    for run in runs[-PROFILED_CALLS:]:
+        start, end = run["ts"], run["ts"] + run["dur"]
+        per_type: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time") \
+                    and start <= event["ts"] <= end:
+                operator = event.get("args", {}).get("op_name", "?")
+                per_type[operator] = per_type.get(operator, 0.0) + event["dur"] * 1e-6
+        calls.append(per_type)
+    return summarize_calls("ONNX Runtime profiler", calls, "ONNX Runtime fuses an activation into the Gemm before it "
+                           "(FusedGemm) where it can: the GEMM share includes those; every other node is its own kernel")
 
 
 def predict(path: Path) -> Callable[[Any], Any]:

@@ -19,6 +19,7 @@ import numpy as np
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.progress import quiet
 from spinn_export.runtimes import installed_version
+from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # openvino is imported only where it is used
     import openvino as ov
@@ -113,11 +114,11 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
 
 
 def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, streams: int = 1,
-                 rewrite_tanh: bool = True) -> Compiled:
+                 rewrite_tanh: bool = True, profiling: bool = False) -> Compiled:
     """Compile an ONNX file for the CPU with every setting explicit: INFERENCE_PRECISION_HINT (`hint`, or what the
     file declares; f32 must be asked for, or AMX CPUs compute float32 models in bf16), NUM_STREAMS,
     INFERENCE_NUM_THREADS (0: OpenVINO's choice), the LATENCY performance hint, and `rewrite_tanh`
-    (`tanh_as_sigmoid`; False keeps OpenVINO's Tanh).
+    (`tanh_as_sigmoid`; False keeps OpenVINO's Tanh), and `profiling` (PERF_COUNT, for `time_by_operator` only).
 
     Raises UserError if the file is unreadable, or if OpenVINO would compute in another precision than asked
     (bf16 requested on a CPU without it compiles silently to f32).
@@ -137,7 +138,7 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
     rewritten = rewrite_tanh and tanh_as_sigmoid(model) > 0
     requested = hint or HINTS[declared_precision(model)]
     settings = {hints.inference_precision: requested, hints.performance_mode: hints.PerformanceMode.LATENCY,
-                ov_streams.num: streams, props.inference_num_threads: threads}
+                ov_streams.num: streams, props.inference_num_threads: threads, props.enable_profiling: profiling}
     try:
         with quiet():
             compiled = core().compile_model(model, DEVICE, settings)
@@ -150,6 +151,25 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
                         f"({native_bf16_missing() or 'the CPU plugin chose otherwise'}); ask for another precision")
     return Compiled(compiled, used, int(compiled.get_property(props.inference_num_threads)),
                     int(compiled.get_property(ov_streams.num)), "sigmoid" if rewritten else "native")
+
+
+def time_by_operator(compiled: Compiled, x: np.ndarray) -> TimeByOperator:
+    """OpenVINO's own per-node counters (a model compiled with `profiling`) over PROFILED_CALLS calls on `x`, by node
+    type; nodes fused into another (status NOT_RUN) cost nothing of their own."""
+    import openvino as ov
+
+    request = compiled.model.create_infer_request()
+    request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+    calls = []
+    for _ in range(PROFILED_CALLS):
+        request.infer()
+        per_type: dict[str, float] = {}
+        for node in request.profiling_info:
+            if node.status == ov.ProfilingInfo.Status.EXECUTED:
+                per_type[node.node_type] = per_type.get(node.node_type, 0.0) + node.real_time.total_seconds()
+        calls.append(per_type)
+    return summarize_calls("OpenVINO PERF_COUNT", calls, "OpenVINO fuses activations and requantisation into "
+                           "FullyConnected where it can: the GEMM share includes those; the rest it did not fuse")
 
 
 def predict(compiled: Compiled) -> Callable[[np.ndarray], np.ndarray]:

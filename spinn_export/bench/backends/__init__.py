@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from spinn_export.bench.timing import Call
+    from spinn_export.runtimes.profile import TimeByOperator
 
 BACKEND_GROUP = "spinn_export.backends"
 CHECKPOINT_FORMAT = "checkpoint"  # what eager torch backends open: the safetensors checkpoint itself
@@ -124,6 +125,11 @@ class Runner(abc.ABC):
     @abc.abstractmethod
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Outputs for `x` as a float32 host array (used for the parity check, not timed)."""
+
+    def time_by_operator(self, x: np.ndarray) -> TimeByOperator | None:
+        """Where a call's time goes, from the runtime's own profiler (`runtimes.profile`), or None where this
+        backend has no profiler to ask. Not a timing: profiled calls run slower, so only the shares are meant."""
+        return None
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

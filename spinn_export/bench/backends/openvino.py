@@ -18,6 +18,7 @@ and prepared calls of several batch sizes (the paired measurement keeps them all
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from spinn_export.hardware import cpu_model
 from spinn_export.runtimes import OPENVINO
 from spinn_export.runtimes import openvino as openvino_runtime
 from spinn_export.runtimes.openvino import TANH_FORMS, Compiled, compile_onnx, native_bf16_missing
+from spinn_export.runtimes.profile import TimeByOperator
 
 NAME = "openvino-cpu"
 PRECISION_HINTS = ("auto", "f32", "bf16")
@@ -60,8 +62,9 @@ class OpenVinoConfig(BackendConfig):
 
 
 class OpenVinoRunner(Runner):
-    def __init__(self, compiled: Compiled):
+    def __init__(self, compiled: Compiled, compile_profiled: Callable[[], Compiled] | None = None):
         self.compiled, self.backend, self.device = compiled, NAME, "cpu"
+        self.compile_profiled = compile_profiled  # the same model and settings, PERF_COUNT on
         self.provider, self.threads, self.device_name = compiled.label, compiled.threads, cpu_model()
         self.predict = openvino_runtime.predict(compiled)
 
@@ -84,11 +87,17 @@ class OpenVinoRunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
 
+    def time_by_operator(self, x: np.ndarray) -> TimeByOperator | None:
+        if self.compile_profiled is None:
+            return None
+        return openvino_runtime.time_by_operator(self.compile_profiled(), x)
+
 
 def _load(source: Source, threads: int, config: OpenVinoConfig) -> OpenVinoRunner:
     path = require_path(source, NAME, "ONNX")
     hint = None if config.precision_hint == "auto" else config.precision_hint
-    return OpenVinoRunner(compile_onnx(path, hint, config.threads or threads, config.streams, config.tanh == "sigmoid"))
+    settings = (path, hint, config.threads or threads, config.streams, config.tanh == "sigmoid")
+    return OpenVinoRunner(compile_onnx(*settings), lambda: compile_onnx(*settings, profiling=True))
 
 
 def _precisions() -> tuple[tuple[str, ...], str]:

@@ -7,8 +7,10 @@ torch has loaded when their major versions match.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from spinn_export.errors import UserError
 from spinn_export.hardware import cpu_model, gpu_info
 from spinn_export.runtimes import ONNXRUNTIME
 from spinn_export.runtimes import onnxruntime as ort_runtime
+from spinn_export.runtimes.profile import TimeByOperator
 
 OPTIMIZATION_LEVELS = ort_runtime.OPTIMIZATION_LEVELS
 
@@ -57,7 +60,8 @@ class OfflineOrtConfig(OrtConfig):
 
 
 class OrtRunner(Runner):
-    def __init__(self, session, backend: str, device: str, threads: int):  # type: ignore[no-untyped-def]
+    def __init__(self, session, backend: str, device: str, threads: int,  # type: ignore[no-untyped-def]
+                 open_profiled: Callable[[str], Any] | None = None):
         expected, used = ort_runtime.PROVIDERS[device], session.get_providers()[0]
         if used != expected:
             raise ProviderFallback(
@@ -67,6 +71,7 @@ class OrtRunner(Runner):
         self.session, self.backend, self.device, self.threads, self.provider = session, backend, device, threads, used
         self.input_name = session.get_inputs()[0].name
         self.device_name = _device_name(device)
+        self.open_profiled = open_profiled  # the same session, profiler on (`time_by_operator`)
 
     def prepare(self, x: np.ndarray) -> Call:
         x = np.ascontiguousarray(x, dtype=np.float32)
@@ -96,21 +101,28 @@ class OrtRunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
 
+    def time_by_operator(self, x: np.ndarray) -> TimeByOperator | None:
+        if self.open_profiled is None or self.device != "cpu":
+            return None
+        return ort_runtime.time_by_operator(self.open_profiled, np.ascontiguousarray(x, dtype=np.float32))
+
 
 def _device_name(device: str) -> str:
     return cpu_model() if device == "cpu" else (gpu_info().get("gpu_name") or "unknown NVIDIA GPU")
 
 
-def open_session(path: Path, device: str, threads: int, config: OrtConfig = OrtConfig()):  # type: ignore[no-untyped-def]
+def open_session(path: Path, device: str, threads: int, config: OrtConfig = OrtConfig(),  # type: ignore[no-untyped-def]
+                 profile_prefix: str | None = None):
     """A session with this backend's options (`runtimes.onnxruntime.open_session`)."""
     tf32 = isinstance(config, OrtCudaConfig) and config.tf32
-    return ort_runtime.open_session(path, device, threads, config.graph_optimization, tf32)
+    return ort_runtime.open_session(path, device, threads, config.graph_optimization, tf32, profile_prefix)
 
 
 def _loader(name: str, device: str):  # type: ignore[no-untyped-def]
     def load(source: Source, threads: int, config: OrtConfig) -> OrtRunner:
         path = require_path(source, name, "ONNX")
-        return OrtRunner(open_session(path, device, threads, config), name, device, threads)
+        return OrtRunner(open_session(path, device, threads, config), name, device, threads,
+                         lambda prefix: open_session(path, device, threads, config, prefix))
 
     return load
 

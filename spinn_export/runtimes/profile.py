@@ -1,0 +1,71 @@
+"""Where a call's time goes, as the runtime's own profiler reports it: seconds per call by operator type, split
+into the matrix products and everything else (activations, quantisation, layout changes).
+
+Honest only as shares: a profiled call runs slower than a timed one, and runtimes fuse differently. OpenVINO fuses
+tanh (or its sigmoid form) and requantisation into `FullyConnected` as post-ops where it can, and ONNX Runtime fuses
+an activation into the Gemm before it (`FusedGemm`), so the GEMM share includes what was fused, and what is left
+outside is what the runtime could not fuse (QuantizeLinear/DequantizeLinear, unfused activations). `note` says so.
+"""
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+PROFILED_CALLS = 5  # after the warm-up: each operator's figure is the median of these
+GEMM_OPERATORS = frozenset({  # ONNX Runtime kernels and OpenVINO CPU-plugin node types that are matrix products
+    "Gemm", "MatMul", "FusedGemm", "FusedMatMul", "MatMulInteger", "MatMulIntegerToFloat", "QGemm", "QLinearMatMul",
+    "DynamicQuantizeMatMul", "FullyConnected",
+})
+
+
+def is_gemm(operator: str) -> bool:
+    """A matrix product (OpenVINO names its variants FullyConnected*, e.g. FullyConnectedQuantizedLegacy)."""
+    return operator in GEMM_OPERATORS or operator.startswith("FullyConnected")
+
+
+@dataclass(frozen=True)
+class TimeByOperator:
+    """Median seconds per call of each operator type, from `profiler` over `calls` profiled calls."""
+
+    profiler: str
+    calls: int
+    by_operator: tuple[tuple[str, float], ...]  # largest first
+    note: str
+
+    @property
+    def gemm_s(self) -> float:
+        return sum(seconds for name, seconds in self.by_operator if is_gemm(name))
+
+    @property
+    def other_s(self) -> float:
+        return sum(seconds for name, seconds in self.by_operator if not is_gemm(name))
+
+    @property
+    def gemm_share(self) -> float:
+        total = self.gemm_s + self.other_s
+        return self.gemm_s / total if total > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "by_operator": dict(self.by_operator), "gemm_s": self.gemm_s, "other_s": self.other_s,
+                "gemm_share": self.gemm_share}
+
+
+def summarize_calls(profiler: str, calls: Iterable[Mapping[str, float]], note: str) -> TimeByOperator:
+    """Per-call {operator type: seconds} into each operator's median over the calls (0 where a call lacked it)."""
+    calls = list(calls)
+    names = sorted({name for call in calls for name in call})
+    medians = {name: statistics.median(call.get(name, 0.0) for call in calls) for name in names}
+    ordered = tuple(sorted(medians.items(), key=lambda item: -item[1]))
+    return TimeByOperator(profiler, len(calls), ordered, note)
+
+
+def shares_text(entry: Mapping[str, Any], top: int = 4) -> str:
+    """A stored `TimeByOperator.to_dict` as one phrase: the GEMM share, then the largest operators' shares."""
+    by_operator = entry["by_operator"]
+    total = sum(by_operator.values())
+    if total <= 0:
+        return "no operator time reported"
+    largest = ", ".join(f"{name} {seconds / total:.0%}" for name, seconds in list(by_operator.items())[:top])
+    return f"GEMMs {entry['gemm_share']:.0%} of the profiled time ({largest})"
