@@ -151,8 +151,8 @@ def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: An
                 operator = event.get("args", {}).get("op_name", "?")
                 per_type[operator] = per_type.get(operator, 0.0) + event["dur"] * 1e-6
         calls.append(per_type)
-    return summarize_calls("ONNX Runtime profiler", calls, "ONNX Runtime fuses an activation into the Gemm before it "
-                           "(FusedGemm) where it can: the GEMM share includes those; every other node is its own kernel")
+    return summarize_calls("ONNX Runtime profiler", calls, "ONNX Runtime fuses an activation into the Gemm before "
+                           "it (FusedGemm) where it can: the GEMM share includes those; other nodes are kernels of their own")
 
 
 def predict(path: Path) -> Callable[[Any], Any]:
