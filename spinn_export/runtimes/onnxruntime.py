@@ -151,8 +151,9 @@ def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: An
                 operator = event.get("args", {}).get("op_name", "?")
                 per_type[operator] = per_type.get(operator, 0.0) + event["dur"] * 1e-6
         calls.append(per_type)
-    return summarize_calls("ONNX Runtime profiler", calls, "ONNX Runtime fuses an activation into the Gemm before "
-                           "it (FusedGemm) where it can: the GEMM share includes those; other nodes are kernels of their own")
+    note = ("ONNX Runtime fuses an activation into the Gemm before it (FusedGemm) where it can: the GEMM share "
+            "includes those; other nodes are kernels of their own")
+    return summarize_calls("ONNX Runtime profiler", calls, note)
 
 
 def predict(path: Path) -> Callable[[Any], Any]:
