@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from spinn_export.export.formats import default_formats, get_format
 from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.files import sha256_of
@@ -43,3 +45,12 @@ def test_truncated_checkpoint_is_one_line(tmp_path, small_checkpoint):
 def test_opset_out_of_range_is_one_line(tmp_path, small_checkpoint):
     assert_clean_error(run_cli("export", str(small_checkpoint), "--out", str(tmp_path / "o"), "--opset", "9"),
                        "--opset 9", "18..23")
+
+
+@pytest.mark.parametrize("command", ["export", "run"])
+@pytest.mark.parametrize("value", ["-0.1", "nan", "much"])
+def test_an_unusable_accuracy_budget_is_one_line_before_any_work(tmp_path, command, value):
+    arguments = ["export", "missing.safetensors"] if command == "export" else ["run"]
+    result = run_cli(*arguments, "--max-r2-drop", value, "--out", str(tmp_path / "out"))
+    assert_clean_error(result, "--max-r2-drop", "R² change")
+    assert not (tmp_path / "out").exists()

@@ -125,7 +125,7 @@ def fastest_table(results: Results) -> pd.DataFrame:
     columns |= {
         "CI low": frame["ci_low"], "CI high": frame["ci_high"],
         "compute bound ms": pd.to_numeric(frame["compute_bound_s"]) * 1e3,
-        "of the bound": pd.to_numeric(frame["bound_fraction"]), "ceiling precision": frame["ceiling_precision"],
+        "% of the bound": pd.to_numeric(frame["bound_fraction"]) * 100, "ceiling precision": frame["ceiling_precision"],
         "time by operator": frame["time_by_operator"].map(
             lambda entry: f"{entry['profiler']}: {shares_text(entry)}" if isinstance(entry, dict) else None),
         "ΔR² vs its fp32 model": pd.to_numeric(frame["val_r2_delta"]), "verified by": frame["verified_by"],
