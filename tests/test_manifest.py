@@ -34,8 +34,8 @@ def test_round_trip(exported):
     record = manifest.find("tiny", "torchscript")
     assert record is not None and record.widths == (8, 4) and record.variant == "dense" and record.opset is None
     # it verifies onnx-bf16, so it is recorded where present
-    installed = importlib.util.find_spec("openvino") is not None
-    expected = {"torch", "numpy", "onnx", "onnxruntime", "python"} | ({"openvino"} if installed else set())
+    optional = {library for library in ("openvino", "nncf") if importlib.util.find_spec(library) is not None}
+    expected = {"torch", "numpy", "onnx", "onnxruntime", "python"} | optional
     assert set(manifest.versions) == expected
     assert sorted(p.name for p in exported.iterdir()) == [MANIFEST_NAME, "tiny.safetensors", "tiny.torchscript.pt"]
 
@@ -93,7 +93,7 @@ def test_unknown_variant_is_refused_before_writing(tmp_path):
 
 def test_manifest_json_is_the_documented_shape(exported):
     data = json.loads((exported / MANIFEST_NAME).read_text())
-    assert list(data) == ["schema", "versions", "artifacts"] and data["schema"] == 1
+    assert list(data) == ["schema", "versions", "artifacts", "unavailable"] and data["schema"] == 1
 
 
 def test_reading_and_verifying_a_manifest_and_reporting_need_no_torch(pipeline: Pipeline, tmp_path):

@@ -31,6 +31,8 @@ from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import architecture_of, build_model
 from spinn_export.model.spec import MLPSpec
+from spinn_export.report.results import load_manifest
+from spinn_export.report.summary import export_clause
 from spinn_export.runtimes import nncf as nncf_runtime
 from spinn_export.task.data import builtin_dataset
 
@@ -113,13 +115,18 @@ def test_control_rows_with_nan_targets_are_one_line():
         control_rows(x, y, "t")
 
 
-def test_without_nncf_the_format_is_skipped_with_the_reason(monkeypatch):
+def test_without_nncf_the_format_is_skipped_with_the_reason_in_the_manifest_and_summary(monkeypatch, tmp_path):
     monkeypatch.setattr(nncf_runtime, "installed_version", lambda name: None)
     reason = unavailable_formats()["onnx-int8-nncf"]
     assert reason == "nncf is not installed (pip install 'spinn-export[cpu]')"
     with pytest.raises(UserError, match="format 'onnx-int8-nncf' is unavailable here: nncf is not installed"):
         parse_formats("onnx-int8-nncf")
     assert "onnx-int8-nncf" not in {f.name for f in parse_formats("all")} and "onnx-int8-nncf" in formats()
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "m.safetensors", build_model(SPEC), SPEC, {"variant": "dense"})
+    export_checkpoints([checkpoint], tmp_path / "out", parse_formats("onnx"), unavailable=unavailable_formats())
+    assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["unavailable"]["onnx-int8-nncf"] == reason
+    assert f"onnx-int8-nncf ({reason})" in export_clause(load_manifest(tmp_path / "out"))
 
 
 def test_importing_nncf_through_the_runtime_turns_its_telemetry_off(monkeypatch):

@@ -323,6 +323,6 @@ def test_the_summary_says_what_the_export_could_not_give(pipeline: Pipeline, tmp
     (tmp_path / "artifacts" / "manifest.json").write_text(json.dumps(manifest))
     paths = build_report([pipeline.ort_json], tmp_path / "artifacts" / "manifest.json", None, tmp_path / "report")
     summary = _note(paths.markdown.read_text(), "Summary")
-    assert "Not exported on this machine: onnx-bf16 (this CPU has no native bf16)." in summary
-    assert ("structured.int8-nncf.onnx: accuracy control could not meet an R² drop of 0.001 on held-out training "
-            "rows; the best drop reached with int8 GEMMs is 0.0123 (2 of 3 GEMMs in int8)") in summary
+    assert "onnx-bf16" in summary and "this CPU has no native bf16" in summary
+    unmet = summary[summary.index("structured.int8-nncf.onnx"):]
+    assert all(figure in unmet for figure in ("could not meet", "0.001", "0.0123", "2 of 3"))

@@ -24,7 +24,7 @@ torch's CPU capability, the GPU's compute capability. The rules, precision by pr
   (`export.formats.onnx_bf16` needs native BF16), so it is recorded with `gflops: null` and the reason.
 
 A precision that is not measured has no ceiling, and its cases no fraction: never one against another
-precision's ceiling (int8-static runs as int8: `variants.RUNS_AS`).
+precision's ceiling (int8-static runs as int8: `export.formats.RUNS_AS`).
 """
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ from typing import Any
 
 import torch
 
-from spinn_export.bench.variants import FP32, RUNS_AS
+from spinn_export.bench.variants import FP32
 from spinn_export.errors import first_line
+from spinn_export.export.formats import RUNS_AS
 from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support, gpu_info
 from spinn_export.runtimes import ONNXRUNTIME, OPENVINO, TORCH
 from spinn_export.runtimes import onnxruntime as ort_runtime

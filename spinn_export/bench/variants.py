@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import PRECISIONS
+from spinn_export.export.formats import PRECISIONS, RUNS_AS
 from spinn_export.hardware import FP32
 from spinn_export.model.spec import ROLES
 
@@ -29,10 +29,6 @@ if TYPE_CHECKING:
 
 BASELINE_ROLE = "dense"
 MASKED, CSR = "masked", "csr"
-# A backend that runs int8 models runs every int8 ONNX form (dynamic: MatMulInteger; static, ONNX Runtime's or NNCF's:
-# QuantizeLinear/DequantizeLinear, ONNX's standard form), so a variant at a precision here also runs where
-# `Backend.precisions` names the value.
-RUNS_AS = {"int8-static": "int8", "int8-nncf": "int8"}
 
 
 @dataclass(frozen=True)

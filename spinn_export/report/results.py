@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from spinn_export.bench.variants import BASELINE_ROLE, FP32, RUNS_AS, Variant
+from spinn_export.bench.variants import BASELINE_ROLE, FP32, Variant
 from spinn_export.errors import UserError
+from spinn_export.export.formats import RUNS_AS
 
 BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
 FORMAT_GROUP = "spinn_export.formats"
 PRECISIONS = ("fp32", "bf16", "int8", "int8-static", "int8-nncf")
+# A backend that runs int8 models runs every int8 ONNX form (dynamic: MatMulInteger; static, ONNX Runtime's or NNCF's:
+# QuantizeLinear/DequantizeLinear, ONNX's standard form), so a precision here also runs where `Backend.precisions`
+# names its value, and is measured against that precision's GEMM ceiling. A new precision: its format module, and
+# its name here (and in RUNS_AS when it runs on another precision's kernels).
+RUNS_AS = {"int8-static": "int8", "int8-nncf": "int8"}
 ALL_FORMATS = "all"  # --formats all: every format this machine can produce
 DEFAULT_OPSET = 18
 ARTIFACT_HINT = "check the path or re-run `spinn-export export`"
