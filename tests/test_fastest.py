@@ -25,6 +25,7 @@ from spinn_export.bench.fastest import (
 )
 from spinn_export.bench.paired import PairedConfig
 from spinn_export.bench.variants import ModelRef, Variant, refs_from_manifest
+from spinn_export.export.formats import rate_unit
 from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.pipeline.job import RunOutcome, format_summary
 from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
@@ -119,6 +120,7 @@ def test_the_bound_is_the_flops_at_the_precisions_ceiling_and_never_another_prec
     unmeasured = with_bound(result, 2e9, "bf16", None)
     assert unmeasured.compute_bound_s is None and unmeasured.bound_fraction is None
     assert unmeasured.ceiling_precision == "bf16"
+    assert [rate_unit(p) for p in ("int8-nncf", "int8", "fp32", "bf16")] == ["GOP/s", "GOP/s", "GFLOP/s", "GFLOP/s"]
 
 
 def test_the_suite_stores_the_fastest_measured_case_per_batch(pipeline: Pipeline) -> None:
@@ -163,6 +165,7 @@ def test_the_report_and_the_main_jobs_summary_open_with_it(pipeline: Pipeline, t
     at = summary.index("compute bound")  # the fraction reached just before it, the bound in ms just after
     assert f"{entry['bound_fraction']:.0%}" in summary[at - 20:at]
     assert f"{entry['compute_bound_s'] * 1e3:.3g} ms" in summary[at:at + 40]
+    assert "GFLOP/s" in summary[at:at + 100]  # an fp32 ceiling; int8's reads in GOP/s
     table = pd.read_csv(paths.csv_dir / "fastest.csv")
     assert list(table["batch"]) == [1, 256] and (table["CI low"] <= table["speedup vs dense fp32 on ort-cpu"]).all()
     assert table.loc[1, "latency ms (median)"] == pytest.approx(entry["latency_s"] * 1e3)

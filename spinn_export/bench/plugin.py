@@ -24,6 +24,7 @@ from spinn_export.bench.options import OPTIONS, TIMEIT_BACKEND, SuiteSettings, n
 from spinn_export.bench.paired import ABBA_METHOD
 from spinn_export.bench.session import SETTINGS, SKIPPED, STATE, SuiteState
 from spinn_export.errors import UserError
+from spinn_export.export.formats import rate_unit
 from spinn_export.runtimes.profile import shares_text
 
 
@@ -181,20 +182,20 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     terminalreporter.section("spinn: GEMM ceilings")
     for device, by_precision in state.ceilings.items():
         for precision, c in by_precision.items():
-            figure = f"{c.gflops:8.1f} GFLOP/s ({c.method})" if c.gflops is not None else "not measured"
+            figure = f"{c.gflops:8.1f} {rate_unit(precision)} ({c.method})" if c.gflops is not None else "not measured"
             write(f"{device:>4} {precision:>4}: {figure}; native: {'yes' if c.native else 'no'}"
                   f"{f' ({c.reason})' if c.reason else ''}")
     for f in state.ceiling_fractions:
         write(f"{f.device:>4} {f.precision:>4}: {f.variant} on {f.backend} at batch {f.batch}: {f.fraction:.0%} "
               f"[{f.ci_low:.0%}, {f.ci_high:.0%}] of the ceiling, paired with {f.ceiling_gemm} "
-              f"({f.case_gflops:.1f} vs {f.gemm_gflops:.1f} GFLOP/s, {f.cycles} A B B A cycles)")
+              f"({f.case_gflops:.1f} vs {f.gemm_gflops:.1f} {rate_unit(f.precision)}, {f.cycles} A B B A cycles)")
     terminalreporter.section("spinn: skipped, with the reason")
     for reason, cases in skip_reasons(config).items():
         write(f"{cases:4} case(s): {reason}")
     terminalreporter.section("spinn: fastest verified deployment vs dense float32")
     for r in state.fastest:
-        bound = (f"; {r.bound_fraction:.0%} of its {r.ceiling_precision} compute bound "
-                 f"({r.compute_bound_s * 1e3:.3f} ms at {r.ceiling_gflops:.0f} GFLOP/s)" if r.bound_fraction else "")
+        bound = (f"; {r.bound_fraction:.0%} of its {r.ceiling_precision} compute bound ({r.compute_bound_s * 1e3:.3f} "
+                 f"ms at {r.ceiling_gflops:.0f} {rate_unit(r.ceiling_precision)})" if r.bound_fraction else "")
         write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, "
               f"{r.speedup_vs_dense_fp32:.2f}x [{r.ci_low:.2f}, {r.ci_high:.2f}] over dense float32 on "
               f"{r.baseline_backend} ({r.verified_by}){bound}")

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from spinn_export.defaults import HEADLINE_BACKEND
+from spinn_export.export.formats import rate_unit
 from spinn_export.report.gate import GateOutcome
 from spinn_export.report.lookup import file_bytes, history_stage, timed_artifact, validation
 from spinn_export.report.render import Section
@@ -120,7 +121,8 @@ def _bound_clause(row: pd.Series) -> str:
     fraction = pd.to_numeric(row.get("bound_fraction"), errors="coerce")
     clause = "" if pd.isna(fraction) else (
         f"; it reaches {fraction:.0%} of its compute bound, {row['compute_bound_s'] * 1e3:.3g} ms at the "
-        f"{row['ceiling_precision']} GEMM ceiling of {row['ceiling_gflops']:,.0f} GFLOP/s")
+        f"{row['ceiling_precision']} GEMM ceiling of {row['ceiling_gflops']:,.0f} "
+        f"{rate_unit(row['ceiling_precision'])}")
     profiled = row.get("time_by_operator")
     if isinstance(profiled, dict):
         clause += f"; by {profiled['profiler']}, {shares_text(profiled)}"

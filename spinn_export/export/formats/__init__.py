@@ -54,6 +54,11 @@ Writer = Callable[["nn.Module", "Architecture", Path, int], None]
 CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, "Calibration"], "dict[str, Any] | None"]
 
 
+def rate_unit(precision: str) -> str:
+    """Integer kernels do operations, not floating-point ones: their rate reads in GOP/s."""
+    return "GOP/s" if RUNS_AS.get(precision, precision) == "int8" else "GFLOP/s"
+
+
 @dataclass(frozen=True)
 class Calibration:
     """What a calibrated writer is given: `rows`, the checked training inputs its static ranges are fitted on, and,
