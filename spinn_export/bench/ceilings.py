@@ -24,7 +24,7 @@ torch's CPU capability, the GPU's compute capability. The rules, precision by pr
   (`export.formats.onnx_bf16` needs native BF16), so it is recorded with `gflops: null` and the reason.
 
 A precision that is not measured has no ceiling, and its cases no fraction: never one against another
-precision's ceiling (int8-static runs as int8: `export.formats.RUNS_AS`).
+precision's ceiling (int8-static runs as int8: `export.formats.ceiling_precision`).
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ import torch
 
 from spinn_export.bench.variants import FP32
 from spinn_export.errors import first_line
-from spinn_export.export.formats import RUNS_AS
+from spinn_export.export.formats import ceiling_precision
 from spinn_export.hardware import CPU_NATIVE, cpu_flags, cpu_support, gpu_info
 from spinn_export.runtimes import ONNXRUNTIME, OPENVINO, TORCH
 from spinn_export.runtimes import onnxruntime as ort_runtime
@@ -70,11 +70,6 @@ class Ceiling:
     def to_dict(self) -> dict[str, Any]:
         return {"gflops": self.gflops, "method": self.method, "native": self.native, "features": list(self.features),
                 "reason": self.reason, "measured": dict(self.measured)}
-
-
-def ceiling_precision(precision: str) -> str:
-    """The ceiling a case of this precision is a fraction of: its own, int8-static's being int8's."""
-    return RUNS_AS.get(precision, precision)
 
 
 def case_ceiling(ceilings: Ceilings, device: str, precision: str) -> Ceiling | None:

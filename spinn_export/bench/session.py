@@ -11,6 +11,7 @@ import pytest
 from spinn_export.bench.options import SuiteSettings
 from spinn_export.bench.paired import PairedResult
 from spinn_export.bench.variants import ModelRef
+from spinn_export.export.formats import ceiling_precision
 
 SETTINGS = pytest.StashKey[SuiteSettings]()
 STATE = pytest.StashKey["SuiteState"]()
@@ -42,7 +43,7 @@ class SuiteState:
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
         nothing where that ceiling was not measured."""
-        from spinn_export.bench.ceilings import case_ceiling, ceiling_precision
+        from spinn_export.bench.ceilings import case_ceiling
 
         ceiling = case_ceiling(self.ceilings, device, precision)
         if ceiling is None:

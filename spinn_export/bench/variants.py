@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import PRECISIONS, RUNS_AS
+from spinn_export.export.formats import PRECISIONS, ceiling_precision
 from spinn_export.hardware import FP32
 from spinn_export.model.spec import ROLES
 
@@ -70,7 +70,7 @@ class Variant:
 
     def unsupported_reason(self, backend: Backend) -> str | None:
         """Why `backend` can never run this variant, whatever files exist: its precision, or sparse CSR."""
-        if not {self.precision, RUNS_AS.get(self.precision)} & set(backend.precisions):
+        if not {self.precision, ceiling_precision(self.precision)} & set(backend.precisions):
             return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.precision} ({self.name})"
         if self.sparse and not backend.sparse:
             return f"{self.name} runs only where torch sparse CSR runs (eager backends)"

@@ -17,7 +17,7 @@ import pandas as pd
 
 from spinn_export.bench.variants import BASELINE_ROLE, FP32, Variant
 from spinn_export.errors import UserError
-from spinn_export.export.formats import RUNS_AS
+from spinn_export.export.formats import ceiling_precision
 
 BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
@@ -141,7 +141,7 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
         precision = info.get("precision") or (parsed.precision if parsed is not None else FP32)
         rows.append({
             "variant": info["variant"], "model": info.get("model", info["variant"]), "artifact": info.get("artifact"),
-            "precision": precision, "ceiling_precision": RUNS_AS.get(precision, precision),
+            "precision": precision, "ceiling_precision": ceiling_precision(precision),
             "backend": info["backend"], "batch": batch, "device": info.get("device"),
             "device_name": info.get("device_name"), "provider": info.get("provider"), "threads": info.get("threads"),
             "params": info.get("params"), "nonzero_params": info.get("nonzero_params"),

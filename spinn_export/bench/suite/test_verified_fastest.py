@@ -15,7 +15,7 @@ from typing import NoReturn
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
-from spinn_export.bench.ceilings import case_ceiling, ceiling_precision
+from spinn_export.bench.ceilings import case_ceiling
 from spinn_export.bench.fastest import (
     REFERENCE_BACKEND,
     Candidate,
@@ -28,6 +28,7 @@ from spinn_export.bench.fastest import (
 )
 from spinn_export.bench.paired import INTERLEAVED_METHOD, switches_runtime
 from spinn_export.bench.session import SuiteState, runner_for
+from spinn_export.export.formats import ceiling_precision
 
 
 def test_fastest_verified_deployment(spinn_fastest_batch: int, spinn_session: SuiteState) -> None:

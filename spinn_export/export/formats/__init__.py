@@ -54,9 +54,15 @@ Writer = Callable[["nn.Module", "Architecture", Path, int], None]
 CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, "Calibration"], "dict[str, Any] | None"]
 
 
+def ceiling_precision(precision: str) -> str:
+    """The precision whose kernels, and so whose GEMM ceiling, a model of this precision runs on: its own, or
+    int8's for int8-static and int8-nncf."""
+    return RUNS_AS.get(precision, precision)
+
+
 def rate_unit(precision: str) -> str:
     """Integer kernels do operations, not floating-point ones: their rate reads in GOP/s."""
-    return "GOP/s" if RUNS_AS.get(precision, precision) == "int8" else "GFLOP/s"
+    return "GOP/s" if ceiling_precision(precision) == "int8" else "GFLOP/s"
 
 
 @dataclass(frozen=True)
