@@ -16,8 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from spinn_export.errors import UserError
-from spinn_export.model.graph import SHAPE_BATCH, Graph, Ref, TensorInfo, shapes
-from spinn_export.model.groups import LINEAR, Analysis, Group, analyse, packet
+from spinn_export.model.graph import LINEAR, SHAPE_BATCH, Graph, Ref, shapes
+from spinn_export.model.groups import Analysis, Group, analyse, layer_nodes, weight_only
+from spinn_export.model.rules import packet
 from spinn_export.model.spec import ACTIVATIONS, FLOAT32_BYTES, SOURCES
 
 
@@ -59,7 +60,12 @@ class Architecture:
 
     @cached_property
     def analysis(self) -> Analysis:
-        return analyse(self.graph, self.shapes)
+        return analyse(self.graph, self.shapes, shapes(self.graph, SHAPE_BATCH + 2))
+
+    @cached_property
+    def weight_only(self) -> frozenset[str]:
+        """Stored tensors and the values computed from them alone (a layer's weight may be such a value)."""
+        return frozenset(weight_only(self.graph))
 
     @property
     def groups(self) -> tuple[Group, ...]:
@@ -87,14 +93,13 @@ class Architecture:
 
     @cached_property
     def layers(self) -> tuple[Layer, ...]:
+        """Every `linear` whose weight is a stored tensor or a value of stored tensors alone, in graph order."""
         found = []
-        info = self.graph.tensor_info
-        for node in self.graph.nodes:
+        for node in layer_nodes(self.graph).values():
             weight, bias = node.arg(1), node.arg(2)
-            if node.op == LINEAR and isinstance(weight, Ref) and weight.name in info:
-                x = self.shapes[node.args[0].name]
-                rows = math.prod(x[1:-1]) if len(x) > 2 else 1
-                found.append(Layer(node.name, weight.name, bias.name if isinstance(bias, Ref) else None, rows))
+            x = self.shapes[node.args[0].name]
+            rows = math.prod(x[1:-1]) if len(x) > 2 else 1
+            found.append(Layer(node.name, weight.name, bias.name if isinstance(bias, Ref) else None, rows))
         return tuple(found)
 
     @property
@@ -115,8 +120,9 @@ class Architecture:
     # ------------------------------------------------------------------ costs at any widths
 
     @cached_property
-    def _dims(self) -> list[tuple[TensorInfo, list[tuple[int, list[tuple[int, int]]]]]]:
-        """Per tensor, per dimension: (fixed channels, [(prunable group index, channels per unit)])."""
+    def _dims(self) -> list[tuple[str, list[tuple[int, list[tuple[int, int]]]]]]:
+        """Per stored tensor and weight-only value, per dimension: (fixed channels, [(prunable group index, channels
+        per unit)])."""
         prunable_index = {id(g): i for i, g in enumerate(self.prunable)}
         per_axis: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
         for group in self.groups:
@@ -127,25 +133,32 @@ class Architecture:
                 else:
                     fixed += count * group.width
                 per_axis[axis] = (fixed, varying)
-        return [(info, [per_axis.get((info.name, d), (size, [])) for d, size in enumerate(info.shape)])
-                for info in self.graph.tensors]
+        names = [t.name for t in self.graph.tensors] + sorted(self.weight_only - set(self.graph.tensor_info))
+        return [(name, [per_axis.get((name, d), (size, [])) for d, size in enumerate(self.shapes[name])])
+                for name in names if name in self.shapes]
 
     def _check(self, widths: Sequence[int]) -> None:
         if len(widths) != len(self.widths):
             raise ValueError(f"{len(widths)} widths for {len(self.widths)} prunable groups")
 
-    def tensor_shapes_at(self, widths: Sequence[int]) -> dict[str, tuple[int, ...]]:
+    def weight_shapes_at(self, widths: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """The shape of every stored tensor and weight-only value at `widths`."""
         self._check(widths)
-        return {info.name: tuple(fixed + sum(widths[g] * count for g, count in varying) for fixed, varying in dims)
-                for info, dims in self._dims}
+        return {name: tuple(fixed + sum(widths[g] * count for g, count in varying) for fixed, varying in dims)
+                for name, dims in self._dims}
+
+    def tensor_shapes_at(self, widths: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        found = self.weight_shapes_at(widths)
+        return {t.name: found[t.name] for t in self.graph.tensors}
 
     def params_at(self, widths: Sequence[int]) -> int:
+        """The stored tensors' elements, as the module holds them (a low-rank layer counts its factors)."""
         return sum(math.prod(shape) for shape in self.tensor_shapes_at(widths).values())
 
     def layer_shapes_at(self, widths: Sequence[int]) -> list[tuple[int, int]]:
         """(out, in) of every layer's weight, in graph order."""
-        tensor_shapes = self.tensor_shapes_at(widths)
-        return [tuple(tensor_shapes[layer.weight]) for layer in self.layers]  # type: ignore[misc]
+        found = self.weight_shapes_at(widths)
+        return [tuple(found[layer.weight]) for layer in self.layers]  # type: ignore[misc]
 
     def flops_at(self, widths: Sequence[int]) -> int:
         """Two FLOPs per multiply-accumulate plus one per bias add, per sample (activations not counted)."""

@@ -1,20 +1,15 @@
-"""Width groups: which features of a graph must be removed together, and which may not be removed at all.
+"""Width groups: which channels of a graph must be removed together, and which may not be removed at all.
 
-Every tensor's last dimension (its features), and every dimension of a weight a layer reads, is an axis; every
-channel of every axis is a node of a union-find. Operations couple channels:
+Every dimension of every tensor and value is an axis (but the batch dimension, told apart by running the graph at
+two batch sizes), and every channel of every axis is a node of a union-find. Each operation couples channels by its
+rule (`model.rules`: one rule per ATen op; a layer couples its input's features with its weight's columns, an
+element-wise op its operands' channels with its output's on every axis, a concatenation or split by offsets, ...).
 
-* `linear(x, W, b)`: x's feature c with W's column c, the output's feature r with W's row r and b's entry r;
-* element-wise operations (activations, `add`, `sub`, `mul`, `div`, ...): each operand's feature c with the
-  output's feature c, where the operand has the output's width (a per-neuron parameter is sliced with its group);
-  an operand of width 1 is broadcast and stays whole;
-* `cat` on the features: input i's feature c with the output's feature offset_i + c (a Fourier embedding's cos
-  and sin of one frequency become one unit).
-
-A connected set of channels is a unit: removing a neuron removes exactly one unit. Units with the same number of
-channels in every axis are interchangeable and form a group, whose width is its number of units. It is sound by
-construction because the analysis fails closed: the model's input and output features, every axis an operation
-outside the lists above touches (a reshape, a reduction, LayerNorm, attention, ...) and every broadcast operand are
-frozen, with the operation named, and so is every unit coupled to them.
+A connected set of channels is a unit: removing a neuron removes exactly one unit, zeroing it everywhere. Units with
+the same number of channels on every axis are interchangeable and form a group, whose width is its number of units.
+It is sound by construction because the analysis fails closed: the model's input and output features, every axis an
+op without a rule touches, and every axis a rule freezes (a mean or a softmax over the features, a reshape that mixes
+them, ...) are frozen with the op named, and so is every unit coupled to them.
 """
 from __future__ import annotations
 
@@ -25,36 +20,18 @@ from typing import Any
 import numpy as np
 
 from spinn_export.model.graph import LINEAR, Graph, Node, Ref
+from spinn_export.model.rules import packet, rule_of, tensor_args
 
 Axis = tuple[str, int]  # (value name, dimension)
 
-CAT = "aten.cat.default"
-POINTWISE = frozenset({
-    "tanh", "sigmoid", "relu", "gelu", "silu", "sin", "cos", "exp", "expm1", "log", "log1p", "neg", "abs", "sqrt",
-    "rsqrt", "reciprocal", "square", "softplus", "elu", "selu", "celu", "leaky_relu", "hardtanh", "hardsigmoid",
-    "hardswish", "mish", "erf", "sign", "clamp", "clamp_min", "clamp_max", "relu6", "sinh", "cosh", "asinh", "atan",
-    "tan", "pow", "dropout", "alias", "clone", "detach", "_to_copy", "to", "lift_fresh_copy", "contiguous",
-    "add", "sub", "mul", "div", "rsub", "maximum", "minimum", "fmod", "remainder", "atan2", "where", "addcmul",
-    "addcdiv", "lerp", "logaddexp", "hypot",
-})
-SIZE_OPS = frozenset({"sym_size"})  # read a size; only the batch size (dimension 0) leaves the features alone
 REASONS = {
     "layer_norm": "normalises across the features", "native_layer_norm": "normalises across the features",
-    "group_norm": "normalises across the features", "batch_norm": "normalises with statistics per feature",
-    "_native_batch_norm_legit_no_training": "normalises with statistics per feature",
-    "view": "reshapes the features", "reshape": "reshapes the features", "unflatten": "reshapes the features",
-    "flatten": "reshapes the features", "sum": "reduces over the features", "mean": "reduces over the features",
-    "amax": "reduces over the features", "softmax": "mixes the features", "_softmax": "mixes the features",
-    "matmul": "multiplies two activations", "bmm": "multiplies two activations",
-    "scaled_dot_product_attention": "mixes the features", "slice": "slices the features",
-    "select": "selects a feature", "split": "splits the features", "transpose": "transposes the features",
-    "permute": "permutes the features", "unsqueeze": "adds a dimension beside the features",
+    "group_norm": "normalises across the features", "native_group_norm": "normalises across the features",
+    "index_select": "selects features by index", "index": "indexes the features", "gather": "gathers features",
+    "select": "selects a feature", "scaled_dot_product_attention": "mixes the features",
+    "repeat": "repeats the features", "roll": "rolls the features", "flip": "reverses the features",
 }
-
-
-def packet(op: str) -> str:
-    """`aten.add.Tensor` -> `add`."""
-    return op.split(".")[1] if op.startswith("aten.") else op
+NO_LAYER = "no weight matrix holds these channels (a fixed input embedding): kept whole"
 
 
 @dataclass(frozen=True)
@@ -79,7 +56,7 @@ class Group:
 @dataclass
 class Analysis:
     """Every group, and for each group the channel indices of each unit on each axis (unit order: the order of the
-    channels on the group's first axis), and the fixed channels (frozen groups' and broadcast ones) per axis."""
+    channels on the group's first axis); `lengths` is every axis's length."""
 
     groups: tuple[Group, ...]
     channels: list[dict[Axis, np.ndarray]]  # per group: axis -> (width, multiplicity) channel indices
@@ -90,16 +67,41 @@ class Analysis:
         return tuple(g for g in self.groups if g.prunable)
 
 
+def weight_only(graph: Graph) -> set[str]:
+    """The stored tensors and every value computed from them alone (a transposed, normalised or factored weight):
+    what a layer may multiply by and still be a layer."""
+    found = {t.name for t in graph.tensors}
+    for node in graph.nodes:
+        refs = node.refs()
+        if refs and node.op.startswith("aten.") and all(r in found for r in refs):
+            found.update(node.outputs)
+    return found
+
+
+def layer_nodes(graph: Graph) -> dict[str, Node]:
+    """`linear(x, W[, b])` with W (and b) weights or values of weights alone, and x an activation: the layers."""
+    weights = weight_only(graph)
+    found = {}
+    for node in graph.nodes:
+        x, weight, bias = node.arg(0), node.arg(1), node.arg(2)
+        if (node.op == LINEAR and isinstance(x, Ref) and x.name not in weights and isinstance(weight, Ref)
+                and weight.name in weights and (bias is None or (isinstance(bias, Ref) and bias.name in weights))):
+            found[node.name] = node
+    return found
+
+
 class _UnionFind:
     def __init__(self, size: int) -> None:
-        self.parent = list(range(size))
+        self.parent = np.arange(size, dtype=np.int64)
 
     def find(self, a: int) -> int:
         parent = self.parent
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+        root = a
+        while parent[root] != root:
+            root = int(parent[root])
+        while parent[a] != root:
+            parent[a], a = root, int(parent[a])
+        return root
 
     def union(self, a: int, b: int) -> None:
         ra, rb = self.find(a), self.find(b)
@@ -107,21 +109,38 @@ class _UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
 
-class _Builder:
-    def __init__(self, graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> None:
-        self.graph, self.shapes = graph, shapes
+class Coupler:
+    """What a rule sees: the shapes (at two batch sizes, to tell the batch dimension apart) and the couplings and
+    freezes it records."""
+
+    def __init__(self, graph: Graph, shapes: Mapping[str, tuple[int, ...]],
+                 other_batch: Mapping[str, tuple[int, ...]]) -> None:
+        self.graph, self.shapes, self.other_batch = graph, shapes, other_batch
         self.offsets: dict[Axis, int] = {}
         self.total = 0
-        self.pairs: list[tuple[Axis, int, Axis, int, int]] = []  # (axis a, offset a, axis b, offset b, count)
+        self.pairs: list[tuple[Axis, Axis, int, int]] = []  # (axis a, axis b, offset in b, count)
         self.frozen: dict[Axis, str] = {}
-        self.linear_out: list[tuple[Axis, str]] = []  # output axes of layers, with the layer's weight name
-        self.members: dict[Axis, str] = {}
 
-    def axis(self, name: str, dim: int = -1) -> Axis | None:
+    def shape(self, name: str) -> tuple[int, ...] | None:
         shape = self.shapes.get(name)
-        if shape is None or not shape:
+        return None if shape is None else tuple(shape)
+
+    def rank(self, name: str) -> int:
+        shape = self.shapes.get(name)
+        return 0 if shape is None else len(shape)
+
+    def is_batch(self, axis: Axis) -> bool:
+        name, dim = axis
+        other = self.other_batch.get(name)
+        return other is not None and dim < len(other) and other[dim] != self.shapes[name][dim]
+
+    def axis(self, name: str, dim: int) -> Axis | None:
+        shape = self.shapes.get(name)
+        if shape is None or not shape or not -len(shape) <= dim < len(shape):
             return None
         key = (name, dim % len(shape))
+        if self.is_batch(key) or shape[key[1]] == 1:
+            return None  # the batch is never pruned; a single channel is never one of many to choose from
         if key not in self.offsets:
             self.offsets[key] = self.total
             self.total += shape[key[1]]
@@ -130,142 +149,136 @@ class _Builder:
     def length(self, axis: Axis) -> int:
         return self.shapes[axis[0]][axis[1]]
 
-    def couple(self, a: Axis | None, b: Axis | None, offset_b: int = 0) -> None:
-        if a is not None and b is not None:
-            self.pairs.append((a, 0, b, offset_b, self.length(a)))
+    def couple(self, a: Axis, b: Axis, offset_b: int = 0) -> None:
+        """a's channel i is b's channel offset_b + i, for every channel of a."""
+        batch_a = self.shape(a[0]) is not None and self.is_batch((a[0], a[1] % max(self.rank(a[0]), 1)))
+        batch_b = self.shape(b[0]) is not None and self.is_batch((b[0], b[1] % max(self.rank(b[0]), 1)))
+        if batch_a or batch_b:
+            if batch_a != batch_b:  # a batch dimension met a fixed one: neither can be reasoned about
+                for axis in (a, b):
+                    self.freeze(axis, "meets the batch dimension")
+            return
+        key_a, key_b = self.axis(*a), self.axis(*b)
+        if key_a is None or key_b is None:
+            return
+        count = self.length(key_a)
+        if offset_b < 0 or offset_b + count > self.length(key_b):
+            self.freeze(key_a, "is coupled out of range")
+            self.freeze(key_b, "is coupled out of range")
+            return
+        self.pairs.append((key_a, key_b, offset_b, count))
 
-    def freeze(self, axis: Axis | None, reason: str) -> None:
-        if axis is not None:
-            self.frozen.setdefault(axis, reason)
+    def freeze(self, axis: Axis, reason: str) -> None:
+        key = self.axis(*axis)
+        if key is not None:
+            self.frozen.setdefault(key, reason)
 
-    def freeze_all(self, name: str, reason: str) -> None:
-        shape = self.shapes.get(name, ())
-        if name in self.graph.tensor_info:
-            for dim in range(len(shape)):
-                self.freeze(self.axis(name, dim), reason)
-        else:
-            self.freeze(self.axis(name), reason)
+    def freeze_value(self, name: str, reason: str) -> None:
+        for dim in range(self.rank(name)):
+            self.freeze((name, dim), reason)
 
-
-def _tensor_refs(values: Any) -> list[str]:
-    found: list[str] = []
-    stack = [values]
-    while stack:
-        value = stack.pop()
-        if isinstance(value, Ref):
-            found.append(value.name)
-        elif isinstance(value, (tuple, list)):
-            stack.extend(reversed(value))
-    return found
+    def freeze_node(self, node: Node, reason: str) -> None:
+        what = f"{packet(node.op)} at node {node.name!r} {reason}"
+        for name in [*tensor_args(node), *node.outputs]:
+            self.freeze_value(name, what)
 
 
-def analyse(graph: Graph, shapes: Mapping[str, tuple[int, ...]]) -> Analysis:
-    """The groups of `graph` (shapes as `graph.shapes` gives them)."""
-    b = _Builder(graph, shapes)
-    tensors = graph.tensor_info
-    b.freeze(b.axis(graph.input), "the model's input features")
+def analyse(graph: Graph, shapes: Mapping[str, tuple[int, ...]],
+            other_batch: Mapping[str, tuple[int, ...]] | None = None) -> Analysis:
+    """The groups of `graph` (shapes as `graph.shapes` gives them; `other_batch`: the same at another batch size)."""
+    c = Coupler(graph, shapes, other_batch if other_batch is not None else {})
+    c.freeze_value(graph.input, "the model's input features")
     for node in graph.nodes:
-        _couple(b, node, tensors)
-    b.freeze(b.axis(graph.output), "the model's outputs")
-    return _components(b)
+        names = [*tensor_args(node), *node.outputs]
+        if not any(c.rank(name) for name in names):
+            continue  # integer arithmetic on sizes
+        rule = rule_of(node.op)
+        if rule is None:
+            c.freeze_node(node, REASONS.get(packet(node.op), "is not an operation spinn-export can prove works "
+                                                              "feature by feature"))
+            continue
+        try:
+            rule.couple(c, node)
+        except (IndexError, TypeError, ValueError, AttributeError, KeyError):  # arguments the rule does not read
+            c.freeze_node(node, "has arguments spinn-export does not read")
+    c.freeze_value(graph.output, "the model's outputs")
+    return _components(c, graph)
 
 
-def _couple(b: _Builder, node: Node, tensors: Mapping[str, Any]) -> None:
-    name = packet(node.op)
-    outputs = [o for o in node.outputs if len(b.shapes.get(o, ())) >= 1]
-    refs = [r for r in _tensor_refs((node.args, tuple(v for _, v in node.kwargs))) if len(b.shapes.get(r, ())) >= 1]
-    if node.op == LINEAR and _is_layer(node, tensors, b.shapes):
-        x, weight, bias = node.args[0].name, node.args[1].name, node.arg(2)
-        b.couple(b.axis(x), b.axis(weight, 1))
-        b.couple(b.axis(node.outputs[0]), b.axis(weight, 0))
-        if isinstance(bias, Ref):
-            b.couple(b.axis(bias.name, 0), b.axis(weight, 0))
-            b.members[(bias.name, 0)] = f"{bias.name} (bias)"
-        b.linear_out.append(((weight, 0), weight))
-        b.members.setdefault((weight, 0), f"{weight} (rows)")
-        b.members.setdefault((weight, 1), f"{weight} (columns)")
-        return
-    if name in POINTWISE and len(outputs) == 1:
-        out = outputs[0]
-        width = b.shapes[out][-1]
-        for ref in refs:
-            axis = b.axis(ref)
-            if b.shapes[ref][-1] == width:
-                b.couple(axis, b.axis(out))
-                if ref in tensors:
-                    b.members.setdefault(axis, f"{ref} (per feature)")  # type: ignore[arg-type]
-            else:
-                b.freeze(axis, f"broadcast along the features by {name} at node {node.name!r}")
-        return
-    if node.op == CAT and len(outputs) == 1 and isinstance(node.args[0], tuple):
-        out = outputs[0]
-        rank = len(b.shapes[out])
-        dim = int(node.arg(1) or 0) % rank
-        offset = 0
-        for ref in _tensor_refs(node.args[0]):
-            if dim == rank - 1:
-                b.couple(b.axis(ref), b.axis(out), offset)
-                offset += b.shapes[ref][-1]
-            else:
-                b.couple(b.axis(ref), b.axis(out))
-        return
-    if name in SIZE_OPS and node.arg(1) == 0:
-        return
-    reason = f"{name} at node {node.name!r} " + REASONS.get(name, "is not an operation spinn-export can prove "
-                                                                   "works feature by feature")
-    for ref in refs + outputs:
-        b.freeze_all(ref, reason)
-
-
-def _is_layer(node: Node, tensors: Mapping[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> bool:
-    """linear(x, W, b) with W a stored 2-D weight and b absent or a stored vector: a layer, not a product of two
-    activations."""
-    weight, bias = node.arg(1), node.arg(2)
-    return (isinstance(node.args[0], Ref) and isinstance(weight, Ref) and weight.name in tensors
-            and len(shapes[weight.name]) == 2 and not node.kwargs
-            and (bias is None or (isinstance(bias, Ref) and bias.name in tensors and len(shapes[bias.name]) == 1)))
-
-
-def _components(b: _Builder) -> Analysis:
-    forest = _UnionFind(b.total)
-    for axis_a, off_a, axis_b, off_b, count in b.pairs:
-        start_a, start_b = b.offsets[axis_a] + off_a, b.offsets[axis_b] + off_b
+def _components(c: Coupler, graph: Graph) -> Analysis:
+    forest = _UnionFind(c.total)
+    for axis_a, axis_b, offset_b, count in c.pairs:
+        start_a, start_b = c.offsets[axis_a], c.offsets[axis_b] + offset_b
         for i in range(count):
             forest.union(start_a + i, start_b + i)
-    roots = np.array([forest.find(i) for i in range(b.total)], dtype=np.int64)
-    axes = sorted(b.offsets, key=b.offsets.__getitem__)
+    roots = np.array([forest.find(i) for i in range(c.total)], dtype=np.int64)
+    axes = sorted(c.offsets, key=c.offsets.__getitem__)
     frozen_reason: dict[int, str] = {}
-    for axis, reason in b.frozen.items():
-        start = b.offsets[axis]
-        for root in roots[start:start + b.length(axis)]:
+    for axis, reason in c.frozen.items():
+        start = c.offsets[axis]
+        for root in roots[start:start + c.length(axis)]:
             frozen_reason.setdefault(int(root), reason)
-    # per unit: axis -> channel indices
     unit_channels: dict[int, dict[Axis, list[int]]] = {}
     for axis in axes:
-        start = b.offsets[axis]
-        for channel, root in enumerate(roots[start:start + b.length(axis)]):
+        start = c.offsets[axis]
+        for channel, root in enumerate(roots[start:start + c.length(axis)]):
             unit_channels.setdefault(int(root), {}).setdefault(axis, []).append(channel)
     by_signature: dict[tuple[Any, ...], list[int]] = {}
     for root, per_axis in unit_channels.items():
         signature = tuple(sorted((axis, len(chs)) for axis, chs in per_axis.items()))
         by_signature.setdefault((frozen_reason.get(root), signature), []).append(root)
     order = {axis: index for index, axis in enumerate(axes)}
+    layers = layer_nodes(graph)
+    layer_rows = [((node.args[1].name, 0), _stored_source(graph, node.args[1].name)) for node in layers.values()]
+    members = _members(graph, layers)
+    stored = graph.tensor_info
     groups = []
     for (frozen, signature), units in by_signature.items():
         first = min((axis for axis, _ in signature), key=order.__getitem__)
         units.sort(key=lambda r: unit_channels[r][first][0])
         per_axis = {axis: np.array([unit_channels[r][axis] for r in units], dtype=np.int64) for axis, _ in signature}
-        layers = [weight for axis, weight in b.linear_out if axis in per_axis]
-        reason = "no layer computes these features" if frozen is None and not layers else frozen
-        name = layers[0].rpartition(".")[0] or layers[0] if layers else f"{first[0]}"
-        members = tuple(dict.fromkeys(b.members[axis] for axis, _ in signature if axis in b.members))
-        groups.append((order[first], Group(name, len(units), reason, signature, members), per_axis))
+        owners = [weight for axis, weight in layer_rows if axis in per_axis]
+        weighed = owners or any(len(stored[axis[0]].shape) >= 2 for axis in per_axis if axis[0] in stored)
+        reason = NO_LAYER if frozen is None and not weighed else frozen
+        name = (owners[0].rpartition(".")[0] or owners[0]) if owners else first[0]
+        names = tuple(dict.fromkeys(members[axis] for axis, _ in signature if axis in members))
+        groups.append((order[first], Group(name, len(units), reason, signature, names), per_axis))
     groups.sort(key=lambda item: item[0])
-    names: dict[str, int] = {}
+    seen: dict[str, int] = {}
     final = []
     for _, group, _ in groups:
-        count = names[group.name] = names.get(group.name, 0) + 1
+        count = seen[group.name] = seen.get(group.name, 0) + 1
         final.append(group if count == 1 else Group(f"{group.name}#{count}", group.width, group.frozen,
                                                     group.multiplicity, group.members))
-    lengths = {axis: b.length(axis) for axis in axes}
+    lengths = {axis: c.length(axis) for axis in axes}
     return Analysis(tuple(final), [per_axis for _, _, per_axis in groups], lengths)
+
+
+def _stored_source(graph: Graph, name: str) -> str:
+    """The first stored tensor a weight-only value is computed from (`B` for `2 pi B`, `U` for `U @ V`)."""
+    producers = graph.producers()
+    stored = graph.tensor_info
+    while name not in stored and name in producers:
+        refs = producers[name].refs()
+        if not refs:
+            break
+        name = refs[0]
+    return name
+
+
+def _members(graph: Graph, layers: Mapping[str, Node]) -> dict[Axis, str]:
+    """What each stored tensor's axis is, in words, for the report."""
+    found: dict[Axis, str] = {}
+    stored = graph.tensor_info
+    for node in layers.values():
+        weight, bias = node.args[1].name, node.arg(2)
+        if weight in stored:
+            found.setdefault((weight, 0), f"{weight} (rows)")
+            found.setdefault((weight, 1), f"{weight} (columns)")
+        if isinstance(bias, Ref) and bias.name in stored:
+            found.setdefault((bias.name, 0), f"{bias.name} (bias)")
+    for info in graph.tensors:
+        for dim in range(len(info.shape)):
+            found.setdefault((info.name, dim), f"{info.name} (per feature)" if len(info.shape) == 1
+                             else f"{info.name} (dim {dim})")
+    return found

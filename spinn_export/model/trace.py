@@ -1,39 +1,41 @@
-"""From a user's module or torch.export archive to a normalised graph: the weights as plain matrices, every product
-with a weight as `aten.linear`, nothing computed twice per call that depends only on weights.
+"""From a user's module or torch.export archive to a normalised graph: every product with a weight as `aten.linear`,
+the user's tensors exactly as the user has them.
 
-Normalising is what lets one analysis read every family: weight norm (`_weight_norm(v, g)`), weight factorisation
-(`exp(s)[:, None] * V`), parametrisations and scaled Fourier matrices (`2 pi B`) are sub-graphs of weights only, so
-they are computed once and stored as the plain tensor they produce (trainable if any of their sources was), and
-`x @ B`, `mm` and `addmm` with a weight become `linear` with the weight transposed. A module is traced by
-torch.export and read back through the same safe reader as a user's `.pt2`, so there is one path from any model to
-a graph. Every normalised graph is checked against what it was made from on random inputs before it is used.
+Normalising is what lets one analysis read every family: `x @ B`, `mm`, `addmm`, `einsum('bi,ij->bj')` and a
+hand-written `x @ W.t() + b` with a weight become `linear` (with the weight transposed where needed, a transpose of a
+transpose cancelled, and a following bias add taken in). Sub-graphs of weights alone (weight norm, weight
+factorisation `exp(s)[:, None] * V`, a low-rank `U @ V`, a tied `W.t()`, a scaled Fourier matrix `2 pi B`) stay as
+the user wrote them: computed from the user's own tensors, which keep their count, their tying and whether they
+train. A module is traced by torch.export and read back through the same safe reader as a user's `.pt2`, so there
+is one path from any model to a graph. Every normalised graph is checked against what it was made from, on the
+user's rows and their range where known (`model.probe`), before it is used.
 """
 from __future__ import annotations
 
 import io
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from spinn_export.errors import UserError, first_line
-from spinn_export.model.graph import LINEAR, Graph, Node, Ref, TensorInfo, call, run
+from spinn_export.model.graph import LINEAR, Graph, Node, Ref, run, shapes
+from spinn_export.model.groups import weight_only
+from spinn_export.model.probe import disagreement, probe_rows
 from spinn_export.model.pt2 import read_pt2
 from spinn_export.progress import quiet
 
 TRANSPOSE = "aten.t.default"
-CHECK_ROWS = 64
-CHECK_SEED = 20_251_205
-ATOL, RTOL = 1e-5, 1e-4  # float32 through reassociated sums (the folded weights are the same arithmetic, once)
+TRANSPOSES = ("aten.t.default", "aten.numpy_T.default")
+PRODUCTS = ("aten.matmul.default", "aten.mm.default")
 
 
-def graph_of_module(module: nn.Module, in_features: int, label: str) -> tuple[Graph, dict[str, torch.Tensor]]:
+def graph_of_module(module: nn.Module, in_features: int, label: str,
+                    data: torch.Tensor | None = None) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Trace `module` with torch.export (batch axis dynamic) and read it back as a normalised graph, checked
-    against the module itself."""
+    against the module itself (on `data`'s rows and range where given)."""
     module = module.eval()
     example = torch.randn(2, in_features, generator=torch.Generator().manual_seed(0))
     try:
@@ -49,124 +51,149 @@ def graph_of_module(module: nn.Module, in_features: int, label: str) -> tuple[Gr
     buffer.seek(0)
     graph, tensors = read_pt2(buffer, trust_pickle=True, label=label)  # our own bytes, written a moment ago
     normal, values = normalize(graph, tensors, label)
-    _check(label, module, normal, values, "the module")
+    _check(label, module, normal, values, "the module", data)
     return normal, values
 
 
-def graph_of_pt2(path: str | Path, trust_pickle: bool = False) -> tuple[Graph, dict[str, torch.Tensor]]:
+def graph_of_pt2(path: str | Path, trust_pickle: bool = False,
+                 data: torch.Tensor | None = None) -> tuple[Graph, dict[str, torch.Tensor]]:
     """A user's `.pt2`, read safely (`model.pt2`) and normalised, checked against the graph as stored."""
     graph, tensors = read_pt2(path, trust_pickle)
     normal, values = normalize(graph, tensors, str(path))
     floated = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
-    _check(str(path), lambda x: run(graph, floated, x)[0], normal, values, "the graph as stored")
+    _check(str(path), lambda x: run(graph, floated, x)[0], normal, values, "the graph as stored", data)
     return normal, values
 
 
 def normalize(graph: Graph, tensors: Mapping[str, torch.Tensor], label: str) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Products with weights as `linear`, weight-only sub-graphs folded, dead nodes and unused tensors dropped,
-    floating tensors as float32."""
+    """Products with weights as `linear`, dead nodes and unused tensors dropped, floating tensors as float32."""
     values = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in tensors.items()}
-    graph = _as_linear(graph)
-    graph, values = _fold(graph, values)
+    graph = _with_bias(_as_linear(graph))
     return _prune_dead(graph, values, label)
 
 
+class _Names:
+    """Fresh names beside every name a graph already uses (a parameter may well be called `matmul_weight`)."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.taken = {graph.input, *(t.name for t in graph.tensors), *(o for n in graph.nodes for o in n.outputs)}
+
+    def fresh(self, base: str) -> str:
+        name, index = base, 1
+        while name in self.taken:
+            name, index = f"{base}_{index}", index + 1
+        self.taken.add(name)
+        return name
+
+
 def _as_linear(graph: Graph) -> Graph:
-    """`matmul(x, W)` / `mm(x, W)` with a 2-D weight, and `addmm(b, x, W)`, as `linear(x, t(W)[, b])`."""
-    info = graph.tensor_info
+    """Products of an activation with a 2-D weight (or a value of weights alone) as `linear(x, W[, b])`:
+    `matmul`/`mm(x, W)` and `addmm(b, x, W)` (what `.run_decompositions()` writes) as `linear(x, t(W)[, b])`, where
+    W = t(V) (or `permute(V, [1, 0])`, `transpose(V, 0, 1)`) simply `linear(x, V[, b])`; and a two-operand
+    `einsum` that is a layer (`'bi,ij->bj'`, `'...i,ji->...j'`)."""
+    weights = weight_only(graph)
+    producers = graph.producers()
+    names = _Names(graph)
+    rank = _ranks(graph)
     nodes: list[Node] = []
     for node in graph.nodes:
-        product = node.op in ("aten.matmul.default", "aten.mm.default") and len(node.args) == 2
-        with_bias = node.op == "aten.addmm.default" and len(node.args) == 3 and not node.kwargs
-        weight = node.args[-1] if product or with_bias else None
-        if isinstance(weight, Ref) and weight.name in info and len(info[weight.name].shape) == 2:
-            transposed = Node(f"{node.name}_weight", TRANSPOSE, (weight,))
-            bias = node.args[0] if with_bias else None
-            nodes += [transposed, Node(node.name, LINEAR, (node.args[-2], Ref(transposed.name), bias),
-                                       outputs=node.outputs)]
-        else:
+        found = _layer_operands(node, weights, rank)
+        if found is None:
             nodes.append(node)
+            continue
+        x, weight, bias, rows_first = found
+        source = _untransposed(producers.get(weight.name), rank)
+        if not rows_first and source is not None:
+            weight, rows_first = source, True
+        if not rows_first:
+            transposed = Node(names.fresh(f"{node.name}_weight"), TRANSPOSE, (weight,))
+            nodes.append(transposed)
+            weight = Ref(transposed.name)
+        nodes.append(Node(node.name, LINEAR, (x, weight, bias), outputs=node.outputs))
     return Graph(graph.input, graph.in_features, tuple(nodes), graph.output, graph.tensors)
 
 
-def _fold(graph: Graph, values: dict[str, torch.Tensor]) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """Compute every node that reads only tensors (weights, constants), once; keep what the rest of the graph reads
-    as a new tensor, trainable if any weight went into it."""
-    info = graph.tensor_info
-    constant: dict[str, Any] = dict(values)
-    trainable = {name: t.trainable for name, t in info.items()}
-    sources = {name: [name] for name in info}
-    kept: list[Node] = []
-    for node in graph.nodes:
-        refs = node.refs()
-        if all(name in constant for name in refs) and node.op.startswith("aten."):
-            try:
-                with torch.no_grad():
-                    out = call(node, constant)
-            except Exception:  # leave it in the graph; shapes and the check will tell if it is wrong
-                kept.append(node)
-                continue
-            for name in node.outputs:
-                constant[name] = out[name]
-                trainable[name] = any(trainable[r] for r in refs) and out[name].is_floating_point()
-                sources[name] = [s for r in refs for s in sources[r]]
+def _ranks(graph: Graph) -> dict[str, int]:
+    """The rank of every tensor the graph stores or computes, from its shapes at a few rows."""
+    try:
+        return {name: len(shape) for name, shape in shapes(graph).items()}
+    except UserError:
+        return {t.name: len(t.shape) for t in graph.tensors}
+
+
+def _layer_operands(node: Node, weights: set[str], rank: Mapping[str, int]) -> tuple[Ref, Ref, Any, bool] | None:
+    """(x, W, bias, whether W is stored (out, in)) when the node multiplies an activation by a 2-D weight."""
+    def weight(value: Any) -> bool:
+        return isinstance(value, Ref) and value.name in weights and rank.get(value.name) == 2
+
+    def activation(value: Any) -> bool:
+        return isinstance(value, Ref) and value.name not in weights
+
+    if node.op in PRODUCTS and len(node.args) == 2 and not node.kwargs:
+        x, w = node.args
+        return (x, w, None, False) if activation(x) and weight(w) else None
+    if node.op == "aten.addmm.default" and len(node.args) == 3 and not node.kwargs:
+        bias, x, w = node.args
+        if activation(x) and weight(w) and isinstance(bias, Ref) and bias.name in weights and rank.get(bias.name) == 1:
+            return x, w, bias, False
+        return None
+    if node.op == "aten.einsum.default" and isinstance(node.arg(1), tuple) and len(node.arg(1)) == 2:
+        return _einsum_layer(str(node.args[0]), node.args[1], weight, activation)
+    return None
+
+
+def _einsum_layer(equation: str, operands: tuple[Any, ...], weight: Any, activation: Any) -> tuple[Ref, Ref, Any,
+                                                                                                   bool] | None:
+    inputs, arrow, output = equation.replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    if not arrow or len(terms) != 2:
+        return None
+    for x_index in (0, 1):
+        x, w = operands[x_index], operands[1 - x_index]
+        x_term, w_term = terms[x_index], terms[1 - x_index]
+        if not (activation(x) and weight(w)) or len(w_term) != 2 or not x_term:
             continue
-        kept.append(node)
-    read = {name for node in kept for name in node.refs()} | {graph.output}
-    frontier = [name for name in constant if name in read and name not in info]
-    used_names = {t.name for t in graph.tensors} | {n for node in kept for n in node.outputs}
-    renames: dict[str, str] = {}
-    new_infos = [t for t in graph.tensors if t.name in read]
-    for name in frontier:
-        fresh = _fold_name(name, sources[name], kept, used_names | set(renames.values()))
-        renames[name] = fresh
-        value = constant[name].detach().contiguous()
-        values[fresh] = value
-        new_infos.append(TensorInfo(fresh, tuple(value.shape), trainable[name]))
-    nodes = tuple(_renamed(node, renames) for node in kept)
-    output = renames.get(graph.output, graph.output)
-    return Graph(graph.input, graph.in_features, nodes, output, tuple(new_infos)), values
+        contracted = x_term[-1]
+        if contracted not in w_term or w_term[0] == w_term[1]:
+            continue
+        produced = w_term.replace(contracted, "")
+        if output == x_term[:-1] + produced and produced not in x_term:
+            return x, w, None, w_term[0] == produced
+    return None
 
 
-def _fold_name(name: str, sources: list[str], nodes: list[Node], taken: set[str]) -> str:
-    """A readable name for a folded tensor: `<layer>.weight` / `.bias` for what a linear reads (the layer being the
-    sources' common prefix, before any `parametrizations`), else `<source>_<node>`; the node's name if those clash."""
-    parts = [s.split(".") for s in dict.fromkeys(sources)]
-    common: list[str] = []
-    for segments in zip(*parts):
-        if len(set(segments)) != 1:
-            break
-        common.append(segments[0])
-    if "parametrizations" in common:
-        common = common[:common.index("parametrizations")]
-    slot = next((("weight", "bias")[i - 1] for node in nodes if node.op == LINEAR
-                 for i, a in enumerate(node.args) if isinstance(a, Ref) and a.name == name and i in (1, 2)), None)
-    unique = list(dict.fromkeys(sources))
-    if slot and common and not (len(unique) == 1 and common == unique[0].split(".")):
-        candidate = f"{'.'.join(common)}.{slot}"
-    elif common:
-        candidate = f"{'.'.join(common)}_{slot or name}"
-    else:
-        candidate = name
-    for option in (candidate, name):
-        clash = any(option == t or option.startswith(f"{t}.") or t.startswith(f"{option}.") for t in taken)
-        if not clash:
-            return option
-    index = 1
-    while any(f"{name}_{index}" == t for t in taken):
-        index += 1
-    return f"{name}_{index}"
+def _untransposed(producer: Node | None, rank: Mapping[str, int]) -> Ref | None:
+    """V when a weight is `t(V)` / `permute(V, [1, 0])` / `transpose(V, 0, 1)` of a 2-D V."""
+    if producer is None or not isinstance(producer.arg(0), Ref) or rank.get(producer.args[0].name) != 2:
+        return None
+    swap = (producer.op in TRANSPOSES or (producer.op == "aten.permute.default" and tuple(producer.arg(1)) == (1, 0))
+            or (producer.op == "aten.transpose.int" and {producer.arg(1) % 2, producer.arg(2) % 2} == {0, 1}))
+    return producer.args[0] if swap else None
 
 
-def _renamed(node: Node, renames: Mapping[str, str]) -> Node:
-    def swap(value: Any) -> Any:
-        if isinstance(value, Ref):
-            return Ref(renames.get(value.name, value.name))
-        if isinstance(value, tuple):
-            return tuple(swap(v) for v in value)
-        return value
-
-    return replace(node, args=swap(node.args), kwargs=tuple((k, swap(v)) for k, v in node.kwargs))
+def _with_bias(graph: Graph) -> Graph:
+    """`linear(x, W) + b` (a hand-written layer) as `linear(x, W, b)`, where b is a 1-D weight of the layer's width
+    and the sum is all the layer's output is used for."""
+    weights = weight_only(graph)
+    consumers = graph.consumers()
+    rank = _ranks(graph)
+    fused: dict[str, Node] = {}
+    dropped: set[str] = set()
+    by_output = {node.outputs[0]: node for node in graph.nodes if node.op == LINEAR and node.arg(2) is None}
+    for node in graph.nodes:
+        if node.op != "aten.add.Tensor" or len(node.args) != 2 or node.kwargs:
+            continue
+        for layer_ref, bias in (node.args, node.args[::-1]):
+            layer = by_output.get(layer_ref.name) if isinstance(layer_ref, Ref) else None
+            if (layer is not None and isinstance(bias, Ref) and bias.name in weights and rank.get(bias.name) == 1
+                    and len(consumers.get(layer_ref.name, [])) == 1 and layer.name not in dropped):
+                fused[node.name] = Node(node.name, LINEAR, (*layer.args[:2], bias), outputs=node.outputs)
+                dropped.add(layer.name)
+                break
+    if not fused:
+        return graph
+    nodes = tuple(fused.get(n.name, n) for n in graph.nodes if n.name not in dropped)
+    return Graph(graph.input, graph.in_features, nodes, graph.output, graph.tensors)
 
 
 def _prune_dead(graph: Graph, values: dict[str, torch.Tensor], label: str) -> tuple[Graph, dict[str, torch.Tensor]]:
@@ -183,10 +210,11 @@ def _prune_dead(graph: Graph, values: dict[str, torch.Tensor], label: str) -> tu
     return result, {t.name: values[t.name] for t in tensors}
 
 
-def _check(label: str, reference: Any, graph: Graph, values: Mapping[str, torch.Tensor], what: str) -> None:
-    """The normalised graph must compute what it was made from, on random rows, to float32 precision."""
-    x = torch.from_numpy(np.random.default_rng(CHECK_SEED).standard_normal((CHECK_ROWS, graph.in_features),
-                                                                           dtype=np.float32))
+def _check(label: str, reference: Any, graph: Graph, values: Mapping[str, torch.Tensor], what: str,
+           data: torch.Tensor | None = None) -> None:
+    """The normalised graph must compute what it was made from, column by column, on the user's rows and their range
+    (standard-normal rows where no data is known)."""
+    x = probe_rows(graph.in_features, data).float()
     try:
         with torch.no_grad():
             expected = reference(x)
@@ -194,14 +222,13 @@ def _check(label: str, reference: Any, graph: Graph, values: Mapping[str, torch.
     except UserError:
         raise
     except Exception as exc:  # the model cannot run on (batch, features) rows: it is not a network of that shape
-        raise UserError(f"{label}: the model does not run on a ({CHECK_ROWS}, {graph.in_features}) batch "
+        raise UserError(f"{label}: the model does not run on a ({len(x)}, {graph.in_features}) batch "
                         f"({type(exc).__name__}: {first_line(exc)})") from None
     if not isinstance(expected, torch.Tensor) or expected.shape != got.shape or expected.dim() != 2:
         shape = tuple(expected.shape) if isinstance(expected, torch.Tensor) else type(expected).__name__
-        raise UserError(f"{label}: the model returns {shape} for a ({CHECK_ROWS}, {graph.in_features}) batch; "
+        raise UserError(f"{label}: the model returns {shape} for a ({len(x)}, {graph.in_features}) batch; "
                         "spinn-export needs one (batch, outputs) tensor")
-    expected, got = expected.detach().float(), got.detach().float()
-    if not torch.allclose(got, expected, atol=ATOL * max(1.0, float(expected.abs().max())), rtol=RTOL):
-        error = float((got - expected).abs().max())
-        raise UserError(f"{label}: the graph read from the model differs from {what} by {error:.3g} on random "
-                        "inputs; please report this model to spinn-export")
+    worst = disagreement(expected, got)
+    if worst is not None:
+        raise UserError(f"{label}: the graph read from the model differs from {what} ({worst.describe()}); "
+                        "please report this model to spinn-export")

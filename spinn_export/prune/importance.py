@@ -20,8 +20,8 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
-from spinn_export.model.graph import Node, run, tensors_of
-from spinn_export.prune.shrink import layer_nodes
+from spinn_export.model.graph import Node, call, run, tensors_of
+from spinn_export.model.groups import layer_nodes
 from spinn_export.task.data import Dataset
 
 CRITERIA = ("l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out", "taylor", "random")
@@ -30,8 +30,9 @@ CRITERIA = ("l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out", "taylor", "random"
 def _norm_scores(architecture: Architecture, model: nn.Module, criterion: str) -> list[torch.Tensor]:
     norm, _, side = criterion.partition("-")
     p = 1 if norm == "l1" else 2
-    tensors = tensors_of(architecture.graph, model)
-    weights = {layer.weight for layer in architecture.layers}
+    tensors = weight_values(architecture, model)
+    weights = {layer.weight for layer in architecture.layers} | {t.name for t in architecture.graph.tensors
+                                                                  if len(t.shape) == 2}
     analysis = architecture.analysis
     scores = []
     for group, channels in zip(analysis.groups, analysis.channels):
@@ -45,6 +46,19 @@ def _norm_scores(architecture: Architecture, model: nn.Module, criterion: str) -
             total += per_channel[torch.from_numpy(per_unit)].sum(dim=1)
         scores.append(total.pow(1.0 / p))
     return scores
+
+
+def weight_values(architecture: Architecture, model: nn.Module) -> dict[str, torch.Tensor]:
+    """Every stored tensor and every value computed from them alone (a factored or normalised layer weight), as the
+    model holds them now."""
+    tensors = {k: v.detach() for k, v in tensors_of(architecture.graph, model).items()}
+    derived = [n for n in architecture.graph.nodes if all(o in architecture.weight_only for o in n.outputs)]
+    if not derived:
+        return tensors
+    with torch.no_grad():
+        for node in derived:
+            tensors.update(call(node, tensors))
+    return tensors
 
 
 class _Gated(nn.Module):

@@ -23,8 +23,11 @@ from spinn_export.model.mlp import count_nonzero
 
 
 def _layer_weights(architecture: Architecture, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The layers' stored, trainable weights: a fixed matrix (a Fourier embedding's B) is not the model's to prune,
+    and a weight computed from others (factors, weight norm) has no entries of its own to zero."""
     tensors = tensors_of(architecture.graph, model)
-    return {layer.weight: tensors[layer.weight] for layer in architecture.layers}
+    return {layer.weight: tensors[layer.weight] for layer in architecture.layers
+            if layer.weight in tensors and tensors[layer.weight].requires_grad}
 
 
 def magnitude_prune(model: nn.Module, architecture: Architecture, nonzero: int) -> nn.Module:

@@ -1,71 +1,76 @@
 """Remove units from any graph, fold what can be folded, and prove the result before anyone uses it.
 
-`shrink` keeps the given units of every prunable group: each tensor is sliced along every axis of a group, so every
-layer becomes a smaller dense matrix. A removed unit's value where a layer reads it is replaced by a constant,
-folded into that layer's bias, where that is exact (`foldable`: the group's values reach the rest of the network only
-through layers, possibly after element-wise operations of that value alone, so the removed unit acts on the network
-only through those layers' inputs):
+`shrink` keeps the given units of every prunable group: each tensor is sliced along every axis of a group, and every
+size an op names (`view`, `split`, `slice`) is rewritten, so every layer becomes a smaller dense matrix and the
+user's tensors stay the user's (factors stay factors, a tied weight stays one tensor). A removed unit is zero
+everywhere (`model.rules`); where the unit's value reaches the rest of the network only through layers, the value it
+would have had is folded into those layers' biases instead (`foldable`):
 
 * `bias`: its value when its own layer's inputs are zero (the activation of its bias, for a plain MLP),
 * `mean`: its mean value on calibration inputs (the best constant in least squares),
 * `none`: zero.
 
-Elsewhere (a residual stream, U/V gates, a Fourier embedding) the removed unit is zero. Groups are processed in graph
-order, so a unit's constant is taken in the network whose earlier removals are already folded in.
+Groups are processed in graph order, so a unit's constant is taken in the network whose earlier removals are
+already in place.
 
-The proof (`prove`, on every prune): the pruned network must compute what the original computes with the removed
-channels zeroed at every value and, where folded, set to their constants at the layers that read them. The
-reference is the original graph run by the interpreter with those replacements, independent of the slicing.
+The proof (`prove`, on every prune): the pruned network must compute, column by column at each column's own scale,
+what the original computes with the removed channels zeroed in every tensor and value and the folded constants
+added where they were folded, on the user's own rows and random rows over their range (`model.probe`), in float64.
+The reference is the original graph run by the interpreter, independent of the slicing.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, run, tensors_of
-from spinn_export.model.groups import LINEAR, POINTWISE, packet
+from spinn_export.model.groups import Axis, layer_nodes
+from spinn_export.model.probe import disagreement, probe_rows
+from spinn_export.model.rules import POINTWISE, packet, resized
 
 FOLDS = ("mean", "bias", "none")
-PROOF_ROWS = 256
-PROOF_SEED = 20_251_206
-PROOF_ATOL, PROOF_RTOL = 1e-5, 1e-4
 
 
 class ProofError(UserError):
-    """The pruned network does not compute what the original does with the removed channels zeroed (a bug: nothing
+    """The pruned network does not compute what the original does with the removed units zeroed (a bug: nothing
     is saved)."""
 
 
 @dataclass
-class Plan:
-    """What one prune removes, per value and per layer input: the masks and constants both the pruned network and
-    the proof's reference are built from."""
+class Removal:
+    """What one prune removes: per tensor and value, a mask per dimension (True: removed), the kept channels per
+    axis, and what each folded layer adds to its output (at its original width)."""
 
-    removed: dict[str, torch.Tensor]  # value or tensor -> bool mask over its features (True: removed)
-    keep: dict[tuple[str, int], torch.Tensor]  # axis -> kept channel indices
-    constants: dict[str, torch.Tensor]  # layer node -> constant per input feature (0 where none)
-    folded: tuple[str, ...]  # names of the groups whose constants were folded
+    removed: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
+    keep: dict[Axis, torch.Tensor] = field(default_factory=dict)
+    added: dict[str, torch.Tensor] = field(default_factory=dict)  # layer output -> constant contribution
+    folded: tuple[str, ...] = ()
 
-    def reference_hooks(self) -> dict[str, Any]:
-        def after(name: str, value: Any) -> Any:
-            mask = self.removed.get(name)
-            return value if mask is None else torch.where(mask, torch.zeros((), dtype=value.dtype), value)
+    def zeroed(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {name: _zero(value, self.removed.get(name)) for name, value in tensors.items()}
 
-        def edge(node: Node, index: int, value: Any) -> Any:
-            constant = self.constants.get(node.name) if index == 0 else None
-            if constant is None:
-                return value
-            mask = self.removed[node.args[0].name]
-            return torch.where(mask, constant.to(value.dtype), value)
+    def after(self, name: str, value: Any) -> Any:
+        """The reference's hook: a folded layer's constant added, then the removed channels zeroed."""
+        if name in self.added and isinstance(value, torch.Tensor):
+            value = value + self.added[name].to(value.dtype)
+        return _zero(value, self.removed.get(name))
 
-        return {"after": after, "edge": edge}
+
+def _zero(value: Any, masks: dict[int, torch.Tensor] | None) -> Any:
+    if not masks or not isinstance(value, torch.Tensor):
+        return value
+    for dim, mask in masks.items():
+        shape = [1] * value.dim()
+        shape[dim] = -1
+        value = value.masked_fill(mask.reshape(shape), 0)
+    return value
 
 
 def select_keep(scores: Sequence[torch.Tensor], widths: Sequence[int]) -> tuple[torch.Tensor, ...]:
@@ -73,29 +78,32 @@ def select_keep(scores: Sequence[torch.Tensor], widths: Sequence[int]) -> tuple[
     return tuple(torch.sort(torch.topk(s, w).indices).values for s, w in zip(scores, widths))
 
 
-def layer_nodes(graph: Graph) -> dict[str, Node]:
-    info = graph.tensor_info
-    return {n.name: n for n in graph.nodes
-            if n.op == LINEAR and isinstance(n.arg(1), Ref) and n.arg(1).name in info and isinstance(n.args[0], Ref)}
+def _last_axis(architecture: Architecture, value: str) -> Axis:
+    return value, len(architecture.shapes[value]) - 1
 
 
 def foldable(architecture: Architecture, group_index: int) -> bool:
     """Whether the prunable group's values reach the rest of the network only through layers (after element-wise
-    operations of that value alone), each with a bias of its own: then a removed unit acts only through those
-    layers' inputs, and its constant can be folded into their biases."""
+    operations of that value alone), each with a bias of its own or none: then a removed unit acts only through
+    those layers' inputs, and its constant can be folded into their biases."""
     group = architecture.prunable[group_index]
     graph = architecture.graph
-    values = {axis[0] for axis, _ in group.multiplicity if axis[0] not in graph.tensor_info}
+    weights = architecture.weight_only
+    stored = graph.tensor_info
+    values = {axis[0] for axis, _ in group.multiplicity if axis[0] not in weights}
     consumers = graph.consumers()
     layers = layer_nodes(graph)
     for value in values:
+        if value == graph.output:
+            return False
         for node, _ in consumers.get(value, []):
-            if node.name in layers and node.args[0] == Ref(value):
+            if node.name in layers and node.args[0] == Ref(value) and _last_axis(architecture, value) in dict(
+                    group.multiplicity):
                 bias = node.arg(2)
-                if isinstance(bias, Ref) and len(consumers.get(bias.name, [])) > 1:
-                    return False  # a bias shared by two layers cannot take two layers' constants
+                if isinstance(bias, Ref) and (bias.name not in stored or len(consumers.get(bias.name, [])) > 1):
+                    return False  # a computed or shared bias cannot take one layer's constants
                 continue
-            activations = [r for r in node.refs() if r not in graph.tensor_info]
+            activations = [r for r in node.refs() if r not in weights]
             if packet(node.op) in POINTWISE and activations == [value] and node.outputs[0] in values:
                 continue
             return False
@@ -107,12 +115,8 @@ def foldable_groups(architecture: Architecture) -> tuple[bool, ...]:
     return tuple(foldable(architecture, index) for index in range(len(architecture.prunable)))
 
 
-def _last_axis(architecture: Architecture, value: str) -> tuple[str, int]:
-    return value, len(architecture.shapes[value]) - 1
-
-
 def plan(architecture: Architecture, model: nn.Module, keep_units: Sequence[torch.Tensor], fold: str,
-         calibration: torch.Tensor | None) -> Plan:
+         calibration: torch.Tensor | None) -> Removal:
     """Masks for `keep_units` (per prunable group), and each foldable group's constants, group by group: a group's
     constants are measured in the network with the earlier groups' removals already in place."""
     if fold not in FOLDS:
@@ -126,7 +130,7 @@ def plan(architecture: Architecture, model: nn.Module, keep_units: Sequence[torc
     tensors = {k: v.detach() for k, v in tensors_of(graph, model).items()}
     removed_axis = {axis: torch.zeros(length, dtype=torch.bool) for axis, length in analysis.lengths.items()}
     layers = layer_nodes(graph)
-    result = Plan({}, {}, {}, ())
+    result = Removal()
     folded = []
     for position, (group_index, kept) in enumerate(zip(prunable, keep_units)):
         group, channels = analysis.groups[group_index], analysis.channels[group_index]
@@ -134,107 +138,118 @@ def plan(architecture: Architecture, model: nn.Module, keep_units: Sequence[torc
         drop[torch.as_tensor(kept, dtype=torch.long)] = False
         if not drop.any():
             continue
-        exits = [n for n in layers.values() if _last_axis(architecture, n.args[0].name) in channels]
-        constants = None
         if fold != "none" and foldable(architecture, position):
+            exits = [n for n in layers.values() if _last_axis(architecture, n.args[0].name) in channels]
             roots = [n for n in layers.values() if _last_axis(architecture, n.outputs[0]) in channels]
-            constants = _exit_values(graph, tensors, result, exits, roots, fold, calibration)
+            for name, added in _folded(graph, tensors, result, exits, roots, channels, drop, fold,
+                                       calibration).items():
+                result.added[name] = result.added.get(name, torch.zeros_like(added)) + added
             folded.append(group.name)
         for axis, per_unit in channels.items():
             removed_axis[axis][torch.from_numpy(per_unit[drop.numpy()].reshape(-1))] = True
-        result.removed = {axis[0]: mask.clone() for axis, mask in removed_axis.items()
-                          if mask.any() and axis[0] not in graph.tensor_info}
-        for node in exits if constants is not None else []:
-            axis = _last_axis(architecture, node.args[0].name)
-            mask = torch.zeros(analysis.lengths[axis], dtype=torch.bool)
-            mask[torch.from_numpy(channels[axis][drop.numpy()].reshape(-1))] = True
-            previous = result.constants.get(node.name, torch.zeros(analysis.lengths[axis]))
-            result.constants[node.name] = torch.where(mask, constants[node.name], previous)
+        result.removed = {}
+        for (name, dim), mask in removed_axis.items():
+            if mask.any():
+                result.removed.setdefault(name, {})[dim] = mask.clone()
     result.keep = {axis: torch.nonzero(~mask).flatten() for axis, mask in removed_axis.items()}
     result.folded = tuple(folded)
     return result
 
 
-def _exit_values(graph: Graph, tensors: dict[str, torch.Tensor], current: Plan, exits: list[Node], roots: list[Node],
-                 fold: str, calibration: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Per exit layer, the value per input feature it reads, in the network with the earlier groups' replacements:
-    its mean over `calibration` (`mean`), or, for `bias`, what it reads when the group's own layers (`roots`) get
-    nothing but the constants folded into them so far (their incoming weights zero)."""
-    hooks = current.reference_hooks()
-    recorded: dict[str, torch.Tensor] = {}
+def _folded(graph: Graph, tensors: dict[str, torch.Tensor], current: Removal, exits: list[Node], roots: list[Node],
+            channels: dict[Axis, Any], drop: torch.Tensor, fold: str,
+            calibration: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per exit layer's output, what the dropped units add through it: W[:, dropped] @ c[dropped], c being the
+    value the layer reads there in the network with the earlier groups' removals in place: its mean over
+    `calibration` (`mean`), or, for `bias`, what it reads when the group's own layers (`roots`) get zero inputs."""
+    read: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     exit_names, root_names = {n.name for n in exits}, {n.name for n in roots}
 
     def edge(node: Node, index: int, value: Any) -> Any:
-        value = hooks["edge"](node, index, value)
-        if index == 0 and node.name in exit_names:
-            recorded[node.name] = value
+        if node.name in exit_names and index in (0, 1):
+            previous = read.get(node.name, (None, None))
+            read[node.name] = (value, previous[1]) if index == 0 else (previous[0], value)
         if fold == "bias" and index == 0 and node.name in root_names:
-            constant, mask = current.constants.get(node.name), current.removed.get(node.args[0].name)
-            if constant is None or mask is None:
-                return torch.zeros_like(value)
-            return torch.where(mask, constant.to(value.dtype), torch.zeros_like(value))
+            return torch.zeros_like(value)
         return value
 
     x = calibration if fold == "mean" else torch.zeros(1, graph.in_features)
     with torch.no_grad():
-        run(graph, tensors, x, edge=edge, after=hooks["after"])
-    return {name: value.reshape(-1, value.shape[-1]).mean(dim=0) for name, value in recorded.items()}
+        run(graph, current.zeroed(tensors), x, edge=edge, after=current.after)
+    found = {}
+    for node in exits:
+        value, weight = read[node.name]
+        axis = (node.args[0].name, value.dim() - 1)
+        mask = torch.zeros(value.shape[-1], dtype=torch.bool)
+        mask[torch.from_numpy(channels[axis][drop.numpy()].reshape(-1))] = True
+        constant = value.reshape(-1, value.shape[-1]).mean(dim=0)
+        found[node.outputs[0]] = weight[:, mask] @ constant[mask]
+    return found
 
 
 def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Tensor], *, fold: str = "bias",
            calibration: torch.Tensor | None = None) -> tuple[Architecture, nn.Module]:
     """A new, smaller network holding only the `keep` units of each prunable group, proven against the original
-    (`prove`) before it is returned."""
+    (`prove`, on the calibration rows and their range) before it is returned."""
     removal = plan(architecture, model, keep, fold, calibration)
     graph = architecture.graph
     tensors = {k: v.detach() for k, v in tensors_of(graph, model).items()}
-    sliced: dict[str, torch.Tensor] = {}
-    for info in graph.tensors:
-        value = tensors[info.name]
-        for dim in range(value.dim()):
-            index = removal.keep.get((info.name, dim))
-            if index is not None and len(index) != value.shape[dim]:
-                value = value.index_select(dim, index)
-        sliced[info.name] = value.clone()
-    nodes = list(graph.nodes)
+    sliced = {info.name: _sliced(tensors[info.name], info.name, removal).clone() for info in graph.tensors}
     infos = list(graph.tensors)
-    layers = layer_nodes(graph)
-    for name, constant in removal.constants.items():
-        node = layers[name]
-        weight, bias = node.args[1].name, node.arg(2)
-        carried = tensors[weight] @ constant  # what the removed inputs' constants add, per (unsliced) output
-        out_keep = removal.keep.get((weight, 0))
-        if out_keep is not None:
-            carried = carried.index_select(0, out_keep)
+    nodes = list(graph.nodes)
+    layers = {node.outputs[0]: node for node in layer_nodes(graph).values()}
+    taken = {t.name for t in infos} | {o for n in nodes for o in n.outputs} | {graph.input}
+    for output, added in removal.added.items():
+        node = layers[output]
+        rows = removal.keep.get(_last_axis(architecture, output))
+        carried = added if rows is None else added.index_select(0, rows)
+        bias = node.arg(2)
         if isinstance(bias, Ref):
             sliced[bias.name] = sliced[bias.name] + carried
-        else:
-            fresh = f"{name}_folded_bias"
-            sliced[fresh] = carried
-            infos.append(TensorInfo(fresh, tuple(carried.shape), trainable=True))
-            nodes[nodes.index(node)] = replace(node, args=(*node.args[:2], Ref(fresh)))
-    pruned_graph = Graph(graph.input, graph.in_features, tuple(nodes), graph.output,
-                         tuple(replace(t, shape=tuple(sliced[t.name].shape)) for t in infos))
+            continue
+        fresh = f"{node.name}_folded_bias"
+        while fresh in taken:
+            fresh += "_"
+        taken.add(fresh)
+        sliced[fresh] = carried
+        infos.append(TensorInfo(fresh, tuple(carried.shape), trainable=True))
+        nodes[nodes.index(node)] = Node(node.name, node.op, (*node.args[:2], Ref(fresh)), node.kwargs, node.outputs)
+
+    def kept(value: str, dim: int) -> list[int]:
+        rank = len(architecture.shapes[value])
+        index = removal.keep.get((value, dim % rank))
+        return list(range(architecture.shapes[value][dim % rank])) if index is None else index.tolist()
+
+    pruned_graph = Graph(graph.input, graph.in_features, resized(nodes, kept), graph.output,
+                         tuple(TensorInfo(t.name, tuple(sliced[t.name].shape), t.trainable) for t in infos))
     trainable = {t.name: t.trainable for t in infos}
-    values = {name: nn.Parameter(v) if trainable[name] else v for name, v in sliced.items()}
+    values = {name: nn.Parameter(v) if trainable[name] and v.is_floating_point() else v for name, v in sliced.items()}
     pruned = Architecture(pruned_graph, architecture.source)
     module = build_module(pruned_graph, values).train(model.training)
-    prove(architecture, tensors, removal, pruned, module)
+    prove(architecture, tensors, removal, pruned, module, calibration)
     return pruned, module
 
 
-def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal: Plan, pruned: Architecture,
-          module: nn.Module) -> None:
-    """Raise ProofError unless the pruned module equals the original with the removed channels zeroed (and, where
-    folded, set to their constants where layers read them) on random inputs, to float32 precision."""
-    rows = np.random.default_rng(PROOF_SEED).standard_normal((PROOF_ROWS, architecture.in_features), dtype=np.float32)
-    x = torch.from_numpy(rows)
+def _sliced(value: torch.Tensor, name: str, removal: Removal) -> torch.Tensor:
+    for dim in range(value.dim()):
+        index = removal.keep.get((name, dim))
+        if index is not None and len(index) != value.shape[dim]:
+            value = value.index_select(dim, index)
+    return value
+
+
+def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal: Removal, pruned: Architecture,
+          module: nn.Module, data: torch.Tensor | None = None) -> None:
+    """Raise ProofError unless the pruned module equals the original with the removed units zeroed (and the folded
+    constants added) on the user's rows and their range, each output column at its own scale, in float64."""
+    x = probe_rows(architecture.in_features, data)
+    reference = {k: v.double() if v.is_floating_point() else v for k, v in removal.zeroed(tensors).items()}
     with torch.no_grad():
-        expected, _ = run(architecture.graph, tensors, x, **removal.reference_hooks())
-        got = module(x)
-    scale = max(1.0, float(expected.abs().max()))
-    error = float((got - expected).abs().max()) if got.shape == expected.shape else float("inf")
-    if not (error <= PROOF_ATOL * scale + PROOF_RTOL * float(expected.abs().max())):
-        raise ProofError(f"the pruned network (widths {list(pruned.widths)}) differs from the original with the "
-                         f"removed channels zeroed by {error:.3g} on random inputs; nothing was saved (please report "
-                         "this network to spinn-export)")
+        expected, _ = run(architecture.graph, reference, x, after=removal.after)
+        got = copy.deepcopy(module).double().eval()(x)
+    worst = disagreement(expected, got)
+    if worst is not None:
+        groups = ", ".join(f"{g.name} {g.width}->{w}" for g, w in zip(architecture.prunable, pruned.widths)
+                           if g.width != w) or "none"
+        raise ProofError(f"the pruned network (groups {groups}) differs from the original with the removed units "
+                         f"zeroed: {worst.describe()}; nothing was saved (please report this network to spinn-export)")
