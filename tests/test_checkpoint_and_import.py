@@ -104,10 +104,14 @@ def test_a_traced_module_keeps_its_skip_and_freezes_what_it_cannot_prove(tmp_pat
     torch.save(ResidualMLP(), tmp_path / "residual.pth")
     residual = open_model(tmp_path / "residual.pth", trust_pickle=True, in_features=18).architecture
     assert residual.widths == (16,) and not residual.is_chain  # the skip couples both hidden layers
-    torch.save(nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
+    torch.save(nn.Sequential(nn.Linear(18, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
                tmp_path / "normed.pth")
     normed = open_model(tmp_path / "normed.pth", trust_pickle=True, in_features=18).architecture
-    assert normed.widths == () and any("batch_norm" in reason for reason in normed.frozen_reasons())
+    assert normed.widths == () and any("layer_norm" in reason for reason in normed.frozen_reasons())
+    torch.save(nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
+               tmp_path / "batch-normed.pth")
+    batch_normed = open_model(tmp_path / "batch-normed.pth", trust_pickle=True, in_features=18).architecture
+    assert batch_normed.widths == (8,)  # eval-mode batch norm works channel by channel
     torch.save(nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), tmp_path / "conv.pth")
     with pytest.raises(UserError, match=r"conv\.pth"):
         open_model(tmp_path / "conv.pth", trust_pickle=True, in_features=18)

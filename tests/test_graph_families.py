@@ -33,13 +33,13 @@ FAMILIES = {
     "residual": (lambda: seeded(families.ResidualMLP), {"inp": 32}),
     "bottleneck-residual": (lambda: seeded(families.BottleneckResidualMLP), {"inp": 24, "a.0": 40, "a.1": 40}),
     "modified-mlp": (lambda: seeded(families.ModifiedMLP), {"u": 32, "first": 32}),
-    "fourier-fixed": (lambda: seeded(families.FourierMLP), {"B_weight": 16, "hidden": 32, "hidden2": 32}),
+    "fourier-fixed": (lambda: seeded(families.FourierMLP), {"B": 16, "hidden": 32, "hidden2": 32}),
     "fourier-trained": (lambda: seeded(families.FourierMLP, trainable=True),
-                        {"B_weight": 16, "hidden": 32, "hidden2": 32}),
+                        {"B": 16, "hidden": 32, "hidden2": 32}),
     "weight-norm-and-factorised": (lambda: seeded(families.NormalizedMLP),
                                    {"first": 32, "second": 32, "third": 32}),
     "adaptive-activation": (lambda: seeded(families.AdaptiveMLP), {"first": 32, "second": 32}),
-    "piratenet": (lambda: seeded(families.PirateNet), {"B_weight": 16, "u": 32}),
+    "piratenet": (lambda: seeded(families.PirateNet), {"B": 16, "u": 32}),
 }
 
 

@@ -240,7 +240,7 @@ def _components(c: Coupler, graph: Graph) -> Analysis:
         owners = [weight for axis, weight in layer_rows if axis in per_axis]
         weighed = owners or any(len(stored[axis[0]].shape) >= 2 for axis in per_axis if axis[0] in stored)
         reason = NO_LAYER if frozen is None and not weighed else frozen
-        name = (owners[0].rpartition(".")[0] or owners[0]) if owners else first[0]
+        name = _layer_name(owners[0]) if owners else first[0]
         names = tuple(dict.fromkeys(members[axis] for axis, _ in signature if axis in members))
         groups.append((order[first], Group(name, len(units), reason, signature, names), per_axis))
     groups.sort(key=lambda item: item[0])
@@ -252,6 +252,12 @@ def _components(c: Coupler, graph: Graph) -> Analysis:
                                                     group.multiplicity, group.members))
     lengths = {axis: c.length(axis) for axis in axes}
     return Analysis(tuple(final), [per_axis for _, _, per_axis in groups], lengths)
+
+
+def _layer_name(weight: str) -> str:
+    """`first` for `first.weight` and for a parametrised `first.parametrizations.weight.original1`."""
+    owner = weight.partition(".parametrizations.")[0] if ".parametrizations." in weight else weight.rpartition(".")[0]
+    return owner or weight
 
 
 def _stored_source(graph: Graph, name: str) -> str:

@@ -104,6 +104,7 @@ POINTWISE = (
     "logical_and", "logical_or", "bitwise_not", "zeros_like", "ones_like", "full_like", "empty_like", "rand_like",
     "heaviside", "nan_to_num", "masked_fill", "type_as", "silu_", "relu_", "tanh_", "sigmoid_", "dropout",
     "feature_dropout", "alpha_dropout", "sinc", "special_erfcx", "softshrink", "hardshrink", "threshold",
+    "_weight_norm", "_weight_norm_interface",  # v * g / |v| over every dimension but g's: a p-norm, zeros add nothing
 )
 
 
