@@ -17,7 +17,7 @@ from typing import Any
 
 from spinn_export.errors import UserError
 from spinn_export.model.graph import LINEAR, SHAPE_BATCH, Graph, Ref, shapes
-from spinn_export.model.groups import Analysis, Group, analyse, layer_nodes, weight_only
+from spinn_export.model.groups import NO_LAYER, Analysis, Group, analyse, layer_nodes, weight_only
 from spinn_export.model.rules import packet
 from spinn_export.model.spec import ACTIVATIONS, FLOAT32_BYTES, SOURCES
 
@@ -218,7 +218,8 @@ class Architecture:
         """Why each frozen group may not be pruned, one line each; the input's and the output's own features (never
         pruned, by definition) and width-1 broadcast operands are left out."""
         return [f"{g.name} ({g.width} wide): {g.frozen}" for g in self.groups
-                if g.frozen and not g.frozen.startswith(("the model's input", "the model's output", "broadcast"))]
+                if g.frozen and not g.frozen.startswith(("the model's input", "the model's output", "broadcast"))
+                and not (g.frozen == NO_LAYER and g.width == 1)]
 
     def to_dict(self) -> dict[str, Any]:
         return {"in_features": self.in_features, "out_features": self.out_features, "widths": list(self.widths),

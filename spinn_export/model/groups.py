@@ -139,8 +139,8 @@ class Coupler:
         if shape is None or not shape or not -len(shape) <= dim < len(shape):
             return None
         key = (name, dim % len(shape))
-        if self.is_batch(key) or shape[key[1]] == 1:
-            return None  # the batch is never pruned; a single channel is never one of many to choose from
+        if self.is_batch(key):
+            return None  # the batch is never pruned
         if key not in self.offsets:
             self.offsets[key] = self.total
             self.total += shape[key[1]]

@@ -243,10 +243,16 @@ def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal:
     """Raise ProofError unless the pruned module equals the original with the removed units zeroed (and the folded
     constants added) on the user's rows and their range, each output column at its own scale, in float64."""
     x = probe_rows(architecture.in_features, data)
-    reference = {k: v.double() if v.is_floating_point() else v for k, v in removal.zeroed(tensors).items()}
-    with torch.no_grad():
-        expected, _ = run(architecture.graph, reference, x, after=removal.after)
-        got = copy.deepcopy(module).double().eval()(x)
+    zeroed = removal.zeroed(tensors)
+    try:
+        with torch.no_grad():
+            expected, _ = run(architecture.graph, {k: v.double() if v.is_floating_point() else v
+                                                   for k, v in zeroed.items()}, x, after=removal.after)
+            got = copy.deepcopy(module).double().eval()(x)
+    except RuntimeError:  # the graph casts to float32 itself (a `.float()` in forward): prove it in float32
+        with torch.no_grad():
+            expected, _ = run(architecture.graph, zeroed, x.float(), after=removal.after)
+            got = module.eval()(x.float())
     worst = disagreement(expected, got)
     if worst is not None:
         groups = ", ".join(f"{g.name} {g.width}->{w}" for g, w in zip(architecture.prunable, pruned.widths)
