@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -221,7 +221,7 @@ def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Te
         return list(range(architecture.shapes[value][dim % rank])) if index is None else index.tolist()
 
     pruned_graph = Graph(graph.input, graph.in_features, resized(nodes, kept), graph.output,
-                         tuple(TensorInfo(t.name, tuple(sliced[t.name].shape), t.trainable) for t in infos))
+                         tuple(replace(t, shape=tuple(sliced[t.name].shape)) for t in infos))
     trainable = {t.name: t.trainable for t in infos}
     values = {name: nn.Parameter(v) if trainable[name] and v.is_floating_point() else v for name, v in sliced.items()}
     pruned = Architecture(pruned_graph, architecture.source)

@@ -1,0 +1,63 @@
+"""The PINN frameworks' own networks, read exactly: every fixture in tests/data/frameworks (PhysicsNeMo,
+PhysicsNeMo-Sym, TorchPhysics, NeuroMANCER, DeepXDE, PINA; built by tests/frameworks/build_fixtures.py, trained
+briefly on a heat equation and saved with the README's torch.export line) is imported with no framework installed,
+and then either pruned to half its parameters with the proof on its own data and exported with parity, or refused
+in one line naming the operation that freezes it. None ends in a traceback.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from spinn_export.errors import UserError
+from spinn_export.export.exporter import export_checkpoints
+from spinn_export.export.formats import parse_formats
+from spinn_export.model.importer import import_model
+from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.target import Target
+from spinn_export.task.data import load_user_dataset
+from spinn_export.task.train import TrainConfig
+
+ROOT = Path(__file__).parent / "data" / "frameworks"
+INDEX = [entry for entry in json.loads((ROOT / "index.json").read_text()) if entry["exported"]]
+# Networks whose every width is tied to an op that is not channel by channel: refused with that op named.
+REFUSED = {"neuromancer-kanblock.pt2": "view", "neuromancer-basislinear.pt2": "index"}
+# TorchScript traces at one batch size, and PINA's DeepONet reshapes by its batch: that one is checked as ONNX.
+EXPORT = {"pina-deeponet.pt2": "onnx"}
+LARGE = {"physicsnemo-fullyconnected-skip-6x256.pt2"}  # the performance fixture: analysed here, timed in bench/
+
+
+def _data(entry: dict):
+    if entry["in_features"] == 6:
+        return load_user_dataset(ROOT / "heat-deeponet.csv", ["b0", "b1", "b2", "b3", "x", "t"], ["u"], 0, None)
+    return load_user_dataset(ROOT / "heat.csv", ["x", "t"], ["u"], 0, None)
+
+
+@pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
+def test_a_framework_network_is_read_exactly_and_prunes_or_is_refused_in_one_line(entry, tmp_path):
+    dataset = _data(entry)
+    started = time.perf_counter()
+    architecture, model = import_model(ROOT / entry["file"])
+    architecture.groups  # the analysis, timed with the import
+    assert time.perf_counter() - started < 30  # a hang, not a timing: bench/ measures the analysis
+    assert (architecture.in_features, architecture.out_features) == (entry["in_features"], entry["out_features"])
+    if entry["file"] in REFUSED:
+        with pytest.raises(UserError, match=REFUSED[entry["file"]]) as refused:
+            architecture.require_prunable(entry["file"])
+        assert "\n" not in str(refused.value)
+        return
+    trainable = sum(math.prod(t.shape) for t in architecture.graph.tensors if t.trainable)
+    assert trainable == entry["params"]  # counted as the framework's module has them, factors and all
+    assert architecture.prunable, architecture.frozen_reasons()
+    if entry["file"] in LARGE:
+        return
+    config = PruneConfig(Target.params(0.5), rounds=1, finetune=TrainConfig(epochs=0))
+    result = prune(model, architecture, dataset, config, tmp_path, progress=False)
+    assert result.final.params < architecture.params
+    manifest = export_checkpoints([tmp_path / "stage_0.safetensors", tmp_path / "structured.safetensors"],
+                                  tmp_path / "artifacts", parse_formats(EXPORT.get(entry["file"], "torchscript")))
+    assert all(record.parity["passed"] for record in manifest.artifacts)
