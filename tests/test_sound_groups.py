@@ -16,8 +16,6 @@ from spinn_export.model.importer import import_model
 from spinn_export.prune.importance import unit_scores
 from spinn_export.prune.shrink import ProofError, plan, prove, select_keep, shrink
 
-from .test_graph_families import save_pt2
-
 IN = 3
 
 
