@@ -132,7 +132,7 @@ def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_f
     from spinn_export.model.importer import open_model
 
     return open_model(path, activation=args.activation, trust_pickle=args.trust_pickle, model_code=args.model_code,
-                      in_features=in_features)
+                      in_features=in_features, output=getattr(args, "output", None))
 
 
 def print_architecture(checkpoint: Checkpoint) -> None:

@@ -4,10 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from spinn_export.cli import add_model_arguments, open_model_file, output_file, positive_int, print_architecture
+from spinn_export.cli import add_model_arguments, output_file, positive_int, print_architecture
 from spinn_export.model.checkpoint import save_checkpoint
 
 STAGE = 1
+OUTPUT_HELP = ("which output to prune for, where the model returns several (a tuple, list or dict, counted in "
+               "torch.export's flattened order, from 0)")
+
+
+def output_index(text: str) -> int:
+    """--output N: a non-negative index."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an output index (0, 1, ...), got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an output index (0, 1, ...), got {value}")
+    return value
+
+
+def add_output_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=output_index, metavar="N", help=OUTPUT_HELP)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -18,13 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--in-features", type=positive_int, metavar="N",
                         help="the number of input columns a module is traced at (--model-code, --trust-pickle)")
+    add_output_argument(parser)
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from spinn_export.model.importer import open_model
+
     output_file(args.out, "model.safetensors")
-    checkpoint = open_model_file(args, args.file, args.in_features)
+    checkpoint = open_model(args.file, activation=args.activation, trust_pickle=args.trust_pickle,
+                            model_code=args.model_code, in_features=args.in_features, output=args.output)
     print_architecture(checkpoint)
     save_checkpoint(args.out, checkpoint.model, checkpoint.architecture,
                     {**checkpoint.metadata, "variant": checkpoint.variant, "source": str(args.file)})

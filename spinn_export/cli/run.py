@@ -13,6 +13,7 @@ from spinn_export.cli import (
     output_dir,
     round_to,
 )
+from spinn_export.cli.import_ import add_output_argument
 from spinn_export.errors import UserError
 from spinn_export.pipeline.config import RunConfig, UserModel, default_round_to
 from spinn_export.pipeline.job import format_summary
@@ -20,7 +21,8 @@ from spinn_export.pipeline.job import run as run_pipeline
 from spinn_export.task.data import parse_columns
 
 STAGE = 8
-MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle", "model_code")  # only with --model
+MODEL_FLAGS = ("data", "inputs", "targets", "physics", "activation", "trust_pickle", "model_code",
+               "output")  # only with --model
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--model-code, a whole module with --trust-pickle, or a bare state_dict (read as a plain "
                              "MLP); needs --data, --inputs and --targets")
     add_model_arguments(parser)
+    add_output_argument(parser)
     add_data_arguments(parser)
     add_budget_arguments(parser, required=False)
     parser.add_argument("--round-to", type=round_to, metavar="N|auto",
@@ -52,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def user_model(args: argparse.Namespace) -> UserModel | None:
     """--model and the flags that describe it; those flags without --model are a mistake, not ignored."""
     if args.model is None:
-        given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS if getattr(args, name)]
+        given = [f"--{name.replace('_', '-')}" for name in MODEL_FLAGS if getattr(args, name) not in (None, False)]
         if given:
             raise UserError(f"{', '.join(given)} only apply with --model FILE (the built-in job trains its own SPINN)")
         return None
@@ -60,7 +63,7 @@ def user_model(args: argparse.Namespace) -> UserModel | None:
         raise UserError("--model needs the data it was trained on: --data FILE --inputs COLS --targets COLS")
     return UserModel(model=args.model, data=Path(args.data), inputs=tuple(parse_columns(args.inputs)),
                      targets=tuple(parse_columns(args.targets)), physics=args.physics, activation=args.activation,
-                     trust_pickle=args.trust_pickle, model_code=args.model_code)
+                     trust_pickle=args.trust_pickle, model_code=args.model_code, output=args.output)
 
 
 def run(args: argparse.Namespace) -> int:

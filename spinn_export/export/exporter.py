@@ -11,10 +11,11 @@ for every checkpoint before anything is written.
 """
 from __future__ import annotations
 
+import keyword
 import math
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_pari
 from spinn_export.files import atomic_path, sha256_of, write_json
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
-from spinn_export.model.graph import tensors_of
+from spinn_export.model.graph import Graph, Ref, build_module, fresh_name, tensors_of
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.spec import ROLES
 from spinn_export.runtimes import library_versions
@@ -99,9 +100,10 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
 def csr_flops(architecture: Architecture, model: nn.Module) -> int:
     """FLOPs per sample of the layers run as CSR: two per non-zero weight, plus the bias adds."""
     tensors = tensors_of(architecture.graph, model)
-    return sum(layer.rows_per_sample * (2 * int(torch.count_nonzero(tensors[layer.weight]))
+    return sum(layer.rows_per_sample * (2 * (int(torch.count_nonzero(tensors[layer.weight])) if layer.weight in tensors
+                                             else out * inp)  # a weight computed from others stays dense
                                         + (out if layer.bias else 0))
-               for layer, (out, _) in zip(architecture.layers, architecture.layer_shapes))
+               for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes))
 
 
 def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
@@ -112,6 +114,33 @@ def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
     return target
 
 
+def _exportable(model: nn.Module, architecture: Architecture) -> tuple[nn.Module, Architecture]:
+    """The model as its artifacts hold it. torch.export's own code generation (`ExportedProgram.module()`,
+    `run_decompositions`: the ONNX and .pt2 writers and loaders) writes a tensor `layers.in.weight` as
+    `self.layers.in.weight`, a SyntaxError in torch 2.13, so artifacts name such a tensor with `_` after each
+    keyword (`layers.in_.weight`); the checkpoint keeps the user's names."""
+    graph = architecture.graph
+    names = [t.name for t in graph.tensors]
+    renames: dict[str, str] = {}
+    for name in names:
+        if any(keyword.iskeyword(part) for part in name.split(".")):
+            plain = ".".join(f"{p}_" if keyword.iskeyword(p) else p for p in name.split("."))
+            renames[name] = fresh_name(plain, {*names, *renames.values()} - {name})
+    if not renames:
+        return model, architecture
+
+    def swap(value: object) -> object:
+        if isinstance(value, Ref):
+            return Ref(renames.get(value.name, value.name))
+        return tuple(swap(v) for v in value) if isinstance(value, tuple) else value
+
+    nodes = tuple(replace(n, args=swap(n.args), kwargs=tuple((k, swap(v)) for k, v in n.kwargs)) for n in graph.nodes)
+    plain_graph = Graph(graph.input, graph.in_features, nodes, renames.get(graph.output, graph.output),
+                        tuple(replace(t, name=renames.get(t.name, t.name)) for t in graph.tensors))
+    tensors = {renames.get(k, k): v for k, v in tensors_of(graph, model).items()}
+    return build_module(plain_graph, tensors).train(model.training), replace(architecture, graph=plain_graph)
+
+
 def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, opset: int,
                checkpoint_file: Path, data: CheckpointData = CheckpointData(),
                max_r2_drop: float = DEFAULT_MAX_R2_DROP) -> ArtifactRecord:
@@ -120,8 +149,8 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
     architecture, model = checkpoint.architecture, checkpoint.model
     final = out_dir / fmt.filename(name)
     with atomic_path(final) as tmp:
-        quantiser = write_artifact(fmt, model, architecture, tmp, opset, name, data.calibration)
-        artifact = load_artifact(tmp, fmt)
+        quantiser = write_artifact(fmt, *_exportable(model, architecture), tmp, opset, name, data.calibration)
+        artifact = load_artifact(tmp, fmt, architecture.in_features)
         parity = check_parity(model, artifact, architecture, label, tolerance_for(fmt.precision),
                               weight_shapes=fmt.weight_shapes(tmp))
         measured = None if fmt.float32 or data.dataset is None else accuracy(

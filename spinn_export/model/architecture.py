@@ -16,9 +16,9 @@ from functools import cached_property
 from typing import Any
 
 from spinn_export.errors import UserError
+from spinn_export.model.coupling import packet
 from spinn_export.model.graph import LINEAR, SHAPE_BATCH, Graph, Ref, shapes
 from spinn_export.model.groups import NO_LAYER, Analysis, Group, analyse, layer_nodes, weight_only
-from spinn_export.model.rules import packet
 from spinn_export.model.spec import ACTIVATIONS, FLOAT32_BYTES, SOURCES
 
 

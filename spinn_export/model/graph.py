@@ -13,6 +13,7 @@ turns it into a `torch.fx.GraphModule`, the model every backend, exporter and tr
 """
 from __future__ import annotations
 
+import functools
 import json
 import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError, first_line
+from spinn_export.model.fxcode import AttributeCodeGen, fx_writes
 
 GRAPH_FORMAT = "spinn-export-graph"
 GRAPH_VERSION = 1
@@ -32,6 +34,7 @@ PYTHON_OPERATORS: dict[str, Callable[..., Any]] = {
     "_operator.floordiv": operator.floordiv, "_operator.truediv": operator.truediv, "_operator.neg": operator.neg,
 }
 CONSTANT_KINDS = ("dtype", "device", "layout", "memory_format")
+FLOAT32 = "float32"
 LINEAR = "aten.linear.default"
 
 
@@ -83,11 +86,24 @@ class Node:
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """A weight (`trainable`) or constant of the graph, with its shape; values live beside the graph."""
+    """A weight (`trainable`) or constant of the graph, with its shape and dtype (floating tensors are float32 in
+    every graph; an integer index or a boolean mask keeps its own, which shape inference needs); values live beside
+    the graph."""
 
     name: str
     shape: tuple[int, ...]
     trainable: bool = True
+    dtype: str = FLOAT32
+
+    @classmethod
+    def of(cls, name: str, value: torch.Tensor, trainable: bool) -> TensorInfo:
+        """The record of `value`: trainable only where it is floating (an integer tensor has no gradient)."""
+        dtype = FLOAT32 if value.is_floating_point() else str(value.dtype).removeprefix("torch.")
+        return cls(name, tuple(value.shape), trainable and value.is_floating_point(), dtype)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return Constant("dtype", self.dtype).resolve()
 
 
 @dataclass(frozen=True)
@@ -125,7 +141,8 @@ class Graph:
         return {
             "format": GRAPH_FORMAT, "version": GRAPH_VERSION, "input": self.input, "in_features": self.in_features,
             "output": self.output,
-            "tensors": [{"name": t.name, "shape": list(t.shape), "trainable": t.trainable} for t in self.tensors],
+            "tensors": [{"name": t.name, "shape": list(t.shape), "trainable": t.trainable,
+                         **({} if t.dtype == FLOAT32 else {"dtype": t.dtype})} for t in self.tensors],
             "nodes": [{"name": n.name, "op": n.op, "args": [_encode(a) for a in n.args],
                        "kwargs": {k: _encode(v) for k, v in n.kwargs}, "outputs": list(n.outputs)}
                       for n in self.nodes],
@@ -139,8 +156,8 @@ class Graph:
         try:
             if data.get("format") != GRAPH_FORMAT or int(data["version"]) > GRAPH_VERSION:
                 raise ValueError(f"format {data.get('format')!r} version {data.get('version')!r}")
-            tensors = tuple(TensorInfo(str(t["name"]), tuple(int(d) for d in t["shape"]), bool(t["trainable"]))
-                            for t in data["tensors"])
+            tensors = tuple(TensorInfo(str(t["name"]), tuple(int(d) for d in t["shape"]), bool(t["trainable"]),
+                                       str(t.get("dtype", FLOAT32))) for t in data["tensors"])  # before: float32
             nodes = tuple(Node(str(n["name"]), str(n["op"]), tuple(_decode(a) for a in n["args"]),
                                tuple((str(k), _decode(v)) for k, v in n["kwargs"].items()),
                                tuple(str(o) for o in n["outputs"])) for n in data["nodes"])
@@ -211,10 +228,40 @@ def resolve_op(name: str) -> Callable[..., Any]:
     raise UserError(f"the model's graph calls {name!r}, which is not an ATen operation spinn-export can run")
 
 
+def fresh_name(base: str, taken: Iterable[str]) -> str:
+    """`base`, or `base_1`, `base_2`, ... : the first that is not in `taken` and is no dotted prefix of a name there
+    (nor has one: tensors `a` and `a.b` cannot both be attributes of one module). What every pass that adds a node
+    or tensor names it with, so a user's parameter called `matmul_weight` never meets a derived `matmul` + `_weight`."""
+    taken = set(taken)
+
+    def clash(name: str) -> bool:
+        return name in taken or any(t.startswith(f"{name}.") or name.startswith(f"{t}.") for t in taken)
+
+    if any(base.startswith(f"{t}.") for t in taken):  # inside a tensor: no suffix gets out, so no dots
+        base = base.replace(".", "_")
+    candidate, index = base, 0
+    while clash(candidate):
+        index += 1
+        candidate = f"{base}_{index}"
+    return candidate
+
+
+@functools.cache
+def returns_sequence(op: str) -> bool:
+    """Whether `op` returns a tuple or list (one name per element in a node's outputs) rather than one value."""
+    found = resolve_op(op)
+    if not isinstance(found, torch._ops.OpOverload):
+        return False
+    returns = found._schema.returns
+    return len(returns) != 1 or isinstance(returns[0].type, torch.ListType)
+
+
 def _validate(graph: Graph) -> None:
     known = {graph.input, *(t.name for t in graph.tensors)}
     if len(known) != len(graph.tensors) + 1:
         raise UserError("the model's graph names two tensors (or a tensor and its input) alike; the file is damaged")
+    for info in graph.tensors:
+        Constant("dtype", info.dtype).resolve()  # an unknown dtype name: a damaged file, said here
     for node in graph.nodes:
         resolve_op(node.op)
         missing = [name for name in node.refs() if name not in known]
@@ -266,13 +313,13 @@ def call(node: Node, env: Mapping[str, Any], edge: EdgeHook | None = None) -> di
     if edge is not None:
         args = [edge(node, i, a) for i, a in enumerate(args)]
     result = resolve_op(node.op)(*args, **{k: _resolve(v, env) for k, v in node.kwargs})
-    return dict(zip(node.outputs, result if len(node.outputs) > 1 else (result,)))
+    return dict(zip(node.outputs, result if returns_sequence(node.op) else (result,)))
 
 
 def shapes(graph: Graph, batch: int = SHAPE_BATCH) -> dict[str, tuple[int, ...]]:
     """The shape of every tensor value at `batch` rows, from one run on zeros (weights included: the values do not
     matter, and real kernels on a few rows cost less than loading PyTorch's meta-tensor machinery)."""
-    zeros = {t.name: torch.zeros(t.shape) for t in graph.tensors}
+    zeros = {t.name: torch.zeros(t.shape, dtype=t.torch_dtype) for t in graph.tensors}  # an index of 0s is in range
     names = [name for node in graph.nodes for name in node.outputs]
     try:
         with torch.no_grad():
@@ -294,9 +341,17 @@ def build_module(graph: Graph, tensors: Mapping[str, torch.Tensor],
                  layer: Callable[..., Any] | None = None) -> torch.fx.GraphModule:
     """The graph as a GraphModule whose state_dict keys are the graph's tensor names (weights as parameters, the
     rest as buffers): what training, export and every backend run. Tensors are used as given (not copied).
-    `layer` replaces `aten.linear` where it multiplies a stored weight (sparse weights: `prune.magnitude`)."""
+    `layer` replaces `aten.linear` where it multiplies a stored weight (sparse weights: `prune.magnitude`).
+
+    A name need not be a Python identifier (`nn.ModuleDict({"in": ...})` gives `layers.in.weight`): modules hold
+    it as it is (`getattr` works), and the forward code reads such a part with `getattr` (`fxcode`)."""
     root = nn.Module()
+    reserved = _module_attributes()
     for info in graph.tensors:
+        top = info.name.split(".")[0]
+        if top in reserved:
+            raise UserError(f"the model's tensor {info.name!r} is named like an attribute of every torch.fx module "
+                            f"({top!r}); rename it in your model and export it again")
         owner, _, leaf = info.name.rpartition(".")
         module = root
         for part in filter(None, owner.split(".")):
@@ -328,14 +383,22 @@ def build_module(graph: Graph, tensors: Mapping[str, torch.Tensor],
         replaced = (layer is not None and node.op == LINEAR and isinstance(weight, Ref) and weight.name in stored)
         call = fx.call_function(layer if replaced else resolve_op(node.op), tuple(lookup(a) for a in node.args),
                                 {k: lookup(v) for k, v in node.kwargs})
-        if len(node.outputs) == 1:
+        if not returns_sequence(node.op):
             env[node.outputs[0]] = call
         else:
             for index, name in enumerate(node.outputs):
                 env[name] = fx.call_function(operator.getitem, (call, index))
     fx.output(env[graph.output])
     fx.eliminate_dead_code()
+    if any(not fx_writes(part) for info in graph.tensors for part in info.name.split(".")):
+        fx.set_codegen(AttributeCodeGen())
     return torch.fx.GraphModule(root, fx, class_name="Network")
+
+
+@functools.cache
+def _module_attributes() -> frozenset[str]:
+    """What a GraphModule holds itself (`graph`, `code`, `meta`, `forward`, ...): no tensor may be named so."""
+    return frozenset(dir(torch.fx.GraphModule(nn.Module(), torch.fx.Graph())))
 
 
 def tensors_of(graph: Graph, module: nn.Module) -> dict[str, torch.Tensor]:

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from spinn_export.model.coupling import Axis, packet, tensor_args
 from spinn_export.model.graph import LINEAR, Graph, Node, Ref
-from spinn_export.model.rules import packet, rule_of, tensor_args
-
-Axis = tuple[str, int]  # (value name, dimension)
+from spinn_export.model.rules import rule_of
 
 REASONS = {
     "layer_norm": "normalises across the features", "native_layer_norm": "normalises across the features",

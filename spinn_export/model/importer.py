@@ -7,14 +7,18 @@
 * a bare state_dict (`.pt`, `.pth`, `.safetensors`): read as a plain chain of Linear layers, the only architecture
   a state_dict can describe, with a note every time that skip connections and gates cannot be seen in it.
 
-A spinn-export checkpoint is read as it is. A module is traced at the width of the data it will be pruned on.
+A spinn-export checkpoint is read as it is. A module is traced at the width of the data it will be pruned on. A
+network with several outputs (a tuple, a list, a dict) is read for the one `output` chooses (`--output N`, in
+torch.export's flattened order), or refused in one line that says so.
 """
 from __future__ import annotations
 
+import functools
 import pickle
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -42,22 +46,25 @@ def state_dict_note(path: str | Path) -> str:
 
 def import_model(path: str | Path, *, activation: str | None = None, trust_pickle: bool = False,
                  model_code: str | None = None, in_features: int | None = None,
-                 notify: Callable[[str], None] = print) -> Model:
+                 notify: Callable[[str], None] = print, output: int | None = None,
+                 data: torch.Tensor | None = None) -> Model:
     """Safe by default: nothing from `path` is unpickled unless the user vouches for the file. `in_features` (the
-    data's input width) is what a module is traced at; `notify` receives the bare-state_dict note."""
+    data's input width) is what a module is traced at; `data` (its input rows) is what the graph read is checked on;
+    `notify` receives the bare-state_dict note; `output` chooses one of several outputs of a .pt2 or module."""
     path = require_file(path, "file", "check the path")
     if model_code is not None:
         if activation is not None:
             raise UserError("--activation applies only to a bare state_dict; with --model-code the activations are "
                             "read from the model's own graph")
-        return _from_code(path, model_code, in_features, trust_pickle)
+        return _from_code(path, model_code, in_features, trust_pickle, output, data)
     if zipfile.is_zipfile(path) and _is_pt2(path):
         if activation is not None:
             raise UserError(f"--activation applies only to a bare state_dict; {path} is a torch.export program, "
                             "whose graph names its activations")
-        graph, tensors = graph_of_pt2(path, trust_pickle)
+        graph, tensors = graph_of_pt2(path, trust_pickle, data, output)
         return Architecture(graph, "pt2"), build_module(graph, tensors).eval()
     if path.suffix == ".safetensors" and is_checkpoint(read_metadata(path)):
+        _no_output(output, path, "a spinn-export checkpoint")
         checkpoint = load_checkpoint(path)
         if activation not in (None, checkpoint.architecture.activation):
             raise UserError(f"{path} is a spinn-export checkpoint of a {checkpoint.architecture.activation} model; "
@@ -68,7 +75,8 @@ def import_model(path: str | Path, *, activation: str | None = None, trust_pickl
         if activation is not None:
             raise UserError("--activation applies only to a bare state_dict; a module's activations are read from "
                             "its traced graph")
-        return _traced(obj, in_features, str(path), "pickle")
+        return _traced(obj, in_features, str(path), "pickle", output, data)
+    _no_output(output, path, "a state_dict, read as a plain MLP")
     state = _state_dict_from(obj)
     if state is None:
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state_dict or module; give {SAFE_FORMS}")
@@ -79,7 +87,8 @@ def import_model(path: str | Path, *, activation: str | None = None, trust_pickl
 
 def open_model(path: str | Path, *, activation: str | None = None, trust_pickle: bool = False,
                model_code: str | None = None, in_features: int | None = None,
-               notify: Callable[[str], None] = print) -> Checkpoint:
+               notify: Callable[[str], None] = print, output: int | None = None,
+               data: torch.Tensor | None = None) -> Checkpoint:
     """Any model file as a checkpoint: a spinn-export checkpoint as it is (metadata kept), anything else imported
     (`import_model`) as a dense model whose metadata names its source."""
     path = Path(path)
@@ -88,10 +97,17 @@ def open_model(path: str | Path, *, activation: str | None = None, trust_pickle:
         if activation not in (None, checkpoint.architecture.activation):
             raise UserError(f"{path} is a spinn-export checkpoint of a {checkpoint.architecture.activation} model; "
                             f"drop --activation {activation}")
+        _no_output(output, path, "a spinn-export checkpoint")
         return checkpoint
     architecture, model = import_model(path, activation=activation, trust_pickle=trust_pickle, model_code=model_code,
-                                       in_features=in_features, notify=notify)
+                                       in_features=in_features, notify=notify, output=output, data=data)
     return Checkpoint(architecture, model, {"variant": "dense", "source": str(path)})
+
+
+def _no_output(output: int | None, path: Path, form: str) -> None:
+    if output is not None:
+        raise UserError(f"--output chooses one of a network's several outputs; {path} is {form}, with one: "
+                        f"drop --output {output}")
 
 
 def _is_pt2(path: Path) -> bool:
@@ -156,7 +172,8 @@ def _built(model_code: str) -> nn.Module:
     return module
 
 
-def _from_code(path: Path, model_code: str, in_features: int | None, trust_pickle: bool) -> Model:
+def _from_code(path: Path, model_code: str, in_features: int | None, trust_pickle: bool,
+               output: int | None = None, data: torch.Tensor | None = None) -> Model:
     """The user's factory builds the module; the file's state_dict must fit it exactly."""
     if zipfile.is_zipfile(path) and _is_pt2(path):
         raise UserError(f"{path} is a torch.export program, which carries its own architecture; drop --model-code")
@@ -167,7 +184,7 @@ def _from_code(path: Path, model_code: str, in_features: int | None, trust_pickl
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state_dict for --model-code {model_code}")
     _require_fits(module, state, path, model_code)
     module.load_state_dict(state, strict=True)
-    return _traced(module, in_features, f"{path} with --model-code {model_code}", "model-code")
+    return _traced(module, in_features, f"{path} with --model-code {model_code}", "model-code", output, data)
 
 
 def _require_fits(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path, model_code: str) -> None:
@@ -183,12 +200,38 @@ def _require_fits(module: nn.Module, state: Mapping[str, torch.Tensor], path: Pa
                         "the state_dict of the model this code builds")
 
 
-def _traced(module: nn.Module, in_features: int | None, label: str, source: str) -> Model:
+def _traced(module: nn.Module, in_features: int | None, label: str, source: str,
+            output: int | None = None, data: torch.Tensor | None = None) -> Model:
     if in_features is None:
         raise UserError(f"{label}: a module is traced at its input width: give --in-features N (the number of "
                         "input columns), or the data it was trained on")
-    graph, tensors = graph_of_module(module, in_features, label)
+    if output is not None:
+        _choose_output(module, output)
+        try:  # an --output out of range is said here, in its own words, not as a failure to trace
+            with torch.no_grad():
+                module(torch.zeros(2, in_features))
+        except UserError:
+            raise
+        except Exception:  # whatever else fails, torch.export below names it
+            pass
+    graph, tensors = graph_of_module(module, in_features, label, data)
     return Architecture(graph, source), build_module(graph, tensors).eval()
+
+
+def _choose_output(module: nn.Module, output: int) -> None:
+    """Make `module` return only its output number `output` (in torch.export's flattened order), so it traces as a
+    network of one output with its tensors' names unchanged (a wrapper module would prefix them)."""
+    forward = module.forward
+
+    @functools.wraps(forward)  # torch.export reads forward's signature
+    def chosen(*args: Any, **kwargs: Any) -> Any:
+        leaves = torch.utils._pytree.tree_leaves(forward(*args, **kwargs))
+        if not 0 <= output < len(leaves):
+            more = f"{len(leaves)} outputs (0-{len(leaves) - 1})" if len(leaves) > 1 else "one output; drop --output"
+            raise UserError(f"--output {output} is out of range: the model returns {more}")
+        return leaves[output]
+
+    module.forward = chosen
 
 
 def _is_torch_save(path: Path) -> bool:

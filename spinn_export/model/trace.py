@@ -55,10 +55,11 @@ def graph_of_module(module: nn.Module, in_features: int, label: str,
     return normal, values
 
 
-def graph_of_pt2(path: str | Path, trust_pickle: bool = False,
-                 data: torch.Tensor | None = None) -> tuple[Graph, dict[str, torch.Tensor]]:
-    """A user's `.pt2`, read safely (`model.pt2`) and normalised, checked against the graph as stored."""
-    graph, tensors = read_pt2(path, trust_pickle)
+def graph_of_pt2(path: str | Path, trust_pickle: bool = False, data: torch.Tensor | None = None,
+                 output: int | None = None) -> tuple[Graph, dict[str, torch.Tensor]]:
+    """A user's `.pt2`, read safely (`model.pt2`) for the `output` chosen and normalised, checked against the graph
+    as stored (on `data`'s rows and range where given)."""
+    graph, tensors = read_pt2(path, trust_pickle, output=output)
     normal, values = normalize(graph, tensors, str(path))
     floated = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
     _check(str(path), lambda x: run(graph, floated, x)[0], normal, values, "the graph as stored", data)

@@ -30,10 +30,11 @@ from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
+from spinn_export.model.coupling import packet
 from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, run, tensors_of
 from spinn_export.model.groups import Axis, layer_nodes
 from spinn_export.model.probe import disagreement, probe_rows
-from spinn_export.model.rules import POINTWISE, packet, resized
+from spinn_export.model.rules import POINTWISE, resized
 
 FOLDS = ("mean", "bias", "none")
 

@@ -294,14 +294,17 @@ class Artifact:
         return np.asarray(self.predict(np.ascontiguousarray(x, dtype=np.float32)))
 
 
-def load_artifact(path: str | Path, fmt: Format | str | None = None) -> Artifact:
-    """Load any artifact in its own runtime; the format comes from the extension unless given."""
+def load_artifact(path: str | Path, fmt: Format | str | None = None, in_features: int | None = None) -> Artifact:
+    """Load any artifact in its own runtime; the format comes from the extension unless given. `in_features` is the
+    model's input width (`Graph.in_features`: a weight-free input embedding, `cat([sin(kx), cos(kx)])`, makes the
+    first layer wider than the input); without it, the first weight matrix's columns, right for a plain MLP only."""
     path = Path(path)
     fmt = format_of(path) if fmt is None else get_format(fmt) if isinstance(fmt, str) else fmt
     shapes = fmt.weight_shapes(path)
     if not shapes:
         raise UserError(f"{path}: no Linear weights found; this is not a spinn-export {fmt.name} artifact")
-    return Artifact(path=path, format=fmt.name, in_features=shapes[0][1], predict=fmt.load(path))
+    width = shapes[0][1] if in_features is None else in_features
+    return Artifact(path=path, format=fmt.name, in_features=width, predict=fmt.load(path))
 
 
 def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, path: Path, opset: int, label: str,
