@@ -18,7 +18,7 @@ import os
 import pkgutil
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -91,14 +91,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _at_least(minimum: int, what: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
+positive_int = _at_least(1, "a positive integer")
+output_index = _at_least(0, "an output index (0, 1, ...)")  # --output N
+OUTPUT_HELP = ("which output to prune for, where the model returns several (a tuple, list or dict, counted in "
+               "torch.export's flattened order, from 0)")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--targets") -> None:
@@ -124,6 +133,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model-code", metavar="PATH.py:FACTORY", help=MODEL_CODE_HELP)
     group.add_argument("--trust-pickle", action="store_true", help=TRUST_PICKLE_HELP)
     group.add_argument("--activation", choices=ACTIVATIONS, help=ACTIVATION_HELP)
+    group.add_argument("--output", type=output_index, metavar="N", help=OUTPUT_HELP)
 
 
 def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_features: int | None) -> Checkpoint:

@@ -8,25 +8,6 @@ from spinn_export.cli import add_model_arguments, output_file, positive_int, pri
 from spinn_export.model.checkpoint import save_checkpoint
 
 STAGE = 1
-OUTPUT_HELP = ("which output to prune for, where the model returns several (a tuple, list or dict, counted in "
-               "torch.export's flattened order, from 0)")
-
-
-def output_index(text: str) -> int:
-    """--output N: a non-negative index."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an output index (0, 1, ...), got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an output index (0, 1, ...), got {value}")
-    return value
-
-
-def add_output_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=output_index, metavar="N", help=OUTPUT_HELP)
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("import", help="read your model's architecture and weights into a checkpoint")
     parser.add_argument("file", help="a .pt2 (torch.export.save), a state_dict (.pt/.pth/.safetensors) with "
@@ -35,7 +16,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(parser)
     parser.add_argument("--in-features", type=positive_int, metavar="N",
                         help="the number of input columns a module is traced at (--model-code, --trust-pickle)")
-    add_output_argument(parser)
     parser.add_argument("--out", required=True, help="the .safetensors checkpoint to write")
     parser.set_defaults(func=run)
 

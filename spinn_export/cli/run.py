@@ -13,7 +13,6 @@ from spinn_export.cli import (
     output_dir,
     round_to,
 )
-from spinn_export.cli.import_ import add_output_argument
 from spinn_export.errors import UserError
 from spinn_export.pipeline.config import RunConfig, UserModel, default_round_to
 from spinn_export.pipeline.job import format_summary
@@ -37,7 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--model-code, a whole module with --trust-pickle, or a bare state_dict (read as a plain "
                              "MLP); needs --data, --inputs and --targets")
     add_model_arguments(parser)
-    add_output_argument(parser)
     add_data_arguments(parser)
     add_budget_arguments(parser, required=False)
     parser.add_argument("--round-to", type=round_to, metavar="N|auto",
