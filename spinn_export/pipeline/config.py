@@ -60,7 +60,8 @@ def main_variants(format_names: tuple[str, ...]) -> tuple[str, ...]:
 class UserModel:
     """`run --model`: the user's trained network (read as `model.importer` reads it: a .pt2, a state_dict with
     `model_code`, a trusted pickled module, or a bare state_dict as a plain MLP), the data it was trained on and
-    optionally its physics (`--physics`, see `task.physics`), pruned instead of a freshly trained built-in SPINN."""
+    optionally its physics (`--physics`, see `task.physics`), pruned instead of a freshly trained built-in SPINN.
+    `output`: which of several outputs it is pruned for (`--output N`)."""
 
     model: Path
     data: Path
@@ -70,11 +71,13 @@ class UserModel:
     activation: str | None = None
     trust_pickle: bool = False
     model_code: str | None = None
+    output: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": str(self.model), "activation": self.activation, "trust_pickle": self.trust_pickle,
-                "model_code": self.model_code, "data": str(self.data), "inputs": list(self.inputs),
-                "targets": list(self.targets), "physics": self.physics}
+        found = {"model": str(self.model), "activation": self.activation, "trust_pickle": self.trust_pickle,
+                 "model_code": self.model_code, "data": str(self.data), "inputs": list(self.inputs),
+                 "targets": list(self.targets), "physics": self.physics}
+        return found if self.output is None else {**found, "output": self.output}  # a run made before resumes
 
     @property
     def arguments(self) -> list[str]:
@@ -83,6 +86,7 @@ class UserModel:
         words += ["--model-code", self.model_code] if self.model_code else []
         words += ["--activation", self.activation] if self.activation else []
         words += ["--trust-pickle"] if self.trust_pickle else []
+        words += ["--output", str(self.output)] if self.output is not None else []
         words += ["--data", str(self.data), "--inputs", ",".join(self.inputs), "--targets", ",".join(self.targets)]
         return words + (["--physics", self.physics] if self.physics else [])
 
