@@ -72,8 +72,10 @@ def user_run(tmp_path_factory: pytest.TempPathFactory) -> UserRun:
 def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     assert user_run.first.returncode in (0, 1), user_run.first.stderr[-3000:]
     quick = RunConfig(quick=True, model=UserModel(Path("model.pt2"), Path("data.csv"), INPUTS, TARGETS))
-    verdict = run_gate(user_run.out / "bench.json", default_policy(quick))  # structured >= dense at the largest batch
-    assert verdict.rows["backend"].tolist() == [HEADLINE_BACKEND]
+    # structured >= dense at the largest batch, and at most --max-r2-drop of validation R² lost (its pruning history)
+    verdict = run_gate(user_run.out / "bench.json", default_policy(quick))
+    assert verdict.rows["rule"].tolist() == ["min speedup", "max R² drop"]
+    assert verdict.rows["backend"].iloc[0] == HEADLINE_BACKEND
     assert user_run.first.returncode == verdict.exit_code
     assert ("gate passed" if verdict.passed else "gate FAILED") in user_run.first.stdout
     report = user_run.out / "report"

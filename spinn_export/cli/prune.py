@@ -25,6 +25,7 @@ from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import dataset_metadata
+from spinn_export.task.train import LR_TEST_HIGH, LR_TEST_LOW
 
 STAGE = 3
 DEFAULTS = PruneConfig(Target.params(0.5))
@@ -59,8 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--finetune-epochs", type=_non_negative_int, default=DEFAULTS.finetune.epochs,
                         help="fine-tuning epochs after each round, data + physics loss "
                              f"(default {DEFAULTS.finetune.epochs})")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.finetune.lr,
-                        help=f"fine-tuning learning rate (default {DEFAULTS.finetune.lr})")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="fine-tuning learning rate (default: chosen for each round by a learning-rate range test "
+                             f"on the pruned network, {LR_TEST_LOW:g} to {LR_TEST_HIGH:g})")
     parser.add_argument("--importance", choices=CRITERIA, default=DEFAULTS.importance,
                         help="l1/l2: norm of a neuron's incoming and outgoing weights (-in/-out: one side only); "
                              "taylor: |activation x gradient| of the training loss; random: the control")
@@ -104,14 +106,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; "
                         "prune its dense original instead")
     print_architecture(checkpoint)
-    finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs, lr=args.lr,
+    finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs,
+                                   lr=DEFAULTS.finetune.lr if args.lr is None else args.lr,
                                    physics_weight=physics_weight(args, dataset, DEFAULTS.finetune.physics_weight),
                                    seed=seed, device=args.device)
     config = PruneConfig(
         target=target, method=args.method, rounds=args.rounds, finetune=finetune,
         importance=args.importance, mode=args.mode, min_width=args.min_width, round_to=args.round_to,
         fold=args.fold, tolerance=args.tolerance, on_drop=args.on_drop, seed=seed,
-        backend=args.backend, batch=args.batch,
+        backend=args.backend, batch=args.batch, lr_test=args.lr is None,
     )
     metadata = {**dataset_metadata(dataset), "variant": checkpoint.variant}
     with measuring(config.measured_on) as measurer:
@@ -125,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     for stage in result.stages:
         residual = "n/a" if stage.val_residual_rms is None else f"{stage.val_residual_rms:.4g}"
         note = " (rolled back)" if stage.rolled_back else ""
+        if stage.finetune_lr is not None:
+            note += f", fine-tuned at lr {stage.finetune_lr:.2g} (kept epoch {stage.finetune_kept_epoch})"
         print(f"  stage {stage.stage}: widths {list(stage.widths)}, {stage.nonzero_params:,} non-zero params, "
               f"val R2 {stage.val_r2:.4f}, rel L2 {stage.val_rel_l2:.4f}, residual RMS {residual}, "
               f"{stage.wall_s:.1f} s{note}")

@@ -40,7 +40,8 @@ from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.structured import prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
 from spinn_export.report.render import terminal_table
-from spinn_export.report.summary import headline
+from spinn_export.report.results import load_history
+from spinn_export.report.summary import budget_sentence, headline
 from spinn_export.report.writer import build_report, fastest_summary, summary_table
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
 from spinn_export.task.metrics import evaluate
@@ -68,6 +69,10 @@ class RunLayout:
 
     def history(self, method: str) -> Path:
         return self.pruned[method] / "history.json"
+
+    @property
+    def histories(self) -> list[Path]:
+        return [self.history(method) for method in self.pruned]
 
     @property
     def artifacts(self) -> Path:
@@ -113,7 +118,8 @@ def prepare(config: RunConfig) -> Source:
     physics = None if user.physics is None else load_physics(user.physics)
     dataset = load_user_dataset(user.data, list(user.inputs), list(user.targets), config.seed, physics)
     architecture, model = import_model(user.model, activation=user.activation, trust_pickle=user.trust_pickle,
-                                       model_code=user.model_code, in_features=dataset.in_features)
+                                       model_code=user.model_code, in_features=dataset.in_features,
+                                       output=user.output, data=dataset.x_train)
     architecture.require_prunable(str(user.model))
     check_model_fits(dataset, architecture, model)
     physics_file = () if physics is None or physics.source is None else (physics.source,)
@@ -134,31 +140,36 @@ class RunOutcome:
     gate: GateOutcome
     summary: pd.DataFrame
     reused: tuple[str, ...] = field(default_factory=tuple)
+    histories: tuple[Path, ...] = ()  # the pruning histories: each variant's R² per round, for the budget sentence
 
 
 def default_policy(config: RunConfig) -> GatePolicy:
-    """Without a policy file: the structured model must not be slower than dense at the largest batch."""
-    return GatePolicy(variant="structured", rules=(SpeedupRule(HEADLINE_BACKEND, max(config.batches), 1.0),))
+    """Without a policy file: the structured model must not be slower than dense at the largest batch, nor lose more
+    validation R² than the run's --max-r2-drop."""
+    return GatePolicy(variant="structured", rules=(SpeedupRule(HEADLINE_BACKEND, max(config.batches), 1.0),),
+                      max_r2_drop=config.max_r2_drop)
 
 
 def resolve_policy(config: RunConfig) -> GatePolicy:
+    """--policy's table, else ./pyproject.toml's where it covers the measured batches, else `default_policy`; a policy
+    without `max_r2_drop` holds the run to its --max-r2-drop (every run's accuracy is judged)."""
     if config.policy is not None:
         policy = load_policy(config.policy)
         if policy is None:
             raise UserError(f"{config.policy} has no [tool.spinn_export.gate] table")
-        return policy
-    local = Path("pyproject.toml")
-    policy = load_policy(local) if local.is_file() else None
-    if policy is not None and all(rule.batch in config.batches for rule in policy.rules):
-        return policy
-    return default_policy(config)
+    else:
+        local = Path("pyproject.toml")
+        policy = load_policy(local) if local.is_file() else None
+        if policy is None or not all(rule.batch in config.batches for rule in policy.rules):
+            return default_policy(config)
+    return policy if policy.max_r2_drop is not None else dataclasses.replace(policy, max_r2_drop=config.max_r2_drop)
 
 
 def stages(config: RunConfig, source: Source, policy: GatePolicy,
            gate: Callable[[], GateOutcome] | None = None) -> list[Stage]:
     """The job's stages in order; `gate` gives the run's one verdict (evaluated when the report first needs it)."""
     layout = RunLayout(config.out)
-    gate = gate or functools.cache(lambda: run_gate(layout.results, policy))
+    gate = gate or functools.cache(lambda: run_gate(layout.results, policy, histories=layout.histories))
     dataset = source.dataset
     user = config.model
     source_params = {} if user is None else {"model": user.to_dict()}
@@ -186,7 +197,8 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
     def do_export() -> None:
         skipped = unavailable_formats()  # a precision this machine cannot produce says why, here and in the report
         export_checkpoints([layout.dense, *(layout.checkpoint(m) for m in methods)], layout.artifacts,
-                           parse_formats(config.formats), max_r2_drop=config.max_r2_drop, unavailable=skipped)
+                           parse_formats(config.formats), data=None if user is None else dataset,
+                           max_r2_drop=config.max_r2_drop, unavailable=skipped)  # a user's data calibrates
         for name, reason in skipped.items():
             print(f"  skipped {name}: {reason}", flush=True)
 
@@ -234,28 +246,33 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
 def run(config: RunConfig) -> RunOutcome:
     policy = resolve_policy(config)  # an unreadable policy file fails now, not after the benchmark
     layout = RunLayout(config.out)
-    gate = functools.cache(lambda: run_gate(layout.results, policy))
+    gate = functools.cache(lambda: run_gate(layout.results, policy, histories=layout.histories))
     all_stages = stages(config, prepare(config), policy, gate)
     total = len(all_stages) + 1
     reused = tuple(s.name for i, s in enumerate(all_stages, 1) if not run_stage(s, config.out, i, total))
     print(f"[{total}/{total}] gate", flush=True)
     summary = summary_table([layout.results], layout.manifest, list(layout.pruned.values()))
-    return RunOutcome(html=layout.html, results=layout.results, gate=gate(), summary=summary, reused=reused)
+    return RunOutcome(html=layout.html, results=layout.results, gate=gate(), summary=summary, reused=reused,
+                      histories=tuple(layout.histories))
 
 
 def format_summary(outcome: RunOutcome) -> str:
-    """What the job prints last: the answer in a sentence, the fastest verified deployment (or why it was not
-    measured), the summary, the fastest deployment per batch and the gate as clean tables."""
+    """What the job prints last: the answer in a sentence (speed and accuracy), where pruning cost more accuracy than
+    the budget and how far it could have gone within it, the fastest verified deployment (or why it was not measured),
+    the summary, the fastest deployment per batch and the gate as clean tables."""
     gate = "passed" if outcome.gate.passed else "FAILED"
     fastest, per_batch = fastest_summary([outcome.results])
+    budget = budget_sentence([load_history(h) for h in outcome.histories], outcome.gate.max_r2_drop)
     return "\n".join([
         headline(outcome.summary),
+        *([budget] if budget else []),
         fastest,
         "",
         terminal_table(outcome.summary),
         "",
         *([terminal_table(per_batch), ""] if not per_batch.empty else []),
         format_rows(outcome.gate.rows),
+        *outcome.gate.notes,
         f"gate {gate}",
         f"report: {outcome.html.resolve()}",
     ])

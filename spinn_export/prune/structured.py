@@ -8,6 +8,10 @@ fine-tunes with the training loss (data + physics) via `train.train`, which buil
 each call.  That is the correct optimizer handling here: shrinking changes every parameter's
 shape, so moment estimates of the old tensors no longer belong to any parameter.
 
+One constant rate left some pruned networks worse than no fine-tune at all, so each round's fine-tune keeps its best
+state on held-out training rows, the just-pruned one included (`TrainConfig.keep_best`), at the rate a range test
+chose for that network (`train.lr_range_test`) unless `--lr` fixes it; each stage records both.
+
 A latency target (and `--round-to auto`) is planned against measurements (`prune.latency`) before
 anything is written: the plan is checked end to end, the rounds then shrink towards its widths,
 and the pruned model is measured paired against dense at the end (history.json's
@@ -52,7 +56,7 @@ from spinn_export.prune.shrink import FOLDS, foldable_groups, select_keep, shrin
 from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset, check_model_fits
 from spinn_export.task.metrics import evaluate
-from spinn_export.task.train import TrainConfig, train
+from spinn_export.task.train import TrainConfig, lr_range_test, train
 
 METHODS = ("structured", "magnitude")
 ON_DROP = ("record", "stop", "rollback")
@@ -84,7 +88,9 @@ class PruneConfig:
     """Everything that decides a pruning run; defaults are the CLI's.
 
     `finetune` is the training run after each round (epochs 0: none); its loss (data + physics weight)
-    is also what the taylor criterion scores. Round r fine-tunes with seed `seed + r`.
+    is also what the taylor criterion scores. Round r fine-tunes with seed `seed + r`, always keeping its best state
+    on held-out training rows. `lr_test`: each round's rate comes from a range test on the pruned network (True), or
+    is `finetune.lr` as given (False: `--lr`).
 
     `round_to` is a block for every hidden width, or "auto" (each layer's multiple read from a measured
     latency table). `backend` and `batch` say where `--round-to auto` measures (default ort-cpu at 4096); a
@@ -110,6 +116,7 @@ class PruneConfig:
     seed: int = 0
     backend: str | None = None
     batch: int | None = None
+    lr_test: bool = True
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("--method", self.method, METHODS), ("--importance", self.importance, CRITERIA),
@@ -149,7 +156,8 @@ class PruneConfig:
         return None
 
     def train_config(self, round_index: int) -> TrainConfig:
-        return dataclasses.replace(self.finetune, seed=self.seed + round_index)
+        """Round `round_index`'s fine-tune: its seed, and keep_best (a fine-tune never ends worse than it began)."""
+        return dataclasses.replace(self.finetune, seed=self.seed + round_index, keep_best=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Every field; `backend` and `batch` only when given (records of runs without them stay as they were)."""
@@ -172,6 +180,8 @@ class Stage:
     checkpoint: str
     wall_s: float
     rolled_back: bool = False
+    finetune_lr: float | None = None  # the round's fine-tuning rate (range test or --lr); None: no fine-tune
+    finetune_kept_epoch: int | None = None  # the epoch whose state it kept (0: the just-pruned state)
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "widths": list(self.widths)}
@@ -322,10 +332,12 @@ def prune(
             nonzero = round(start_nonzero * (target_nonzero / start_nonzero) ** fraction)
             magnitude_prune(model, architecture, target_nonzero if index == config.rounds else nonzero)
             frozen = zeros_frozen(model, architecture)
+        tuned: dict[str, Any] = {}
         if config.finetune.epochs:
             with frozen:
-                train(model, dataset, config.train_config(index), desc=f"round {index} fine-tune", progress=progress)
-        stage = _record(index, model, architecture, dataset, out_dir, config.method, metadata, round_started)
+                tuned = _finetune(model, architecture, dataset, config, index, progress)
+        stage = dataclasses.replace(
+            _record(index, model, architecture, dataset, out_dir, config.method, metadata, round_started), **tuned)
         bar.set_postfix(widths=",".join(map(str, architecture.widths)), val_r2=f"{stage.val_r2:.4f}")
         drop = stages[0].val_r2 - stage.val_r2
         if config.tolerance is not None and drop > config.tolerance and config.on_drop != "record":
@@ -351,6 +363,19 @@ def prune(
                     {**metadata, "variant": config.method, "stage": str(final.stage), "val_r2": f"{final.val_r2:.6f}"})
     write_history(result, out_dir)
     return result
+
+
+def _finetune(model: nn.Module, architecture: Architecture, dataset: Dataset, config: PruneConfig, index: int,
+              progress: bool) -> dict[str, Any]:
+    """Round `index`'s fine-tune in place: the range test's rate (unless `--lr` fixed it), keeping the best state on
+    held-out training rows; returns the Stage fields it sets."""
+    settings = config.train_config(index)
+    if config.lr_test:
+        freeze = (lambda m: zeros_frozen(m, architecture)) if config.method == "magnitude" else None
+        lr = lr_range_test(model, dataset, settings, freeze=freeze).lr
+        settings = dataclasses.replace(settings, lr=lr, min_lr=min(settings.min_lr, lr / 10))
+    result = train(model, dataset, settings, desc=f"round {index} fine-tune", progress=progress)
+    return {"finetune_lr": settings.lr, "finetune_kept_epoch": result.kept_epoch}
 
 
 def _plan(config: PruneConfig, dense: tuple[Architecture, nn.Module], scores: Sequence[torch.Tensor] | None,

@@ -1,13 +1,18 @@
-"""The CI gate: does the pruned model still run as much faster than dense as the policy demands?
+"""The CI gate: does the pruned model still run as much faster than dense as the policy demands, without losing more
+validation R² than its budget?
 
 Only speedups are judged, never absolute times: a ratio measured in one run on one machine
-travels to other machines and runs, a time in seconds does not.
+travels to other machines and runs, a time in seconds does not. A speedup bought by a network that no longer fits its
+data is no answer, so the policy's `max_r2_drop` fails a variant whose validation R² fell more than that below dense's
+(read from the pruning histories, `results.load_history`: the same figures the report's summary shows).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,8 +20,9 @@ from typing import Any
 import pandas as pd
 
 from spinn_export.errors import UserError
+from spinn_export.report.lookup import history_stage
 from spinn_export.report.render import terminal_table
-from spinn_export.report.results import load_results, speedups
+from spinn_export.report.results import BASELINE_VARIANT, History, load_history, load_results, speedups
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -25,7 +31,10 @@ else:  # pragma: no cover - Python 3.10 only
 
 POLICY_TABLE = ("tool", "spinn_export", "gate")
 ROW_COLUMNS = ["rule", "variant", "backend", "batch", "speedup", "ci_low", "source", "baseline_speedup",
-               "judged", "threshold", "result"]
+               "dense_r2", "variant_r2", "judged", "threshold", "result"]
+POLICY_KEYS = ("variant", "rules", "max_drop", "max_r2_drop")
+R2_RULE = "max R² drop"
+HISTORY_GLOB = "prune-*/history.json"  # the main job's layout: OUT/bench.json beside OUT/prune-<method>/history.json
 
 
 @dataclass(frozen=True)
@@ -47,24 +56,46 @@ class SpeedupRule:
 
 @dataclass(frozen=True)
 class GatePolicy:
-    """Minimum speedups for one variant, and with a baseline the largest relative drop allowed."""
+    """Minimum speedups for one variant, with a baseline the largest relative drop allowed, and the most validation R²
+    the variant may lose against dense (`max_r2_drop`, None: not judged)."""
 
     variant: str = "structured"
     rules: tuple[SpeedupRule, ...] = ()
     max_drop: float | None = None
+    max_r2_drop: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_drop is not None and not (0 <= self.max_drop < 1):
             raise UserError(f"max_drop is a fraction of the baseline's speedup in [0, 1), got {self.max_drop}")
+        if self.max_r2_drop is not None and not (math.isfinite(self.max_r2_drop) and self.max_r2_drop >= 0):
+            raise UserError(f"max_r2_drop is the most validation R² the variant may lose, e.g. 0.01; got "
+                            f"{self.max_r2_drop}")
 
 
 @dataclass(frozen=True)
 class GateOutcome:
-    """`rows` is one line per rule checked; exit_code is 0 when all pass, 1 otherwise."""
+    """`rows` is one line per rule checked; exit_code is 0 when all pass, 1 otherwise. `notes`: rules the policy holds
+    that could not be checked, each with why (an accuracy budget from a default policy, no R² recorded);
+    `max_r2_drop`: the accuracy budget the policy holds, checked or not."""
 
     passed: bool
     rows: pd.DataFrame
     exit_code: int
+    notes: tuple[str, ...] = ()
+    max_r2_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A variant's validation R² beside dense's (both on the validation split the pruning history evaluated)."""
+
+    variant: str
+    dense_r2: float
+    variant_r2: float
+
+    @property
+    def drop(self) -> float:
+        return self.dense_r2 - self.variant_r2
 
 
 def parse_min_speedup(text: str) -> SpeedupRule:
@@ -78,16 +109,17 @@ def parse_min_speedup(text: str) -> SpeedupRule:
 
 
 def policy_from_table(table: dict[str, Any], source: str) -> GatePolicy:
-    """Build a policy from a `[tool.spinn_export.gate]` table (keys: variant, rules, max_drop)."""
-    unknown = sorted(set(table) - {"variant", "rules", "max_drop"})
+    """Build a policy from a `[tool.spinn_export.gate]` table (keys: variant, rules, max_drop, max_r2_drop)."""
+    unknown = sorted(set(table) - set(POLICY_KEYS))
     if unknown:
-        raise UserError(f"unknown key(s) {', '.join(unknown)} in {source}: use variant, rules and max_drop")
+        raise UserError(f"unknown key(s) {', '.join(unknown)} in {source}: use {', '.join(POLICY_KEYS)}")
     try:
         rules = tuple(SpeedupRule(str(r["backend"]), int(r["batch"]), float(r["min_speedup"]))
                       for r in table.get("rules", []))
-        max_drop = table.get("max_drop")
+        max_drop, max_r2_drop = table.get("max_drop"), table.get("max_r2_drop")
         return GatePolicy(str(table.get("variant", GatePolicy.variant)), rules,
-                          None if max_drop is None else float(max_drop))
+                          None if max_drop is None else float(max_drop),
+                          None if max_r2_drop is None else float(max_r2_drop))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"bad gate rule in {source} ({exc!r}): each rule is "
                         "{backend = \"ort-cpu\", batch = 8192, min_speedup = 1.5}") from None
@@ -128,16 +160,29 @@ def _require(frame: pd.DataFrame, backend: str, batch: int, variant: str, what: 
     return rows.iloc[0]
 
 
+def accuracy_of(histories: Sequence[History], variant: str) -> Accuracy | None:
+    """The variant's validation R² and dense's, read as the summary reads them (`lookup.history_stage`: the final stage
+    of the history whose method is the variant; stage 0 for dense), less rounds that were rolled back (the model saved
+    is the one before them); None where no history holds the variant (a quantised variant is in none)."""
+    kept = [dataclasses.replace(h, stages=h.kept) for h in histories]
+    stage, dense = history_stage(kept, variant), history_stage(kept, BASELINE_VARIANT)
+    if stage is None or dense is None:
+        return None
+    return Accuracy(variant, float(dense["val_r2"]), float(stage["val_r2"]))
+
+
 def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame | None = None,
-             what: str = "the results") -> GateOutcome:
-    """Judge speedup frames (as `results.speedups` builds them) against the policy.
+             what: str = "the results", accuracy: Accuracy | None = None) -> GateOutcome:
+    """Judge speedup frames (as `results.speedups` builds them), and the variant's `accuracy`, against the policy.
 
     A minimum is judged on the paired CI's lower bound (every speedup is paired). A drop is the current
-    point speedup's shortfall relative to the baseline's.
+    point speedup's shortfall relative to the baseline's. The R² drop is dense's validation R² less the variant's,
+    judged against `max_r2_drop` when the policy holds one and `accuracy` is given.
     """
-    if not policy.rules and (policy.max_drop is None or baseline is None):
+    judge_r2 = policy.max_r2_drop is not None and accuracy is not None
+    if not policy.rules and (policy.max_drop is None or baseline is None) and not judge_r2:
         raise UserError("the gate policy has nothing to check: give --min-speedup BACKEND:BATCH:X, or --max-drop "
-                        "with --baseline, or a [tool.spinn_export.gate] table")
+                        "with --baseline, or --max-r2-drop, or a [tool.spinn_export.gate] table")
     rows = []
     for rule in policy.rules:
         row = _require(current, rule.backend, rule.batch, policy.variant, what)
@@ -158,17 +203,48 @@ def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame |
                          "batch": int(ref["batch"]), "speedup": row["speedup"], "ci_low": row["ci_low"],
                          "source": row["source"], "baseline_speedup": ref["speedup"], "judged": drop,
                          "threshold": policy.max_drop, "result": "pass" if drop <= policy.max_drop else "FAIL"})
+    if policy.max_r2_drop is not None and accuracy is not None:
+        budget = policy.max_r2_drop
+        rows.append({"rule": R2_RULE, "variant": accuracy.variant, "dense_r2": accuracy.dense_r2,
+                     "variant_r2": accuracy.variant_r2, "judged": accuracy.drop, "threshold": budget,
+                     "result": "pass" if accuracy.drop <= budget else "FAIL"})
     table = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    table["batch"] = pd.Series([None if pd.isna(b) else int(b) for b in table["batch"]], dtype=object)  # R²: none
     passed = bool((table["result"] == "pass").all())
-    return GateOutcome(passed, table, 0 if passed else 1)
+    return GateOutcome(passed, table, 0 if passed else 1, max_r2_drop=policy.max_r2_drop)
+
+
+def histories_beside(results: str | os.PathLike[str]) -> list[Path]:
+    """The pruning histories the main job writes beside its results (OUT/prune-<method>/history.json)."""
+    return sorted(Path(results).parent.glob(HISTORY_GLOB))
 
 
 def run_gate(results: str | os.PathLike[str], policy: GatePolicy,
-             baseline: str | os.PathLike[str] | None = None) -> GateOutcome:
-    """Gate one results file; unusable input (unreadable, missing backend/batch) raises UserError (exit 2)."""
+             baseline: str | os.PathLike[str] | None = None,
+             histories: Sequence[str | os.PathLike[str]] | None = None, *, require_r2: bool = True) -> GateOutcome:
+    """Gate one results file; unusable input (unreadable, missing backend/batch) raises UserError (exit 2).
+
+    The accuracy rule reads the R² of `histories` (pruning directories or history.json; None: those beside the
+    results, as the main job lays them out). Where none holds the variant, a required rule (`require_r2`: the budget
+    was asked for) is unusable input; a budget that only came with a default policy is left out, with the reason in
+    the outcome's notes.
+    """
     current = speedups(load_results([results]))
     reference = None if baseline is None else speedups(load_results([baseline]))
-    return evaluate(current, policy, reference, what=str(results))
+    accuracy, notes = None, ()
+    if policy.max_r2_drop is not None:
+        paths = histories_beside(results) if histories is None else [Path(h) for h in histories]
+        accuracy = accuracy_of([load_history(p) for p in paths], policy.variant)
+        if accuracy is None:
+            where = (f"in {', '.join(map(str, paths))}" if paths
+                     else f"(no --history given, none beside {results})")
+            why = f"no pruning history with {policy.variant}'s validation R² {where}"
+            if require_r2:
+                raise UserError(f"the accuracy rule (max R² drop {policy.max_r2_drop:g}) needs R²: {why}; give the "
+                                f"prune --out DIR of {policy.variant} with --history DIR")
+            notes = (f"{R2_RULE} {policy.max_r2_drop:g} not checked: {why}",)
+    outcome = evaluate(current, policy, reference, what=str(results), accuracy=accuracy)
+    return dataclasses.replace(outcome, notes=notes)
 
 
 def format_rows(rows: pd.DataFrame) -> str:

@@ -91,6 +91,13 @@ class History:
     stages: pd.DataFrame
     architecture: dict[str, Any] | None = None  # the network as its groups (histories written since it was recorded)
 
+    @property
+    def kept(self) -> pd.DataFrame:
+        """The stages less rounds that were rolled back: the model saved went through these, and ends in the last."""
+        if "rolled_back" not in self.stages.columns:
+            return self.stages
+        return self.stages[~self.stages["rolled_back"].eq(True)].reset_index(drop=True)
+
 
 def read_json(path: str | os.PathLike[str], what: str) -> Any:
     """Parse a JSON file or raise a one-line UserError naming the file and what it should be."""

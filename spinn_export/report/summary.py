@@ -1,5 +1,6 @@
-"""What the report opens with: the summary table, the headline sentence, the fastest deployment, the gate's verdict
-and what was not run.
+"""What the report opens with: the summary table, the headline sentence (speed and accuracy: a speedup bought with
+the network's fit is no answer), where pruning cost more accuracy than the budget and how far it could have gone
+within it, the fastest deployment, the gate's verdict and what was not run.
 
 Prose says what kind of thing happened and its figures; the tables under it keep the per-case detail, so a list of
 many cases reads as a few grouped clauses here.
@@ -20,6 +21,7 @@ from spinn_export.report.render import Section
 from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
 from spinn_export.runtimes.profile import shares_text
 
+MINUS = "\u2212"  # prose writes a negative change with a real minus sign
 MAX_KINDS = 6  # grouped clauses in a sentence; the rest are counted together (the table lists every one)
 _BATCH = re.compile(r"\bbatch (\d+)\b")
 _DETAIL = re.compile(r"\s*\([^()]*\)$")  # a trailing parenthesis: the variant or install hint behind a reason
@@ -46,7 +48,7 @@ def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | N
             stage = validation(histories, variant, timed_artifact(manifest, mine))
             accuracy = {}
             if stage is not None and dense_stage is not None:
-                accuracy = {"ΔR² vs dense": stage["val_r2"] - dense_stage["val_r2"],
+                accuracy = {"val R²": stage["val_r2"], "ΔR² vs dense": stage["val_r2"] - dense_stage["val_r2"],
                             "residual RMS vs dense": ratio(stage["val_residual_rms"], dense_stage["val_residual_rms"])}
             rows.append({
                 "machine": machine, "backend": backend, "batch": batch, "variant": variant,
@@ -74,16 +76,60 @@ def ratio(numerator: object, denominator: object) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+def signed(value: float, digits: int = 4) -> str:
+    """A change as prose shows it: +0.0012, or −0.0015 with a real minus sign."""
+    return f"{value:+.{digits}f}".replace("-", MINUS)
+
+
 def headline(summary: pd.DataFrame) -> str:
-    """The answer in one sentence: the variants on the headline backend (else the first backend measured)."""
+    """The answer in one sentence: the variants on the headline backend (else the first backend measured), each one's
+    paired speedup and its validation R² against dense's (where a pruning history or the export recorded it)."""
     if summary.empty or summary["speedup"].isna().all():
         return "No variant has a paired speedup over dense in these results."
     measured = summary[summary["speedup"].notna()]
     backend = HEADLINE_BACKEND if HEADLINE_BACKEND in set(measured["backend"]) else measured["backend"].iloc[0]
     on = measured[measured["backend"] == backend]
-    parts = [f"{row['variant']} runs {row['speedup']:.2f}× as fast as dense [{row['CI low']:.2f}, "
-             f"{row['CI high']:.2f}]" for row in on.to_dict("records")]
-    return f"On {backend} at batch {int(on['batch'].iloc[0])}: " + "; ".join(parts) + " (paired, 95 % CI)."
+    parts = []
+    for row in on.to_dict("records"):
+        part = (f"{row['variant']} runs {row['speedup']:.2f}× as fast as dense "
+                f"[{row['CI low']:.2f}, {row['CI high']:.2f}]")
+        r2, delta = row.get("val R²"), row.get("ΔR² vs dense")
+        if r2 is not None and delta is not None and not (pd.isna(r2) or pd.isna(delta)):
+            part += f", validation R² {r2:.4f} against dense {r2 - delta:.4f} ({signed(delta)})"
+        parts.append(part)
+    known = "val R²" in on.columns and on["val R²"].notna().any()
+    unknown = "" if known else "; validation R² not known (no pruning history was given)"
+    return f"On {backend} at batch {int(on['batch'].iloc[0])} (paired, 95 % CI): " + "; ".join(parts) + f"{unknown}."
+
+
+def budget_sentence(histories: Sequence[History], budget: float | None) -> str:
+    """Where pruning lost more validation R² than `budget` (the gate's max R² drop): how much, and the largest reduction
+    among its rounds that stayed within it ('' when every history is within it, or there is no budget). The rounds
+    are the history's stages, each with its reduction and validation R² (rolled-back rounds left out)."""
+    if budget is None:
+        return ""
+    parts = []
+    for history in histories:
+        stages = history.kept
+        counted = "nonzero_params" if "nonzero_params" in stages.columns else "params"
+        dense, final = stages.iloc[0], stages.iloc[-1]
+        drop = dense["val_r2"] - final["val_r2"]
+        if len(stages) < 2 or not drop > budget:
+            continue
+        what = "parameters" if history.method == "structured" else "non-zero parameters"
+        rounds = stages.iloc[1:].assign(reduction=1.0 - stages[counted].iloc[1:] / dense[counted],
+                                        drop=dense["val_r2"] - stages["val_r2"].iloc[1:])
+        within = rounds[rounds["drop"] <= budget]
+        if within.empty:
+            first = rounds.iloc[0]
+            clause = (f"no round stayed within it (round {int(first['stage'])}, {first['reduction']:.0%} of the "
+                      f"{what}, already lost {first['drop']:.4f})")
+        else:
+            best = within.loc[within["reduction"].idxmax()]
+            clause = (f"the largest reduction within the budget was {best['reduction']:.0%} of the {what} "
+                      f"(round {int(best['stage'])}, R² {best['val_r2']:.4f})")
+        parts.append(f"{history.method} lost {drop:.4f} R² (budget {budget:g}); {clause}.")
+    return " ".join(parts)
 
 
 def _batches(batches: Iterable[object]) -> str:
@@ -130,12 +176,17 @@ def _bound_clause(row: pd.Series) -> str:
 
 
 def gate_verdict(gate: GateOutcome | None) -> str:
-    """One sentence: the gate's verdict and what it judged, or that no gate judged these results."""
+    """One sentence: the gate's verdict and what it judged (and what it could not), or that no gate judged these
+    results."""
     if gate is None:
         return "Gate: not run on these results (spinn-export gate judges them)."
-    checks = "; ".join(f"{r.variant} {r.rule} on {r.backend} at batch {r.batch}: {r.judged:.2f} against "
-                       f"{r.threshold:.2f} ({r.result})" for r in gate.rows.itertuples())
-    return f"Gate {'passed' if gate.passed else 'FAILED'}: {checks}."
+    checks = "; ".join(
+        f"{r.variant} {r.rule}: {r.judged:.4f} against {r.threshold:g} (R² {r.variant_r2:.4f}, dense {r.dense_r2:.4f}; "
+        f"{r.result})" if pd.isna(r.batch) else
+        f"{r.variant} {r.rule} on {r.backend} at batch {r.batch}: {r.judged:.2f} against {r.threshold:.2f} ({r.result})"
+        for r in gate.rows.itertuples())
+    notes = "".join(f" {note[0].upper()}{note[1:]}." for note in gate.notes)
+    return f"Gate {'passed' if gate.passed else 'FAILED'}: {checks}.{notes}"
 
 
 def _kind(reason: str) -> tuple[str, str, str | None, int | None]:
@@ -205,12 +256,14 @@ def export_clause(manifest: Manifest | None) -> str:
 
 
 def summary_section(results: Results, summary: pd.DataFrame, gate: GateOutcome | None,
-                    manifest: Manifest | None = None) -> Section:
-    """The answer first: headline, fastest deployment, gate, what the table shows, what was not exported and what was
-    not run."""
+                    manifest: Manifest | None = None, histories: Sequence[History] = ()) -> Section:
+    """The answer first: headline, what pruning cost beyond the gate's accuracy budget, fastest deployment, gate, what
+    the table shows, what was not exported and what was not run."""
     skipped = " ".join(part for part in (export_clause(manifest), not_run_clause(results)) if part)
+    budget = budget_sentence(histories, None if gate is None else gate.max_r2_drop)
     return Section("summary", "Summary",
-                   f"{headline(summary)} {fastest_sentence(results)} {gate_verdict(gate)} Per backend at its largest "
+                   f"{headline(summary)}{' ' + budget if budget else ''} {fastest_sentence(results)} "
+                   f"{gate_verdict(gate)} Per backend at its largest "
                    "batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual RMS against "
                    "dense's (pruning history; a quantised file's R² as its export measured it), and the timed file's "
                    f"size and peak memory relative to dense's.{' ' + skipped if skipped else ''} Details follow.",

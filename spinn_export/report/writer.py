@@ -43,7 +43,8 @@ def build_sections(results: Results, manifest: Manifest | None, histories: Seque
     """The summary and the fastest deployment, then the details, in the order the report shows them."""
     speedup = speedups(results)
     summary = summary_rows(results, speedup, manifest, histories)
-    return [summary_section(results, summary, gate, manifest), fastest_section(results, fastest_sentence(results)),
+    return [summary_section(results, summary, gate, manifest, histories),
+            fastest_section(results, fastest_sentence(results)),
             *detail_sections(results, speedup, manifest, histories)]
 
 

@@ -2,7 +2,9 @@
 union-find) of every fixture in tests/data/frameworks, timed by pytest-benchmark. The acceptance line is 2 s a
 network on the machines this project runs on; the figures go to docs/MEASURED.md with their machine and date.
 
-    pytest bench/test_graph_analysis.py --benchmark-columns=min,median,max
+    pytest bench/graph_analysis.py --benchmark-columns=min,median,max
+
+Named outside `test_*.py` so that `pytest bench` (the speed suite, whose JSON the report reads) does not collect it.
 """
 from __future__ import annotations
 
