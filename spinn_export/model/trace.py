@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError, first_line
-from spinn_export.model.graph import LINEAR, Graph, Node, Ref, run, shapes
+from spinn_export.model.graph import LINEAR, Graph, Node, Ref, fresh_name, run, shapes
 from spinn_export.model.groups import weight_only
 from spinn_export.model.probe import disagreement, probe_rows
 from spinn_export.model.pt2 import read_pt2
@@ -69,33 +69,19 @@ def graph_of_pt2(path: str | Path, trust_pickle: bool = False, data: torch.Tenso
 def normalize(graph: Graph, tensors: Mapping[str, torch.Tensor], label: str) -> tuple[Graph, dict[str, torch.Tensor]]:
     """Products with weights as `linear`, dead nodes and unused tensors dropped, floating tensors as float32."""
     values = {k: v.detach().float() if v.is_floating_point() else v.detach() for k, v in tensors.items()}
-    graph = _with_bias(_as_linear(graph))
+    rank = _ranks(graph)  # a weight keeps its rank through normalising; one run of the graph serves both passes
+    graph = _with_bias(_as_linear(graph, rank), rank)
     return _prune_dead(graph, values, label)
 
 
-class _Names:
-    """Fresh names beside every name a graph already uses (a parameter may well be called `matmul_weight`)."""
-
-    def __init__(self, graph: Graph) -> None:
-        self.taken = {graph.input, *(t.name for t in graph.tensors), *(o for n in graph.nodes for o in n.outputs)}
-
-    def fresh(self, base: str) -> str:
-        name, index = base, 1
-        while name in self.taken:
-            name, index = f"{base}_{index}", index + 1
-        self.taken.add(name)
-        return name
-
-
-def _as_linear(graph: Graph) -> Graph:
+def _as_linear(graph: Graph, rank: Mapping[str, int]) -> Graph:
     """Products of an activation with a 2-D weight (or a value of weights alone) as `linear(x, W[, b])`:
     `matmul`/`mm(x, W)` and `addmm(b, x, W)` (what `.run_decompositions()` writes) as `linear(x, t(W)[, b])`, where
     W = t(V) (or `permute(V, [1, 0])`, `transpose(V, 0, 1)`) simply `linear(x, V[, b])`; and a two-operand
     `einsum` that is a layer (`'bi,ij->bj'`, `'...i,ji->...j'`)."""
     weights = weight_only(graph)
     producers = graph.producers()
-    names = _Names(graph)
-    rank = _ranks(graph)
+    taken = {graph.input, *(t.name for t in graph.tensors), *(o for n in graph.nodes for o in n.outputs)}
     nodes: list[Node] = []
     for node in graph.nodes:
         found = _layer_operands(node, weights, rank)
@@ -107,7 +93,8 @@ def _as_linear(graph: Graph) -> Graph:
         if not rows_first and source is not None:
             weight, rows_first = source, True
         if not rows_first:
-            transposed = Node(names.fresh(f"{node.name}_weight"), TRANSPOSE, (weight,))
+            transposed = Node(fresh_name(f"{node.name}_weight", taken), TRANSPOSE, (weight,))
+            taken.add(transposed.name)
             nodes.append(transposed)
             weight = Ref(transposed.name)
         nodes.append(Node(node.name, LINEAR, (x, weight, bias), outputs=node.outputs))
@@ -172,12 +159,11 @@ def _untransposed(producer: Node | None, rank: Mapping[str, int]) -> Ref | None:
     return producer.args[0] if swap else None
 
 
-def _with_bias(graph: Graph) -> Graph:
+def _with_bias(graph: Graph, rank: Mapping[str, int]) -> Graph:
     """`linear(x, W) + b` (a hand-written layer) as `linear(x, W, b)`, where b is a 1-D weight of the layer's width
     and the sum is all the layer's output is used for."""
     weights = weight_only(graph)
     consumers = graph.consumers()
-    rank = _ranks(graph)
     fused: dict[str, Node] = {}
     dropped: set[str] = set()
     by_output = {node.outputs[0]: node for node in graph.nodes if node.op == LINEAR and node.arg(2) is None}

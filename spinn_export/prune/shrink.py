@@ -31,7 +31,7 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.coupling import packet
-from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, run, tensors_of
+from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, fresh_name, run, tensors_of
 from spinn_export.model.groups import Axis, layer_nodes
 from spinn_export.model.probe import disagreement, probe_rows
 from spinn_export.model.rules import POINTWISE, resized
@@ -208,9 +208,7 @@ def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Te
         if isinstance(bias, Ref):
             sliced[bias.name] = sliced[bias.name] + carried
             continue
-        fresh = f"{node.name}_folded_bias"
-        while fresh in taken:
-            fresh += "_"
+        fresh = fresh_name(f"{node.name}_folded_bias", taken)
         taken.add(fresh)
         sliced[fresh] = carried
         infos.append(TensorInfo(fresh, tuple(carried.shape), trainable=True))
