@@ -12,7 +12,8 @@ from torch import nn
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.structured import PruneConfig, prune
 from spinn_export.prune.target import Target
@@ -56,20 +57,22 @@ def assert_clean_error(result: CliResult, *needles: str) -> None:
 
 
 def linear_layers(model: nn.Module) -> list[nn.Module]:
-    """A plain MLP's layers (`build_model`'s `linear0`, `linear1`, ...), each holding its `weight` and `bias`."""
+    """A plain MLP's layers (`mlp_network`'s `linear0`, `linear1`, ...), each holding its `weight` and `bias`."""
     return [module for name, module in model.named_children() if name.startswith("linear")]
 
 
-def seeded_model(spec: MLPSpec, seed: int = 0) -> nn.Module:
-    """The plain MLP of `spec` with the weights torch's seed `seed` draws."""
+def seeded_network(spec: MLPSpec, seed: int = 0) -> Network:
+    """The plain MLP of `spec` with the weights torch's seed `seed` draws (in train mode, as a fresh module is)."""
     torch.manual_seed(seed)
-    return build_model(spec)
+    return mlp_network(spec)
 
 
 @pytest.fixture
-def model(small_spec: MLPSpec) -> nn.Module:
-    """`small_spec`'s model, seeded, in eval mode."""
-    return seeded_model(small_spec).eval()
+def network(small_spec: MLPSpec) -> Network:
+    """`small_spec`'s network, seeded, in eval mode."""
+    network = seeded_network(small_spec)
+    network.module.eval()
+    return network
 
 
 @pytest.fixture
@@ -81,7 +84,7 @@ def small_spec() -> MLPSpec:
 def small_checkpoint(tmp_path: Path, small_spec: MLPSpec) -> Path:
     torch.manual_seed(0)
     path = tmp_path / "small.safetensors"
-    save_checkpoint(path, build_model(small_spec), small_spec, {"variant": "dense"})
+    save_checkpoint(path, mlp_network(small_spec), {"variant": "dense"})
     return path
 
 
@@ -128,13 +131,13 @@ def build_pipeline(directory: Path) -> Pipeline:
         return pipeline
     directory.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    dense_model = build_model(DENSE)
-    dense = save_checkpoint(directory / "dense.safetensors", dense_model, DENSE, {"variant": "dense"})
+    dense_network = mlp_network(DENSE)
+    dense = save_checkpoint(directory / "dense.safetensors", dense_network, {"variant": "dense"})
     data = builtin_dataset(seed=0, n_train=256, n_val=128, n_test=16)
     for method, out in (("structured", pipeline.structured_dir), ("magnitude", pipeline.magnitude_dir)):
         config = PruneConfig(Target.params(TARGET), method=method, rounds=2, finetune=TrainConfig(epochs=0),
                              calibration_samples=64)
-        prune(dense_model, architecture_of(DENSE), data, config, out, metadata={"variant": "dense"}, progress=False)
+        prune(dense_network, data, config, out, metadata={"variant": "dense"}, progress=False)
     checkpoints = [dense, pipeline.structured_dir / "structured.safetensors",
                    pipeline.magnitude_dir / "magnitude.safetensors"]
     export_checkpoints(checkpoints, pipeline.manifest.parent, parse_formats("onnx"))

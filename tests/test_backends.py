@@ -3,6 +3,7 @@ outputs that disagree with eager PyTorch. ONNX Runtime checks run in a fresh pro
 process-wide ORT thread pool changes how every later session in the process must be created."""
 from __future__ import annotations
 
+import copy
 import importlib.metadata
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -30,7 +31,7 @@ from spinn_export.export.formats.onnx import write_onnx
 from spinn_export.export.formats.torchscript import write_torchscript
 from spinn_export.export.parity import FLOAT32, ParityError, check_parity
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.prune.magnitude import magnitude_prune
 
 CONTRACT_NAMES = {"eager-cpu", "compile-cpu", "torchscript-cpu", "exported-program-cpu", "ort-cpu", "openvino-cpu",
@@ -79,30 +80,31 @@ def test_backend_names_resolve_by_family_and_device_and_unknown_names_are_refuse
         get_backend("nope")
 
 
-def test_eager_runner_matches_and_a_wrong_model_fails_parity(model, small_spec):
-    runner = get_backend("eager-cpu").load(model, 1)
+def test_eager_runner_matches_and_a_wrong_model_fails_parity(network, small_spec):
+    runner = get_backend("eager-cpu").load(network.module, 1)
     assert runner.provider == "eager:cpu" and runner.threads == 1 and runner.device_name
-    assert check_parity(model, runner.infer, small_spec, "eager", FLOAT32).max_abs_error == 0.0
+    assert check_parity(network, runner.infer, "eager", FLOAT32).max_abs_error == 0.0
     call = runner.prepare(sample_input(5, small_spec.in_features))
     assert call() is None
-    other = build_model(small_spec).eval()
+    other = mlp_network(small_spec)
+    other.module.eval()
     with pytest.raises(ParityError, match=r"eager: parity failed.*against eager PyTorch"):
-        check_parity(other, runner.infer, small_spec, "eager", FLOAT32)
+        check_parity(other, runner.infer, "eager", FLOAT32)
 
 
-def test_exported_files_load_on_their_backends_and_in_memory_modules_are_refused(tmp_path, model, small_spec):
+def test_exported_files_load_on_their_backends_and_in_memory_modules_are_refused(tmp_path, network, small_spec):
     for name, writer, file in (("torchscript-cpu", write_torchscript, "m.torchscript.pt"),
                                ("exported-program-cpu", write_exported_program, "m.pt2")):
-        writer(model, small_spec, tmp_path / file, 18)
+        writer(network, tmp_path / file, 18)
         runner = get_backend(name).load(tmp_path / file, 1)
-        assert check_parity(model, runner.infer, small_spec, name, FLOAT32).max_abs_error < 1e-5
+        assert check_parity(network, runner.infer, name, FLOAT32).max_abs_error < 1e-5
         assert runner.prepare(sample_input(3, small_spec.in_features))() is None
         with pytest.raises(UserError, match="export the model first"):
-            get_backend(name).load(model, 1)
+            get_backend(name).load(network.module, 1)
 
 
-def test_compile_refuses_recompiles_after_warm_up(model, small_spec):
-    runner = get_backend("compile-cpu").load(model, 1)
+def test_compile_refuses_recompiles_after_warm_up(network, small_spec):
+    runner = get_backend("compile-cpu").load(network.module, 1)
     call = runner.prepare(sample_input(4, small_spec.in_features))
     with runner.guard():
         call()  # warmed shape: no recompile, no error
@@ -111,9 +113,9 @@ def test_compile_refuses_recompiles_after_warm_up(model, small_spec):
         runner.fn(unwarmed)
 
 
-def test_compile_refuses_to_fall_back_to_eager_at_the_recompile_limit(model, small_spec):
+def test_compile_refuses_to_fall_back_to_eager_at_the_recompile_limit(network, small_spec):
     with torch._dynamo.config.patch(recompile_limit=1):
-        runner = get_backend("compile-cpu").load(model, 1)
+        runner = get_backend("compile-cpu").load(network.module, 1)
         runner.prepare(sample_input(2, small_spec.in_features))
         with pytest.raises(RecompileDetected, match="recompile limit"):
             runner.prepare(sample_input(3, small_spec.in_features))
@@ -129,8 +131,8 @@ def _ort_checks(path: str, reference_path: str) -> dict:
     out: dict = {}
     runner = get_backend("ort-cpu").load(Path(path), 1)
     out["provider"], out["threads"] = runner.provider, runner.threads
-    reference = load_checkpoint(reference_path)
-    out["error"] = check_parity(reference.model, runner.infer, reference.architecture, "ort", FLOAT32).max_abs_error
+    reference = load_checkpoint(reference_path).network
+    out["error"] = check_parity(reference, runner.infer, "ort", FLOAT32).max_abs_error
     out["call"] = runner.prepare(sample_input(8, 18))() is not None
     options = ort.SessionOptions()
     options.use_per_session_threads = False  # the process has a global pool now: every session must share it
@@ -150,9 +152,9 @@ def _ort_checks(path: str, reference_path: str) -> dict:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a CUDA request")
-def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, model, small_spec, small_checkpoint):
-    write_onnx(model, small_spec, tmp_path / "m.onnx", 18)
-    save_checkpoint(tmp_path / "m.safetensors", model, small_spec, {"variant": "dense"})
+def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, network, small_checkpoint):
+    write_onnx(network, tmp_path / "m.onnx", 18)
+    save_checkpoint(tmp_path / "m.safetensors", network, {"variant": "dense"})
     out = in_fresh_process(_ort_checks, str(tmp_path / "m.onnx"), str(tmp_path / "m.safetensors"))
     assert out["provider"] == "CPUExecutionProvider" and out["threads"] == 1 and out["error"] < 1e-5
     assert out["runner"][0] == ProviderFallback.__name__ and "CPUExecutionProvider" in out["runner"][1]
@@ -160,12 +162,10 @@ def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, model, small_sp
     assert "already fixed at 1 threads" in out["second_pool"]
 
 
-def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
-    save_checkpoint(tmp_path / "dense.safetensors", model, small_spec, {"variant": "dense"})
-    pruned = magnitude_prune(build_model(small_spec).eval(), architecture_of(small_spec), 600)
-    pruned.load_state_dict(model.state_dict())
-    magnitude_prune(pruned, architecture_of(small_spec), 600)
-    save_checkpoint(tmp_path / "magnitude.safetensors", pruned, small_spec, {"variant": "magnitude"})
+def test_manifest_variants_and_their_backends(tmp_path, network, small_spec):
+    save_checkpoint(tmp_path / "dense.safetensors", network, {"variant": "dense"})
+    pruned = magnitude_prune(network.with_module(copy.deepcopy(network.module)), 600)
+    save_checkpoint(tmp_path / "magnitude.safetensors", pruned, {"variant": "magnitude"})
     export_checkpoints([tmp_path / "dense.safetensors", tmp_path / "magnitude.safetensors"], tmp_path / "out",
                        [get_format("onnx"), get_format("onnx-int8")])
     refs = {ref.name: ref for ref in refs_from_manifest(tmp_path / "out")}
@@ -181,7 +181,7 @@ def test_manifest_variants_and_their_backends(tmp_path, model, small_spec):
     csr = open_runner("eager-cpu", refs["magnitude-csr"], 1)  # sparse CSR checked against the masked dense model
     x = sample_input(16, small_spec.in_features)
     with torch.inference_mode():
-        expected = pruned(torch.from_numpy(x)).numpy()
+        expected = pruned.module(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(csr.infer(x), expected, atol=1e-5)
 
 

@@ -9,7 +9,7 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.importer import import_model
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import architecture_of, mlp_network
 from spinn_export.model.spec import MLPSpec
 
 from .conftest import assert_clean_error, run_cli
@@ -17,12 +17,12 @@ from .conftest import assert_clean_error, run_cli
 
 def test_round_trip_preserves_spec_weights_and_outputs(tmp_path, small_spec):
     torch.manual_seed(1)
-    model = build_model(small_spec)
-    path = save_checkpoint(tmp_path / "m.safetensors", model, small_spec, {"variant": "structured"})
+    network = mlp_network(small_spec)
+    path = save_checkpoint(tmp_path / "m.safetensors", network, {"variant": "structured"})
     loaded = load_checkpoint(path)
-    assert loaded.architecture == architecture_of(small_spec) and loaded.variant == "structured"
+    assert loaded.network.architecture == architecture_of(small_spec) and loaded.variant == "structured"
     x = torch.randn(5, 18)
-    torch.testing.assert_close(loaded.model(x), model(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.network.module(x), network.module(x), rtol=0, atol=0)
     assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
 
 
@@ -63,10 +63,10 @@ def test_import_state_dict_infers_widths(tmp_path):
                      "--out", str(tmp_path / "m.safetensors"))
     assert result.returncode == 0, result.stderr
     loaded = load_checkpoint(tmp_path / "m.safetensors")
-    assert loaded.architecture == architecture_of(MLPSpec(18, (12, 6), 2, "relu"), "state_dict")
+    assert loaded.network.architecture == architecture_of(MLPSpec(18, (12, 6), 2, "relu"), "state_dict")
     assert "skip connections and gates cannot be seen" in result.stdout
     x = torch.randn(4, 18)
-    torch.testing.assert_close(loaded.model(x), source(x))
+    torch.testing.assert_close(loaded.network.module(x), source(x))
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,11 +83,11 @@ def test_pickled_module_needs_trust_flag(tmp_path):
                       str(out), cwd=REPO)
     assert trusted.returncode == 0, trusted.stderr
     loaded = load_checkpoint(out)
-    architecture = loaded.architecture
+    architecture = loaded.network.architecture
     assert architecture.is_chain and architecture.widths == (16, 8) and architecture.activation == "tanh"
     assert architecture.source == "pickle"
     x = torch.randn(3, 18)
-    torch.testing.assert_close(loaded.model(x), source(x))
+    torch.testing.assert_close(loaded.network.module(x), source(x))
 
 
 def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
@@ -102,15 +102,15 @@ def test_a_traced_module_keeps_its_skip_and_freezes_what_it_cannot_prove(tmp_pat
     from spinn_export.model.importer import open_model
 
     torch.save(ResidualMLP(), tmp_path / "residual.pth")
-    residual = open_model(tmp_path / "residual.pth", trust_pickle=True, in_features=18).architecture
+    residual = open_model(tmp_path / "residual.pth", trust_pickle=True, in_features=18).network.architecture
     assert residual.widths == (16,) and not residual.is_chain  # the skip couples both hidden layers
     torch.save(nn.Sequential(nn.Linear(18, 8), nn.LayerNorm(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
                tmp_path / "normed.pth")
-    normed = open_model(tmp_path / "normed.pth", trust_pickle=True, in_features=18).architecture
+    normed = open_model(tmp_path / "normed.pth", trust_pickle=True, in_features=18).network.architecture
     assert normed.widths == () and any("layer_norm" in reason for reason in normed.frozen_reasons())
     torch.save(nn.Sequential(nn.Linear(18, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 2)).eval(),
                tmp_path / "batch-normed.pth")
-    batch_normed = open_model(tmp_path / "batch-normed.pth", trust_pickle=True, in_features=18).architecture
+    batch_normed = open_model(tmp_path / "batch-normed.pth", trust_pickle=True, in_features=18).network.architecture
     assert batch_normed.widths == (8,)  # eval-mode batch norm works channel by channel
     torch.save(nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(64, 2)), tmp_path / "conv.pth")
     with pytest.raises(UserError, match=r"conv\.pth"):
@@ -172,11 +172,11 @@ def test_importing_a_spinn_export_checkpoint_keeps_its_activation(tmp_path):
     re-read as tanh, and contradicting it is an error rather than a silently different network."""
     spec = MLPSpec(3, (8, 5), 2, "silu")
     torch.manual_seed(0)
-    model = build_model(spec)
-    save_checkpoint(tmp_path / "m.safetensors", model, spec, {"variant": "dense"})
-    imported_spec, imported = import_model(tmp_path / "m.safetensors")
+    network = mlp_network(spec)
+    save_checkpoint(tmp_path / "m.safetensors", network, {"variant": "dense"})
+    imported = import_model(tmp_path / "m.safetensors")
     x = torch.randn(4, 3)
-    assert imported_spec == architecture_of(spec)
-    torch.testing.assert_close(imported(x), model(x))
+    assert imported.architecture == architecture_of(spec)
+    torch.testing.assert_close(imported.module(x), network.module(x))
     with pytest.raises(UserError, match="silu"):
         import_model(tmp_path / "m.safetensors", activation="tanh")

@@ -17,7 +17,7 @@ import torch
 
 from spinn_export.cli import main
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 
 from .conftest import REPO, assert_clean_error, run_cli
@@ -50,9 +50,9 @@ def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Works
     frame["y"] = frame.a + frame.b * frame.c
     frame.to_csv(tmp_path / "d.csv", index=False)
     torch.manual_seed(0)
-    model = build_model(SPEC)
-    save_checkpoint(tmp_path / "ck.safetensors", model, SPEC, {"variant": "dense"})
-    torch.save(model.state_dict(), tmp_path / "sd.pt")
+    network = mlp_network(SPEC)
+    save_checkpoint(tmp_path / "ck.safetensors", network, {"variant": "dense"})
+    torch.save(network.module.state_dict(), tmp_path / "sd.pt")
     (tmp_path / "physics.py").write_text(PHYSICS)
     shutil.copy(REPO / "reports" / "reference" / "bench.json", tmp_path / "bench.json")
     (tmp_path / "adir").mkdir()

@@ -80,16 +80,15 @@ def test_a_torch_cuda_call_synchronises_the_device_inside_every_call_and_copies_
     assert runner.provider == "eager:cuda:0"
 
 
-def test_a_cuda_runner_whose_work_stays_on_the_cpu_is_refused(fake_gpu, model):
+def test_a_cuda_runner_whose_work_stays_on_the_cpu_is_refused(fake_gpu, network):
     # what a frozen TorchScript module moved with .to("cuda") did: the weights (and so the work) stayed behind
-    runner = get_backend("eager-cuda").loader(model, 1, BackendConfig())
+    runner = get_backend("eager-cuda").loader(network.module, 1, BackendConfig())
     with pytest.raises(ProviderFallback, match="eager-cuda produced its output on cpu, not cuda"):
         runner.prepare(sample_input(4, 18))
 
 
-def test_torchscript_cuda_maps_the_frozen_weights_onto_the_gpu_as_it_loads(tmp_path, model, small_spec, monkeypatch,
-                                                                             fake_gpu):
-    write_torchscript(model, small_spec, tmp_path / "m.torchscript.pt", 18)
+def test_torchscript_cuda_maps_the_frozen_weights_onto_the_gpu_as_it_loads(tmp_path, network, monkeypatch, fake_gpu):
+    write_torchscript(network, tmp_path / "m.torchscript.pt", 18)
     real_load, asked = torch.jit.load, []
 
     def load(file, map_location=None, **kwargs):  # type: ignore[no-untyped-def]
@@ -103,20 +102,20 @@ def test_torchscript_cuda_maps_the_frozen_weights_onto_the_gpu_as_it_loads(tmp_p
     assert list(runner.fn.parameters()) == [] and list(runner.fn.buffers()) == []
 
 
-def test_compile_cuda_accepts_every_torch_compile_mode_and_its_runner_keeps_the_guard(fake_gpu, model):
+def test_compile_cuda_accepts_every_torch_compile_mode_and_its_runner_keeps_the_guard(fake_gpu, network):
     compile_cuda = get_backend("compile-cuda")
     assert {"reduce-overhead", "max-autotune"} <= set(MODES)
     for mode in MODES:
         assert compile_cuda.make_config({"mode": mode}) == CompileConfig(mode=mode)
     with pytest.raises(UserError, match=r"torch\.compile mode 'cudagraphs' is not one of default, reduce-overhead"):
         compile_cuda.make_config({"mode": "cudagraphs"})
-    runner = compile_cuda.loader(model, 1, CompileConfig(mode="reduce-overhead"))
+    runner = compile_cuda.loader(network.module, 1, CompileConfig(mode="reduce-overhead"))
     assert isinstance(runner, CompiledRunner) and runner.device == "cuda" and runner.backend == "compile-cuda"
 
 
-def test_the_recompile_guard_holds_under_reduce_overhead(model, small_spec):
+def test_the_recompile_guard_holds_under_reduce_overhead(network, small_spec):
     # on the CPU, reduce-overhead compiles without CUDA graphs; the guard must refuse the same things as by default
-    runner = get_backend("compile-cpu").load(model, 1, CompileConfig(mode="reduce-overhead"))
+    runner = get_backend("compile-cpu").load(network.module, 1, CompileConfig(mode="reduce-overhead"))
     call = runner.prepare(sample_input(4, small_spec.in_features))
     with runner.guard():
         call()  # a warmed shape: nothing new is compiled

@@ -14,7 +14,7 @@ import torch
 
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.pipeline import executors as executors_module
 from spinn_export.pipeline.executors import executors, get_executor
@@ -33,7 +33,7 @@ def write_tiny(directory: Path) -> tuple[Path, Path]:
     frame = pd.DataFrame(x, columns=list(COLUMNS)).assign(y=np.sin(x[:, 0]) + x[:, 1] * x[:, 2] - 0.5 * x[:, 3])
     frame.to_csv(directory / "data.csv", index=False)
     torch.manual_seed(0)
-    save_checkpoint(directory / "dense.safetensors", build_model(SPEC), SPEC, {"variant": "dense"})
+    save_checkpoint(directory / "dense.safetensors", mlp_network(SPEC), {"variant": "dense"})
     return directory / "dense.safetensors", directory / "data.csv"
 
 
@@ -60,7 +60,7 @@ def jobs(tmp_path_factory: pytest.TempPathFactory) -> Jobs:
 def weights(output: PointOutput, method: str, scratch: Path) -> dict[str, torch.Tensor]:
     path = scratch / f"{output.name}.safetensors"
     path.write_bytes(dict(output.files)[f"{method}.safetensors"])
-    return load_checkpoint(path).model.state_dict()
+    return load_checkpoint(path).network.module.state_dict()
 
 
 def assert_same_point(output: PointOutput, reference: PointOutput, scratch: Path) -> None:

@@ -1,6 +1,7 @@
 """The exporter on real files and real runtimes: tiny dense, structured and magnitude models, every default format."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import zipfile
@@ -21,7 +22,7 @@ from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
 from spinn_export.export.parity import eager
 from spinn_export.files import sha256_of
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.runtimes.onnxruntime import load_session as load_onnx_session
 
@@ -39,12 +40,12 @@ PARITY_KEYS = {"passed", "batches", "max_abs_error", "max_rel_error", "atol", "r
 
 def _save(path: Path, spec: MLPSpec, variant: str, torch_seed: int, **metadata: str) -> Path:
     torch.manual_seed(torch_seed)
-    model = build_model(spec)
+    network = mlp_network(spec)
     if variant == "magnitude":  # zero-filled like magnitude pruning: same shapes, half the hidden weights zero
         with torch.no_grad():
-            for layer in linear_layers(model)[:-1]:
+            for layer in linear_layers(network.module)[:-1]:
                 layer.weight[:, ::2] = 0.0
-    return save_checkpoint(path, model, spec, {"variant": variant, **metadata})
+    return save_checkpoint(path, network, {"variant": variant, **metadata})
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +102,7 @@ def test_magnitude_exports_honestly_as_dense_shapes(exported):
 def test_every_artifact_reproduces_eager_pytorch_in_its_own_runtime(exported):
     x = np.random.default_rng(7).uniform(-1, 1, (5, 18)).astype(np.float32)
     for r in _records(exported):
-        model = load_checkpoint(exported / r["checkpoint"]).model
+        model = load_checkpoint(exported / r["checkpoint"]).network.module
         output = load_artifact(exported / r["file"])(x)
         error = np.abs(output - eager(model, x)).max()
         if r["format"] == "onnx-int8":
@@ -193,12 +194,11 @@ def _structured(tmp_path: Path) -> tuple:
 def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
     checkpoint, path = _structured(tmp_path)
 
-    def wrong_weights(model, spec, target, opset):  # a real ONNX file of a slightly different model
-        broken = build_model(spec)
-        broken.load_state_dict(model.state_dict())
+    def wrong_weights(network, target, opset):  # a real ONNX file of a slightly different model
+        broken = network.with_module(copy.deepcopy(network.module))
         with torch.no_grad():
-            linear_layers(broken)[0].bias.add_(1e-3)
-        write_onnx(broken, spec, target, opset)
+            linear_layers(broken.module)[0].bias.add_(1e-3)
+        write_onnx(broken, target, opset)
 
     fmt = dataclasses.replace(get_format("onnx"), write=wrong_weights)
     out = tmp_path / "out"
@@ -211,8 +211,8 @@ def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
 def test_an_unpruned_export_of_a_pruned_checkpoint_is_caught(tmp_path):
     checkpoint, path = _structured(tmp_path)
     fmt = dataclasses.replace(
-        get_format("torchscript"), write=lambda model, spec, target, opset: get_format("torchscript").write(
-            build_model(DENSE), DENSE, target, opset))
+        get_format("torchscript"), write=lambda network, target, opset: get_format("torchscript").write(
+            mlp_network(DENSE), target, opset))
     with pytest.raises(UserError, match="weight shapes"):
         export_one(checkpoint, "s", fmt, tmp_path / "out", 18, path)
     assert list((tmp_path / "out").iterdir()) == []
@@ -223,7 +223,7 @@ def test_an_unpruned_export_of_a_pruned_checkpoint_is_caught(tmp_path):
 def test_a_crash_or_interrupt_mid_write_leaves_nothing(tmp_path, failure, message):
     checkpoint, path = _structured(tmp_path)
 
-    def half_then_fail(model, spec, target, opset):
+    def half_then_fail(network, target, opset):
         target.write_bytes(b"PK\x03\x04 half an archive")
         raise failure
 

@@ -14,7 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.structured import PruneConfig, prune
 from spinn_export.prune.target import Target
@@ -40,15 +41,15 @@ def _smooth(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def fitted() -> tuple[nn.Module, Dataset]:
+def fitted() -> tuple[Network, Dataset]:
     """A tiny network fitted to a smooth map (no physics: it trains in a moment)."""
     x, y = _smooth(600, 0)
     xv, yv = _smooth(200, 1)
     data = Dataset("smooth", tuple(f"x{i}" for i in range(6)), ("a", "b"), x, y, xv, yv, xv, yv)
     torch.manual_seed(0)
-    model = build_model(SPEC)
-    train(model, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)
-    return model, data
+    network = mlp_network(SPEC)
+    train(network.module, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)
+    return network, data
 
 
 def _held_out(model: nn.Module, data: Dataset) -> float:
@@ -57,8 +58,9 @@ def _held_out(model: nn.Module, data: Dataset) -> float:
     return objective(model, data, data.x_train[-k:], data.y_train[-k:], None, 0.0)
 
 
-def test_a_too_large_rate_ends_no_worse_on_held_out_rows_than_it_began(fitted: tuple[nn.Module, Dataset]) -> None:
-    model, data = fitted
+def test_a_too_large_rate_ends_no_worse_on_held_out_rows_than_it_began(fitted: tuple[Network, Dataset]) -> None:
+    network, data = fitted
+    model = network.module
     before = _held_out(model, data)
     thrown = copy.deepcopy(model)
     train(thrown, data, dataclasses.replace(HUGE_LR, keep_best=False), progress=False)
@@ -74,8 +76,9 @@ def test_a_too_large_rate_ends_no_worse_on_held_out_rows_than_it_began(fitted: t
 
 
 def test_keep_best_keeps_an_improving_epoch_and_never_looks_at_the_validation_split(
-        fitted: tuple[nn.Module, Dataset]) -> None:
-    model, data = fitted
+        fitted: tuple[Network, Dataset]) -> None:
+    network, data = fitted
+    model = network.module
     gentle = TrainConfig(epochs=3, batch_size=32, lr=1e-3, keep_best=True)
     first = copy.deepcopy(model)
     result = train(first, data, gentle, progress=False)
@@ -89,8 +92,9 @@ def test_keep_best_keeps_an_improving_epoch_and_never_looks_at_the_validation_sp
         assert torch.equal(a, b)
 
 
-def test_a_diverging_fine_tune_keeps_its_best_state_instead_of_failing(fitted: tuple[nn.Module, Dataset]) -> None:
-    model, data = fitted
+def test_a_diverging_fine_tune_keeps_its_best_state_instead_of_failing(fitted: tuple[Network, Dataset]) -> None:
+    network, data = fitted
+    model = network.module
     tuned = copy.deepcopy(model)
     result = train(tuned, data, dataclasses.replace(HUGE_LR, lr=1e6), progress=False)
     assert all(bool(torch.isfinite(p.detach()).all()) for p in tuned.parameters())
@@ -98,8 +102,9 @@ def test_a_diverging_fine_tune_keeps_its_best_state_instead_of_failing(fitted: t
     assert result.kept_epoch == 0
 
 
-def test_the_range_test_picks_a_finite_rate_in_range_deterministically(fitted: tuple[nn.Module, Dataset]) -> None:
-    model, data = fitted
+def test_the_range_test_picks_a_finite_rate_in_range_deterministically(fitted: tuple[Network, Dataset]) -> None:
+    network, data = fitted
+    model = network.module
     untouched = copy.deepcopy(model)
     config = TrainConfig(batch_size=32, keep_best=True, seed=3)
     first, second = lr_range_test(model, data, config), lr_range_test(model, data, config)
@@ -114,17 +119,16 @@ def test_the_range_test_picks_a_finite_rate_in_range_deterministically(fitted: t
 
 
 def test_pruning_records_each_rounds_rate_and_an_explicit_rate_overrides_the_test(
-        fitted: tuple[nn.Module, Dataset], tmp_path) -> None:
-    model, data = fitted
+        fitted: tuple[Network, Dataset], tmp_path) -> None:
+    network, data = fitted
     finetune = TrainConfig(epochs=1, batch_size=64, lr=0.25)
-    tested = prune(model, architecture_of(SPEC), data, PruneConfig(Target.params(0.5), rounds=2, finetune=finetune),
+    tested = prune(network, data, PruneConfig(Target.params(0.5), rounds=2, finetune=finetune),
                    tmp_path / "tested", progress=False)
     stages = json.loads((tmp_path / "tested" / "history.json").read_text())["stages"]
     assert stages[0]["finetune_lr"] is None  # the input model was not fine-tuned
     for stage, kept in zip(stages[1:], tested.stages[1:]):
         assert LR_TEST_LOW <= stage["finetune_lr"] <= LR_TEST_HIGH and stage["finetune_lr"] == kept.finetune_lr
         assert stage["finetune_kept_epoch"] in (0, 1)
-    given = prune(model, architecture_of(SPEC), data,
-                  PruneConfig(Target.params(0.5), rounds=2, finetune=finetune, lr_test=False),
+    given = prune(network, data, PruneConfig(Target.params(0.5), rounds=2, finetune=finetune, lr_test=False),
                   tmp_path / "given", progress=False)
     assert [s.finetune_lr for s in given.stages[1:]] == [0.25, 0.25]

@@ -39,7 +39,8 @@ def _data(entry: dict):
 @pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
 def test_a_framework_network_is_read_exactly_and_prunes_or_is_refused_in_one_line(entry, tmp_path):
     dataset = _data(entry)
-    architecture, model = import_model(ROOT / entry["file"], data=dataset.x_train)  # checked on its own rows
+    network = import_model(ROOT / entry["file"], data=dataset.x_train)  # checked on its own rows
+    architecture = network.architecture
     assert (architecture.in_features, architecture.out_features) == (entry["in_features"], entry["out_features"])
     if entry["file"] in REFUSED:
         with pytest.raises(UserError, match=REFUSED[entry["file"]]) as refused:
@@ -52,7 +53,7 @@ def test_a_framework_network_is_read_exactly_and_prunes_or_is_refused_in_one_lin
     if entry["file"] in LARGE:
         return
     config = PruneConfig(Target.params(0.5), rounds=1, finetune=TrainConfig(epochs=0))
-    result = prune(model, architecture, dataset, config, tmp_path, progress=False)
+    result = prune(network, dataset, config, tmp_path, progress=False)
     assert result.final.params < architecture.params
     manifest = export_checkpoints([tmp_path / "stage_0.safetensors", tmp_path / "structured.safetensors"],
                                   tmp_path / "artifacts", parse_formats(EXPORT.get(entry["file"], "torchscript")))

@@ -68,47 +68,48 @@ def pruned_families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple
     root = tmp_path_factory.mktemp("families")
     for name, (build, _) in FAMILIES.items():
         module = build()
-        architecture, model = import_model(save_pt2(module, root / f"{name}.pt2"))
+        network = import_model(save_pt2(module, root / f"{name}.pt2"))
         data = teacher_data(module)
         config = PruneConfig(Target.params(0.5), rounds=1, finetune=TrainConfig(epochs=0))
-        unfitted = prune(model, architecture, data, config, root / f"{name}-unfitted", progress=False)
+        unfitted = prune(network, data, config, root / f"{name}-unfitted", progress=False)
         config = dataclasses.replace(config, finetune=TrainConfig(epochs=3, batch_size=64, lr=3e-3))
-        result = prune(model, architecture, data, config, root / name, progress=False)
-        found[name] = (module, architecture, model, result, root / name, unfitted.final.val_r2)
+        result = prune(network, data, config, root / name, progress=False)
+        found[name] = (module, network.architecture, result, root / name, unfitted.final.val_r2)
     return found
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_the_groups_found_are_the_coupled_widths(name, tmp_path):
     build, expected = FAMILIES[name]
-    architecture, _ = import_model(save_pt2(build(), tmp_path / f"{name}.pt2"))
+    architecture = import_model(save_pt2(build(), tmp_path / f"{name}.pt2")).architecture
     assert dict(zip(architecture.group_names, architecture.widths)) == expected
     assert architecture.source == "pt2"
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_a_prune_to_half_the_parameters_fine_tunes_and_keeps_the_function_close(name, pruned_families):
-    _, architecture, _, result, out, unfitted_r2 = pruned_families[name]
+    _, architecture, result, out, unfitted_r2 = pruned_families[name]
     assert abs(result.final.params - 0.5 * architecture.params) <= 0.05 * architecture.params
-    assert all(w < d for w, d in zip(result.architecture.widths, architecture.widths))
+    assert all(w < d for w, d in zip(result.network.architecture.widths, architecture.widths))
     assert result.final.val_r2 > unfitted_r2  # fine-tuning recovers some of the teacher's function
-    reloaded = load_checkpoint(out / "structured.safetensors")
-    assert reloaded.architecture.widths == result.architecture.widths
+    reloaded = load_checkpoint(out / "structured.safetensors").network
+    assert reloaded.architecture.widths == result.network.architecture.widths
     assert reloaded.architecture.source == "pt2"
     x = torch.randn(16, IN)
     with torch.no_grad():
-        torch.testing.assert_close(reloaded.model(x), result.model(x))
+        torch.testing.assert_close(reloaded.module(x), result.network.module(x))
 
 
 @pytest.mark.parametrize("name", ["residual", "modified-mlp", "fourier-trained", "piratenet"])
 @pytest.mark.parametrize("fold", ["none", "bias", "mean"])
 def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypatch, tmp_path):
-    architecture, model = import_model(save_pt2(FAMILIES[name][0](), tmp_path / f"{name}.pt2"))
+    network = import_model(save_pt2(FAMILIES[name][0](), tmp_path / f"{name}.pt2"))
+    architecture = network.architecture
     scores = [torch.rand(w, generator=torch.Generator().manual_seed(3)) for w in architecture.widths]
     keep = select_keep(scores, [w // 2 for w in architecture.widths])
     calibration = torch.rand(256, IN) * 2 - 1
-    pruned, _ = shrink(model, architecture, keep, fold=fold, calibration=calibration)  # proven inside
-    assert pruned.widths == tuple(w // 2 for w in architecture.widths)
+    pruned = shrink(network, keep, fold=fold, calibration=calibration)  # proven inside
+    assert pruned.architecture.widths == tuple(w // 2 for w in architecture.widths)
 
     import spinn_export.prune.shrink as surgery
 
@@ -124,12 +125,12 @@ def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypat
 
     monkeypatch.setattr(surgery, "plan", off_by_one)
     with pytest.raises(surgery.ProofError, match="differs from the original"):
-        shrink(model, architecture, keep, fold=fold, calibration=calibration)
+        shrink(network, keep, fold=fold, calibration=calibration)
 
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_onnx_and_torchscript_exports_hold_parity(name, pruned_families):
-    out = pruned_families[name][4]
+    out = pruned_families[name][3]
     manifest = export_checkpoints([out / "stage_0.safetensors", out / "structured.safetensors"], out / "artifacts",
                                   parse_formats("onnx,torchscript"))
     assert {r.format for r in manifest.artifacts} == {"onnx", "torchscript"}
@@ -140,7 +141,7 @@ def test_onnx_and_torchscript_exports_hold_parity(name, pruned_families):
 
 def test_a_paired_benchmark_case_per_family(pruned_families):
     """One paired case per family (ABBA, one fresh process each), dense against its pruned model on ort-cpu."""
-    for name, (_, architecture, _, result, out, _) in pruned_families.items():
+    for name, (_, architecture, result, out, _) in pruned_families.items():
         directory = out / "bench"
         dense = out / "dense.safetensors"
         structured = out / "structured.safetensors"
@@ -150,7 +151,8 @@ def test_a_paired_benchmark_case_per_family(pruned_families):
         [speed] = paired_speedups("ort-cpu", refs["dense"], [refs["structured"]], [1024], 1,
                                   PairedConfig(processes=1, cycles=4, block_seconds=0.005))
         assert speed.ci_low <= speed.speedup_median <= speed.ci_high, name
-        assert speed.flop_ratio == pytest.approx(architecture.flops_per_sample / result.architecture.flops_per_sample)
+        pruned = result.network.architecture
+        assert speed.flop_ratio == pytest.approx(architecture.flops_per_sample / pruned.flops_per_sample)
 
 
 def test_a_latency_target_on_a_graph_is_planned_on_its_layers_and_checked_on_whole_networks(tmp_path, monkeypatch):
@@ -158,13 +160,14 @@ def test_a_latency_target_on_a_graph_is_planned_on_its_layers_and_checked_on_who
 
     monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
     module = seeded(families.BottleneckResidualMLP)
-    architecture, model = import_model(save_pt2(module, tmp_path / "model.pt2"))
+    network = import_model(save_pt2(module, tmp_path / "model.pt2"))
+    architecture = network.architecture
     measurer = FakeMeasurer(tile=8, bias=1.1)
     config = PruneConfig(Target.latency(0.5, "fake", 64), rounds=1, finetune=TrainConfig(epochs=0),
                          calibration_samples=64)
-    result = prune(model, architecture, teacher_data(module), config, tmp_path / "out", progress=False,
+    result = prune(network, teacher_data(module), config, tmp_path / "out", progress=False,
                    measurer=measurer)
     assert result.latency.checks and result.achieved_latency is not None
     checked = [widths for widths, final in measurer.ratios if not final]
     assert checked and all(len(widths) == len(architecture.widths) for widths in checked)  # whole networks
-    assert measurer.model_cost(result.architecture) < 0.6 * measurer.model_cost(architecture)
+    assert measurer.model_cost(result.network.architecture) < 0.6 * measurer.model_cost(architecture)

@@ -10,7 +10,7 @@ from spinn_export.bench.measurer import BackendMeasurer
 from spinn_export.cli import main
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import architecture_of, mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.latency import (
@@ -67,8 +67,8 @@ class FakeMeasurer:
         pass
 
     def ratio(self, baseline, candidate, final):
-        self.ratios.append((candidate[0].widths, final))
-        r = min(0.99, self.bias * self.model_cost(candidate[0]) / self.model_cost(baseline[0]))
+        self.ratios.append((candidate.architecture.widths, final))
+        r = min(0.99, self.bias * self.model_cost(candidate.architecture) / self.model_cost(baseline.architecture))
         return Ratio(r, 0.97 * r, 1.03 * r, "abba", 4 if final else 2, 64)
 
 
@@ -165,7 +165,7 @@ def test_table_is_cached_per_key_and_remeasured_when_the_key_changes(tmp_path):
 def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     measurer = FakeMeasurer(bias=1.3)
     target = Target.latency(0.5, "fake", 64)
-    result = plan_latency(LatencyLookup(measurer, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8,
+    result = plan_latency(LatencyLookup(measurer, ARCH, tmp_path), mlp_network(SPEC), target, round_to=8,
                           log=lambda _: None)
     assert len(result.checks) >= 2 and result.checks[0].goal == 0.5 and result.checks[1].goal < 0.5
     assert result.checks[0].measured.ratio > 0.5 * (1 + TOLERANCE)  # the bias: the table alone misses
@@ -177,7 +177,7 @@ def test_checks_correct_a_biased_table_and_the_plan_is_reused(tmp_path):
     assert all(not final for _, final in measurer.ratios)
 
     again = FakeMeasurer(bias=1.3)
-    reused = plan_latency(LatencyLookup(again, ARCH, tmp_path), (ARCH, build_model(SPEC)), target, round_to=8,
+    reused = plan_latency(LatencyLookup(again, ARCH, tmp_path), mlp_network(SPEC), target, round_to=8,
                           log=lambda _: None)
     assert reused.reused and reused.plan.widths == result.plan.widths and reused.checks == result.checks
     assert reused.factor == result.factor and reused.estimate == result.estimate
@@ -219,26 +219,26 @@ def data():
 def test_prune_to_a_latency_target_records_target_and_achieved(tmp_path, data, monkeypatch):
     monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
     torch.manual_seed(0)
-    model = build_model(SPEC)
+    network = mlp_network(SPEC)
     measurer = FakeMeasurer(bias=1.1)
     config = PruneConfig(Target.latency(0.5, "fake", 64), rounds=2, finetune=TrainConfig(epochs=0),
                          calibration_samples=64, round_to=AUTO)
-    result = prune(model, ARCH, data, config, tmp_path / "out", progress=False, measurer=measurer)
+    result = prune(network, data, config, tmp_path / "out", progress=False, measurer=measurer)
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     target, achieved = history["target"], history["achieved"]
     assert target["kind"] == "latency" and target["latency_ratio"] == 0.5
     assert target["backend"] == "fake" and target["batch"] == 64
     assert target["round_to"] == [16, 16, 16]  # the fake's tile
-    assert target["planned_widths"] == achieved["widths"] == list(result.architecture.widths)
+    assert target["planned_widths"] == achieved["widths"] == list(result.network.architecture.widths)
     assert target["latency"]["checks"] and target["latency"]["table"].startswith(str(tmp_path / "cache"))
     latency = achieved["latency"]
     assert achieved["latency_ratio"] == latency["ratio"] == result.achieved_latency.ratio
     assert latency["ci_low"] <= latency["ratio"] <= latency["ci_high"]
     assert latency["backend"] == "fake" and latency["batch"] == 64 and latency["method"] == "abba"
-    assert measurer.ratios[-1] == (result.architecture.widths, True)  # the pruned model itself, measured in full
+    assert measurer.ratios[-1] == (result.network.architecture.widths, True)  # measured in full
     assert history["config"]["round_to"] == AUTO and "backend" not in history["config"]
 
-    magnitude = prune(model, ARCH, data, PruneConfig(config.target, method="magnitude", rounds=1,
+    magnitude = prune(network, data, PruneConfig(config.target, method="magnitude", rounds=1,
                                                      finetune=TrainConfig(epochs=0), round_to=AUTO),
                       tmp_path / "mag", progress=False, measurer=FakeMeasurer(bias=1.1))
     assert magnitude.latency.reused and magnitude.target_nonzero == result.plan.params
@@ -249,7 +249,7 @@ def test_an_unreachable_latency_target_writes_nothing(tmp_path, data, monkeypatc
     monkeypatch.setenv("SPINN_EXPORT_CACHE", str(tmp_path / "cache"))
     config = PruneConfig(Target.latency(0.01, "fake", 64), finetune=TrainConfig(epochs=0))
     with pytest.raises(UserError, match="achievable range"):
-        prune(build_model(SPEC), ARCH, data, config, tmp_path / "out", progress=False, measurer=FakeMeasurer())
+        prune(mlp_network(SPEC), data, config, tmp_path / "out", progress=False, measurer=FakeMeasurer())
     assert not (tmp_path / "out").exists()
 
 
@@ -271,7 +271,7 @@ def test_config_errors():
 ])
 def test_cli_errors_are_one_line_and_write_nothing(tmp_path, capsys, args, needle):
     spec = MLPSpec(18, (16, 16), 2)
-    save_checkpoint(tmp_path / "m.safetensors", build_model(spec), spec, {"variant": "dense"})
+    save_checkpoint(tmp_path / "m.safetensors", mlp_network(spec), {"variant": "dense"})
     code = main(["prune", str(tmp_path / "m.safetensors"), *args, "--out", str(tmp_path / "out")])
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(lines) == 1 and needle in lines[0]

@@ -12,7 +12,7 @@ from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 
 from .conftest import Pipeline
@@ -23,7 +23,7 @@ SPEC = MLPSpec(18, (8, 4), 2)
 @pytest.fixture
 def exported(tmp_path):
     torch.manual_seed(0)
-    path = save_checkpoint(tmp_path / "tiny.safetensors", build_model(SPEC), SPEC, {"variant": "dense"})
+    path = save_checkpoint(tmp_path / "tiny.safetensors", mlp_network(SPEC), {"variant": "dense"})
     out = tmp_path / "out"
     export_checkpoints([path], out, parse_formats("torchscript"))
     return out
@@ -78,14 +78,14 @@ def test_checkpoints_with_the_same_stem_are_refused(tmp_path):
     paths = []
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
-        paths.append(save_checkpoint(tmp_path / sub / "m.safetensors", build_model(SPEC), SPEC, {"variant": "dense"}))
+        paths.append(save_checkpoint(tmp_path / sub / "m.safetensors", mlp_network(SPEC), {"variant": "dense"}))
     with pytest.raises(UserError, match="both named 'm'"):
         export_checkpoints(paths, tmp_path / "out", parse_formats("torchscript"))
     assert not (tmp_path / "out").exists()
 
 
 def test_unknown_variant_is_refused_before_writing(tmp_path):
-    path = save_checkpoint(tmp_path / "m.safetensors", build_model(SPEC), SPEC, {"variant": "sparse"})
+    path = save_checkpoint(tmp_path / "m.safetensors", mlp_network(SPEC), {"variant": "sparse"})
     with pytest.raises(UserError, match="unknown variant 'sparse'"):
         export_checkpoints([path], tmp_path / "out", parse_formats("torchscript"))
     assert not (tmp_path / "out").exists()

@@ -12,7 +12,7 @@ from spinn_export.bench.variants import refs_from_manifest
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 
 WIDE = MLPSpec(18, (1024, 1024), 2)  # 4 MiB of float32 weights in the middle layer
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux") or kernel_p
 def wide_ref(tmp_path_factory: pytest.TempPathFactory):
     directory = tmp_path_factory.mktemp("memory")
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(directory / "dense.safetensors", build_model(WIDE), WIDE, {"variant": "dense"})
+    checkpoint = save_checkpoint(directory / "dense.safetensors", mlp_network(WIDE), {"variant": "dense"})
     export_checkpoints([checkpoint], directory / "export", parse_formats("onnx"))
     (ref,) = [r for r in refs_from_manifest(directory / "export") if r.name == "dense"]
     return ref

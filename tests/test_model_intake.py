@@ -188,7 +188,8 @@ def test_model_code_reads_the_real_architecture_where_a_bare_state_dict_cannot(m
                               "--out", str(out))
     assert status == 0 and not err
     checkpoint = load_checkpoint(out)
-    assert checkpoint.architecture.widths == (8,) and not checkpoint.architecture.is_chain  # the skip is seen
+    architecture = checkpoint.network.architecture
+    assert architecture.widths == (8,) and not architecture.is_chain  # the skip is seen
     assert read_metadata(out)["architecture_source"] == "model-code"
     assert "note:" not in stdout
 
@@ -198,7 +199,7 @@ def test_model_code_reads_the_real_architecture_where_a_bare_state_dict_cannot(m
     notes = [line for line in stdout.splitlines() if line.startswith("note:")]
     assert len(notes) == 1 and "skip connections and gates cannot be seen" in notes[0] and ".pt2" in notes[0]
     assert read_metadata(chain)["architecture_source"] == "state_dict"
-    assert load_checkpoint(chain).architecture.is_chain
+    assert load_checkpoint(chain).network.architecture.is_chain
 
 
 @pytest.mark.parametrize("change,needle", [
@@ -243,17 +244,17 @@ def test_a_module_needs_its_input_width(model_code, tmp_path, capsys):
 ])
 def test_what_cannot_be_proven_is_frozen_with_the_op_named(tmp_path, capsys, family, frozen_op, prunable):
     path = save_pt2(seeded(family), tmp_path / "model.pt2")
-    architecture, _ = import_model(path)
+    network = import_model(path)
+    architecture = network.architecture
     assert architecture.group_names == prunable
     assert any(frozen_op in reason for reason in architecture.frozen_reasons())
     out = tmp_path / "out.safetensors"
     status, stdout, err = cli(capsys, "import", str(path), "--out", str(out))
     assert status == 0 and not err
     assert any(line.strip().startswith("frozen") and frozen_op in line for line in stdout.splitlines())
-    _, model = import_model(path)
     config = PruneConfig(Target.params(0.2), rounds=1, finetune=TrainConfig(epochs=0))
-    result = prune(model, architecture, teacher_data(seeded(family)), config, tmp_path / "pruned", progress=False)
-    after = {g.name: g.width for g in result.architecture.groups}
+    result = prune(network, teacher_data(seeded(family)), config, tmp_path / "pruned", progress=False)
+    after = {g.name: g.width for g in result.network.architecture.groups}
     assert all(after[g.name] == g.width for g in architecture.groups if g.frozen)  # frozen: untouched
     assert all(after[name] < width for name, width in zip(architecture.group_names, architecture.widths))
     frozen_name = next(g.name for g in architecture.groups if g.frozen and frozen_op in g.frozen)

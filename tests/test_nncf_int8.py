@@ -29,7 +29,7 @@ from spinn_export.export.formats.onnx import onnx_bytes
 from spinn_export.export.formats.onnx_int8_nncf import int8_gemms, quantise
 from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.report.results import load_manifest
 from spinn_export.report.summary import export_clause
@@ -49,10 +49,10 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint that names the built-in task (accuracy-controlled), and one that names no data (plain NNCF)."""
     src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("out")
     torch.manual_seed(0)
-    model = build_model(SPEC)
-    named = save_checkpoint(src / "named.safetensors", model, SPEC, {"variant": "dense", "dataset": "stokes2d",
-                                                                     "seed": "0"})
-    unnamed = save_checkpoint(src / "unnamed.safetensors", model, SPEC, {"variant": "dense"})
+    network = mlp_network(SPEC)
+    named = save_checkpoint(src / "named.safetensors", network, {"variant": "dense", "dataset": "stokes2d",
+                                                                 "seed": "0"})
+    unnamed = save_checkpoint(src / "unnamed.safetensors", network, {"variant": "dense"})
     export_checkpoints([named, unnamed], out, NNCF)
     return out
 
@@ -95,13 +95,14 @@ def test_the_variant_name_round_trips_and_runs_where_int8_runs():
 
 def test_an_unmeetable_target_keeps_the_best_int8_model_and_reports_the_drop():
     torch.manual_seed(0)
-    model = build_model(SPEC).eval()
+    network = mlp_network(SPEC)
+    model = network.module.eval()
     data = builtin_dataset(0)
     x = data.x_train[:CONTROL_ROWS].numpy()
     with torch.no_grad():
         y = model(torch.from_numpy(x)).numpy() + np.float32(0.01) * np.random.default_rng(0).standard_normal(
             (len(x), 2), dtype=np.float32)
-    proto = onnx.load_from_string(onnx_bytes(model, architecture_of(SPEC), 18))
+    proto = onnx.load_from_string(onnx_bytes(network, 18))
     chosen, record = quantise(proto, Calibration(x[:1024], -1.0, (x, y)))  # no model gains 1.0 of R²
     control = record["accuracy_control"]
     assert control["met"] is False and np.isfinite(control["r2_drop"]) and control["r2_drop"] > -1.0
@@ -123,7 +124,7 @@ def test_without_nncf_the_format_is_skipped_with_the_reason_in_the_manifest_and_
         parse_formats("onnx-int8-nncf")
     assert "onnx-int8-nncf" not in {f.name for f in parse_formats("all")} and "onnx-int8-nncf" in formats()
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(tmp_path / "m.safetensors", build_model(SPEC), SPEC, {"variant": "dense"})
+    checkpoint = save_checkpoint(tmp_path / "m.safetensors", mlp_network(SPEC), {"variant": "dense"})
     export_checkpoints([checkpoint], tmp_path / "out", parse_formats("onnx"), unavailable=unavailable_formats())
     assert json.loads((tmp_path / "out" / MANIFEST_NAME).read_text())["unavailable"]["onnx-int8-nncf"] == reason
     assert f"onnx-int8-nncf ({reason})" in export_clause(load_manifest(tmp_path / "out"))

@@ -20,7 +20,7 @@ from spinn_export.export.formats import parse_formats
 from spinn_export.export.formats.onnx_bf16 import write_onnx_bf16
 from spinn_export.export.parity import FLOAT32, ParityError
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.runtimes.openvino import (
     compile_onnx,
@@ -43,7 +43,7 @@ def refs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """float32, dynamic int8 and static int8 ONNX of one model trained on nothing but named as the built-in task's."""
     directory = tmp_path_factory.mktemp("openvino")
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(directory / "dense.safetensors", build_model(SPEC), SPEC,
+    checkpoint = save_checkpoint(directory / "dense.safetensors", mlp_network(SPEC),
                                  {"variant": "dense", "dataset": "stokes2d", "seed": "0"})
     export_checkpoints([checkpoint], directory / "out", parse_formats("onnx,onnx-int8,onnx-int8-static"))
     return {ref.name: ref for ref in refs_from_manifest(directory / "out")}
@@ -139,9 +139,10 @@ def test_bf16_is_offered_only_where_openvino_reports_native_bf16():
 @needs_openvino
 def test_the_bf16_marker_travels_in_the_file_and_sets_the_hint(tmp_path):
     torch.manual_seed(0)
-    model = build_model(SPEC).eval()
+    network = mlp_network(SPEC)
+    model = network.module.eval()
     path = tmp_path / "m.bf16.onnx"
-    write_onnx_bf16(model, SPEC, path, 18)  # writing needs no bf16 hardware: it is the float32 graph plus metadata
+    write_onnx_bf16(network, path, 18)  # writing needs no bf16 hardware: it is the float32 graph plus metadata
     assert declared_precision(core().read_model(str(path))) == "bf16"
     if BF16_MISSING:
         with pytest.raises(UserError, match=r"not the requested bf16 .*no native bf16"):

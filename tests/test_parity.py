@@ -20,7 +20,8 @@ from spinn_export.export.parity import (
     task_dataset,
     tolerance_for,
 )
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.metrics import evaluate
@@ -31,40 +32,41 @@ SPEC = MLPSpec(18, (16, 8), 2)
 
 
 @pytest.fixture(scope="module")
-def onnx_pair(tmp_path_factory) -> tuple[torch.nn.Module, Path]:
+def onnx_pair(tmp_path_factory) -> tuple[Network, Path]:
     torch.manual_seed(0)
-    model = build_model(SPEC).eval()
+    network = mlp_network(SPEC)
+    network.module.eval()
     path = tmp_path_factory.mktemp("parity") / "m.onnx"
-    write_onnx(model, SPEC, path, 18)
-    return model, path
+    write_onnx(network, path, 18)
+    return network, path
 
 
 def test_faithful_onnx_passes_with_recorded_errors(onnx_pair):
-    model, path = onnx_pair
-    result = check_parity(model, load_artifact(path), SPEC, "m [onnx]", FLOAT32,
+    network, path = onnx_pair
+    result = check_parity(network, load_artifact(path), "m [onnx]", FLOAT32,
                           weight_shapes=get_format("onnx").weight_shapes(path))
     assert result.passed and result.criterion == "float32" and result.batches == (1, 7, 4096)
     assert 0 <= result.max_abs_error < FLOAT32.atol and result.weight_shapes == ((16, 18), (8, 16), (2, 8))
 
 
 def test_a_drifted_model_fails_float32_parity_in_one_line(onnx_pair):
-    model, path = onnx_pair
-    drifted = build_model(SPEC)
-    drifted.load_state_dict(model.state_dict())
+    network, path = onnx_pair
+    drifted = mlp_network(SPEC)
+    drifted.module.load_state_dict(network.module.state_dict())
     with torch.no_grad():
-        linear_layers(drifted)[-1].bias.add_(5e-4)
+        linear_layers(drifted.module)[-1].bias.add_(5e-4)
     with pytest.raises(ParityError, match=r"^m \[onnx\]: parity failed: max abs error 0.0005, .*rejected$") as info:
-        check_parity(drifted, load_artifact(path), SPEC, "m [onnx]", tolerance_for("fp32"))
+        check_parity(drifted, load_artifact(path), "m [onnx]", tolerance_for("fp32"))
     assert "\n" not in str(info.value)
-    recorded = check_parity(drifted, load_artifact(path), SPEC, "m [int8]", tolerance_for("int8"))
+    recorded = check_parity(drifted, load_artifact(path), "m [int8]", tolerance_for("int8"))
     assert (recorded.passed and recorded.criterion == "recorded"
             and recorded.max_abs_error == pytest.approx(5e-4, rel=1e-2))
     # a later run of a quantised model is held to twice the error recorded at export, on the same inputs
     bound = tolerance_for("int8", recorded.max_abs_error)
     assert bound.atol == pytest.approx(1e-3, rel=1e-2) and bound.rtol == 0.0
-    assert check_parity(drifted, load_artifact(path), SPEC, "m [int8]", bound).passed
+    assert check_parity(drifted, load_artifact(path), "m [int8]", bound).passed
     with pytest.raises(ParityError, match="int8 within 2x its recorded error"):
-        check_parity(drifted, load_artifact(path), SPEC, "m [int8]", tolerance_for("int8", 1e-4))
+        check_parity(drifted, load_artifact(path), "m [int8]", tolerance_for("int8", 1e-4))
 
 
 def test_weight_shapes_must_match_the_checkpoint_spec():
@@ -82,7 +84,8 @@ def test_parity_inputs_are_fresh_but_reproducible():
 
 
 def test_accuracy_uses_the_builtin_validation_split(onnx_pair):
-    model, path = onnx_pair
+    network, path = onnx_pair
+    model = network.module
     assert task_dataset({"dataset": "mydata"}) is None and task_dataset({}) is None
     dataset = task_dataset({"dataset": "stokes2d", "seed": "3"})
     assert torch.equal(dataset.x_val, builtin_dataset(3).x_val)

@@ -10,7 +10,7 @@ import torch
 
 from spinn_export.cli import main
 from spinn_export.model.checkpoint import load_checkpoint, read_metadata, save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.importance import unit_scores
 from spinn_export.task.data import builtin_dataset, load_user_dataset
@@ -38,7 +38,7 @@ def test_the_builtin_residual_goes_through_the_same_interface():
     data = builtin_dataset(seed=0, n_train=64, n_val=32, n_test=32)
     assert data.physics is BUILTIN and BUILTIN.name == STOKES.name
     torch.manual_seed(0)
-    model = build_model(MLPSpec(18, (8,), 2))
+    model = mlp_network(MLPSpec(18, (8,), 2)).module
     torch.testing.assert_close(BUILTIN.residual(model, data.x_val).detach(), STOKES.residual(model, data.x_val))
     points = BUILTIN.points(data.x_train, 5, torch.Generator().manual_seed(1))
     torch.testing.assert_close(points, STOKES.sample_inputs(5, torch.Generator().manual_seed(1)))  # fresh, not rows
@@ -63,20 +63,21 @@ def test_a_physics_file_and_a_module_give_the_same_residual(problem, tmp_path, m
 def test_user_physics_enters_the_loss_taylor_scores_and_the_residual_rms(problem):
     data, plain = _dataset(problem), _dataset(problem, with_physics=False)
     torch.manual_seed(0)
-    model = build_model(SMALL)
+    network = mlp_network(SMALL)
+    model = network.module
     metrics = evaluate(model, data)
     direct = data.physics.residual(model, data.x_val[:RESIDUAL_POINTS]).detach().pow(2).mean().sqrt()
     assert metrics.residual_rms == pytest.approx(float(direct)) and evaluate(model, plain).residual_rms is None
 
-    with_physics = unit_scores(model, architecture_of(SMALL), "taylor", dataset=data, batches=2, physics_weight=1.0)
-    without = unit_scores(model, architecture_of(SMALL), "taylor", dataset=data, batches=2, physics_weight=0.0)
+    with_physics = unit_scores(network, "taylor", dataset=data, batches=2, physics_weight=1.0)
+    without = unit_scores(network, "taylor", dataset=data, batches=2, physics_weight=0.0)
     assert not torch.allclose(torch.cat(with_physics), torch.cat(without))
 
     config = TrainConfig(epochs=2, batch_size=64, physics_points=16)
     trained = {}
     for name, dataset in (("physics", data), ("plain", plain)):
         torch.manual_seed(0)
-        trained[name] = build_model(SMALL)
+        trained[name] = mlp_network(SMALL).module
         result = train(trained[name], dataset, config, progress=False)
         assert (result.history[-1].physics_loss > 0) is (name == "physics")
     assert not all(torch.equal(a, b) for a, b in zip(trained["physics"].parameters(), trained["plain"].parameters()))
@@ -159,7 +160,7 @@ def test_prune_checks_the_physics_on_the_checkpoint_before_writing(problem, tmp_
     broken.write_text(BROKEN["nan.py"])
     checkpoint = tmp_path / "dense.safetensors"
     torch.manual_seed(0)
-    save_checkpoint(checkpoint, build_model(SMALL), SMALL, {"variant": "dense"})
+    save_checkpoint(checkpoint, mlp_network(SMALL), {"variant": "dense"})
     out = tmp_path / "pruned"
     assert main(["prune", str(checkpoint), "--target", "0.5", *problem.data_arguments,
                  "--physics", f"{broken}:residual", "--out", str(out)]) == 2

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.pipeline.config import RunConfig, UserModel
 from spinn_export.pipeline.job import Source, default_policy, resolve_policy, stages
@@ -88,7 +88,7 @@ def test_the_builtin_job_keeps_its_stages_and_records_and_a_user_model_adds_its_
     mine = RunConfig(out=tmp_path, model=user, round_to=None)
     files = (tmp_path / "d.csv", tmp_path / "pde.py")
     spec = MLPSpec(2, (4,), 1)
-    plan = stages(mine, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16), (spec, build_model(spec)), files),
+    plan = stages(mine, Source(builtin_dataset(0, n_train=64, n_val=16, n_test=16), mlp_network(spec), files),
                   default_policy(mine))
     assert (plan[0].name, plan[0].inputs, plan[0].params) == ("import", (tmp_path / "m.pt",), user.to_dict())
     assert plan[1].inputs == (tmp_path / "dense.safetensors", *files)

@@ -29,7 +29,7 @@ from spinn_export.export.formats import (
 from spinn_export.export.manifest import MANIFEST_NAME
 from spinn_export.export.parity import accuracy
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import Dataset, builtin_dataset, load_user_dataset
 from spinn_export.task.stokes import STOKES
@@ -43,7 +43,7 @@ INT8 = parse_formats("onnx,onnx-int8,onnx-int8-static")
 
 def _checkpoint(path: Path, **metadata: str) -> Path:
     torch.manual_seed(0)
-    return save_checkpoint(path, build_model(SPEC), SPEC, {"variant": "dense", **metadata})
+    return save_checkpoint(path, mlp_network(SPEC), {"variant": "dense", **metadata})
 
 
 def _records(directory: Path) -> dict[tuple[str, str], dict]:
@@ -100,9 +100,9 @@ def test_the_budget_marks_a_variant_that_loses_too_much_r2(exported):
     checkpoint = load_checkpoint(exported / "named.safetensors")
     artifact = load_artifact(exported / "named.int8-static.onnx")
     dataset = builtin_dataset(0)
-    shifted = accuracy(checkpoint.model, lambda x: artifact(x) + 0.05, dataset, max_r2_drop=0.01)
+    shifted = accuracy(checkpoint.network.module, lambda x: artifact(x) + 0.05, dataset, max_r2_drop=0.01)
     assert shifted.val_r2_delta < -0.01 and not shifted.within_budget
-    assert accuracy(checkpoint.model, lambda x: artifact(x) + 0.05, dataset, max_r2_drop=1.0).within_budget
+    assert accuracy(checkpoint.network.module, lambda x: artifact(x) + 0.05, dataset, max_r2_drop=1.0).within_budget
 
 
 def _ort_static(directory: str) -> tuple[str, float, float]:

@@ -11,7 +11,7 @@ import torch
 
 from spinn_export.bench.backends import get_backend, sample_input
 from spinn_export.export.formats.onnx import onnx_bytes
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, is_gemm, shares_text, summarize_calls
 
@@ -37,7 +37,9 @@ def _profiled(backend: str, path: str) -> TimeByOperator | None:
 def test_the_runtimes_profiler_reports_each_operator_of_a_real_call(backend, tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "m.onnx"
-    path.write_bytes(onnx_bytes(build_model(SPEC).eval(), architecture_of(SPEC), 18))
+    network = mlp_network(SPEC)
+    network.module.eval()
+    path.write_bytes(onnx_bytes(network, 18))
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         profiled = pool.submit(_profiled, backend, str(path)).result()
     assert profiled is not None and profiled.calls == PROFILED_CALLS
@@ -47,5 +49,5 @@ def test_the_runtimes_profiler_reports_each_operator_of_a_real_call(backend, tmp
 
 def test_a_backend_without_a_profiler_says_none():
     torch.manual_seed(0)
-    runner = get_backend("eager-cpu").load(build_model(SPEC).eval(), 1)
+    runner = get_backend("eager-cpu").load(mlp_network(SPEC).module.eval(), 1)
     assert runner.time_by_operator(sample_input(4, SPEC.in_features)) is None

@@ -9,7 +9,7 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.graph import run, tensors_of
-from spinn_export.model.mlp import architecture_of, build_model, count_nonzero
+from spinn_export.model.mlp import architecture_of, count_nonzero, mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.structured import PruneConfig, prune, select_keep, shrink, structured_prune_once
@@ -18,7 +18,7 @@ from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import evaluate
 from spinn_export.task.train import TrainConfig, train
 
-from .conftest import assert_clean_error, linear_layers, run_cli, seeded_model
+from .conftest import assert_clean_error, linear_layers, run_cli, seeded_network
 
 SPEC = MLPSpec(18, (12, 10, 8), 2)
 ARCH = architecture_of(SPEC)
@@ -27,8 +27,8 @@ STAGE_KEYS = {"stage", "widths", "params", "nonzero_params", "flops_per_sample",
               "val_residual_rms", "checkpoint"}
 
 
-def _model(seed=0):
-    return seeded_model(SPEC, seed)
+def _network(seed=0):
+    return seeded_network(SPEC, seed)
 
 
 def _activations():
@@ -57,31 +57,33 @@ def _removed(keep, width):
 
 
 def test_shrunk_model_equals_the_masked_model():
-    model, x = _model(), torch.randn(64, 18)
-    spec, small = shrink(model, ARCH, KEEP, fold="none")
-    assert spec.widths == (7, 4, 5)
-    assert [tuple(layer.weight.shape) for layer in linear_layers(small)] == spec.layer_shapes
+    network, x = _network(), torch.randn(64, 18)
+    model = network.module
+    small = shrink(network, KEEP, fold="none")
+    assert small.architecture.widths == (7, 4, 5)
+    assert [tuple(layer.weight.shape) for layer in linear_layers(small.module)] == small.architecture.layer_shapes
     masked = _masked(model, [(_removed(k, w), 0.0) for k, w in zip(KEEP, SPEC.widths)], x)
-    torch.testing.assert_close(small(x), masked, rtol=0, atol=1e-6)
+    torch.testing.assert_close(small.module(x), masked, rtol=0, atol=1e-6)
     assert not torch.allclose(model(x), masked)
 
 
 def test_pruning_neurons_with_zero_incoming_weights_changes_output_only_by_rounding():
-    model, x = _model(1), torch.randn(256, 18)
-    layers = linear_layers(model)
+    network, x = _network(1), torch.randn(256, 18)
+    model = network.module
     with torch.no_grad():
-        for layer, keep, width in zip(layers, KEEP, SPEC.widths):
+        for layer, keep, width in zip(linear_layers(model), KEEP, SPEC.widths):
             layer.weight[_removed(keep, width)] = 0.0
-    _spec, small = shrink(model, ARCH, KEEP, fold="bias")
+    small = shrink(network, KEEP, fold="bias").module
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
-    _spec, small = shrink(model, ARCH, KEEP, fold="mean", calibration=torch.randn(512, 18))
+    small = shrink(network, KEEP, fold="mean", calibration=torch.randn(512, 18)).module
     torch.testing.assert_close(small(x), model(x), rtol=0, atol=1e-6)
 
 
 def test_mean_fold_replaces_removed_neurons_by_their_calibration_mean():
-    model, calibration = _model(2), torch.randn(1024, 18)
+    network, calibration = _network(2), torch.randn(1024, 18)
+    model = network.module
     keep = (torch.arange(12), torch.arange(10), torch.tensor([1, 4, 6]))
-    _, small = shrink(model, ARCH, keep, fold="mean", calibration=calibration)
+    small = shrink(network, keep, fold="mean", calibration=calibration).module
     with torch.no_grad():
         hidden = run(ARCH.graph, tensors_of(ARCH.graph, model), calibration, keep=_activations())[1]["tanh2"]
     removed = _removed(keep[2], 8)
@@ -90,22 +92,23 @@ def test_mean_fold_replaces_removed_neurons_by_their_calibration_mean():
     torch.testing.assert_close(small(calibration), expected, rtol=0, atol=1e-6)
     # so the mean output over the calibration data is preserved exactly, unlike masking
     torch.testing.assert_close(small(calibration).mean(0), model(calibration).mean(0), rtol=0, atol=1e-5)
-    _, masked = shrink(model, ARCH, keep, fold="none")
+    masked = shrink(network, keep, fold="none").module
     assert not torch.allclose(masked(calibration).mean(0), model(calibration).mean(0), atol=1e-4)
 
 
 def test_structured_prune_once_builds_exact_widths_keeping_the_strongest_neurons(tmp_path):
-    model = _model(3)
+    network = _network(3)
     with torch.no_grad():
-        linear_layers(model)[0].weight[5] *= 100.0  # neuron 5 of layer 0 dominates by L1
+        linear_layers(network.module)[0].weight[5] *= 100.0  # neuron 5 of layer 0 dominates by L1
     plan = plan_widths(ARCH, Target.of_widths((4, 4, 4)))
-    spec, small = structured_prune_once(model, ARCH, plan, importance="l1-in")
-    assert spec.widths == (4, 4, 4) and isinstance(small, nn.Module)
-    assert any(torch.equal(row, linear_layers(model)[0].weight[5]) for row in linear_layers(small)[0].weight)
-    save_checkpoint(tmp_path / "s.safetensors", small, spec, {"variant": "structured"})
-    loaded = load_checkpoint(tmp_path / "s.safetensors")
+    small = structured_prune_once(network, plan, importance="l1-in")
+    assert small.architecture.widths == (4, 4, 4) and isinstance(small.module, nn.Module)
+    assert any(torch.equal(row, linear_layers(network.module)[0].weight[5])
+               for row in linear_layers(small.module)[0].weight)
+    save_checkpoint(tmp_path / "s.safetensors", small, {"variant": "structured"})
+    loaded = load_checkpoint(tmp_path / "s.safetensors").network
     x = torch.randn(16, 18)
-    torch.testing.assert_close(loaded.model(x), small(x), rtol=0, atol=0)
+    torch.testing.assert_close(loaded.module(x), small.module(x), rtol=0, atol=0)
     assert select_keep([torch.tensor([3.0, 1.0, 2.0])], [2])[0].tolist() == [0, 2]
 
 
@@ -113,17 +116,17 @@ def test_structured_prune_once_builds_exact_widths_keeping_the_strongest_neurons
 def trained():
     data = builtin_dataset(seed=0, n_train=512, n_val=256, n_test=64)
     torch.manual_seed(0)
-    model = build_model(SPEC)
-    train(model, data, TrainConfig(epochs=4, batch_size=64, lr=1e-2, physics_points=8), progress=False)
-    return model, data
+    network = mlp_network(SPEC)
+    train(network.module, data, TrainConfig(epochs=4, batch_size=64, lr=1e-2, physics_points=8), progress=False)
+    return network, data
 
 
 def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
-    model, data = trained
+    network, data = trained
     config = PruneConfig(Target.params(0.5), rounds=2, finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3),
                          importance="taylor",
                          mode="global", fold="mean", calibration_samples=256)
-    result = prune(model, ARCH, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
+    result = prune(network, data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
     history = json.loads((tmp_path / "history.json").read_text())
     assert {"method", "target", "achieved", "config", "stages"} <= set(history)
     assert history["method"] == "structured" and history["target"]["reduction"] == 0.5
@@ -134,18 +137,18 @@ def test_iterative_schedule_writes_stages_and_history(tmp_path, trained):
     params = [s["params"] for s in history["stages"]]
     assert params[0] > params[1] > params[2]
     assert abs(params[2] - 0.5 * SPEC.params) <= 12 + 8 + 1  # within one neuron's worth of the target
-    assert history["achieved"]["params"] == params[2] == result.architecture.params
+    assert history["achieved"]["params"] == params[2] == result.network.architecture.params
     assert all(s["val_residual_rms"] is not None for s in history["stages"])  # physics evaluated
     for stage in history["stages"]:
         loaded = load_checkpoint(tmp_path / stage["checkpoint"])
-        assert list(loaded.architecture.widths) == stage["widths"]
+        assert list(loaded.network.architecture.widths) == stage["widths"]
     final = load_checkpoint(tmp_path / "structured.safetensors")
-    assert final.variant == "structured" and final.architecture == result.architecture
+    assert final.variant == "structured" and final.network.architecture == result.network.architecture
     x = data.x_val[:32]
-    torch.testing.assert_close(final.model(x), result.model(x), rtol=0, atol=0)
+    torch.testing.assert_close(final.network.module(x), result.network.module(x), rtol=0, atol=0)
     frame = pd.read_csv(tmp_path / "history.csv")
     assert len(frame) == 3 and list(frame["params"]) == params
-    assert count_nonzero(model) == SPEC.params  # the input model was not touched
+    assert count_nonzero(network.module) == SPEC.params  # the input model was not touched
 
 
 @pytest.fixture(scope="module")
@@ -156,36 +159,36 @@ def fitted():
     data = Dataset("smooth", tuple(f"x{i}" for i in range(18)), ("a", "b"), x[:768], y[:768], x[768:], y[768:],
                    x[768:], y[768:])
     torch.manual_seed(0)
-    model = build_model(SPEC)
-    train(model, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)
-    return model, data
+    network = mlp_network(SPEC)
+    train(network.module, data, TrainConfig(epochs=20, batch_size=64, lr=1e-2), progress=False)
+    return network, data
 
 
 @pytest.mark.parametrize("on_drop", ["stop", "rollback"])
 def test_accuracy_drop_beyond_tolerance_stops_or_rolls_back(tmp_path, fitted, on_drop):
-    model, data = fitted
-    assert evaluate(model, data).r2 > 0.9
+    network, data = fitted
+    assert evaluate(network.module, data).r2 > 0.9
     config = PruneConfig(Target.params(0.9), rounds=2, finetune=TrainConfig(epochs=0), tolerance=0.0, on_drop=on_drop)
-    result = prune(model, ARCH, data, config, tmp_path, progress=False)
+    result = prune(network, data, config, tmp_path, progress=False)
     assert len(result.stages) == 2 and result.stopped and "tolerance" in result.stopped
     assert result.stages[1].val_r2 < result.stages[0].val_r2
     final = load_checkpoint(tmp_path / "structured.safetensors")
     if on_drop == "rollback":
-        assert result.stages[1].rolled_back and result.final.stage == 0 and final.architecture == ARCH
+        assert result.stages[1].rolled_back and result.final.stage == 0 and final.network.architecture == ARCH
     else:
-        assert not result.stages[1].rolled_back and final.architecture.widths == result.stages[1].widths
+        assert not result.stages[1].rolled_back and final.network.architecture.widths == result.stages[1].widths
     assert (tmp_path / "stage_1.safetensors").exists()
 
 
 def test_magnitude_method_matches_the_structured_parameter_count(tmp_path, trained):
-    model, data = trained
+    network, data = trained
     config = PruneConfig(Target.params(0.6), method="magnitude", rounds=2,
                          finetune=TrainConfig(epochs=1, batch_size=256, lr=1e-3))
-    result = prune(model, ARCH, data, config, tmp_path, progress=False)
+    result = prune(network, data, config, tmp_path, progress=False)
     structured = plan_widths(ARCH, 0.6)
     checkpoint = load_checkpoint(tmp_path / "magnitude.safetensors")
-    assert checkpoint.variant == "magnitude" and checkpoint.architecture == ARCH
-    assert count_nonzero(checkpoint.model) == structured.params == result.target_nonzero
+    assert checkpoint.variant == "magnitude" and checkpoint.network.architecture == ARCH
+    assert count_nonzero(checkpoint.network.module) == structured.params == result.target_nonzero
     history = json.loads((tmp_path / "history.json").read_text())
     assert history["achieved"]["params"] == SPEC.params
     assert history["achieved"]["nonzero_params"] == structured.params
@@ -198,7 +201,7 @@ def test_config_errors_are_user_errors():
     with pytest.raises(UserError, match="--importance"):
         PruneConfig(Target.params(0.5), importance="l3")
     with pytest.raises(UserError, match="fold"):
-        shrink(_model(), ARCH, KEEP, fold="mean")
+        shrink(_network(), KEEP, fold="mean")
 
 
 def test_prune_cli_on_user_data(tmp_path):
@@ -208,7 +211,7 @@ def test_prune_cli_on_user_data(tmp_path):
     frame.to_csv(tmp_path / "d.csv", index=False)
     spec = MLPSpec(3, (16, 16), 1)
     torch.manual_seed(0)
-    save_checkpoint(tmp_path / "m.safetensors", build_model(spec), spec, {"variant": "dense", "seed": "0"})
+    save_checkpoint(tmp_path / "m.safetensors", mlp_network(spec), {"variant": "dense", "seed": "0"})
     out = tmp_path / "out"
     result = run_cli("prune", str(tmp_path / "m.safetensors"), "--target", "0.5", "--rounds", "2",
                      "--finetune-epochs", "1", "--round-to", "4", "--importance", "l2-out", "--data",

@@ -94,16 +94,16 @@ class _LiftedConstant(nn.Module):
 
 def test_non_persistent_buffers_are_read_from_the_constants(tmp_path: Path) -> None:
     module = _NonPersistent().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert same_as(module, model)
-    info = architecture.graph.tensor_info["xyzt_slice_index"]
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert same_as(module, network.module)
+    info = network.architecture.graph.tensor_info["xyzt_slice_index"]
     assert (info.dtype, info.trainable) == ("int64", False)
-    assert torch.equal(model.state_dict()["xyzt_slice_index"], torch.tensor([2, 0, 1]))
+    assert torch.equal(network.module.state_dict()["xyzt_slice_index"], torch.tensor([2, 0, 1]))
 
 
 def test_a_tensor_made_in_forward_is_a_lifted_constant(tmp_path: Path) -> None:
     module = _LiftedConstant().eval()
-    _, model = import_model(exported(module, tmp_path / "m.pt2"))
+    model = import_model(exported(module, tmp_path / "m.pt2")).module
     assert same_as(module, model)
 
 
@@ -130,9 +130,9 @@ def test_metadata_assertions_are_checked_and_dropped(tmp_path: Path) -> None:
     path = exported(module, tmp_path / "m.pt2")
     with zipfile.ZipFile(path) as archive:
         assert b"_assert_tensor_metadata" in archive.read(next(n for n in archive.namelist() if "/models/" in n))
-    architecture, model = import_model(path)
-    assert same_as(module, model)
-    assert not any("assert" in node.op for node in architecture.graph.nodes)
+    network = import_model(path)
+    assert same_as(module, network.module)
+    assert not any("assert" in node.op for node in network.architecture.graph.nodes)
 
 
 def test_an_assertion_that_contradicts_the_graph_is_refused(tmp_path: Path) -> None:
@@ -158,12 +158,12 @@ def test_an_unknown_operation_without_outputs_is_refused_by_name(tmp_path: Path)
 
 def test_integer_buffers_keep_their_dtype_through_shapes_and_checkpoints(tmp_path: Path) -> None:
     module = _NonPersistent().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert shapes(architecture.graph)[architecture.graph.output] == (3, 4)
-    save_checkpoint(tmp_path / "m.safetensors", model, architecture)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert shapes(network.architecture.graph)[network.architecture.graph.output] == (3, 4)
+    save_checkpoint(tmp_path / "m.safetensors", network)
     checkpoint = load_checkpoint(tmp_path / "m.safetensors")
-    assert checkpoint.architecture.graph.tensor_info["xyzt_slice_index"].dtype == "int64"
-    assert same_as(module, checkpoint.model)
+    assert checkpoint.network.architecture.graph.tensor_info["xyzt_slice_index"].dtype == "int64"
+    assert same_as(module, checkpoint.network.module)
 
 
 class _Selects(nn.Module):
@@ -182,13 +182,13 @@ class _Selects(nn.Module):
 
 def test_columns_by_an_integer_index_are_read_and_by_a_mask_refused(tmp_path: Path) -> None:
     module = _Selects(mask=False).eval()
-    architecture, model = import_model(exported(module, tmp_path / "index.pt2"))
-    assert same_as(module, model) and architecture.graph.tensor_info["columns"].dtype == "int64"
+    network = import_model(exported(module, tmp_path / "index.pt2"))
+    assert same_as(module, network.module) and network.architecture.graph.tensor_info["columns"].dtype == "int64"
     refused(exported(_Selects(mask=True), tmp_path / "mask.pt2"), "depends on the values", "integer index")
 
 
 def test_a_graph_written_before_dtypes_reads_as_float32(tmp_path: Path) -> None:
-    architecture, _ = import_model(exported(_NonPersistent().eval(), tmp_path / "m.pt2"))
+    architecture = import_model(exported(_NonPersistent().eval(), tmp_path / "m.pt2")).architecture
     data = architecture.graph.to_dict()
     assert [t.get("dtype") for t in data["tensors"]].count("int64") == 1
     assert all("dtype" not in t for t in data["tensors"] if t["name"] != "xyzt_slice_index")  # float32 unwritten
@@ -236,16 +236,16 @@ class _Several(nn.Module):
 
 def test_a_one_chunk_split_is_the_tensor_itself(tmp_path: Path) -> None:
     module = _OneChunk().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert same_as(module, model)
-    assert not any("split" in node.op for node in architecture.graph.nodes)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert same_as(module, network.module)
+    assert not any("split" in node.op for node in network.architecture.graph.nodes)
 
 
 def test_a_split_into_several_chunks_runs(tmp_path: Path) -> None:
     module = _Halves().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert same_as(module, model)
-    assert shapes(architecture.graph)[architecture.graph.output] == (3, 2)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert same_as(module, network.module)
+    assert shapes(network.architecture.graph)[network.architecture.graph.output] == (3, 2)
 
 
 @pytest.mark.parametrize("as_dict", [False, True])
@@ -254,7 +254,7 @@ def test_several_outputs_need_a_choice(tmp_path: Path, as_dict: bool) -> None:
     path = exported(module, tmp_path / "m.pt2")
     message = refused(path, "the model returns 3 outputs", "choose one with --output N (0-2), or wrap the model")
     assert ("(0: u, 1: p, 2: q)" in message) == as_dict
-    _, model = import_model(path, output=1)
+    model = import_model(path, output=1).module
     x = torch.randn(5, IN)
     with torch.no_grad():
         expected = module(x)["p"] if as_dict else module(x)[1]
@@ -269,7 +269,7 @@ def test_output_is_threaded_from_the_command_line(tmp_path: Path, capsys: pytest
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and "--output N" in err[0] and not out.exists()
     assert main(["import", str(path), "--output", "2", "--out", str(out)]) == 0
-    assert load_checkpoint(out).architecture.out_features == 2
+    assert load_checkpoint(out).network.architecture.out_features == 2
     with pytest.raises(UserError, match="drop --output 0"):
         open_model(out, output=0)
 
@@ -281,7 +281,7 @@ def test_output_chooses_among_a_modules_outputs(tmp_path: Path) -> None:
     torch.save(module.state_dict(), tmp_path / "state.pt")
     label = f"{code}:build"
     refused(tmp_path / "state.pt", "(0: u, 1: p, 2: q)", model_code=label, in_features=IN)
-    _, model = import_model(tmp_path / "state.pt", model_code=label, in_features=IN, output=2)
+    model = import_model(tmp_path / "state.pt", model_code=label, in_features=IN, output=2).module
     assert set(model.state_dict()) == {"layer.weight", "layer.bias"}
     with torch.no_grad():
         x = torch.randn(5, IN)
@@ -329,7 +329,7 @@ def test_fresh_names_avoid_every_name_taken() -> None:
 
 def test_a_parameter_called_matmul_weight(tmp_path: Path) -> None:
     module = _MatmulWeight().eval()
-    _, model = import_model(exported(module, tmp_path / "m.pt2"))
+    model = import_model(exported(module, tmp_path / "m.pt2")).module
     assert same_as(module, model)
     assert "matmul_weight" in model.state_dict()
 
@@ -337,18 +337,18 @@ def test_a_parameter_called_matmul_weight(tmp_path: Path) -> None:
 @pytest.mark.parametrize("build", [_Keywords, _top_level_keywords], ids=["module-dict", "top-level"])
 def test_names_that_are_keywords_keep_their_state_dict_keys(tmp_path: Path, build: Callable[[], nn.Module]) -> None:
     module = build().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert set(model.state_dict()) == set(module.state_dict())
-    assert same_as(module, model) and same_as(module, copy.deepcopy(model))
-    save_checkpoint(tmp_path / "m.safetensors", model, architecture)
-    assert same_as(module, load_checkpoint(tmp_path / "m.safetensors").model)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert set(network.module.state_dict()) == set(module.state_dict())
+    assert same_as(module, network.module) and same_as(module, copy.deepcopy(network.module))
+    save_checkpoint(tmp_path / "m.safetensors", network)
+    assert same_as(module, load_checkpoint(tmp_path / "m.safetensors").network.module)
 
 
 @pytest.mark.parametrize("fmt", ["exported-program", "onnx"])
 def test_names_that_are_keywords_export(tmp_path: Path, fmt: str) -> None:
     """torch.export's own code generation cannot write `self.layers.in`: the artifacts name it `layers.in_`."""
-    architecture, model = import_model(exported(_Keywords().eval(), tmp_path / "m.pt2"))
-    checkpoint_file = save_checkpoint(tmp_path / "m.safetensors", model, architecture)
+    network = import_model(exported(_Keywords().eval(), tmp_path / "m.pt2"))
+    checkpoint_file = save_checkpoint(tmp_path / "m.safetensors", network)
     record = export_one(load_checkpoint(checkpoint_file), "m", get_format(fmt), tmp_path, 17, checkpoint_file)
     assert record.parity["passed"] and "layers.in" in record.groups
 
@@ -421,9 +421,9 @@ def test_dropout_in_training_mode_is_refused(tmp_path: Path) -> None:
 
 def test_dropout_in_eval_mode_is_dropped(tmp_path: Path) -> None:
     module = _Dropout().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    assert same_as(module, model)
-    assert not any("dropout" in node.op for node in architecture.graph.nodes)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    assert same_as(module, network.module)
+    assert not any("dropout" in node.op for node in network.architecture.graph.nodes)
 
 
 @pytest.mark.parametrize("module", [_Norm().train(), _Norm(track_running_stats=False).eval()],
@@ -434,7 +434,7 @@ def test_batch_statistics_are_refused(tmp_path: Path, module: nn.Module) -> None
 
 def test_batch_norm_in_eval_mode_is_read(tmp_path: Path) -> None:
     module = _Norm().eval()
-    _, model = import_model(exported(module, tmp_path / "m.pt2"))
+    model = import_model(exported(module, tmp_path / "m.pt2")).module
     assert same_as(module, model)
 
 
@@ -466,8 +466,8 @@ class _Harmonic(nn.Module):
 
 def test_export_takes_the_input_width_from_the_graph(tmp_path: Path) -> None:
     module = _Harmonic().eval()
-    architecture, model = import_model(exported(module, tmp_path / "m.pt2"))
-    checkpoint_file = save_checkpoint(tmp_path / "m.safetensors", model, architecture)
+    network = import_model(exported(module, tmp_path / "m.pt2"))
+    checkpoint_file = save_checkpoint(tmp_path / "m.safetensors", network)
     record = export_one(load_checkpoint(checkpoint_file), "m", get_format("torchscript"), tmp_path, 17,
                         checkpoint_file)
     assert record.in_features == IN and record.parity["passed"]

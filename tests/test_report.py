@@ -326,3 +326,14 @@ def test_the_summary_says_what_the_export_could_not_give(pipeline: Pipeline, tmp
     assert "onnx-bf16" in summary and "this CPU has no native bf16" in summary
     unmet = summary[summary.index("structured.int8-nncf.onnx"):]
     assert all(figure in unmet for figure in ("could not meet", "0.001", "0.0123", "2 of 3"))
+
+
+def test_a_rolled_back_last_round_is_not_the_variants_weights(tmp_path: Path) -> None:
+    """`--on-drop rollback` keeps the previous round's weights: the report reads that stage, not the last row."""
+    from spinn_export.report.lookup import history_stage
+    from spinn_export.report.results import History
+
+    stages = pd.DataFrame({"stage": [0, 1, 2], "val_r2": [0.9, 0.88, 0.5], "rolled_back": [False, False, True]})
+    history = History(tmp_path / "history.json", "structured", stages)
+    assert history_stage([history], "structured")["stage"] == 1
+    assert history_stage([history], "dense")["stage"] == 0

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spinn_export.model.importer import import_model
+from spinn_export.model.network import Network
 from spinn_export.prune.importance import unit_scores
 from spinn_export.prune.shrink import ProofError, plan, prove, select_keep, shrink
 
@@ -113,16 +114,16 @@ def _read(module: nn.Module, tmp_path, name: str, inputs: int = IN, decompose: b
     return import_model(path)
 
 
-def _halved(architecture, model, data=None):
-    scores = unit_scores(model, architecture, "l1")
-    widths = [max(1, w // 2) for w in architecture.widths]
-    return shrink(model, architecture, select_keep(scores, widths), fold="mean",
-                  calibration=data if data is not None else torch.randn(256, architecture.in_features))
+def _halved(network: Network, data=None) -> Network:
+    scores = unit_scores(network, "l1")
+    widths = [max(1, w // 2) for w in network.architecture.widths]
+    return shrink(network, select_keep(scores, widths), fold="mean",
+                  calibration=data if data is not None else torch.randn(256, network.architecture.in_features))
 
 
 def test_a_weight_broadcast_against_a_layer_and_averaged_over_its_rows_is_frozen(tmp_path):
     torch.manual_seed(0)
-    architecture, _ = _read(Broadcast(), tmp_path, "broadcast")
+    architecture = _read(Broadcast(), tmp_path, "broadcast").architecture
     frozen = {g.name: g.frozen for g in architecture.groups if g.frozen}
     assert any("mean" in reason for reason in frozen.values()), frozen
     rows_of_p = [g for g in architecture.groups if any(axis == ("P", 0) for axis, _ in g.multiplicity)]
@@ -132,55 +133,56 @@ def test_a_weight_broadcast_against_a_layer_and_averaged_over_its_rows_is_frozen
 def test_a_low_rank_layer_counts_and_keeps_its_factors(tmp_path):
     torch.manual_seed(0)
     module = LowRank()
-    architecture, model = _read(module, tmp_path, "low-rank")
+    network = _read(module, tmp_path, "low-rank")
+    architecture = network.architecture
     assert architecture.params == sum(p.numel() for p in module.parameters())
-    pruned, pruned_model = _halved(architecture, model)
-    names = {name for name, _ in pruned_model.named_parameters()}
+    pruned = _halved(network)
+    names = {name for name, _ in pruned.module.named_parameters()}
     assert {"U", "V"} <= names
-    assert pruned.params < architecture.params
-    assert pruned.params == sum(p.numel() for p in pruned_model.parameters())
+    assert pruned.architecture.params < architecture.params
+    assert pruned.architecture.params == sum(p.numel() for p in pruned.module.parameters())
 
 
 def test_a_weight_tied_as_its_own_transpose_stays_one_tensor(tmp_path):
     torch.manual_seed(0)
     module = Tied()
-    architecture, model = _read(module, tmp_path, "tied")
+    network = _read(module, tmp_path, "tied")
+    architecture = network.architecture
     assert architecture.params == sum(p.numel() for p in module.parameters())
     assert [t.name for t in architecture.graph.tensors].count("W") == 1
     assert architecture.prunable, architecture.frozen_reasons()
-    pruned, pruned_model = _halved(architecture, model)
-    stored = [t.name for t in pruned.graph.tensors if len(t.shape) == 2]
+    pruned = _halved(network)
+    stored = [t.name for t in pruned.architecture.graph.tensors if len(t.shape) == 2]
     assert stored.count("W") == 1 and not any("W" in name and name != "W" for name in stored)
-    assert pruned.params == sum(p.numel() for p in pruned_model.parameters())
+    assert pruned.architecture.params == sum(p.numel() for p in pruned.module.parameters())
 
 
 @pytest.mark.parametrize("decompose", [False, True], ids=["as-written", "run_decompositions"])
 def test_hand_written_and_einsum_layers_prelu_and_batch_norm_prune(tmp_path, decompose):
-    architecture, model = _read(HandWritten(), tmp_path, "hand-written", decompose=decompose)
+    network = _read(HandWritten(), tmp_path, "hand-written", decompose=decompose)
+    architecture = network.architecture
     assert architecture.widths == (16, 16), architecture.frozen_reasons()
     assert len(architecture.layers) == (2 if decompose else 3)  # decomposed, the einsum is a bmm between views
-    pruned, _ = _halved(architecture, model)
-    assert pruned.widths == (8, 8)
+    assert _halved(network).architecture.widths == (8, 8)
 
 
 def test_glu_halves_are_one_group_and_prune_together(tmp_path):
-    architecture, model = _read(Gated(), tmp_path, "glu")
-    assert sorted(architecture.widths) == [12, 16], architecture.frozen_reasons()
-    pruned, pruned_model = _halved(architecture, model)
-    assert sorted(pruned.widths) == [6, 8]
-    assert pruned_model(torch.randn(5, IN)).shape == (5, 2)
+    network = _read(Gated(), tmp_path, "glu")
+    assert sorted(network.architecture.widths) == [12, 16], network.architecture.frozen_reasons()
+    pruned = _halved(network)
+    assert sorted(pruned.architecture.widths) == [6, 8]
+    assert pruned.module(torch.randn(5, IN)).shape == (5, 2)
 
 
 def test_deeponet_latent_dimension_is_one_group_of_both_nets(tmp_path):
-    architecture, model = _read(DeepONet(), tmp_path, "deeponet", inputs=6)
-    assert sorted(architecture.widths) == [10, 16, 16], architecture.frozen_reasons()
-    pruned, _ = _halved(architecture, model)
-    assert sorted(pruned.widths) == [5, 8, 8]
+    network = _read(DeepONet(), tmp_path, "deeponet", inputs=6)
+    assert sorted(network.architecture.widths) == [10, 16, 16], network.architecture.frozen_reasons()
+    assert sorted(_halved(network).architecture.widths) == [5, 8, 8]
 
 
-def _removal(architecture, model):
-    keep = select_keep(unit_scores(model, architecture, "l1"), [w // 2 for w in architecture.widths])
-    return plan(architecture, model, keep, "none", None), keep
+def _removal(network: Network):
+    keep = select_keep(unit_scores(network, "l1"), [w // 2 for w in network.architecture.widths])
+    return plan(network, keep, "none", None), keep
 
 
 class _Off(nn.Module):
@@ -202,25 +204,25 @@ def test_an_error_in_one_output_is_not_hidden_by_the_scale_of_another(tmp_path):
     module = nn.Sequential(nn.Linear(IN, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
     with torch.no_grad():
         module[4].weight[0] *= 1e5
-    architecture, model = _read(module, tmp_path, "scaled")
-    pruned, pruned_model = _halved(architecture, model)
-    removal, _ = _removal(architecture, model)
-    tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    removal, keep = _removal(architecture, model)
-    pruned, pruned_model = shrink(model, architecture, keep, fold="none")
-    prove(architecture, tensors, removal, pruned, pruned_model)  # the true prune passes
+    network = _read(module, tmp_path, "scaled")
+    architecture = network.architecture
+    _halved(network)  # a true prune, folded, is proven at each column's scale
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
+    removal, keep = _removal(network)
+    pruned = shrink(network, keep, fold="none")
+    prove(architecture, tensors, removal, pruned)  # the true prune passes
     with pytest.raises(ProofError, match="output column 1"):
-        prove(architecture, tensors, removal, pruned, _Off(pruned_model, 1, 0.05))
+        prove(architecture, tensors, removal, pruned.with_module(_Off(pruned.module, 1, 0.05)))
 
 
 def test_the_proof_uses_the_users_range_so_a_branch_only_it_takes_is_checked(tmp_path):
     torch.manual_seed(0)
     module = nn.Sequential(nn.Linear(IN, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 2))
-    architecture, model = _read(module, tmp_path, "ranged")
+    network = _read(module, tmp_path, "ranged")
     data = torch.rand(512, IN) * 10  # the user's domain: [0, 10]
-    tensors = {k: v.detach() for k, v in model.state_dict().items()}
-    removal, keep = _removal(architecture, model)
-    pruned, pruned_model = shrink(model, architecture, keep, fold="none", calibration=data)
-    wrong_beyond_4 = _Off(pruned_model, 0, 0.2, where=lambda x: x[:, :1] > 4)
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
+    removal, keep = _removal(network)
+    pruned = shrink(network, keep, fold="none", calibration=data)
+    wrong_beyond_4 = _Off(pruned.module, 0, 0.2, where=lambda x: x[:, :1] > 4)
     with pytest.raises(ProofError):
-        prove(architecture, tensors, removal, pruned, wrong_beyond_4, data)
+        prove(network.architecture, tensors, removal, pruned.with_module(wrong_beyond_4), data)

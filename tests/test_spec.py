@@ -3,14 +3,14 @@ import json
 import pytest
 
 from spinn_export.errors import UserError
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import SPINN_REFERENCE, MLPSpec
 
 from .conftest import assert_clean_error, run_cli
 
 
 def test_reference_counts_match_the_built_model():
-    model = build_model(SPINN_REFERENCE)
+    model = mlp_network(SPINN_REFERENCE).module
     assert SPINN_REFERENCE.params == sum(p.numel() for p in model.parameters()) == 666_882
     assert SPINN_REFERENCE.macs_per_sample == 18 * 512 + 512 * 512 * 2 + 512 * 256 + 256 * 2
     assert SPINN_REFERENCE.flops_per_sample == 2 * SPINN_REFERENCE.macs_per_sample + (512 * 3 + 256 + 2)
@@ -25,7 +25,7 @@ def test_design_note_widths_count_is_computed_not_claimed():
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu", "silu", "sigmoid"])
 def test_every_activation_builds(activation):
     spec = MLPSpec(3, (4,), 1, activation)
-    assert sum(p.numel() for p in build_model(spec).parameters()) == spec.params
+    assert sum(p.numel() for p in mlp_network(spec).module.parameters()) == spec.params
 
 
 @pytest.mark.parametrize("kwargs", [{"activation": "swish"}, {"widths": (0, 4)}, {"widths": ()},

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from spinn_export.errors import UserError
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import builtin_dataset, load_user_dataset
 from spinn_export.task.metrics import evaluate
@@ -50,7 +50,7 @@ def test_metrics_are_perfect_for_the_exact_solution_and_poor_for_an_untrained_mo
     exact = evaluate(Exact(), data)
     assert exact.r2 > 1 - 1e-6 and exact.rel_l2 < 1e-5 and exact.residual_rms < 1e-4
     torch.manual_seed(0)
-    untrained = evaluate(build_model(MLPSpec(18, (16,), 2)), data)
+    untrained = evaluate(mlp_network(MLPSpec(18, (16,), 2)).module, data)
     assert untrained.r2 < 0.2 and untrained.rel_l2 > 0.5
 
 

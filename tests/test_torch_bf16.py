@@ -18,7 +18,7 @@ from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import get_format, parse_formats
 from spinn_export.export.formats.torch_bf16 import TORCH_BF16
 from spinn_export.model.checkpoint import SPEC_KEY, load_checkpoint, save_checkpoint
-from spinn_export.model.mlp import build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 
 from .conftest import linear_layers
@@ -32,16 +32,16 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     given directly: `--formats` would refuse it on a CPU without native bf16)."""
     directory = tmp_path_factory.mktemp("torch-bf16")
     torch.manual_seed(0)
-    checkpoint = save_checkpoint(directory / "dense.safetensors", build_model(SPEC), SPEC,
+    checkpoint = save_checkpoint(directory / "dense.safetensors", mlp_network(SPEC),
                                  {"variant": "dense", "dataset": "stokes2d", "seed": "0"})
     export_checkpoints([checkpoint], directory / "out", (get_format("onnx"), TORCH_BF16))
     return directory / "out"
 
 
 def test_bf16_weights_load_as_bf16_and_compute_behind_a_float32_interface(exported: Path) -> None:
-    model = load_checkpoint(exported / "dense.bf16.safetensors").model
+    model = load_checkpoint(exported / "dense.bf16.safetensors").network.module
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
-    reference = load_checkpoint(exported / "dense.safetensors").model
+    reference = load_checkpoint(exported / "dense.safetensors").network.module
     x = sample_input(256, SPEC.in_features)
     predicted = TORCH_BF16.load(exported / "dense.bf16.safetensors")(x)
     expected = reference(torch.from_numpy(x)).detach().numpy()
@@ -75,7 +75,7 @@ def test_bf16_is_offered_only_where_the_cpu_has_it_natively(monkeypatch: pytest.
 
 
 def test_a_checkpoint_of_mixed_dtypes_is_one_line(tmp_path: Path) -> None:
-    model = build_model(SPEC)
+    model = mlp_network(SPEC).module
     tensors = {}
     for index, layer in enumerate(linear_layers(model)):
         tensors[f"linear{index}.weight"] = layer.weight.detach().to(torch.bfloat16 if index else torch.float32)

@@ -3,7 +3,7 @@ import pandas as pd
 import torch
 
 from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import architecture_of, mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig, train
@@ -14,7 +14,7 @@ from .conftest import run_cli
 def _train_once(seed):
     data = builtin_dataset(seed=0, n_train=512, n_val=128, n_test=64)
     torch.manual_seed(seed)
-    model = build_model(MLPSpec(18, (16, 16), 2))
+    model = mlp_network(MLPSpec(18, (16, 16), 2)).module
     result = train(model, data, TrainConfig(epochs=2, batch_size=64, physics_points=8, seed=seed), progress=False)
     return model, result
 
@@ -38,6 +38,6 @@ def test_train_cli_on_user_data_learns_a_linear_map(tmp_path):
                      "--widths", "16,16", "--epochs", "30", "--batch-size", "32", "--out", str(out))
     assert result.returncode == 0, result.stderr
     checkpoint = load_checkpoint(out)
-    assert checkpoint.architecture == architecture_of(MLPSpec(2, (16, 16), 1, "tanh"))
+    assert checkpoint.network.architecture == architecture_of(MLPSpec(2, (16, 16), 1, "tanh"))
     assert float(checkpoint.metadata["val_r2"]) > 0.95
     assert "residual RMS n/a" in result.stdout

@@ -98,13 +98,13 @@ def test_the_console_says_what_was_read_as_the_readme_shows(user_run):
 
 def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(user_run):
     dense = load_checkpoint(user_run.out / "dense.safetensors")
-    architecture = dense.architecture
+    architecture = dense.network.architecture
     assert (architecture.in_features, architecture.out_features, architecture.source) == (len(INPUTS), 3, "pt2")
     assert architecture.group_names == ("u", "first") and architecture.widths == (64, 64)
     assert dense.metadata["physics"] == "physics.py:residual" and dense.metadata["inputs"] == ",".join(INPUTS)
     physics = load_physics(str(user_run.folder / "physics.py") + ":residual")
     data = load_user_dataset(user_run.folder / "data.csv", list(INPUTS), list(TARGETS), 0, physics)
-    dense_rms = evaluate(dense.model, data).residual_rms
+    dense_rms = evaluate(dense.network.module, data).residual_rms
     for method in ("structured", "magnitude"):
         history = json.loads((user_run.out / f"prune-{method}" / "history.json").read_text())
         stages = history["stages"]
@@ -113,7 +113,7 @@ def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(
         assert stages[0]["val_residual_rms"] == pytest.approx(dense_rms, rel=1e-5)  # the user's residual, not another
         assert history["achieved"]["params_reduction" if method == "structured" else "nonzero_reduction"] == \
             pytest.approx(0.685, abs=0.01)
-    structured = load_checkpoint(user_run.out / "prune-structured" / "structured.safetensors")
+    structured = load_checkpoint(user_run.out / "prune-structured" / "structured.safetensors").network
     assert all(w < d for w, d in zip(structured.architecture.widths, architecture.widths))
     assert structured.architecture.group_names == architecture.group_names
 

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.latency import (
     ANCHOR,
@@ -33,7 +33,6 @@ from spinn_export.prune.latency import (
     ROUNDS,
     SEED,
     Cost,
-    Model,
     Ratio,
     Shape,
 )
@@ -55,12 +54,14 @@ def require_backend(name: str) -> Backend:
     return backend
 
 
-def random_model(spec: MLPSpec, seed: int = SEED) -> nn.Module:
+def random_network(spec: MLPSpec, seed: int = SEED) -> Network:
     """A probe with seeded random weights: latency does not depend on the values, and seeded files make a plan
     repeatable."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return build_model(spec).eval()
+        network = mlp_network(spec)
+    network.module.eval()
+    return network
 
 
 _ANCHORS: dict[tuple[str, Path, int], tuple[Any, Callable[[], object]]] = {}  # the worker's: opened once per plan
@@ -116,7 +117,7 @@ class BackendMeasurer:
         self._worker: Any = None
         self._templates: dict[tuple[int, str], bytes] = {}
         self._anchors: dict[tuple[int, str], ModelRef] = {}
-        self._exported: dict[int, tuple[nn.Module, ModelRef]] = {}
+        self._exported: dict[int, tuple[Network, ModelRef]] = {}
 
     def __enter__(self) -> BackendMeasurer:
         return self
@@ -155,11 +156,11 @@ class BackendMeasurer:
             found[shape] = Cost(1.0 / median, 1.0 / high, 1.0 / low, float(np.median(times)))
         return found
 
-    def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
+    def ratio(self, baseline: Network, candidate: Network, final: bool) -> Ratio:
         from spinn_export.bench.paired import PairedConfig, paired_speedups
 
         config = PairedConfig() if final else PairedConfig(processes=CHECK_PROCESSES, cycles=CHECK_CYCLES)
-        dense, pruned = self._export("dense", *baseline), self._export("structured", *candidate)
+        dense, pruned = self._export("dense", baseline), self._export("structured", candidate)
         [result] = paired_speedups(self.backend.name, dense, [pruned], [self.batch], self.threads, config)
         return Ratio(1.0 / result.speedup_median, 1.0 / result.ci_high, 1.0 / result.ci_low, result.method,
                      result.processes, result.blocks_per_process)
@@ -193,31 +194,33 @@ class BackendMeasurer:
         return self._anchors[(out_features, activation)]
 
     def _probe(self, name: str, spec: MLPSpec) -> ModelRef:
-        model = random_model(spec)
-        return self._ref(name, "dense", architecture_of(spec), model, self._retargeted(model, spec))
+        network = random_network(spec)
+        return self._ref(name, "dense", network, self._retargeted(network.module, spec))
 
-    def _export(self, role: str, spec: Architecture, model: nn.Module) -> ModelRef:
-        """A whole model through the format plug-in's own writer (once per model object)."""
-        if id(model) not in self._exported:
-            self._exported[id(model)] = (model, self._ref(f"{role}-{len(self._exported)}", role, spec, model, None))
-        return self._exported[id(model)][1]
+    def _export(self, role: str, network: Network) -> ModelRef:
+        """A whole model through the format plug-in's own writer (once per module object)."""
+        key = id(network.module)
+        if key not in self._exported:
+            self._exported[key] = (network, self._ref(f"{role}-{len(self._exported)}", role, network, None))
+        return self._exported[key][1]
 
-    def _ref(self, name: str, role: str, spec: Architecture, model: nn.Module, data: bytes | None) -> ModelRef:
+    def _ref(self, name: str, role: str, network: Network, data: bytes | None) -> ModelRef:
         """Checkpoint and artifact in the temporary directory, as the `ModelRef` that runners and pairs open."""
         from spinn_export.bench.backends import CHECKPOINT_FORMAT
         from spinn_export.bench.variants import ModelRef, Variant
         from spinn_export.export.formats import DEFAULT_OPSET
 
         directory = self._dir()
-        checkpoint = save_checkpoint(directory / f"{name}.safetensors", model, spec, {"variant": role}).name
+        checkpoint = save_checkpoint(directory / f"{name}.safetensors", network, {"variant": role}).name
         files = [(CHECKPOINT_FORMAT, checkpoint)]
         if self.format is not None:
             artifact = directory / self.format.filename(name)
             if data is None:
-                self.format.write(model, spec, artifact, DEFAULT_OPSET)  # type: ignore[call-arg]
+                self.format.write(network, artifact, DEFAULT_OPSET)  # type: ignore[call-arg]
             else:
                 artifact.write_bytes(data)
             files.append((self.format.runtime_format, artifact.name))
+        spec = network.architecture
         return ModelRef(Variant(role), name, directory, checkpoint, tuple(files), spec.params, spec.params,
                         spec.flops_per_sample, spec.widths, spec.in_features)
 
@@ -246,8 +249,7 @@ class BackendMeasurer:
         if (out_features, activation) not in self._templates:
             spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
             path = self._dir() / f"template-{out_features}-{activation}{self.format.extension}"  # type: ignore[union-attr]
-            self.format.write(random_model(spec), architecture_of(spec), path,  # type: ignore[union-attr, call-arg]
-                              DEFAULT_OPSET)
+            self.format.write(random_network(spec), path, DEFAULT_OPSET)  # type: ignore[union-attr, call-arg]
             self._templates[(out_features, activation)] = path.read_bytes()
         return self._templates[(out_features, activation)]
 

@@ -143,7 +143,7 @@ class ModelRef:
         """The eager float32 model every runner of this variant must agree with."""
         from spinn_export.model.checkpoint import load_checkpoint
 
-        return load_checkpoint(self.directory / self.checkpoint).model
+        return load_checkpoint(self.directory / self.checkpoint).network.module
 
     def tolerance(self) -> Tolerance | None:
         from spinn_export.export.parity import tolerance_for
@@ -166,8 +166,7 @@ class ModelRef:
             from spinn_export.model.checkpoint import load_checkpoint
             from spinn_export.prune.magnitude import to_sparse_csr
 
-            checkpoint = load_checkpoint(self.directory / self.checkpoint)
-            return to_sparse_csr(checkpoint.model, checkpoint.architecture)
+            return to_sparse_csr(load_checkpoint(self.directory / self.checkpoint).network).module
         return self.file(backend.format)  # type: ignore[return-value]
 
 
@@ -229,6 +228,5 @@ def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResu
     from spinn_export.export.parity import check_parity
     from spinn_export.model.checkpoint import load_checkpoint
 
-    reference = load_checkpoint(ref.directory / ref.checkpoint)
-    return check_parity(reference.model, runner.infer, reference.architecture, f"{ref.name} on {backend.name}",
-                        ref.tolerance())
+    reference = load_checkpoint(ref.directory / ref.checkpoint).network
+    return check_parity(reference, runner.infer, f"{ref.name} on {backend.name}", ref.tolerance())

@@ -27,6 +27,7 @@ from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
     from spinn_export.model.checkpoint import Checkpoint
+    from spinn_export.model.network import Network
     from spinn_export.prune.target import Target
     from spinn_export.task.data import Dataset
 
@@ -145,11 +146,11 @@ def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_f
                       in_features=in_features, output=getattr(args, "output", None))
 
 
-def print_architecture(checkpoint: Checkpoint) -> None:
+def print_architecture(network: Network) -> None:
     """What was read, and why any group is frozen, one line each."""
     from spinn_export.model.architecture import SOURCES
 
-    architecture = checkpoint.architecture
+    architecture = network.architecture
     print(f"model: {architecture.describe()}, from {SOURCES[architecture.source]}", flush=True)
     for reason in architecture.frozen_reasons():
         print(f"  frozen {reason}", flush=True)

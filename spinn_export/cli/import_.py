@@ -26,8 +26,8 @@ def run(args: argparse.Namespace) -> int:
     output_file(args.out, "model.safetensors")
     checkpoint = open_model(args.file, activation=args.activation, trust_pickle=args.trust_pickle,
                             model_code=args.model_code, in_features=args.in_features, output=args.output)
-    print_architecture(checkpoint)
-    save_checkpoint(args.out, checkpoint.model, checkpoint.architecture,
+    print_architecture(checkpoint.network)
+    save_checkpoint(args.out, checkpoint.network,
                     {**checkpoint.metadata, "variant": checkpoint.variant, "source": str(args.file)})
     print(f"imported to {args.out}")
     return 0

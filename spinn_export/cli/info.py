@@ -30,8 +30,8 @@ def run(args: argparse.Namespace) -> int:
     summary: dict[str, object]
     if args.checkpoint is not None:
         checkpoint = load_checkpoint(args.checkpoint)
-        architecture = checkpoint.architecture
-        summary = {**architecture.summary(), "nonzero_params": count_nonzero(checkpoint.model),
+        architecture = checkpoint.network.architecture
+        summary = {**architecture.summary(), "nonzero_params": count_nonzero(checkpoint.network.module),
                    "variant": checkpoint.variant}
     else:
         architecture = architecture_of(MLPSpec(args.in_features, parse_widths(args.widths), args.out_features,

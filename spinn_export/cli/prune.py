@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if checkpoint.variant == "magnitude":
         raise UserError(f"{args.checkpoint} is a magnitude-pruned (masked) checkpoint; "
                         "prune its dense original instead")
-    print_architecture(checkpoint)
+    print_architecture(checkpoint.network)
     finetune = dataclasses.replace(DEFAULTS.finetune, epochs=args.finetune_epochs,
                                    lr=DEFAULTS.finetune.lr if args.lr is None else args.lr,
                                    physics_weight=physics_weight(args, dataset, DEFAULTS.finetune.physics_weight),
@@ -118,8 +118,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metadata = {**dataset_metadata(dataset), "variant": checkpoint.variant}
     with measuring(config.measured_on) as measurer:
-        result = prune(checkpoint.model, checkpoint.architecture, dataset, config, args.out, metadata=metadata,
-                       measurer=measurer)
+        result = prune(checkpoint.network, dataset, config, args.out, metadata=metadata, measurer=measurer)
     dense, final = result.stages[0], result.final
     print(f"{config.method} pruning: {result.plan.describe()}")
     if config.method == "magnitude":

@@ -15,9 +15,10 @@ from spinn_export.cli import (
     print_architecture,
 )
 from spinn_export.errors import UserError
-from spinn_export.model.checkpoint import Checkpoint, save_checkpoint
+from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.importer import model_from_code
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import ACTIVATIONS, SPINN_REFERENCE, MLPSpec, parse_widths
 from spinn_export.task.data import check_model_fits, dataset_metadata
 from spinn_export.task.train import TrainConfig, train
@@ -57,35 +58,33 @@ def run(args: argparse.Namespace) -> int:
     weight = physics_weight(args, dataset, DEFAULTS.physics_weight)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          physics_weight=weight, seed=args.seed, device=args.device)
-    checkpoint = _starting_model(args, dataset.in_features, dataset.out_features)
-    architecture, model = checkpoint.architecture, checkpoint.model
-    check_model_fits(dataset, architecture, model)
-    result = train(model, dataset, config)
+    network = _starting_model(args, dataset.in_features, dataset.out_features)
+    check_model_fits(dataset, network)
+    result = train(network.module, dataset, config)
     final = result.final
-    save_checkpoint(args.out, model, architecture, {
+    save_checkpoint(args.out, network, {
         "variant": "dense", **dataset_metadata(dataset), "seed": str(args.seed), "val_r2": f"{final.r2:.6f}"})
     residual = "n/a" if final.residual_rms is None else f"{final.residual_rms:.4g}"
-    print(f"trained {architecture.params:,}-parameter model for {config.epochs} epochs: "
+    print(f"trained {network.architecture.params:,}-parameter model for {config.epochs} epochs: "
           f"val R2 {final.r2:.4f}, rel L2 {final.rel_l2:.4f}, residual RMS {residual} -> {args.out}")
     return 0
 
 
-def _starting_model(args: argparse.Namespace, in_features: int, out_features: int) -> Checkpoint:
+def _starting_model(args: argparse.Namespace, in_features: int, out_features: int) -> Network:
     """A plain MLP of --widths (the default), your model from --model FILE, or --model-code's fresh module."""
     if args.model is None and args.model_code is None:
         if args.trust_pickle:
             raise UserError("--trust-pickle applies only with --model FILE")
         widths = parse_widths(args.widths) if args.widths else SPINN_REFERENCE.widths
         spec = MLPSpec(in_features, widths, out_features, args.activation or SPINN_REFERENCE.activation)
-        return Checkpoint(architecture_of(spec), build_model(spec))
+        return mlp_network(spec)
     if args.widths:
         raise UserError("--widths shapes the built-in plain MLP; your model (--model, --model-code) has its own widths")
     if args.model is None:
         if args.activation:
             raise UserError("--activation applies only to a plain MLP or a bare state_dict (--model FILE)")
-        architecture, model = model_from_code(args.model_code, in_features)
-        checkpoint = Checkpoint(architecture, model)
+        network = model_from_code(args.model_code, in_features)
     else:
-        checkpoint = open_model_file(args, args.model, in_features)
-    print_architecture(checkpoint)
-    return checkpoint
+        network = open_model_file(args, args.model, in_features).network
+    print_architecture(network)
+    return network

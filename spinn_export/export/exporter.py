@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import (
@@ -35,10 +34,10 @@ from spinn_export.export.formats import (
 from spinn_export.export.manifest import MANIFEST_NAME, ArtifactRecord, Manifest, read_manifest
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_parity, task_dataset, tolerance_for
 from spinn_export.files import atomic_path, sha256_of, write_json
-from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
-from spinn_export.model.graph import Graph, Ref, build_module, fresh_name, tensors_of
+from spinn_export.model.graph import Graph, Ref, build_module, fresh_name
 from spinn_export.model.mlp import count_nonzero
+from spinn_export.model.network import Network
 from spinn_export.model.spec import ROLES
 from spinn_export.runtimes import library_versions
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
@@ -71,14 +70,14 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
     but takes the built-in task's inputs is calibrated on the built-in task's, and the record says so
     (`source: default`). Accuracy is measured only on data the checkpoint is known to model.
     """
-    architecture = checkpoint.architecture
+    architecture = checkpoint.network.architecture
     if data is not None:
-        check_model_fits(data, architecture, checkpoint.model)  # widths, and the data's physics tried once
+        check_model_fits(data, checkpoint.network)  # widths, and the data's physics tried once
     low_precision = [f for f in formats if not f.float32]
     if not low_precision:
         return CheckpointData()
     known = data if data is not None else task_dataset(checkpoint.metadata)
-    reference = None if known is None else evaluate(checkpoint.model, known)
+    reference = None if known is None else evaluate(checkpoint.network.module, known)
     if not any(f.calibrated for f in low_precision):
         return CheckpointData(known, reference)
     if known is not None:
@@ -97,9 +96,9 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
     return CheckpointData(known, reference, Calibration(rows, max_r2_drop, control), record)
 
 
-def csr_flops(architecture: Architecture, model: nn.Module) -> int:
+def csr_flops(network: Network) -> int:
     """FLOPs per sample of the layers run as CSR: two per non-zero weight, plus the bias adds."""
-    tensors = tensors_of(architecture.graph, model)
+    architecture, tensors = network.architecture, network.tensors
     return sum(layer.rows_per_sample * (2 * (int(torch.count_nonzero(tensors[layer.weight])) if layer.weight in tensors
                                              else out * inp)  # a weight computed from others stays dense
                                         + (out if layer.bias else 0))
@@ -114,12 +113,12 @@ def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
     return target
 
 
-def _exportable(model: nn.Module, architecture: Architecture) -> tuple[nn.Module, Architecture]:
+def _exportable(network: Network) -> Network:
     """The model as its artifacts hold it. torch.export's own code generation (`ExportedProgram.module()`,
     `run_decompositions`: the ONNX and .pt2 writers and loaders) writes a tensor `layers.in.weight` as
     `self.layers.in.weight`, a SyntaxError in torch 2.13, so artifacts name such a tensor with `_` after each
     keyword (`layers.in_.weight`); the checkpoint keeps the user's names."""
-    graph = architecture.graph
+    graph = network.architecture.graph
     names = [t.name for t in graph.tensors]
     renames: dict[str, str] = {}
     for name in names:
@@ -127,7 +126,7 @@ def _exportable(model: nn.Module, architecture: Architecture) -> tuple[nn.Module
             plain = ".".join(f"{p}_" if keyword.iskeyword(p) else p for p in name.split("."))
             renames[name] = fresh_name(plain, {*names, *renames.values()} - {name})
     if not renames:
-        return model, architecture
+        return network
 
     def swap(value: object) -> object:
         if isinstance(value, Ref):
@@ -137,8 +136,9 @@ def _exportable(model: nn.Module, architecture: Architecture) -> tuple[nn.Module
     nodes = tuple(replace(n, args=swap(n.args), kwargs=tuple((k, swap(v)) for k, v in n.kwargs)) for n in graph.nodes)
     plain_graph = Graph(graph.input, graph.in_features, nodes, renames.get(graph.output, graph.output),
                         tuple(replace(t, name=renames.get(t.name, t.name)) for t in graph.tensors))
-    tensors = {renames.get(k, k): v for k, v in tensors_of(graph, model).items()}
-    return build_module(plain_graph, tensors).train(model.training), replace(architecture, graph=plain_graph)
+    tensors = {renames.get(k, k): v for k, v in network.tensors.items()}
+    return Network(replace(network.architecture, graph=plain_graph),
+                   build_module(plain_graph, tensors).train(network.module.training))
 
 
 def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, opset: int,
@@ -146,12 +146,13 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
                max_r2_drop: float = DEFAULT_MAX_R2_DROP) -> ArtifactRecord:
     """Write, reload, verify, then rename into place: a failing artifact never appears under its final name."""
     label = f"{name} [{fmt.name}]"
-    architecture, model = checkpoint.architecture, checkpoint.model
+    network = checkpoint.network
+    architecture, model = network.architecture, network.module
     final = out_dir / fmt.filename(name)
     with atomic_path(final) as tmp:
-        quantiser = write_artifact(fmt, *_exportable(model, architecture), tmp, opset, name, data.calibration)
+        quantiser = write_artifact(fmt, _exportable(network), tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt, architecture.in_features)
-        parity = check_parity(model, artifact, architecture, label, tolerance_for(fmt.precision),
+        parity = check_parity(network, artifact, label, tolerance_for(fmt.precision),
                               weight_shapes=fmt.weight_shapes(tmp))
         measured = None if fmt.float32 or data.dataset is None else accuracy(
             model, artifact, data.dataset, max_r2_drop, data.reference)
@@ -164,7 +165,7 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
         in_features=architecture.in_features, out_features=architecture.out_features,
         activation=architecture.activation, opset=opset if fmt.uses_opset else None,
         architecture_source=architecture.source, groups=architecture.group_names,
-        csr_flops_per_sample=csr_flops(architecture, model),
+        csr_flops_per_sample=csr_flops(network),
         parity=parity.to_dict(), precision=fmt.precision,
         accuracy=None if measured is None else measured.to_dict(),
         within_budget=True if fmt.float32 else None if measured is None else measured.within_budget,

@@ -21,6 +21,7 @@ from torch import nn
 from spinn_export.errors import UserError, first_line
 from spinn_export.export.formats import Shape
 from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import Metrics, evaluate, r2_scores, relative_l2
 from spinn_export.task.stokes import STOKES
@@ -115,7 +116,7 @@ def check_weight_shapes(shapes: list[Shape], architecture: Architecture, label: 
 
 
 def check_parity(
-    reference: nn.Module, candidate: Callable[[np.ndarray], np.ndarray], architecture: Architecture, label: str,
+    reference: Network, candidate: Callable[[np.ndarray], np.ndarray], label: str,
     tolerance: Tolerance | None, *, weight_shapes: list[Shape] | None = None,
     batches: tuple[int, ...] = BATCHES, seed: int = PARITY_SEED,
 ) -> ParityResult:
@@ -124,13 +125,14 @@ def check_parity(
     Raises ParityError (one line) on wrong weight shapes, a wrong output shape, non-finite outputs,
     or an error outside `tolerance`; with `tolerance` None the error is only measured.
     """
+    architecture = reference.architecture
     if weight_shapes is not None:
         check_weight_shapes(weight_shapes, architecture, label)
     max_abs = max_rel = 0.0
     within = True
     for batch in batches:
         x = parity_inputs(architecture.in_features, batch, seed)
-        expected = eager(reference, x)
+        expected = eager(reference.module, x)
         try:
             output = np.asarray(candidate(x))
         except UserError:

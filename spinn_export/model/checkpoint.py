@@ -12,13 +12,13 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.files import atomic_path
 from spinn_export.model.architecture import SOURCES, Architecture
-from spinn_export.model.graph import Graph, build_module, tensors_of
+from spinn_export.model.graph import Graph
 from spinn_export.model.mlp import architecture_of
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 
 GRAPH_KEY = "spinn_export.graph"
@@ -32,8 +32,9 @@ DTYPES = (torch.float32, torch.bfloat16)  # what a checkpoint's tensors may be s
 
 @dataclass(frozen=True)
 class Checkpoint:
-    architecture: Architecture
-    model: nn.Module
+    """A network as it was saved, with the metadata saved beside it (its role, where it came from, its data)."""
+
+    network: Network
     metadata: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -41,20 +42,15 @@ class Checkpoint:
         return self.metadata.get("variant", "dense")
 
 
-def as_architecture(shape: Architecture | MLPSpec) -> Architecture:
-    """A spec is the built-in way to name a plain MLP; everything else is an Architecture already."""
-    return architecture_of(shape) if isinstance(shape, MLPSpec) else shape
-
-
 def save_checkpoint(
-    path: str | os.PathLike[str], model: nn.Module, architecture: Architecture | MLPSpec,
-    metadata: dict[str, str] | None = None, dtype: torch.dtype = torch.float32,
+    path: str | os.PathLike[str], network: Network, metadata: dict[str, str] | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Path:
     """Write atomically: every tensor of the graph under its name, floating ones stored in `dtype` (one of DTYPES)."""
-    architecture = as_architecture(architecture)
+    architecture = network.architecture
     graph = architecture.graph
     tensors = {name: (t.detach().cpu().to(dtype) if t.is_floating_point() else t.detach().cpu()).contiguous()
-               for name, t in tensors_of(graph, model).items()}
+               for name, t in network.tensors.items()}
     wrong = [(t.name, tuple(tensors[t.name].shape), t.shape) for t in graph.tensors
              if tuple(tensors[t.name].shape) != t.shape]
     if wrong:
@@ -114,8 +110,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     if found != expected:
         odd = sorted(set(found.items()) ^ set(expected.items()))[0]
         raise UserError(f"{path} does not match its own graph (tensor {odd[0]!r}); the file is damaged")
-    model = build_module(architecture.validated().graph, tensors).eval()
-    return Checkpoint(architecture=architecture, model=model, metadata=metadata)
+    return Checkpoint(Network.built(architecture.validated(), tensors), metadata)
 
 
 def _corrupt(path: str | os.PathLike[str], exc: Exception) -> UserError:

@@ -26,8 +26,8 @@ from torch import nn
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import Checkpoint, is_checkpoint, load_checkpoint, read_metadata
-from spinn_export.model.graph import build_module
 from spinn_export.model.mlp import mlp_from_state_dict
+from spinn_export.model.network import Network
 from spinn_export.model.trace import graph_of_module, graph_of_pt2
 from spinn_export.usercode import load_named
 
@@ -35,7 +35,6 @@ STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model")
 CODE_FORM = "give --model-code PATH.py:FACTORY or module:FACTORY, a function returning your torch.nn.Module"
 SAFE_FORMS = ("a .pt2 from torch.export.save(torch.export.export(model, (x,)), 'model.pt2'), or "
               "--model-code PATH.py:FACTORY with the state_dict")
-Model = tuple[Architecture, nn.Module]
 
 
 def state_dict_note(path: str | Path) -> str:
@@ -47,7 +46,7 @@ def state_dict_note(path: str | Path) -> str:
 def import_model(path: str | Path, *, activation: str | None = None, trust_pickle: bool = False,
                  model_code: str | None = None, in_features: int | None = None,
                  notify: Callable[[str], None] = print, output: int | None = None,
-                 data: torch.Tensor | None = None) -> Model:
+                 data: torch.Tensor | None = None) -> Network:
     """Safe by default: nothing from `path` is unpickled unless the user vouches for the file. `in_features` (the
     data's input width) is what a module is traced at; `data` (its input rows) is what the graph read is checked on;
     `notify` receives the bare-state_dict note; `output` chooses one of several outputs of a .pt2 or module."""
@@ -62,14 +61,10 @@ def import_model(path: str | Path, *, activation: str | None = None, trust_pickl
             raise UserError(f"--activation applies only to a bare state_dict; {path} is a torch.export program, "
                             "whose graph names its activations")
         graph, tensors = graph_of_pt2(path, trust_pickle, data, output)
-        return Architecture(graph, "pt2"), build_module(graph, tensors).eval()
+        return Network.built(Architecture(graph, "pt2"), tensors)
     if path.suffix == ".safetensors" and is_checkpoint(read_metadata(path)):
         _no_output(output, path, "a spinn-export checkpoint")
-        checkpoint = load_checkpoint(path)
-        if activation not in (None, checkpoint.architecture.activation):
-            raise UserError(f"{path} is a spinn-export checkpoint of a {checkpoint.architecture.activation} model; "
-                            f"drop --activation {activation}")
-        return checkpoint.architecture, checkpoint.model
+        return _checkpoint(path, activation).network
     obj = _read(path, trust_pickle)
     if isinstance(obj, nn.Module):
         if activation is not None:
@@ -80,9 +75,9 @@ def import_model(path: str | Path, *, activation: str | None = None, trust_pickl
     state = _state_dict_from(obj)
     if state is None:
         raise UserError(f"{path} holds a {type(obj).__name__}, not a state_dict or module; give {SAFE_FORMS}")
-    architecture, model = mlp_from_state_dict(state, activation or "tanh")
+    network = mlp_from_state_dict(state, activation or "tanh")
     notify(state_dict_note(path))
-    return architecture, model
+    return network
 
 
 def open_model(path: str | Path, *, activation: str | None = None, trust_pickle: bool = False,
@@ -93,15 +88,20 @@ def open_model(path: str | Path, *, activation: str | None = None, trust_pickle:
     (`import_model`) as a dense model whose metadata names its source."""
     path = Path(path)
     if model_code is None and path.suffix == ".safetensors" and path.is_file() and is_checkpoint(read_metadata(path)):
-        checkpoint = load_checkpoint(path)
-        if activation not in (None, checkpoint.architecture.activation):
-            raise UserError(f"{path} is a spinn-export checkpoint of a {checkpoint.architecture.activation} model; "
-                            f"drop --activation {activation}")
         _no_output(output, path, "a spinn-export checkpoint")
-        return checkpoint
-    architecture, model = import_model(path, activation=activation, trust_pickle=trust_pickle, model_code=model_code,
-                                       in_features=in_features, notify=notify, output=output, data=data)
-    return Checkpoint(architecture, model, {"variant": "dense", "source": str(path)})
+        return _checkpoint(path, activation)
+    network = import_model(path, activation=activation, trust_pickle=trust_pickle, model_code=model_code,
+                           in_features=in_features, notify=notify, output=output, data=data)
+    return Checkpoint(network, {"variant": "dense", "source": str(path)})
+
+
+def _checkpoint(path: Path, activation: str | None) -> Checkpoint:
+    """A spinn-export checkpoint as it is; an --activation is only checked against the one it records."""
+    checkpoint = load_checkpoint(path)
+    recorded = checkpoint.network.architecture.activation
+    if activation not in (None, recorded):
+        raise UserError(f"{path} is a spinn-export checkpoint of a {recorded} model; drop --activation {activation}")
+    return checkpoint
 
 
 def _no_output(output: int | None, path: Path, form: str) -> None:
@@ -154,7 +154,7 @@ def _state_dict_from(obj: object) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def model_from_code(model_code: str, in_features: int) -> Model:
+def model_from_code(model_code: str, in_features: int) -> Network:
     """A fresh module from the user's factory (its own initial weights), traced: what `train --model-code` trains."""
     return _traced(_built(model_code), in_features, f"--model-code {model_code}", "model-code")
 
@@ -173,7 +173,7 @@ def _built(model_code: str) -> nn.Module:
 
 
 def _from_code(path: Path, model_code: str, in_features: int | None, trust_pickle: bool,
-               output: int | None = None, data: torch.Tensor | None = None) -> Model:
+               output: int | None = None, data: torch.Tensor | None = None) -> Network:
     """The user's factory builds the module; the file's state_dict must fit it exactly."""
     if zipfile.is_zipfile(path) and _is_pt2(path):
         raise UserError(f"{path} is a torch.export program, which carries its own architecture; drop --model-code")
@@ -201,7 +201,7 @@ def _require_fits(module: nn.Module, state: Mapping[str, torch.Tensor], path: Pa
 
 
 def _traced(module: nn.Module, in_features: int | None, label: str, source: str,
-            output: int | None = None, data: torch.Tensor | None = None) -> Model:
+            output: int | None = None, data: torch.Tensor | None = None) -> Network:
     if in_features is None:
         raise UserError(f"{label}: a module is traced at its input width: give --in-features N (the number of "
                         "input columns), or the data it was trained on")
@@ -215,7 +215,7 @@ def _traced(module: nn.Module, in_features: int | None, label: str, source: str,
         except Exception:  # whatever else fails, torch.export below names it
             pass
     graph, tensors = graph_of_module(module, in_features, label, data)
-    return Architecture(graph, source), build_module(graph, tensors).eval()
+    return Network.built(Architecture(graph, source), tensors)
 
 
 def _choose_output(module: nn.Module, output: int) -> None:

@@ -1,7 +1,8 @@
 """Plain MLPs as graphs: the built-in SPINN from its spec, and a bare state_dict read as a chain.
 
 A plain MLP is the simplest graph (`linear`, activation, ..., `linear`), not a second code path: everything after
-this module sees an `Architecture` and a GraphModule whatever the model was read from.
+this module sees a `Network` (an `Architecture` and a GraphModule) whatever the model was read from. `MLPSpec` is
+only how a plain MLP is named; nothing past this module sees one.
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.graph import LINEAR, Graph, Node, Ref, TensorInfo, build_module
+from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 
 ACTIVATION_OPS = {"tanh": "aten.tanh.default", "relu": "aten.relu.default", "gelu": "aten.gelu.default",
                   "silu": "aten.silu.default", "sigmoid": "aten.sigmoid.default"}
-
 
 
 def chain_graph(spec: MLPSpec) -> Graph:
@@ -41,14 +42,14 @@ def architecture_of(spec: MLPSpec, source: str = "spec") -> Architecture:
     return Architecture(chain_graph(spec), source)
 
 
-def build_model(spec: MLPSpec) -> nn.Module:
-    """The plain MLP of `spec`, initialised exactly as `nn.Linear` layers are (the same random draws, in order)."""
-    graph = chain_graph(spec)
+def mlp_network(spec: MLPSpec) -> Network:
+    """The plain MLP of `spec`, initialised exactly as `nn.Linear` layers are (the same random draws, in order), in
+    train mode as a fresh module is."""
     tensors = {}
     for index, (fan_out, fan_in) in enumerate(spec.layer_shapes):
         layer = nn.Linear(fan_in, fan_out)
         tensors[f"linear{index}.weight"], tensors[f"linear{index}.bias"] = layer.weight, layer.bias
-    return build_module(graph, tensors)
+    return Network(architecture_of(spec), build_module(chain_graph(spec), tensors))
 
 
 class Float32IO(nn.Module):
@@ -74,8 +75,7 @@ def count_nonzero(model: nn.Module) -> int:
     return int(sum(int(torch.count_nonzero(t)) for t in [*model.parameters(), *model.buffers()]))
 
 
-def mlp_from_state_dict(state: Mapping[str, torch.Tensor],
-                        activation: str = "tanh") -> tuple[Architecture, nn.Module]:
+def mlp_from_state_dict(state: Mapping[str, torch.Tensor], activation: str = "tanh") -> Network:
     """A bare state_dict read as a plain chain: widths from weight shapes, in the state_dict's own order.
 
     A state_dict cannot show skip connections or gates, so this is only right for a plain MLP; the importer says so
@@ -120,4 +120,4 @@ def mlp_from_state_dict(state: Mapping[str, torch.Tensor],
         tensors[f"linear{index}.weight"] = nn.Parameter(weight.detach().float().clone())
         tensors[f"linear{index}.bias"] = nn.Parameter(
             bias.detach().float().clone() if bias is not None else torch.zeros(weight.shape[0]))
-    return architecture_of(spec, "state_dict"), build_module(chain_graph(spec), tensors)
+    return Network(architecture_of(spec, "state_dict"), build_module(chain_graph(spec), tensors))

@@ -23,17 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-from torch import nn
 
 from spinn_export.bench.measurer import measuring
 from spinn_export.defaults import HEADLINE_BACKEND
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats, unavailable_formats
-from spinn_export.model.architecture import SOURCES, Architecture
+from spinn_export.model.architecture import SOURCES
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.importer import import_model
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.network import Network
 from spinn_export.model.spec import SPINN_REFERENCE
 from spinn_export.pipeline.config import RunConfig
 from spinn_export.pipeline.stages import Stage, run_stage
@@ -105,7 +105,7 @@ class Source:
     model, the model imported in memory. Built before any stage runs, so a mistake in them costs nothing."""
 
     dataset: Dataset
-    imported: tuple[Architecture, nn.Module] | None = None
+    imported: Network | None = None
     files: tuple[Path, ...] = ()  # the user's data and physics files: inputs of the stages that read them
     code: tuple[Path, ...] = ()  # the file of --model-code: an input of the import stage
 
@@ -117,14 +117,14 @@ def prepare(config: RunConfig) -> Source:
         return Source(builtin_dataset(config.seed))
     physics = None if user.physics is None else load_physics(user.physics)
     dataset = load_user_dataset(user.data, list(user.inputs), list(user.targets), config.seed, physics)
-    architecture, model = import_model(user.model, activation=user.activation, trust_pickle=user.trust_pickle,
-                                       model_code=user.model_code, in_features=dataset.in_features,
-                                       output=user.output, data=dataset.x_train)
-    architecture.require_prunable(str(user.model))
-    check_model_fits(dataset, architecture, model)
+    network = import_model(user.model, activation=user.activation, trust_pickle=user.trust_pickle,
+                           model_code=user.model_code, in_features=dataset.in_features, output=user.output,
+                           data=dataset.x_train)
+    network.architecture.require_prunable(str(user.model))
+    check_model_fits(dataset, network)
     physics_file = () if physics is None or physics.source is None else (physics.source,)
     code_file = () if user.model_code is None else _code_file(user.model_code)
-    return Source(dataset, (architecture, model), (user.data, *physics_file), code_file)
+    return Source(dataset, network, (user.data, *physics_file), code_file)
 
 
 def _code_file(model_code: str) -> tuple[Path, ...]:
@@ -175,22 +175,22 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
     source_params = {} if user is None else {"model": user.to_dict()}
     methods = tuple(layout.pruned)
 
-    def save_dense(model: nn.Module, architecture: Architecture, extra: dict[str, str]) -> None:
-        save_checkpoint(layout.dense, model, architecture,
+    def save_dense(network: Network, extra: dict[str, str]) -> None:
+        save_checkpoint(layout.dense, network,
                         {"variant": "dense", **extra, **dataset_metadata(dataset), "seed": str(config.seed),
-                         "val_r2": f"{evaluate(model, dataset).r2:.6f}"})
+                         "val_r2": f"{evaluate(network.module, dataset).r2:.6f}"})
 
     def do_train() -> None:
-        model = build_model(SPINN_REFERENCE)
-        train(model, dataset, config.train, desc="train dense")
-        save_dense(model, architecture_of(SPINN_REFERENCE), {})
+        network = mlp_network(SPINN_REFERENCE)
+        train(network.module, dataset, config.train, desc="train dense")
+        save_dense(network, {})
 
     def do_prune(method: str) -> Callable[[], None]:
         def action() -> None:
             checkpoint = load_checkpoint(layout.dense)
             settings = config.prune(method)
             with measuring(settings.measured_on) as measurer:
-                prune(checkpoint.model, checkpoint.architecture, dataset, settings, layout.pruned[method],
+                prune(checkpoint.network, dataset, settings, layout.pruned[method],
                       metadata=dataset_metadata(dataset), measurer=measurer)
         return action
 
@@ -219,14 +219,15 @@ def stages(config: RunConfig, source: Source, policy: GatePolicy,
     if user is None or source.imported is None:
         first = Stage("train", (), dataclasses.asdict(config.train), (layout.dense,), do_train)
     else:
-        architecture, model = source.imported
+        imported = source.imported
+        architecture = imported.architecture
 
         def do_import() -> None:
             print(f"  imported {architecture.describe()} from {user.model} ({SOURCES[architecture.source]})",
                   flush=True)
             for reason in architecture.frozen_reasons():
                 print(f"  frozen {reason}", flush=True)
-            save_dense(model, architecture, {"source": str(user.model)})
+            save_dense(imported, {"source": str(user.model)})
 
         first = Stage("import", (user.model, *source.code), user.to_dict(), (layout.dense,), do_import)
     prunes = [Stage(f"prune-{method}", (layout.dense, *source.files),

@@ -153,7 +153,7 @@ def finetune_point(job: PointJob) -> PointOutput:
         checkpoint = load_checkpoint(source)
         out = Path(scratch) / "out"
         with measuring(job.config.measured_on) as measurer:
-            prune(checkpoint.model, checkpoint.architecture, _dataset(job.data), job.config, out,
+            prune(checkpoint.network, _dataset(job.data), job.config, out,
                   metadata=dict(job.metadata), progress=job.progress, measurer=measurer)
         files = tuple((path.name, path.read_bytes()) for path in sorted(out.iterdir()))
     return PointOutput(job.name, files, socket.gethostname(), time.perf_counter() - started)

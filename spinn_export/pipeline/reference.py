@@ -19,7 +19,7 @@ from spinn_export.defaults import REFERENCE_ROUND_TO, REFERENCE_TARGET
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import formats
 from spinn_export.model.checkpoint import save_checkpoint
-from spinn_export.model.mlp import architecture_of, build_model
+from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import SPINN_REFERENCE
 from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.magnitude import magnitude_prune
@@ -28,14 +28,13 @@ from spinn_export.prune.structured import structured_prune_once
 
 def build_reference_models(directory: Path, settings: SuiteSettings) -> Path:
     """The reference models' checkpoints in `directory`, exported to `directory/export` (its manifest.json)."""
-    architecture = architecture_of(SPINN_REFERENCE)
     torch.manual_seed(0)
-    dense = build_model(SPINN_REFERENCE).eval()
-    plan = plan_widths(architecture, REFERENCE_TARGET, round_to=REFERENCE_ROUND_TO)
-    pruned, structured = structured_prune_once(dense, architecture, plan)
-    magnitude = magnitude_prune(copy.deepcopy(dense), architecture, pruned.params)
-    models = {"dense": (dense, architecture), "structured": (structured, pruned),
-              "magnitude": (magnitude, architecture)}
+    dense = mlp_network(SPINN_REFERENCE)
+    dense.module.eval()
+    plan = plan_widths(dense.architecture, REFERENCE_TARGET, round_to=REFERENCE_ROUND_TO)
+    structured = structured_prune_once(dense, plan)
+    magnitude = magnitude_prune(dense.with_module(copy.deepcopy(dense.module)), structured.architecture.params)
+    networks = {"dense": dense, "structured": structured, "magnitude": magnitude}
     variants = [Variant.parse(v) for v in settings.variants]
     opened = {b.format for b in (*settings.backends, *settings.paired_backends)}
     usable = [f for f in formats().values() if f.runtime_format in opened and f.available() is None]
@@ -44,8 +43,7 @@ def build_reference_models(directory: Path, settings: SuiteSettings) -> Path:
         fp32 = [next(f for f in formats().values() if f.float32 and f.default)]
     out = directory / "export"
     for role in dict.fromkeys(["dense", *(v.role for v in variants)]):  # dense: the paired baseline
-        model, model_architecture = models[role]
-        path = save_checkpoint(directory / f"{role}.safetensors", model, model_architecture, {"variant": role})
+        path = save_checkpoint(directory / f"{role}.safetensors", networks[role], {"variant": role})
         quantised = [f for f in usable if not f.float32 and any(v.role == role and v.precision == f.precision
                                                                   for v in variants)]
         export_checkpoints([path], out, fp32 + quantised)

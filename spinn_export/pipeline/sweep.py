@@ -115,7 +115,7 @@ def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: byt
             prune_config = config.prune_config(target, method)
             if prune_config.measured_on is None:
                 try:
-                    plan_widths(checkpoint.architecture, prune_config.target, min_width=prune_config.min_width,
+                    plan_widths(checkpoint.network.architecture, prune_config.target, min_width=prune_config.min_width,
                                 round_to=prune_config.round_to)
                 except UserError as exc:
                     raise UserError(f"--targets {target.text}: {exc}") from None
@@ -210,8 +210,7 @@ def point_row(output: PointOutput, job: PointJob, speed: PairedResult, measured_
 def checkpoint_bytes_of(checkpoint: Checkpoint) -> bytes:
     """The checkpoint as the bytes a worker receives (a model read from another form is saved as one first)."""
     with tempfile.TemporaryDirectory(prefix="spinn-sweep-source-") as scratch:
-        path = save_checkpoint(Path(scratch) / "source.safetensors", checkpoint.model, checkpoint.architecture,
-                               checkpoint.metadata)
+        path = save_checkpoint(Path(scratch) / "source.safetensors", checkpoint.network, checkpoint.metadata)
         return path.read_bytes()
 
 
@@ -243,8 +242,9 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
     if source.variant == "magnitude":
         raise UserError(f"{checkpoint_path} is a magnitude-pruned (masked) checkpoint; sweep its dense original "
                         "instead")
-    source.architecture.require_prunable(str(checkpoint_path))
-    check_model_fits(dataset, source.architecture, source.model)
+    architecture = source.network.architecture
+    architecture.require_prunable(str(checkpoint_path))
+    check_model_fits(dataset, source.network)
     checkpoint_bytes = checkpoint_bytes_of(source)
     jobs = plan_jobs(config, source, checkpoint_bytes, data, dataset)
     fmt = export_format(backend.format)
@@ -268,7 +268,7 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
         speeds = measure(outputs, baseline, stage / "artifacts", config, log)
         measured_on = f"{socket.gethostname()} ({torch_device_name(backend.device)})"
         points = [point_row(output, job, speeds[output.name], measured_on) for output, job in zip(outputs, jobs)]
-        dense = evaluate(source.model, dataset, "val")
+        dense = evaluate(source.network.module, dataset, "val")
         summary = {
             "schema": 1,
             "checkpoint": str(Path(checkpoint_path).resolve()), "checkpoint_sha256": sha256_of(checkpoint_path),
@@ -276,8 +276,8 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
             "batch": config.batch, "threads": default_threads(), "measured_on": measured_on, "export_format": fmt.name,
             "executor": config.executor, "address": config.address, "workers": config.workers,
             "paired": dataclasses.asdict(config.paired),
-            "dense": {"model": baseline, "widths": list(source.architecture.widths),
-                      "groups": list(source.architecture.group_names), "params": source.architecture.params,
+            "dense": {"model": baseline, "widths": list(architecture.widths),
+                      "groups": list(architecture.group_names), "params": architecture.params,
                       "val_r2": dense.r2, "residual_rms": dense.residual_rms},
             "finetune": [{"point": o.name, "host": o.host, "wall_s": o.wall_s, "config": j.config.to_dict()}
                          for o, j in zip(outputs, jobs)],

@@ -19,18 +19,19 @@ import torch
 from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.model.architecture import Architecture
 from spinn_export.model.graph import Node, call, run, tensors_of
 from spinn_export.model.groups import layer_nodes
+from spinn_export.model.network import Network
 from spinn_export.task.data import Dataset
 
 CRITERIA = ("l1", "l1-in", "l1-out", "l2", "l2-in", "l2-out", "taylor", "random")
 
 
-def _norm_scores(architecture: Architecture, model: nn.Module, criterion: str) -> list[torch.Tensor]:
+def _norm_scores(network: Network, criterion: str) -> list[torch.Tensor]:
     norm, _, side = criterion.partition("-")
     p = 1 if norm == "l1" else 2
-    tensors = weight_values(architecture, model)
+    architecture = network.architecture
+    tensors = weight_values(network)
     weights = {layer.weight for layer in architecture.layers} | {t.name for t in architecture.graph.tensors
                                                                   if len(t.shape) == 2}
     analysis = architecture.analysis
@@ -48,10 +49,11 @@ def _norm_scores(architecture: Architecture, model: nn.Module, criterion: str) -
     return scores
 
 
-def weight_values(architecture: Architecture, model: nn.Module) -> dict[str, torch.Tensor]:
+def weight_values(network: Network) -> dict[str, torch.Tensor]:
     """Every stored tensor and every value computed from them alone (a factored or normalised layer weight), as the
     model holds them now."""
-    tensors = {k: v.detach() for k, v in tensors_of(architecture.graph, model).items()}
+    architecture = network.architecture
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
     derived = [n for n in architecture.graph.nodes if all(o in architecture.weight_only for o in n.outputs)]
     if not derived:
         return tensors
@@ -64,10 +66,11 @@ def weight_values(architecture: Architecture, model: nn.Module) -> dict[str, tor
 class _Gated(nn.Module):
     """The network with one gate per unit multiplying it wherever a layer reads it (all ones: the same function)."""
 
-    def __init__(self, architecture: Architecture, model: nn.Module, gates: list[torch.Tensor]) -> None:
+    def __init__(self, network: Network, gates: list[torch.Tensor]) -> None:
         super().__init__()
+        architecture = network.architecture
         self.graph = architecture.graph
-        self.model = model
+        self.model = network.module
         self.gates = gates
         analysis = architecture.analysis
         prunable = [(c, g) for c, g in zip(analysis.channels, analysis.groups) if g.prunable]
@@ -92,11 +95,12 @@ class _Gated(nn.Module):
         return run(self.graph, tensors_of(self.graph, self.model), x, edge=edge)[0]
 
 
-def _taylor_scores(architecture: Architecture, model: nn.Module, dataset: Dataset, batches: int, batch_size: int,
+def _taylor_scores(network: Network, dataset: Dataset, batches: int, batch_size: int,
                    physics_weight: float, physics_points: int, seed: int) -> list[torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
+    architecture, model = network.architecture, network.module
     gates = [torch.ones(w, requires_grad=True) for w in architecture.widths]
-    gated = _Gated(architecture, model, gates)
+    gated = _Gated(network, gates)
     totals = [torch.zeros(w) for w in architecture.widths]
     use_physics = dataset.physics is not None and physics_weight > 0
     was_training = model.training
@@ -116,8 +120,7 @@ def _taylor_scores(architecture: Architecture, model: nn.Module, dataset: Datase
 
 
 def unit_scores(
-    model: nn.Module,
-    architecture: Architecture,
+    network: Network,
     criterion: str = "l1",
     *,
     dataset: Dataset | None = None,
@@ -130,15 +133,16 @@ def unit_scores(
     """One score per unit of each prunable group (higher = more important), normalised by its cost."""
     if criterion not in CRITERIA:
         raise UserError(f"unknown importance criterion {criterion!r}: choose one of {', '.join(CRITERIA)}")
+    architecture = network.architecture
     if criterion == "random":
         generator = torch.Generator().manual_seed(seed)
         raw = [torch.rand(w, generator=generator) for w in architecture.widths]
     elif criterion == "taylor":
         if dataset is None:
             raise UserError("the taylor criterion needs data batches: pass a dataset (or use l1, l2 or random)")
-        raw = _taylor_scores(architecture, model, dataset, batches, batch_size, physics_weight, physics_points, seed)
+        raw = _taylor_scores(network, dataset, batches, batch_size, physics_weight, physics_points, seed)
     else:
-        raw = _norm_scores(architecture, model, criterion)
+        raw = _norm_scores(network, criterion)
     scores = tuple(r.detach().float() / cost for r, cost in zip(raw, architecture.unit_costs()))
     if not all(torch.isfinite(s).all() for s in scores):
         raise UserError("importance scores are not finite (NaN/inf weights or loss); check the checkpoint")

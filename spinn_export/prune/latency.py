@@ -42,11 +42,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
 from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 from spinn_export.prune.budget import PrunePlan, RoundTo, lowest_widths, plan_widths
 from spinn_export.prune.shrink import shrink
 from spinn_export.prune.target import Target
@@ -70,7 +70,6 @@ SCHEMA = 1
 CACHE_ENV = "SPINN_EXPORT_CACHE"
 
 Shape = tuple[int, int]
-Model = tuple[Architecture, nn.Module]
 Log = Callable[[str], None]
 
 
@@ -122,7 +121,7 @@ class Measurer(Protocol):
     def costs(self, shapes: Sequence[Shape], out_features: int, activation: str) -> dict[Shape, Cost]:
         """One entry per (in, out) shape, all timed in the same rounds."""
 
-    def ratio(self, baseline: Model, candidate: Model, final: bool) -> Ratio:
+    def ratio(self, baseline: Network, candidate: Network, final: bool) -> Ratio:
         """candidate's latency over baseline's, paired; `final` asks for the full measurement rather than a check."""
 
     def release(self) -> None:
@@ -269,17 +268,17 @@ def plan_key(spec: Architecture, target: Target, mode: str, min_width: int, roun
                        "scores": digest, "checks": CHECKS, "tolerance": TOLERANCE}, sort_keys=True)
 
 
-def kept_first(model: nn.Module, architecture: Architecture, widths: Sequence[int]) -> Model:
+def kept_first(network: Network, widths: Sequence[int]) -> Network:
     """The network with the first `widths` units of each group kept (values do not change latency; a real network
     is a valid one), as an end-to-end latency check times it."""
-    return shrink(model, architecture, [torch.arange(w) for w in widths], fold="none")
+    return shrink(network, [torch.arange(w) for w in widths], fold="none")
 
 
-def plan_latency(lookup: LatencyLookup, dense: Model, target: Target, *, mode: str = "uniform",
+def plan_latency(lookup: LatencyLookup, dense: Network, target: Target, *, mode: str = "uniform",
                  scores: Sequence[torch.Tensor] | None = None, min_width: int = 1, round_to: RoundTo = None,
                  log: Log = print) -> LatencyPlan:
-    """Widths for `target` (a latency target) from the table, checked end to end on `dense` (the network and its
-    architecture) and corrected (module docstring).
+    """Widths for `target` (a latency target) from the table, checked end to end on `dense` and corrected (module
+    docstring).
 
     `round_to` None plans on the table's grid (`grid_steps`). Every check gives a measured ratio per unit of table
     ratio; their geometric mean (`factor`, pooled over the checks, as each check alone is noisy) turns the target
@@ -288,7 +287,7 @@ def plan_latency(lookup: LatencyLookup, dense: Model, target: Target, *, mode: s
     of the target, or where the next goal leads to widths already checked; the plan is the solver's for the last
     goal, which all the checks informed.
     """
-    spec = dense[0]
+    spec = dense.architecture
     round_to = round_to or grid_steps(spec)
     key = plan_key(spec, target, mode, min_width, round_to, scores)
     stored = lookup.recall(key)
@@ -313,7 +312,7 @@ def plan_latency(lookup: LatencyLookup, dense: Model, target: Target, *, mode: s
         if any(check.widths == plan.widths for check in checks):
             break
         full, planned = lookup.latency([spec.widths, plan.widths])
-        measured = lookup.measurer.ratio(dense, kept_first(dense[1], spec, plan.widths), final=False)
+        measured = lookup.measurer.ratio(dense, kept_first(dense, plan.widths), final=False)
         checks.append(Check(goal, plan.widths, planned / full, measured))
         log(f"  latency check {len(checks)}: widths {list(plan.widths)}, table estimate {planned / full:.3f}, "
             f"measured {measured.describe()}")

@@ -14,26 +14,25 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
-from torch import nn
 
 from spinn_export.errors import UserError
-from spinn_export.model.architecture import Architecture
-from spinn_export.model.graph import build_module, tensors_of
+from spinn_export.model.graph import build_module
 from spinn_export.model.mlp import count_nonzero
+from spinn_export.model.network import Network
 
 
-def _layer_weights(architecture: Architecture, model: nn.Module) -> dict[str, torch.Tensor]:
+def _layer_weights(network: Network) -> dict[str, torch.Tensor]:
     """The layers' stored, trainable weights: a fixed matrix (a Fourier embedding's B) is not the model's to prune,
     and a weight computed from others (factors, weight norm) has no entries of its own to zero."""
-    tensors = tensors_of(architecture.graph, model)
-    return {layer.weight: tensors[layer.weight] for layer in architecture.layers
+    tensors = network.tensors
+    return {layer.weight: tensors[layer.weight] for layer in network.architecture.layers
             if layer.weight in tensors and tensors[layer.weight].requires_grad}
 
 
-def magnitude_prune(model: nn.Module, architecture: Architecture, nonzero: int) -> nn.Module:
+def magnitude_prune(network: Network, nonzero: int) -> Network:
     """Zero the smallest layer weights (globally, by |w|) in place until `nonzero` parameters remain."""
-    weights = list(_layer_weights(architecture, model).values())
-    present = count_nonzero(model)
+    weights = list(_layer_weights(network).values())
+    present = count_nonzero(network.module)
     others = present - sum(int(torch.count_nonzero(w)) for w in weights)
     if not others < nonzero <= present:
         raise UserError(
@@ -49,19 +48,19 @@ def magnitude_prune(model: nn.Module, architecture: Architecture, nonzero: int) 
             size = weight.numel()
             weight.mul_(keep[offset : offset + size].view_as(weight))
             offset += size
-    return model
+    return network
 
 
 @contextlib.contextmanager
-def zeros_frozen(model: nn.Module, architecture: Architecture) -> Iterator[nn.Module]:
+def zeros_frozen(network: Network) -> Iterator[Network]:
     """Inside the block, layer weights that are zero stay zero while training: their gradients are masked, and
     Adam (what `task.train` uses, without weight decay) never moves a weight whose gradient is always zero."""
     handles = []
-    for weight in _layer_weights(architecture, model).values():
+    for weight in _layer_weights(network).values():
         mask = (weight.detach() != 0).to(weight.dtype)
         handles.append(weight.register_hook(lambda grad, mask=mask: grad * mask.to(grad.device)))
     try:
-        yield model
+        yield network
     finally:
         for handle in handles:
             handle.remove()
@@ -74,9 +73,9 @@ def sparse_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def to_sparse_csr(model: nn.Module, architecture: Architecture) -> nn.Module:
+def to_sparse_csr(network: Network) -> Network:
     """The same network with every layer's weight as CSR, multiplied by `sparse_linear` (inference only)."""
-    tensors = {k: v.detach() for k, v in tensors_of(architecture.graph, model).items()}
-    for name in _layer_weights(architecture, model):
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
+    for name in _layer_weights(network):
         tensors[name] = tensors[name].to_sparse_csr()
-    return build_module(architecture.graph, tensors, layer=sparse_linear).eval()
+    return network.with_module(build_module(network.architecture.graph, tensors, layer=sparse_linear).eval())

@@ -31,8 +31,9 @@ from torch import nn
 from spinn_export.errors import UserError
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.coupling import packet
-from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, fresh_name, run, tensors_of
+from spinn_export.model.graph import Graph, Node, Ref, TensorInfo, build_module, fresh_name, run
 from spinn_export.model.groups import Axis, layer_nodes
+from spinn_export.model.network import Network
 from spinn_export.model.probe import disagreement, probe_rows
 from spinn_export.model.rules import POINTWISE, resized
 
@@ -116,19 +117,19 @@ def foldable_groups(architecture: Architecture) -> tuple[bool, ...]:
     return tuple(foldable(architecture, index) for index in range(len(architecture.prunable)))
 
 
-def plan(architecture: Architecture, model: nn.Module, keep_units: Sequence[torch.Tensor], fold: str,
-         calibration: torch.Tensor | None) -> Removal:
+def plan(network: Network, keep_units: Sequence[torch.Tensor], fold: str, calibration: torch.Tensor | None) -> Removal:
     """Masks for `keep_units` (per prunable group), and each foldable group's constants, group by group: a group's
     constants are measured in the network with the earlier groups' removals already in place."""
     if fold not in FOLDS:
         raise UserError(f"unknown fold {fold!r}: choose one of {', '.join(FOLDS)}")
     if fold == "mean" and calibration is None:
         raise UserError("fold='mean' needs calibration inputs (or use fold='bias')")
+    architecture = network.architecture
     analysis, graph = architecture.analysis, architecture.graph
     prunable = [i for i, g in enumerate(analysis.groups) if g.prunable]
     if len(keep_units) != len(prunable):
         raise ValueError(f"keep has {len(keep_units)} index sets for {len(prunable)} prunable groups")
-    tensors = {k: v.detach() for k, v in tensors_of(graph, model).items()}
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
     removed_axis = {axis: torch.zeros(length, dtype=torch.bool) for axis, length in analysis.lengths.items()}
     layers = layer_nodes(graph)
     result = Removal()
@@ -188,13 +189,14 @@ def _folded(graph: Graph, tensors: dict[str, torch.Tensor], current: Removal, ex
     return found
 
 
-def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Tensor], *, fold: str = "bias",
-           calibration: torch.Tensor | None = None) -> tuple[Architecture, nn.Module]:
+def shrink(network: Network, keep: Sequence[torch.Tensor], *, fold: str = "bias",
+           calibration: torch.Tensor | None = None) -> Network:
     """A new, smaller network holding only the `keep` units of each prunable group, proven against the original
     (`prove`, on the calibration rows and their range) before it is returned."""
-    removal = plan(architecture, model, keep, fold, calibration)
+    removal = plan(network, keep, fold, calibration)
+    architecture = network.architecture
     graph = architecture.graph
-    tensors = {k: v.detach() for k, v in tensors_of(graph, model).items()}
+    tensors = {k: v.detach() for k, v in network.tensors.items()}
     sliced = {info.name: _sliced(tensors[info.name], info.name, removal).clone() for info in graph.tensors}
     infos = list(graph.tensors)
     nodes = list(graph.nodes)
@@ -223,10 +225,10 @@ def shrink(model: nn.Module, architecture: Architecture, keep: Sequence[torch.Te
                          tuple(replace(t, shape=tuple(sliced[t.name].shape)) for t in infos))
     trainable = {t.name: t.trainable for t in infos}
     values = {name: nn.Parameter(v) if trainable[name] and v.is_floating_point() else v for name, v in sliced.items()}
-    pruned = Architecture(pruned_graph, architecture.source)
-    module = build_module(pruned_graph, values).train(model.training)
-    prove(architecture, tensors, removal, pruned, module, calibration)
-    return pruned, module
+    pruned = Network(Architecture(pruned_graph, architecture.source),
+                     build_module(pruned_graph, values).train(network.module.training))
+    prove(architecture, tensors, removal, pruned, calibration)
+    return pruned
 
 
 def _sliced(value: torch.Tensor, name: str, removal: Removal) -> torch.Tensor:
@@ -237,8 +239,8 @@ def _sliced(value: torch.Tensor, name: str, removal: Removal) -> torch.Tensor:
     return value
 
 
-def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal: Removal, pruned: Architecture,
-          module: nn.Module, data: torch.Tensor | None = None) -> None:
+def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal: Removal, pruned: Network,
+          data: torch.Tensor | None = None) -> None:
     """Raise ProofError unless the pruned module equals the original with the removed units zeroed (and the folded
     constants added) on the user's rows and their range, each output column at its own scale, in float64."""
     x = probe_rows(architecture.in_features, data)
@@ -247,14 +249,14 @@ def prove(architecture: Architecture, tensors: dict[str, torch.Tensor], removal:
         with torch.no_grad():
             expected, _ = run(architecture.graph, {k: v.double() if v.is_floating_point() else v
                                                    for k, v in zeroed.items()}, x, after=removal.after)
-            got = copy.deepcopy(module).double().eval()(x)
+            got = copy.deepcopy(pruned.module).double().eval()(x)
     except RuntimeError:  # the graph casts to float32 itself (a `.float()` in forward): prove it in float32
         with torch.no_grad():
             expected, _ = run(architecture.graph, zeroed, x.float(), after=removal.after)
-            got = module.eval()(x.float())
+            got = pruned.module.eval()(x.float())
     worst = disagreement(expected, got)
     if worst is not None:
-        groups = ", ".join(f"{g.name} {g.width}->{w}" for g, w in zip(architecture.prunable, pruned.widths)
+        groups = ", ".join(f"{g.name} {g.width}->{w}" for g, w in zip(architecture.prunable, pruned.architecture.widths)
                            if g.width != w) or "none"
         raise ProofError(f"the pruned network (groups {groups}) differs from the original with the removed units "
                          f"zeroed: {worst.describe()}; nothing was saved (please report this network to spinn-export)")

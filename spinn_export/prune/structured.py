@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import UserError
@@ -39,6 +38,7 @@ from spinn_export.files import write_json, write_text
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import count_nonzero
+from spinn_export.model.network import Network
 from spinn_export.progress import progress as progress_lines
 from spinn_export.prune.budget import MODES, PrunePlan, RoundTo, plan_widths, round_targets
 from spinn_export.prune.importance import CRITERIA, unit_scores
@@ -63,8 +63,7 @@ ON_DROP = ("record", "stop", "rollback")
 
 
 def structured_prune_once(
-    model: nn.Module,
-    architecture: Architecture,
+    network: Network,
     plan: PrunePlan,
     *,
     importance: str = "l1",
@@ -73,11 +72,11 @@ def structured_prune_once(
     fold: str = "bias",
     calibration: torch.Tensor | None = None,
     seed: int = 0,
-) -> tuple[Architecture, nn.Module]:
+) -> Network:
     """Score (unless `scores` are given), keep the top units per `plan.widths`, shrink (proven). No fine-tuning."""
     if scores is None:
-        scores = unit_scores(model, architecture, importance, dataset=dataset, seed=seed)
-    return shrink(model, architecture, select_keep(scores, plan.widths), fold=fold, calibration=calibration)
+        scores = unit_scores(network, importance, dataset=dataset, seed=seed)
+    return shrink(network, select_keep(scores, plan.widths), fold=fold, calibration=calibration)
 
 
 FINETUNE = TrainConfig(epochs=4, lr=1e-3)
@@ -196,8 +195,7 @@ class PruneResult:
     plan: PrunePlan
     target_nonzero: int
     stages: tuple[Stage, ...]
-    architecture: Architecture
-    model: nn.Module
+    network: Network
     stopped: str | None
     wall_s: float
     latency: LatencyPlan | None = None
@@ -236,7 +234,7 @@ class PruneResult:
                 "flops_reduction": 1.0 - final.flops_per_sample / base.flops_per_sample,
                 **latency,
             },
-            "architecture": architecture_record(self.plan.baseline, self.architecture, self.folded),
+            "architecture": architecture_record(self.plan.baseline, self.network.architecture, self.folded),
             "stopped": self.stopped,
             "wall_s": self.wall_s,
             "config": self.config.to_dict(),
@@ -254,21 +252,21 @@ def architecture_record(dense: Architecture, pruned: Architecture, folded: Seque
                        for g in dense.groups]}
 
 
-def _record(index: int, model: nn.Module, architecture: Architecture, dataset: Dataset, out_dir: Path, name: str,
-            metadata: dict[str, str], started: float) -> Stage:
-    metrics = evaluate(model, dataset, "val")
+def _record(index: int, network: Network, dataset: Dataset, out_dir: Path, name: str, metadata: dict[str, str],
+            started: float) -> Stage:
+    metrics = evaluate(network.module, dataset, "val")
     checkpoint = f"stage_{index}.safetensors"
-    stage = Stage(index, architecture.widths, architecture.params, count_nonzero(model),
+    architecture = network.architecture
+    stage = Stage(index, architecture.widths, architecture.params, count_nonzero(network.module),
                   architecture.flops_per_sample, metrics.r2, metrics.rel_l2, metrics.residual_rms, checkpoint,
                   time.perf_counter() - started)
-    save_checkpoint(out_dir / checkpoint, model, architecture, {**metadata, "variant": name, "stage": str(index),
-                                                                "val_r2": f"{metrics.r2:.6f}"})
+    save_checkpoint(out_dir / checkpoint, network, {**metadata, "variant": name, "stage": str(index),
+                                                    "val_r2": f"{metrics.r2:.6f}"})
     return stage
 
 
 def prune(
-    model: nn.Module,
-    architecture: Architecture,
+    dense: Network,
     dataset: Dataset,
     config: PruneConfig,
     out_dir: str | Path,
@@ -279,7 +277,7 @@ def prune(
 ) -> PruneResult:
     """Prune in rounds with fine-tuning; write every stage, the final checkpoint and the history.
 
-    The input model is not modified.  With `--method magnitude` the same rounds zero weights
+    `dense` is not modified.  With `--method magnitude` the same rounds zero weights
     instead of removing neurons, down to the parameter count the structured plan reaches.
     `measurer` takes the latency measurements a latency target or `--round-to auto` needs (the caller's:
     `bench.measurer.BackendMeasurer` on the config's backend and batch, or a synthetic one).
@@ -288,25 +286,26 @@ def prune(
     out_dir = Path(out_dir)
     if config.measured_on is not None and measurer is None:
         raise ValueError("a latency target or --round-to auto needs a Measurer (bench.measurer.BackendMeasurer)")
-    architecture.require_prunable("prune")
-    config = dataclasses.replace(config, target=config.target.resolve(architecture))
-    check_model_fits(dataset, architecture, model)
-    baseline = architecture
-    model = original = copy.deepcopy(model).cpu()
+    baseline = dense.architecture
+    baseline.require_prunable("prune")
+    config = dataclasses.replace(config, target=config.target.resolve(baseline))
+    check_model_fits(dataset, dense)
+    original = dense.with_module(copy.deepcopy(dense.module).cpu())
+    network = original
     generator = torch.Generator().manual_seed(config.seed)
     calibration = dataset.x_train[torch.randperm(len(dataset.x_train),
                                                  generator=generator)[: config.calibration_samples]]
 
-    def scores_of(m: nn.Module, a: Architecture, round_index: int) -> tuple[torch.Tensor, ...]:
-        return unit_scores(m, a, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
+    def scores_of(current: Network, round_index: int) -> tuple[torch.Tensor, ...]:
+        return unit_scores(current, config.importance, dataset=dataset, physics_weight=config.finetune.physics_weight,
                            seed=config.seed + round_index)
 
-    scores = scores_of(model, architecture, 0) if config.mode == "global" else None
-    round_to, plan, latency = _plan(config, (baseline, original), scores, measurer, progress)
+    scores = scores_of(network, 0) if config.mode == "global" else None
+    round_to, plan, latency = _plan(config, original, scores, measurer, progress)
     if measurer is not None:
         measurer.release()  # nothing is measured again until the end: no worker idles through fine-tuning
     metadata = {**(metadata or {}), "seed": str(config.seed), "pruning": json.dumps(config.to_dict())}
-    stages = [_record(0, model, architecture, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
+    stages = [_record(0, network, dataset, out_dir, metadata.get("variant", "dense"), metadata, started)]
     start_nonzero, target_nonzero = stages[0].nonzero_params, plan.params
     if config.method == "magnitude" and target_nonzero >= start_nonzero:
         raise UserError(f"the model already has only {start_nonzero:,} non-zero parameters, "
@@ -318,33 +317,34 @@ def prune(
     bar = progress_lines(targets, desc=f"{config.method} prune", unit="round", enabled=progress)
     for index, target in enumerate(bar, start=1):
         round_started = time.perf_counter()
-        previous = (architecture, copy.deepcopy(model))
+        previous = network.with_module(copy.deepcopy(network.module))
         if config.method == "structured":
-            scores = scores_of(model, architecture, index)
-            step = plan_widths(architecture, target, mode=config.mode, scores=scores, min_width=config.min_width,
-                               round_to=round_to, baseline=baseline)
+            scores = scores_of(network, index)
+            step = plan_widths(network.architecture, target, mode=config.mode, scores=scores,
+                               min_width=config.min_width, round_to=round_to, baseline=baseline)
             keep = select_keep(scores, step.widths)
-            folded.update(name for name, f in zip(architecture.group_names, foldable_groups(architecture)) if f)
-            architecture, model = shrink(model, architecture, keep, fold=config.fold, calibration=calibration)
+            folded.update(name for name, f in zip(network.architecture.group_names,
+                                                  foldable_groups(network.architecture)) if f)
+            network = shrink(network, keep, fold=config.fold, calibration=calibration)
             frozen: contextlib.AbstractContextManager = contextlib.nullcontext()
         else:
             fraction = index / config.rounds
             nonzero = round(start_nonzero * (target_nonzero / start_nonzero) ** fraction)
-            magnitude_prune(model, architecture, target_nonzero if index == config.rounds else nonzero)
-            frozen = zeros_frozen(model, architecture)
+            magnitude_prune(network, target_nonzero if index == config.rounds else nonzero)
+            frozen = zeros_frozen(network)
         tuned: dict[str, Any] = {}
         if config.finetune.epochs:
             with frozen:
-                tuned = _finetune(model, architecture, dataset, config, index, progress)
+                tuned = _finetune(network, dataset, config, index, progress)
         stage = dataclasses.replace(
-            _record(index, model, architecture, dataset, out_dir, config.method, metadata, round_started), **tuned)
-        bar.set_postfix(widths=",".join(map(str, architecture.widths)), val_r2=f"{stage.val_r2:.4f}")
+            _record(index, network, dataset, out_dir, config.method, metadata, round_started), **tuned)
+        bar.set_postfix(widths=",".join(map(str, network.architecture.widths)), val_r2=f"{stage.val_r2:.4f}")
         drop = stages[0].val_r2 - stage.val_r2
         if config.tolerance is not None and drop > config.tolerance and config.on_drop != "record":
             reason = f"round {index} lowered validation R2 by {drop:.4f} (> tolerance {config.tolerance})"
             if config.on_drop == "rollback":
                 stage = dataclasses.replace(stage, rolled_back=True)
-                architecture, model = previous
+                network = previous
                 stopped = f"{reason}; rolled back to stage {index - 1}"
             else:
                 stopped = f"{reason}; stopped after it"
@@ -354,34 +354,33 @@ def prune(
     bar.close()
     achieved = None
     if latency is not None and config.method == "structured":
-        achieved = measurer.ratio((baseline, original), (architecture, model), final=True)  # type: ignore[union-attr]
+        achieved = measurer.ratio(original, network, final=True)  # type: ignore[union-attr]
     folds = tuple(name for name in baseline.group_names if name in folded and config.fold != "none")
-    result = PruneResult(config, plan, target_nonzero, tuple(stages), architecture, model, stopped,
+    result = PruneResult(config, plan, target_nonzero, tuple(stages), network, stopped,
                          time.perf_counter() - started, latency, achieved, folds)
     final = result.final
-    save_checkpoint(out_dir / f"{config.method}.safetensors", model, architecture,
+    save_checkpoint(out_dir / f"{config.method}.safetensors", network,
                     {**metadata, "variant": config.method, "stage": str(final.stage), "val_r2": f"{final.val_r2:.6f}"})
     write_history(result, out_dir)
     return result
 
 
-def _finetune(model: nn.Module, architecture: Architecture, dataset: Dataset, config: PruneConfig, index: int,
-              progress: bool) -> dict[str, Any]:
+def _finetune(network: Network, dataset: Dataset, config: PruneConfig, index: int, progress: bool) -> dict[str, Any]:
     """Round `index`'s fine-tune in place: the range test's rate (unless `--lr` fixed it), keeping the best state on
     held-out training rows; returns the Stage fields it sets."""
     settings = config.train_config(index)
     if config.lr_test:
-        freeze = (lambda m: zeros_frozen(m, architecture)) if config.method == "magnitude" else None
-        lr = lr_range_test(model, dataset, settings, freeze=freeze).lr
+        freeze = (lambda m: zeros_frozen(network.with_module(m))) if config.method == "magnitude" else None
+        lr = lr_range_test(network.module, dataset, settings, freeze=freeze).lr
         settings = dataclasses.replace(settings, lr=lr, min_lr=min(settings.min_lr, lr / 10))
-    result = train(model, dataset, settings, desc=f"round {index} fine-tune", progress=progress)
+    result = train(network.module, dataset, settings, desc=f"round {index} fine-tune", progress=progress)
     return {"finetune_lr": settings.lr, "finetune_kept_epoch": result.kept_epoch}
 
 
-def _plan(config: PruneConfig, dense: tuple[Architecture, nn.Module], scores: Sequence[torch.Tensor] | None,
+def _plan(config: PruneConfig, dense: Network, scores: Sequence[torch.Tensor] | None,
           measurer: Measurer | None, progress: bool) -> tuple[RoundTo, PrunePlan, LatencyPlan | None]:
     """The final widths (and the blocks the rounds move in): from the budget alone, or from the latency table."""
-    baseline = dense[0]
+    baseline = dense.architecture
     if config.measured_on is None:
         return config.round_to, plan_widths(baseline, config.target, mode=config.mode, scores=scores,  # type: ignore[arg-type]
                                             min_width=config.min_width, round_to=config.round_to), None  # type: ignore[arg-type]

@@ -15,7 +15,8 @@ from spinn_export.report.results import History, Manifest, parse_variant
 
 
 def history_stage(histories: Sequence[History], variant: str) -> pd.Series | None:
-    """The history stage that holds this variant's weights (final stage; stage 0 of any history for dense).
+    """The history stage that holds this variant's weights (the last stage not rolled back; stage 0 of any history
+    for dense).
 
     Quantised variants have other weights than any stage: none for them."""
     parsed = parse_variant(variant)
@@ -25,7 +26,7 @@ def history_stage(histories: Sequence[History], variant: str) -> pd.Series | Non
         if parsed.role == BASELINE_ROLE:
             return history.stages.iloc[0]
         if history.method == parsed.role:
-            return history.stages.iloc[-1]
+            return history.kept.iloc[-1]
     return None
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from spinn_export.errors import UserError, first_line, require_file
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 from spinn_export.task.physics import BUILTIN, Physics, check_physics
 from spinn_export.task.stokes import STOKES
 
@@ -147,15 +147,16 @@ def resolve_dataset(data: str | os.PathLike[str] | None, inputs: str | None, tar
     return load_user_dataset(data, parse_columns(inputs), parse_columns(targets), seed, physics, targets_flag)
 
 
-def check_model_fits(dataset: Dataset, architecture: Architecture, model: torch.nn.Module) -> None:
+def check_model_fits(dataset: Dataset, network: Network) -> None:
     """Before any work: the model maps the data's inputs to its targets, and the data's physics runs on it."""
+    architecture = network.architecture
     if (architecture.in_features, architecture.out_features) != (dataset.in_features, dataset.out_features):
         raise UserError(
             f"the model maps {architecture.in_features} inputs to {architecture.out_features} outputs but the data has "
             f"{dataset.in_features} inputs and {dataset.out_features} targets; pass the data it was trained on"
         )
     if dataset.physics is not None:
-        check_physics(dataset.physics, model, dataset.x_train)
+        check_physics(dataset.physics, network.module, dataset.x_train)
 
 
 def dataset_metadata(dataset: Dataset) -> dict[str, str]:

@@ -261,7 +261,7 @@ def as_module(source: Source) -> nn.Module:
     from spinn_export.model.checkpoint import load_checkpoint
     from spinn_export.model.mlp import float32_io
 
-    return float32_io(load_checkpoint(source).model)
+    return float32_io(load_checkpoint(source).network.module)
 
 
 def torch_cpu_precisions() -> tuple[tuple[str, ...], str]:

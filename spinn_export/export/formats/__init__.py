@@ -27,9 +27,8 @@ from spinn_export.progress import quiet
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
-    from spinn_export.model.architecture import Architecture
+    from spinn_export.model.network import Network
 
 FORMAT_GROUP = "spinn_export.formats"
 PRECISIONS = ("fp32", "bf16", "int8", "int8-static", "int8-nncf")
@@ -50,8 +49,8 @@ CONTROL_ROWS = 8192  # an accuracy control's held-out training rows: as many as 
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
 Loaded = TypeVar("Loaded")
-Writer = Callable[["nn.Module", "Architecture", Path, int], None]
-CalibratedWriter = Callable[["nn.Module", "Architecture", Path, int, "Calibration"], "dict[str, Any] | None"]
+Writer = Callable[["Network", Path, int], None]
+CalibratedWriter = Callable[["Network", Path, int, "Calibration"], "dict[str, Any] | None"]
 
 
 def ceiling_precision(precision: str) -> str:
@@ -186,10 +185,10 @@ def reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
-def example_input(architecture: Architecture) -> torch.Tensor:
+def example_input(network: Network) -> torch.Tensor:
     import torch
 
-    return torch.randn(EXAMPLE_BATCH, architecture.in_features, generator=torch.Generator().manual_seed(0))
+    return torch.randn(EXAMPLE_BATCH, network.architecture.in_features, generator=torch.Generator().manual_seed(0))
 
 
 def dynamic_batch() -> dict[int, torch.export.Dim]:
@@ -307,7 +306,7 @@ def load_artifact(path: str | Path, fmt: Format | str | None = None, in_features
     return Artifact(path=path, format=fmt.name, in_features=width, predict=fmt.load(path))
 
 
-def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, path: Path, opset: int, label: str,
+def write_artifact(fmt: Format, network: Network, path: Path, opset: int, label: str,
                    calibration: Calibration | None = None) -> dict[str, Any] | None:
     """Run one writer (with `calibration` where the format is calibrated) and return what a calibrated writer
     reports; any exporter failure becomes one line naming the model and the format."""
@@ -317,10 +316,11 @@ def write_artifact(fmt: Format, model: nn.Module, architecture: Architecture, pa
         raise UserError(f"{label}: {fmt.name} needs calibration inputs (the training data); pass --data FILE "
                         "--inputs COLS --targets COLS")
     try:
+        network.module.eval()
         with torch.no_grad():
             if fmt.calibrated:
-                return fmt.write(model.eval(), architecture, path, opset, calibration)  # type: ignore[call-arg]
-            fmt.write(model.eval(), architecture, path, opset)  # type: ignore[call-arg]
+                return fmt.write(network, path, opset, calibration)  # type: ignore[call-arg]
+            fmt.write(network, path, opset)  # type: ignore[call-arg]
             return None
     except (UserError, KeyboardInterrupt):
         raise

@@ -8,7 +8,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from spinn_export.errors import require_file
 from spinn_export.export.formats import (
@@ -23,11 +22,11 @@ from spinn_export.export.formats import (
     unreadable,
 )
 from spinn_export.export.formats.exported_program import exported
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 
-def write_aoti(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
-    program = exported(model, architecture)
+def write_aoti(network: Network, path: Path, opset: int) -> None:
+    program = exported(network)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "model.pt2"
         with quiet():

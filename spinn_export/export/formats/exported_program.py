@@ -7,7 +7,6 @@ import zipfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import (
@@ -21,16 +20,16 @@ from spinn_export.export.formats import (
     torch_predict,
     unreadable,
 )
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 
-def exported(model: nn.Module, architecture: Architecture) -> torch.export.ExportedProgram:
+def exported(network: Network) -> torch.export.ExportedProgram:
     with quiet():
-        return torch.export.export(model.eval(), (example_input(architecture),), dynamic_shapes=(dynamic_batch(),))
+        return torch.export.export(network.module.eval(), (example_input(network),), dynamic_shapes=(dynamic_batch(),))
 
 
-def write_exported_program(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
-    program = exported(model, architecture)
+def write_exported_program(network: Network, path: Path, opset: int) -> None:
+    program = exported(network)
     buffer = io.BytesIO()
     with quiet():
         torch.export.save(program, buffer)

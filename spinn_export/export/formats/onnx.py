@@ -27,6 +27,7 @@ from spinn_export.export.formats import (
     unreadable,
 )
 from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 from spinn_export.runtimes import onnxruntime as ort_runtime
 
 _ONNX_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, Architecture, str], bytes]] = (
@@ -40,26 +41,26 @@ def _fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def onnx_bytes(model: nn.Module, architecture: Architecture, opset: int) -> bytes:
+def onnx_bytes(network: Network, opset: int) -> bytes:
     """One self-contained ONNX model (dynamo exporter, inline weights, dynamic batch axis).
 
     The ONNX formats start from the same export, and the dynamo exporter takes seconds even for a
     tiny MLP, so the bytes are kept per model object, keyed by opset, architecture and a hash of the weights.
     """
-    key = (opset, architecture, _fingerprint(model))
-    cache = _ONNX_CACHE.setdefault(model, {})
+    key = (opset, network.architecture, _fingerprint(network.module))
+    cache = _ONNX_CACHE.setdefault(network.module, {})
     if key not in cache:
         cache.clear()
-        cache[key] = _export_onnx(model, architecture, opset)
+        cache[key] = _export_onnx(network, opset)
     return cache[key]
 
 
-def _export_onnx(model: nn.Module, architecture: Architecture, opset: int) -> bytes:
+def _export_onnx(network: Network, opset: int) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         with quiet():
             torch.onnx.export(
-                model, (example_input(architecture),), str(path), dynamic_shapes=(dynamic_batch(),),
+                network.module, (example_input(network),), str(path), dynamic_shapes=(dynamic_batch(),),
                 external_data=False, opset_version=opset, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 verbose=False,
             )
@@ -81,8 +82,8 @@ def check_onnx(path: Path) -> None:
         raise RuntimeError(f"initializers {external[:3]} live in an external-data side file")
 
 
-def write_onnx(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
-    path.write_bytes(onnx_bytes(model, architecture, opset))
+def write_onnx(network: Network, path: Path, opset: int) -> None:
+    path.write_bytes(onnx_bytes(network, opset))
     check_onnx(path)
 
 

@@ -21,20 +21,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from torch import nn
-
 from spinn_export.export.formats import Format
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_weight_shapes
 from spinn_export.runtimes import openvino as openvino_runtime
 
 if TYPE_CHECKING:
-    from spinn_export.model.architecture import Architecture
+    from spinn_export.model.network import Network
 
-def write_onnx_bf16(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+def write_onnx_bf16(network: Network, path: Path, opset: int) -> None:
     """The float32 ONNX export, byte for byte in its graph, with MARKER = "bf16" in its metadata."""
     import onnx
 
-    marked = onnx.load_from_string(onnx_bytes(model, architecture, opset))
+    marked = onnx.load_from_string(onnx_bytes(network, opset))
     onnx.helper.set_model_props(marked, {**{p.key: p.value for p in marked.metadata_props},
                                          openvino_runtime.MARKER: "bf16"})
     path.write_bytes(marked.SerializeToString())

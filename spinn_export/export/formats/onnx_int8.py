@@ -12,14 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from torch import nn
-
 from spinn_export.export.formats import Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 
-def write_onnx_int8(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+def write_onnx_int8(network: Network, path: Path, opset: int) -> None:
     """Dynamic int8 weight quantisation with 7-bit weights (see the module docstring); `quant_pre_process` first
     (shape inference fails on dynamo Gemms without it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -27,7 +25,7 @@ def write_onnx_int8(model: nn.Module, architecture: Architecture, path: Path, op
 
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(onnx_bytes(model, architecture, opset))
+        source.write_bytes(onnx_bytes(network, opset))
         with quiet():
             quant_pre_process(str(source), str(prepared))
             quantize_dynamic(str(prepared), str(quantised), weight_type=QuantType.QInt8, reduce_range=True)

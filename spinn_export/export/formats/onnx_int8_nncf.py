@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch import nn
 
 from spinn_export.export.formats import INPUT_NAME, Calibration, Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_weight_shapes
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 from spinn_export.runtimes import nncf as nncf_runtime
 from spinn_export.runtimes import openvino as openvino_runtime
 
@@ -108,12 +107,12 @@ def quantise(model: Any, calibration: Calibration) -> tuple[Any, dict[str, Any]]
                                          "r2_drop": drop, "validations": len(tried.scores)}}
 
 
-def write_onnx_int8_nncf(model: nn.Module, architecture: Architecture, path: Path, opset: int,
+def write_onnx_int8_nncf(network: Network, path: Path, opset: int,
                          calibration: Calibration) -> dict[str, Any]:
     import onnx
 
     with quiet():
-        quantised, record = quantise(onnx.load_from_string(onnx_bytes(model, architecture, opset)), calibration)
+        quantised, record = quantise(onnx.load_from_string(onnx_bytes(network, opset)), calibration)
     path.write_bytes(quantised.SerializeToString())
     check_onnx(path)
     return record

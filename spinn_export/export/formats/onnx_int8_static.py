@@ -20,11 +20,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from spinn_export.export.formats import INPUT_NAME, Calibration, Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 CALIBRATION_BATCH = 512
 
@@ -44,7 +43,7 @@ def _reader(rows: np.ndarray):  # type: ignore[no-untyped-def]
     return Rows()
 
 
-def write_onnx_int8_static(model: nn.Module, architecture: Architecture, path: Path, opset: int,
+def write_onnx_int8_static(network: Network, path: Path, opset: int,
                            calibration: Calibration) -> None:
     """`quant_pre_process` first (shape inference fails on dynamo Gemms without it), then QDQ quantisation
     calibrated on `calibration.rows` (checked by `formats.calibration_inputs`)."""
@@ -54,7 +53,7 @@ def write_onnx_int8_static(model: nn.Module, architecture: Architecture, path: P
     rows = np.ascontiguousarray(calibration.rows, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         source, prepared, quantised = (Path(tmp) / name for name in ("model.onnx", "pre.onnx", "int8.onnx"))
-        source.write_bytes(onnx_bytes(model, architecture, opset))
+        source.write_bytes(onnx_bytes(network, opset))
         with quiet():
             quant_pre_process(str(source), str(prepared))
             quantize_static(str(prepared), str(quantised), _reader(rows), quant_format=QuantFormat.QDQ,

@@ -8,19 +8,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from torch import nn
-
 from spinn_export.export.formats import Format
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 
-def write_onnx_optimized(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+def write_onnx_optimized(network: Network, path: Path, opset: int) -> None:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / "model.onnx"
-        source.write_bytes(onnx_bytes(model, architecture, opset))
+        source.write_bytes(onnx_bytes(network, opset))
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(path)

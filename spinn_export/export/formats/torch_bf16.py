@@ -15,12 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from spinn_export.export.formats import Format, Predict, Shape, torch_predict
-from spinn_export.model.architecture import Architecture
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import float32_io
+from spinn_export.model.network import Network
 
 
 def native_torch_bf16_missing() -> str | None:
@@ -31,19 +30,19 @@ def native_torch_bf16_missing() -> str | None:
     return None if native else f"{reason}: PyTorch would emulate bf16 through float32, slower than float32"
 
 
-def write_torch_bf16(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
-    save_checkpoint(path, model, architecture, dtype=torch.bfloat16)
+def write_torch_bf16(network: Network, path: Path, opset: int) -> None:
+    save_checkpoint(path, network, dtype=torch.bfloat16)
 
 
 def load_torch_bf16(path: Path) -> Predict:
-    return torch_predict(float32_io(load_checkpoint(path).model))
+    return torch_predict(float32_io(load_checkpoint(path).network.module))
 
 
 def torch_bf16_weight_shapes(path: Path) -> list[Shape]:
     """The stored layer weights' shapes, as the file's own graph names its layers."""
-    checkpoint = load_checkpoint(path)
-    stored = dict(checkpoint.model.named_parameters())
-    return [tuple(stored[layer.weight].shape) for layer in checkpoint.architecture.layers]  # type: ignore[misc]
+    network = load_checkpoint(path).network
+    stored = dict(network.module.named_parameters())
+    return [tuple(stored[layer.weight].shape) for layer in network.architecture.layers]  # type: ignore[misc]
 
 
 TORCH_BF16 = Format("torch-bf16", ".bf16.safetensors", write_torch_bf16, load_torch_bf16, torch_bf16_weight_shapes,

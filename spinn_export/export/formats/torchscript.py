@@ -5,16 +5,15 @@ import io
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from spinn_export.export.formats import Format, Shape, example_input, quiet, read_artifact, torch_predict
-from spinn_export.model.architecture import Architecture
+from spinn_export.model.network import Network
 
 
-def write_torchscript(model: nn.Module, architecture: Architecture, path: Path, opset: int) -> None:
+def write_torchscript(network: Network, path: Path, opset: int) -> None:
     """Traced and frozen; saved through a buffer so the archive's inner name does not depend on the file name."""
     with quiet(), torch.no_grad():
-        frozen = torch.jit.freeze(torch.jit.trace(model.eval(), example_input(architecture)))
+        frozen = torch.jit.freeze(torch.jit.trace(network.module.eval(), example_input(network)))
         buffer = io.BytesIO()
         torch.jit.save(frozen, buffer)
     path.write_bytes(buffer.getvalue())
