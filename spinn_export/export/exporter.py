@@ -97,12 +97,12 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
 
 
 def csr_flops(network: Network) -> int:
-    """FLOPs per sample of the layers run as CSR: two per non-zero weight, plus the bias adds."""
+    """FLOPs per sample with the layers run as CSR: two per non-zero stored weight instead of two per weight; every
+    other contraction (and a weight computed from others) stays dense."""
     architecture, tensors = network.architecture, network.tensors
-    return sum(layer.rows_per_sample * (2 * (int(torch.count_nonzero(tensors[layer.weight])) if layer.weight in tensors
-                                             else out * inp)  # a weight computed from others stays dense
-                                        + (out if layer.bias else 0))
-               for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes))
+    saved = sum(layer.rows_per_sample * 2 * (out * inp - int(torch.count_nonzero(tensors[layer.weight])))
+                for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes) if layer.weight in tensors)
+    return architecture.flops_per_sample - saved
 
 
 def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
