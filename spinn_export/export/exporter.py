@@ -40,7 +40,7 @@ from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.network import Network
 from spinn_export.model.spec import ROLES
 from spinn_export.runtimes import library_versions
-from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
+from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, input_range
 from spinn_export.task.metrics import Metrics, evaluate
 from spinn_export.task.stokes import STOKES
 
@@ -153,6 +153,7 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
         quantiser = write_artifact(fmt, _exportable(network), tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt, architecture.in_features)
         parity = check_parity(network, artifact, label, tolerance_for(fmt.precision),
+                              domain=input_range(checkpoint.metadata),
                               weight_shapes=fmt.weight_shapes(tmp))
         measured = None if fmt.float32 or data.dataset is None else accuracy(
             model, artifact, data.dataset, max_r2_drop, data.reference)
