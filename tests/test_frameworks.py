@@ -11,6 +11,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
@@ -92,3 +93,5 @@ def test_magnitude_pruning_zeroes_the_matrices_a_computed_weight_is_made_of(name
     values = weight_values(network)
     computed = [layer.weight for layer in network.architecture.layers if layer.weight not in network.tensors]
     assert computed and any(bool((values[weight] == 0).any()) for weight in computed)
+    rows = torch.rand(64, network.architecture.in_features)
+    assert torch.isfinite(network.module(rows)).all()  # no row of a normalised matrix was zeroed whole

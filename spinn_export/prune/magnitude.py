@@ -11,6 +11,7 @@ which `nonzero` are non-zero.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 
 import torch
@@ -51,16 +52,24 @@ def _weight_matrices(network: Network) -> dict[str, torch.Tensor]:
 
 
 def magnitude_prune(network: Network, nonzero: int) -> Network:
-    """Zero the smallest layer weights (globally, by |w|) in place until `nonzero` parameters remain."""
-    weights = list(_weight_matrices(network).values())
+    """Zero the smallest layer weights (globally, by |w|) in place until `nonzero` parameters remain.
+
+    Every row of a matrix a weight is computed from keeps its largest entry: weight norm divides a row by its norm,
+    so a row of v zeroed whole would make the weight NaN (PhysicsNeMo's `weight_norm=True` did, at half its
+    parameters)."""
+    matrices = _weight_matrices(network)
+    direct = _layer_weights(network)
+    weights = list(matrices.values())
     present = count_nonzero(network.module)
     others = present - sum(int(torch.count_nonzero(w)) for w in weights)
-    if not others < nonzero <= present:
+    rows_kept = sum(w.shape[0] for name, w in matrices.items() if name not in direct)
+    if not others + rows_kept < nonzero <= present:
         raise UserError(
             f"cannot magnitude-prune to {nonzero:,} non-zero parameters: the model has {present:,} "
-            f"(of which {others:,} are biases and other tensors, which are kept); choose a count between those"
+            f"(of which {others:,} are biases and other tensors, which are kept, and {rows_kept:,} the largest entry "
+            "of each row of a matrix a weight is computed from); choose a count between those"
         )
-    magnitudes = torch.cat([w.detach().abs().flatten() for w in weights])
+    magnitudes = torch.cat([_ranked(w, name not in direct) for name, w in matrices.items()])
     keep = torch.zeros_like(magnitudes, dtype=torch.bool)
     keep[torch.topk(magnitudes, nonzero - others, sorted=False).indices] = True
     with torch.no_grad():
@@ -70,6 +79,14 @@ def magnitude_prune(network: Network, nonzero: int) -> Network:
             weight.mul_(keep[offset : offset + size].view_as(weight))
             offset += size
     return network
+
+
+def _ranked(weight: torch.Tensor, keep_row_maxima: bool) -> torch.Tensor:
+    """|w| flattened, each row's largest entry made infinite where rows must keep one (never pruned)."""
+    magnitude = weight.detach().abs().reshape(weight.shape[0], -1).clone()
+    if keep_row_maxima:
+        magnitude[torch.arange(len(magnitude)), magnitude.argmax(dim=1)] = math.inf
+    return magnitude.flatten()
 
 
 @contextlib.contextmanager
