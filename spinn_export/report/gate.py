@@ -36,7 +36,7 @@ else:  # pragma: no cover - Python 3.10 only
 
 POLICY_TABLE = ("tool", "spinn_export", "gate")
 ROW_COLUMNS = ["rule", "variant", "backend", "batch", "speedup", "ci_low", "source", "baseline_speedup",
-               "dense_r2", "variant_r2", "judged", "threshold", "result", "stability"]
+               "dense_r2", "variant_r2", "judged", "threshold", "stability", "result"]  # result last: read first
 POLICY_KEYS = ("variant", "rules", "max_drop", "max_r2_drop")
 R2_RULE = "max R² drop"
 HISTORY_GLOB = "prune-*/history.json"  # the main job's layout: OUT/bench.json beside OUT/prune-<method>/history.json

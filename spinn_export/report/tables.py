@@ -29,8 +29,12 @@ MIB = 2**20
 SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
 DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 FASTEST_TITLE = "Fastest verified deployment"
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.0f} %"
+
+
 STABILITY_NOTE = (f"Stability: UNSTABLE where the CI, or the case's fresh processes' own medians, spread more than "
-                  f"±{UNSTABLE_SPREAD:.0%} of the median (too noisy to tell deployments apart); \"not recorded\" "
+                  f"±{_pct(UNSTABLE_SPREAD)} of the median (too noisy to tell deployments apart); \"not recorded\" "
                   "where the results predate the verdict.")
 LOAD_NOTE = ("Load: the machine's 1-minute load average after the case, and the shares of all CPUs' time that other "
              "processes used (others' CPU) and the hypervisor stole (steal) while it was measured.")
@@ -350,11 +354,11 @@ def detail_sections(results: Results, speedup: pd.DataFrame, manifest: Manifest 
         sections.append(Section("crosscheck", "Timing cross-check",
                                 "The suite's median against an independent timeit of session.run on the same session "
                                 "and input, interleaved one timeit call per pytest-benchmark round so both see the "
-                                f"same machine. A ratio off by {TIMEIT_TOLERANCE:.0%} or more is measured again (up "
+                                f"same machine. A ratio off by {_pct(TIMEIT_TOLERANCE)} or more is measured again (up "
                                 f"to {TIMEIT_REMEASURES} times, the two calls in A B B A order); one that no "
-                                f"re-measurement brings within {TIMEIT_TOLERANCE:.0%} is unverified (the machine was "
+                                f"re-measurement brings within {_pct(TIMEIT_TOLERANCE)} is unverified (the machine was "
                                 "too noisy to confirm it; every ratio is shown), and only one that every "
-                                f"re-measurement puts more than {TIMEIT_FAULT_BOUND:.0%} off on the same side fails "
+                                f"re-measurement puts more than {_pct(TIMEIT_FAULT_BOUND)} off on the same side fails "
                                 "the run, as a harness fault.", crosscheck_table(results)))
     if not results.skipped.empty:
         sections.append(Section("skipped", "Not run", "Cases the suite skipped or never generated on these machines, "
