@@ -47,8 +47,8 @@ def test_a_ci_wider_than_the_threshold_is_unstable_with_its_width() -> None:
     verdict = _verdict(_processes(2.0, 2.0, 2.0, 2.0, noise=0.4))  # a busy machine: +-40 % per cycle
     assert verdict.unstable and verdict.ci_half_width > UNSTABLE_SPREAD
     assert "95 % CI spans ±" in verdict.reasons[0] and "threshold ±10 %" in verdict.reasons[0]
-    # the figure: 10.35x [7.13, 12.91] is +-28 %
-    assert stability(10.35, 7.13, 12.91).to_dict()["unstable_reason"].startswith("its 95 % CI spans ±28 %")
+    # the figure: 10.35x [7.13, 12.91] is ±27.9 %
+    assert stability(10.35, 7.13, 12.91).to_dict()["unstable_reason"].startswith("its 95 % CI spans ±27.9 %")
     assert stability(10.0, 9.5, 10.5).unstable is False  # +-5 %
     assert stability(float("nan"), float("nan"), float("nan")).unstable  # no figure is not a stable one
 
@@ -67,7 +67,7 @@ def test_a_paired_result_records_its_verdict_and_load_in_its_dict() -> None:
     result = PairedResult("ort-cpu", 8192, "structured", "dense", 2.0, 1.5, 2.5, 4, 64, 3.1,
                           process_medians=(1.9, 2.0, 2.1, 2.0), load=load)
     entry = result.to_dict()
-    assert entry["unstable"] is True and "±25 %" in entry["unstable_reason"] and entry["load"] == load
+    assert entry["unstable"] is True and "±25.0 %" in entry["unstable_reason"] and entry["load"] == load
     assert entry["process_medians"] == (1.9, 2.0, 2.1, 2.0) and entry["process_spread"] == pytest.approx(0.05)
 
 

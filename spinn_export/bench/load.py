@@ -150,5 +150,5 @@ def load_text(load: dict[str, Any]) -> str:
     """The machine's load over a measurement (`LoadSample.to_dict`, as bench.json holds it), as one clause."""
     parts = [f"load average {load['loadavg']:.1f} on {load['cpus']} CPUs" if load.get("loadavg") is not None else "",
              f"{load['others']:.0%} of the CPU time to other processes" if load.get("others") is not None else "",
-             f"{load['steal']:.0%} stolen by the hypervisor" if load.get("steal") else ""]
+             f"{load['steal']:.0%} stolen by the hypervisor" if (load.get("steal") or 0) >= 0.005 else ""]
     return "; ".join(p for p in parts if p) or "load not readable here"

@@ -39,10 +39,10 @@ class Stability:
     def reasons(self) -> tuple[str, ...]:
         reasons = []
         if not self.ci_half_width <= self.threshold:  # NaN (no CI) is not a stable figure either
-            reasons.append(f"its 95 % CI spans {_pm(self.ci_half_width)} of the median (threshold "
+            reasons.append(f"its 95 % CI spans {_pm(self.ci_half_width, 1)} of the median (threshold "
                            f"{_pm(self.threshold)})")
         if self.process_spread is not None and self.process_spread > self.threshold:
-            reasons.append(f"its processes' own medians spread {_pm(self.process_spread)} of the median "
+            reasons.append(f"its processes' own medians spread {_pm(self.process_spread, 1)} of the median "
                            f"(threshold {_pm(self.threshold)})")
         return tuple(reasons)
 
@@ -70,5 +70,6 @@ def process_medians(ratios_by_process: Sequence[Sequence[float]]) -> tuple[float
     return tuple(float(np.median(ratios)) for ratios in ratios_by_process)
 
 
-def _pm(fraction: float) -> str:
-    return f"±{fraction * 100:.0f} %"
+def _pm(fraction: float, digits: int = 0) -> str:
+    """±10 %; the measured side with a decimal, so ±10.4 % never reads as the threshold it exceeds."""
+    return f"±{fraction * 100:.{digits}f} %"
