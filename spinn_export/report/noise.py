@@ -10,7 +10,6 @@ from typing import Any
 
 import pandas as pd
 
-from spinn_export.bench.load import load_text
 from spinn_export.defaults import UNSTABLE_SPREAD
 
 LOAD_COLUMNS = ("load_avg", "cpus", "others_cpu", "steal")
@@ -46,7 +45,7 @@ def fastest_clause(fastest: pd.DataFrame) -> str:
     if fastest.empty or "unstable" not in fastest.columns:
         return ""
     flagged = fastest[fastest["unstable"].eq(True)]
-    parts = [f"at batch {int(row['batch'])} ({_why(row)})" for _, row in flagged.iterrows()]
+    parts = [f"at batch {int(row['batch'])} ({row['unstable_reason']})" for _, row in flagged.iterrows()]
     return f"The fastest deployment's speedup is UNSTABLE {'; '.join(parts)}." if parts else ""
 
 
@@ -60,21 +59,6 @@ def crosscheck_clause(checks: pd.DataFrame) -> str:
              for _, row in flagged.iterrows()]
     return (f"Timing cross-check unverified (a noisy machine, not a harness fault; the run went on): "
             f"{'; '.join(parts)}." if parts else "")
-
-
-def row_load_text(row: dict[str, Any] | pd.Series) -> str | None:
-    """The load clause of a row carrying `LOAD_COLUMNS` (None where none was recorded)."""
-    if all(pd.isna(row.get(c)) for c in LOAD_COLUMNS if c != "cpus"):
-        return None
-    load = {"loadavg": row.get("load_avg"), "cpus": row.get("cpus"), "others": row.get("others_cpu"),
-            "steal": row.get("steal")}
-    return load_text({k: (None if pd.isna(v) else v) for k, v in load.items()})
-
-
-def _why(row: pd.Series) -> str:
-    """An unstable row's reason, and the load it was measured under where recorded."""
-    load = row_load_text(row)
-    return f"{row['unstable_reason']}{f'; measured under {load}' if load else ''}"
 
 
 def case_text(row: dict[str, Any] | pd.Series) -> str:
@@ -93,7 +77,7 @@ def unstable_clause(speedup: pd.DataFrame) -> str:
     if flagged.empty:
         return (f"Every paired speedup is stable: each CI and each case's process medians within "
                 f"±{UNSTABLE_SPREAD * 100:.0f} % of its median.")
-    cases = "; ".join(f"{case_text(row)} ({_why(row)})" for _, row in flagged.iterrows())
+    cases = "; ".join(f"{case_text(row)} ({row['unstable_reason']})" for _, row in flagged.iterrows())
     return (f"UNSTABLE: {len(flagged)} of {len(speedup)} paired speedup(s) are too noisy to rank deployments by: "
             f"{cases}. Rerun them on a quieter machine before trusting a difference between them.")
 

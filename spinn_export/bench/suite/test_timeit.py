@@ -58,7 +58,7 @@ def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int
             pytest.skip("benchmarks are disabled (--benchmark-disable): nothing was timed")
         check = cross_check((benchmark.stats.stats.median, statistics.median(independent)),
                             lambda: _abba_medians(call, lambda: timer.timeit(number=1), rounds))
-    benchmark.extra_info.update(check.to_dict())
+    benchmark.extra_info.update(check.to_dict(), reference_samples=len(independent))
     described = check.describe(f"{TIMEIT_BACKEND} {variant} batch {batch}")
     if check.flagged:
         spinn_session.flagged_checks.append(described)
