@@ -17,10 +17,11 @@ from spinn_export.bench.load import Counters, LoadSample, between, combined, loa
 from spinn_export.bench.paired import PairedResult, summarize
 from spinn_export.bench.stability import process_medians, stability
 from spinn_export.defaults import TIMEIT_FAULT_BOUND, TIMEIT_REMEASURES, TIMEIT_TOLERANCE, UNSTABLE_SPREAD
+from spinn_export.pipeline.job import RunOutcome, format_summary
 from spinn_export.report.gate import GatePolicy, SpeedupRule, evaluate, run_gate
 from spinn_export.report.results import load_results, speedups
 from spinn_export.report.summary import gate_verdict
-from spinn_export.report.writer import build_report
+from spinn_export.report.writer import build_report, summary_table
 
 from .conftest import Pipeline
 
@@ -190,6 +191,10 @@ def test_the_tiny_pipeline_records_load_verdicts_and_cross_checks(pipeline: Pipe
     assert "verdict" in pd.read_csv(paths.csv_dir / "crosscheck.csv").columns
     summary = paths.markdown.read_text().split("## ")[1]
     assert "Machine load while measuring" in summary and ("UNSTABLE" in summary or "is stable" in summary)
+    gate = run_gate(pipeline.ort_json, GatePolicy(rules=(SpeedupRule("ort-cpu", 256, 0.1),)))
+    printed = format_summary(RunOutcome(tmp_path / "report.html", pipeline.ort_json, gate,
+                                        summary_table([pipeline.ort_json], None, [])))
+    assert "Machine load while measuring" in printed and "stability" in printed  # the main job's console
 
 
 def _strip(value: object, fields: set[str]) -> object:
