@@ -20,3 +20,15 @@ LATENCY_BATCH = 4096  # as compute-bound as 8192 for the reference's GEMMs, at h
 # Backends the main job leaves out because, at the reference's sizes, they repeat another one's figures (measured
 # beside it: docs/MEASURED.md); `spinn-export bench` still runs them by default, and by name.
 MAIN_JOB_LEAVES_OUT = {"ort-optimized-cpu": "ort-cpu", "exported-program-cpu": "eager-cpu"}  # -> the one it repeats
+
+# Noise flagged where it is read (docs/bench.md, "Unstable cases"): a paired speedup whose 95 % CI, or whose fresh
+# processes' medians, spread more than this fraction of its median either side is marked unstable. At +-10 % a case can
+# no longer tell a 2.0x from a 2.4x, which is the size of the differences between deployments the report ranks.
+UNSTABLE_SPREAD = 0.10
+
+# The timeit cross-check (bench/crosscheck.py): medians within TIMEIT_TOLERANCE agree; a disagreement is measured again
+# up to TIMEIT_REMEASURES times, and only one that every re-measurement confirms beyond TIMEIT_FAULT_BOUND, on the same
+# side, fails the benchmark as a harness fault (anything less is flagged as unverified: a busy machine, not a bug).
+TIMEIT_TOLERANCE = 0.10
+TIMEIT_REMEASURES = 3
+TIMEIT_FAULT_BOUND = 0.20

@@ -15,7 +15,8 @@ from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import mlp_network
 from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig

@@ -17,7 +17,8 @@ from torch import nn
 from spinn_export.model.mlp import mlp_network
 from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset
 from spinn_export.task.train import (

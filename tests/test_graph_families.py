@@ -18,8 +18,9 @@ from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import load_checkpoint
 from spinn_export.model.importer import import_model
+from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.shrink import select_keep, shrink
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset
 from spinn_export.task.train import TrainConfig

@@ -13,6 +13,7 @@ from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import architecture_of, mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import plan_widths
+from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import (
     ANCHOR,
     AUTO,
@@ -24,7 +25,7 @@ from spinn_export.prune.latency import (
     efficient_multiple,
     plan_latency,
 )
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig

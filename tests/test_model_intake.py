@@ -15,7 +15,8 @@ from spinn_export.cli import main
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint, read_metadata
 from spinn_export.model.importer import import_model
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.train import TrainConfig
 

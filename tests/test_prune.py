@@ -12,7 +12,9 @@ from spinn_export.model.graph import run, tensors_of
 from spinn_export.model.mlp import architecture_of, count_nonzero, mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import plan_widths
-from spinn_export.prune.structured import PruneConfig, prune, select_keep, shrink, structured_prune_once
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.shrink import select_keep, shrink
+from spinn_export.prune.structured import prune, structured_prune_once
 from spinn_export.prune.target import Target
 from spinn_export.task.data import Dataset, builtin_dataset
 from spinn_export.task.metrics import evaluate

@@ -163,6 +163,11 @@ def test_hand_written_and_einsum_layers_prelu_and_batch_norm_prune(tmp_path, dec
     architecture = network.architecture
     assert architecture.widths == (16, 16), architecture.frozen_reasons()
     assert len(architecture.layers) == (2 if decompose else 3)  # decomposed, the einsum is a bmm between views
+
+    def flops(width: int) -> int:  # x W1^T + b1, the einsum, the output layer: the bmm costs what the einsum did
+        return 2 * IN * width + width + 2 * width * width + 2 * width * 2 + 2
+
+    assert architecture.flops_per_sample == flops(16) and architecture.flops_at((8, 8)) == flops(8)
     assert _halved(network).architecture.widths == (8, 8)
 
 

@@ -26,6 +26,10 @@ timed again, round for round, in fresh processes (`interleaved_ratios`), minutes
 speedup is the median over all processes' rounds with a CI that resamples processes first
 (`pooled_result`), so a lucky or unlucky process widens the interval and moves the figure only by its
 share.
+
+Unstable cases (`bench.stability`): a speedup whose CI, or whose processes' medians, spread more than
+`defaults.UNSTABLE_SPREAD` of the median either side is flagged, with the reason, wherever it is read; the figure
+stays as measured.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spinn_export.bench.stability import Stability, process_medians, stability
 from spinn_export.bench.timing import Call, Clock, calibrate, fresh_process_context, time_block, warm_up
 from spinn_export.errors import UserError
 
@@ -90,14 +95,20 @@ class PairedResult:
     blocks_per_process: int
     flop_ratio: float
     method: str = ABBA_METHOD
+    process_medians: tuple[float, ...] = ()  # each process's own median, for `stability`
+    load: dict[str, Any] | None = None  # `bench.load.LoadSample.to_dict()` of the machine while it was measured
 
     @property
     def ci_half_width(self) -> float:
         """Half the CI's width relative to the median (0.05 = +-5 %)."""
         return (self.ci_high - self.ci_low) / 2.0 / self.speedup_median
 
+    @property
+    def stability(self) -> Stability:
+        return stability(self.speedup_median, self.ci_low, self.ci_high, self.process_medians)
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), **self.stability.to_dict()}
 
 
 def abba_blocks(call_a: Call, call_b: Call, calls_per_block: int, cycles: int, clock: Clock = time.perf_counter,
@@ -202,7 +213,8 @@ def pooled_result(backend: str, batch: int, baseline: ModelRef, candidate: Model
     return PairedResult(backend=backend, batch=int(batch), variant=candidate.name, baseline=baseline.name,
                         speedup_median=median, ci_low=low, ci_high=high, processes=len(ratios),
                         blocks_per_process=len(ratios[0]),
-                        flop_ratio=baseline.flops_per_sample / candidate.flops_per_sample, method=INTERLEAVED_METHOD)
+                        flop_ratio=baseline.flops_per_sample / candidate.flops_per_sample, method=INTERLEAVED_METHOD,
+                        process_medians=process_medians(ratios))
 
 
 def interleaved_blocks(anchor: Call, others: Sequence[Call], rounds: int, counts: Sequence[int] | None = None,
@@ -298,11 +310,13 @@ def paired_speedups(backend: str, baseline: ModelRef, candidates: Sequence[Model
     results = []
     for ref in candidates:
         for batch in batches:
-            median, low, high = summarize(collected[(ref.name, batch)], config.bootstrap, config.seed)
+            ratios = collected[(ref.name, batch)]
+            median, low, high = summarize(ratios, config.bootstrap, config.seed)
             results.append(PairedResult(
                 backend=backend, batch=int(batch), variant=ref.name, baseline=baseline.name,
                 speedup_median=median, ci_low=low, ci_high=high, processes=config.processes,
                 blocks_per_process=4 * config.cycles, flop_ratio=baseline.flops_per_sample / ref.flops_per_sample,
+                process_medians=process_medians(ratios),
             ))
     return results
 

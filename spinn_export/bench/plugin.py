@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
+from spinn_export.bench.load import load_text, start_interval
 from spinn_export.bench.options import OPTIONS, TIMEIT_BACKEND, SuiteSettings, not_generated, suite_settings, supported
 from spinn_export.bench.paired import ABBA_METHOD
 from spinn_export.bench.session import SETTINGS, SKIPPED, STATE, SuiteState
+from spinn_export.bench.stability import stability
 from spinn_export.errors import UserError
 from spinn_export.export.formats import rate_unit
 from spinn_export.runtimes.profile import shares_text
@@ -123,6 +125,25 @@ def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempP
 
 
 @pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """The load the machine carried while each suite test ran (`bench.load`): in its benchmark's extra_info, and for
+    the tests that record paired figures of their own, through `SuiteState.load_now` while they run."""
+    state = item.config.stash.get(STATE, None)
+    if state is None:  # not the suite's session (or no suite fixture yet): stay inert
+        return (yield)
+    state.interval = start_interval()
+    try:
+        return (yield)
+    finally:
+        sample, state.interval = state.load_now().to_dict(), None
+        funcargs = getattr(item, "funcargs", {})
+        if funcargs.get("benchmark") is not None:
+            funcargs["benchmark"].extra_info["load"] = sample
+        if "spinn_fastest_batch" in funcargs:
+            state.fastest_loads[int(funcargs["spinn_fastest_batch"])] = sample
+
+
+@pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """Keep what the suite's tests leave for later ones and for the summary: every skip's reason, and each passed
     latency case's median (the fastest verified deployment is chosen among them)."""
@@ -167,7 +188,8 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
         "threads": state.settings.threads,
         "backend_options": {name: c.to_dict() for name, c in state.settings.backend_configs.items()},
         "paired": [result.to_dict() for result in state.paired_results],
-        "fastest": [r.to_dict() for r in state.fastest],
+        "fastest": [{**r.to_dict(), **stability(r.speedup_vs_dense_fp32, r.ci_low, r.ci_high).to_dict(),
+                     "load": state.fastest_loads.get(r.batch)} for r in state.fastest],
         "fastest_skipped": [r.to_dict() for r in state.fastest_skipped],
         "ceiling_fractions": [r.to_dict() for r in state.ceiling_fractions],
         "skipped": [{"reason": reason, "cases": cases} for reason, cases in skip_reasons(config).items()],
@@ -196,9 +218,10 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for r in state.fastest:
         bound = (f"; {r.bound_fraction:.0%} of its {r.ceiling_precision} compute bound ({r.compute_bound_s * 1e3:.3f} "
                  f"ms at {r.ceiling_gflops:.0f} {rate_unit(r.ceiling_precision)})" if r.bound_fraction else "")
+        noise = _noise(_fastest_stability(r), state.fastest_loads.get(r.batch))
         write(f"batch={r.batch:<5} {r.variant} on {r.backend}: {r.latency_s * 1e3:.3f} ms, "
               f"{r.speedup_vs_dense_fp32:.2f}x [{r.ci_low:.2f}, {r.ci_high:.2f}] over dense float32 on "
-              f"{r.baseline_backend} ({r.verified_by}){bound}")
+              f"{r.baseline_backend} ({r.verified_by}){bound}{noise}")
         if r.time_by_operator:
             write(f"{'':11}time by operator ({r.time_by_operator['profiler']}): {shares_text(r.time_by_operator)}")
     for skipped in state.fastest_skipped:
@@ -208,4 +231,22 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         how = (f"{r.processes} processes x {r.blocks_per_process} blocks" if r.method == ABBA_METHOD
                else f"{r.processes} process(es) x {r.blocks_per_process} interleaved rounds")
         write(f"{r.backend:>22} batch={r.batch:<5} {r.variant:>18} vs {r.baseline}: {r.speedup_median:5.2f}x "
-              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; {how})")
+              f"[{r.ci_low:.2f}, {r.ci_high:.2f}] (+-{r.ci_half_width:.1%}; FLOP ratio {r.flop_ratio:.2f}; {how})"
+              f"{_noise(r.stability.reasons, r.load)}")
+    if state.flagged_checks:
+        terminalreporter.section("spinn: timing cross-checks not confirmed (a noisy machine, not a harness fault)")
+        for line in state.flagged_checks:
+            write(line)
+
+
+def _fastest_stability(r: Any) -> tuple[str, ...]:
+    """Why a fastest deployment's speedup is unstable (its CI: one process of A B B A cycles), or ()."""
+    return stability(r.speedup_vs_dense_fp32, r.ci_low, r.ci_high).reasons
+
+
+def _noise(reasons: tuple[str, ...], load: dict[str, Any] | None) -> str:
+    """' UNSTABLE: why (the load then)' for an unstable figure, '' for a stable one."""
+    if not reasons:
+        return ""
+    return f" UNSTABLE: {'; '.join(reasons)}{f' ({load_text(load)})' if load else ''}"
+

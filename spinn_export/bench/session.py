@@ -34,11 +34,18 @@ class SuiteState:
     fastest: list[Any] = field(default_factory=list)  # bench.fastest.Fastest per batch measured,
     fastest_skipped: list[Any] = field(default_factory=list)  # and bench.fastest.NotMeasured per batch not
     ceiling_fractions: list[Any] = field(default_factory=list)  # bench.ceiling_fraction.PairedFraction per backend
+    flagged_checks: list[str] = field(default_factory=list)  # cross-checks the machine was too noisy to confirm
+    interval: Any = None  # bench.load.Interval: when the running test began (set by the plug-in around each test)
+    fastest_loads: dict[int, Any] = field(default_factory=dict)  # batch -> the load its fastest deployment was timed in
 
     @property
     def dense(self) -> ModelRef | None:
         """The session's dense float32 model, what every speedup and fraction is measured on or against."""
         return next((r for r in self.refs.values() if r.variant.is_baseline), None)
+
+    def load_now(self) -> Any:
+        """`bench.load.LoadSample` of the machine since the running test began (None outside a test)."""
+        return None if self.interval is None else self.interval.sample()
 
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
@@ -61,20 +68,28 @@ class InterleavedCase:
     ratios_by_process: tuple[tuple[float, ...], ...]
     extra_info: dict[str, Any]  # the benchmark's own (pytest-benchmark writes it to the JSON at the end)
     round_seconds: float  # one round (a dense call and a candidate call) after warm-up, for later processes' budget
+    loads: tuple[Any, ...] = ()  # bench.load.LoadSample of each test that timed its rounds so far
 
 
 def record_interleaved(state: SuiteState, backend: str, batch: int, case: InterleavedCase) -> PairedResult:
     """Pool the case's processes into its speedup: in the paired results (replacing the case's earlier figure)
-    and in the benchmark's extra_info."""
+    and in the benchmark's extra_info, with the load the machine carried over every test that timed its rounds."""
+    import dataclasses
+
+    from spinn_export.bench.load import combined
     from spinn_export.bench.paired import pooled_result
 
     key = (backend, int(batch), case.candidate.name)
+    now = state.load_now()
+    case = dataclasses.replace(case, loads=case.loads + ((now,) if now is not None else ()))
     state.interleaved[key] = case
     result = pooled_result(backend, batch, case.baseline, case.candidate, case.ratios_by_process, state.settings.paired)
+    result = dataclasses.replace(result, load=combined(case.loads).to_dict() if case.loads else None)
     state.paired_results = [r for r in state.paired_results
                             if (r.method, r.backend, r.batch, r.variant) != (result.method, *key)] + [result]
     case.extra_info.update(speedup_vs=case.baseline.name, speedup=result.speedup_median,
-                           speedup_ci=[result.ci_low, result.ci_high], speedup_processes=result.processes)
+                           speedup_ci=[result.ci_low, result.ci_high], speedup_processes=result.processes,
+                           **{f"speedup_{k}": v for k, v in result.stability.to_dict().items()})
     return result
 
 

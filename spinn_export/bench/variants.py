@@ -227,6 +227,8 @@ def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResu
     check measured."""
     from spinn_export.export.parity import check_parity
     from spinn_export.model.checkpoint import load_checkpoint
+    from spinn_export.task.data import input_range
 
-    reference = load_checkpoint(ref.directory / ref.checkpoint).network
-    return check_parity(reference, runner.infer, f"{ref.name} on {backend.name}", ref.tolerance())
+    reference = load_checkpoint(ref.directory / ref.checkpoint)
+    return check_parity(reference.network, runner.infer, f"{ref.name} on {backend.name}", ref.tolerance(),
+                        domain=input_range(reference.metadata))

@@ -76,9 +76,9 @@ def run(args: argparse.Namespace) -> int:
     outcome = run_gate(args.results, policy, args.baseline, args.history, require_r2=r2_required(args))
     if policy.max_drop is not None and args.baseline is None:
         print(f"max drop {policy.max_drop:g} not checked: no --baseline given")
-    for note in outcome.notes:
-        print(note)
     print(format_rows(outcome.rows))
+    for note in outcome.notes:  # after the rows, before the verdict: what the verdict stands on (an unstable case)
+        print(note)
     verdict = ("passed" if outcome.passed
                else f"FAILED: {int((outcome.rows['result'] != 'pass').sum())} rule(s) fall short")
     print(f"gate {verdict} ({policy.variant} vs dense)")

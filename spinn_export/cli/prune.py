@@ -21,8 +21,10 @@ from spinn_export.cli import (
 )
 from spinn_export.errors import UserError, require_file
 from spinn_export.prune.budget import MODES
+from spinn_export.prune.config import METHODS, ON_DROP, PruneConfig
 from spinn_export.prune.importance import CRITERIA
-from spinn_export.prune.structured import FOLDS, METHODS, ON_DROP, PruneConfig, prune
+from spinn_export.prune.shrink import FOLDS
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import dataset_metadata
 from spinn_export.task.train import LR_TEST_HIGH, LR_TEST_LOW

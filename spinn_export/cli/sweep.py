@@ -9,8 +9,8 @@ from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, executors
 from spinn_export.pipeline.points import DataSource, parse_targets
 from spinn_export.pipeline.sweep import QUICK_PAIRED_PROCESSES, SweepConfig, run_sweep
+from spinn_export.prune.config import METHODS
 from spinn_export.prune.latency import AUTO
-from spinn_export.prune.structured import METHODS
 
 STAGE = 8
 TARGET_COLUMNS_FLAG = "--target-columns"  # the data's target columns; --targets is the budget list here

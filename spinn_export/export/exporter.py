@@ -40,7 +40,7 @@ from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.network import Network
 from spinn_export.model.spec import ROLES
 from spinn_export.runtimes import library_versions
-from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits
+from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, input_range
 from spinn_export.task.metrics import Metrics, evaluate
 from spinn_export.task.stokes import STOKES
 
@@ -97,12 +97,12 @@ def checkpoint_data(checkpoint: Checkpoint, name: str, formats: Sequence[Format]
 
 
 def csr_flops(network: Network) -> int:
-    """FLOPs per sample of the layers run as CSR: two per non-zero weight, plus the bias adds."""
+    """FLOPs per sample with the layers run as CSR: two per non-zero stored weight instead of two per weight; every
+    other contraction (and a weight computed from others) stays dense."""
     architecture, tensors = network.architecture, network.tensors
-    return sum(layer.rows_per_sample * (2 * (int(torch.count_nonzero(tensors[layer.weight])) if layer.weight in tensors
-                                             else out * inp)  # a weight computed from others stays dense
-                                        + (out if layer.bias else 0))
-               for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes))
+    saved = sum(layer.rows_per_sample * 2 * (out * inp - int(torch.count_nonzero(tensors[layer.weight])))
+                for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes) if layer.weight in tensors)
+    return architecture.flops_per_sample - saved
 
 
 def _copy_checkpoint(source: Path, out_dir: Path) -> Path:
@@ -153,6 +153,7 @@ def export_one(checkpoint: Checkpoint, name: str, fmt: Format, out_dir: Path, op
         quantiser = write_artifact(fmt, _exportable(network), tmp, opset, name, data.calibration)
         artifact = load_artifact(tmp, fmt, architecture.in_features)
         parity = check_parity(network, artifact, label, tolerance_for(fmt.precision),
+                              domain=input_range(checkpoint.metadata),
                               weight_shapes=fmt.weight_shapes(tmp))
         measured = None if fmt.float32 or data.dataset is None else accuracy(
             model, artifact, data.dataset, max_r2_drop, data.reference)

@@ -1,2 +1,3 @@
-"""The model: its spec and cost figures (`spec`), plain MLPs built from it (`mlp`), safe safetensors checkpoints
-(`checkpoint`) and the import of users' state_dicts and modules (`importer`)."""
+"""The model: a network as a graph of ATen ops with its width groups and costs (`graph`, `rules`, `groups`,
+`architecture`), one `Network` value (`network`), read exactly from the user's file or refused (`importer`), and saved
+as safetensors checkpoints (`checkpoint`)."""

@@ -16,9 +16,10 @@ from functools import cached_property
 from typing import Any
 
 from spinn_export.errors import UserError
-from spinn_export.model.coupling import packet
-from spinn_export.model.graph import LINEAR, SHAPE_BATCH, Graph, Ref, shapes
+from spinn_export.model.coupling import Axis, Contraction, packet
+from spinn_export.model.graph import LINEAR, SHAPE_BATCH, Graph, Node, Ref, shapes
 from spinn_export.model.groups import NO_LAYER, Analysis, Group, analyse, layer_nodes, weight_only
+from spinn_export.model.rules import rule_of
 from spinn_export.model.spec import ACTIVATIONS, FLOAT32_BYTES, SOURCES
 
 
@@ -59,8 +60,13 @@ class Architecture:
         return shapes(self.graph)
 
     @cached_property
+    def _shapes_at_more_rows(self) -> dict[str, tuple[int, ...]]:
+        """The shapes at two more rows: an axis whose length moves with them is a batch axis."""
+        return shapes(self.graph, SHAPE_BATCH + 2)
+
+    @cached_property
     def analysis(self) -> Analysis:
-        return analyse(self.graph, self.shapes, shapes(self.graph, SHAPE_BATCH + 2))
+        return analyse(self.graph, self.shapes, self._shapes_at_more_rows)
 
     @cached_property
     def weight_only(self) -> frozenset[str]:
@@ -120,11 +126,11 @@ class Architecture:
     # ------------------------------------------------------------------ costs at any widths
 
     @cached_property
-    def _dims(self) -> list[tuple[str, list[tuple[int, list[tuple[int, int]]]]]]:
-        """Per stored tensor and weight-only value, per dimension: (fixed channels, [(prunable group index, channels
-        per unit)])."""
+    def _axes(self) -> dict[Axis, tuple[int, list[tuple[int, int]]]]:
+        """Per non-batch axis of every value: (fixed channels, [(prunable group index, channels per unit)]), so its
+        length at any widths is fixed + the sum of width x channels."""
         prunable_index = {id(g): i for i, g in enumerate(self.prunable)}
-        per_axis: dict[tuple[str, int], tuple[int, list[tuple[int, int]]]] = {}
+        per_axis: dict[Axis, tuple[int, list[tuple[int, int]]]] = {}
         for group in self.groups:
             for axis, count in group.multiplicity:
                 fixed, varying = per_axis.get(axis, (0, []))
@@ -133,9 +139,35 @@ class Architecture:
                 else:
                     fixed += count * group.width
                 per_axis[axis] = (fixed, varying)
+        return per_axis
+
+    @cached_property
+    def _dims(self) -> list[tuple[str, list[tuple[int, list[tuple[int, int]]]]]]:
+        """Per stored tensor and weight-only value, per dimension: its `_axes` entry."""
         names = [t.name for t in self.graph.tensors] + sorted(self.weight_only - set(self.graph.tensor_info))
-        return [(name, [per_axis.get((name, d), (size, [])) for d, size in enumerate(self.shapes[name])])
+        return [(name, [self._axes.get((name, d), (size, [])) for d, size in enumerate(self.shapes[name])])
                 for name in names if name in self.shapes]
+
+    def _per_sample_length(self, axis: Axis, widths: Sequence[int]) -> float:
+        """An axis's length at `widths`; a batch axis counts what one row of input gives it (1, or T tokens)."""
+        if axis in self._axes:
+            fixed, varying = self._axes[axis]
+            return fixed + sum(widths[g] * count for g, count in varying)
+        value, dim = axis
+        length = self.shapes[value][dim]
+        return length / SHAPE_BATCH if self._shapes_at_more_rows[value][dim] != length else length
+
+    @cached_property
+    def contractions(self) -> tuple[tuple[Node, Contraction], ...]:
+        """Every node that multiplies and accumulates per sample (its rule's `contraction`), layers or not: a
+        product of two activations, or an einsum decomposed into `bmm` between views, costs FLOPs like a layer.
+        Products of weights alone (low-rank factors) are computed once, not per sample."""
+        found = []
+        for node in self.graph.nodes:
+            rule = rule_of(node.op)
+            if rule is not None and rule.contraction is not None and node.outputs[0] not in self.weight_only:
+                found.append((node, rule.contraction(node, self.shapes)))
+        return tuple(found)
 
     def _check(self, widths: Sequence[int]) -> None:
         if len(widths) != len(self.widths):
@@ -160,10 +192,22 @@ class Architecture:
         found = self.weight_shapes_at(widths)
         return [tuple(found[layer.weight]) for layer in self.layers]  # type: ignore[misc]
 
+    def _multiply_accumulates(self, widths: Sequence[int]) -> list[tuple[float, float, bool]]:
+        """Per contraction at `widths`, per sample: (output elements, summed length, bias add)."""
+        self._check(widths)
+        found = []
+        for node, contraction in self.contractions:
+            out = node.outputs[0]
+            elements = math.prod(self._per_sample_length((out, d), widths) for d in range(len(self.shapes[out])))
+            summed = math.prod(self._per_sample_length(axis, widths) for axis in contraction.summed)
+            found.append((elements, summed, contraction.bias))
+        return found
+
     def flops_at(self, widths: Sequence[int]) -> int:
-        """Two FLOPs per multiply-accumulate plus one per bias add, per sample (activations not counted)."""
-        return sum(layer.rows_per_sample * (2 * out * inp + (out if layer.bias else 0))
-                   for layer, (out, inp) in zip(self.layers, self.layer_shapes_at(widths)))
+        """Two FLOPs per multiply-accumulate plus one per bias add, per sample, of every contraction (activations
+        not counted)."""
+        return round(sum(elements * (2 * summed + bias)
+                         for elements, summed, bias in self._multiply_accumulates(widths)))
 
     def cost_at(self, widths: Sequence[int], kind: str) -> int:
         """What a budget counts: FLOPs per sample (`flops`), else parameters."""
@@ -192,7 +236,7 @@ class Architecture:
 
     @property
     def macs_per_sample(self) -> int:
-        return sum(layer.rows_per_sample * out * inp for layer, (out, inp) in zip(self.layers, self.layer_shapes))
+        return round(sum(elements * summed for elements, summed, _ in self._multiply_accumulates(self.widths)))
 
     @property
     def layer_shapes(self) -> list[tuple[int, int]]:

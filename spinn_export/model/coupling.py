@@ -6,13 +6,14 @@ once channels are removed.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from spinn_export.model.graph import Node, Ref
 
 Axis = tuple[str, int]  # (value name, dimension)
+Shapes = Mapping[str, tuple[int, ...]]  # every value's shape, by name
 
 
 class Coupler(Protocol):
@@ -31,12 +32,24 @@ Kept = Callable[[str, int], "Sequence[int]"]  # (value name, dim) -> its kept ch
 
 
 @dataclass(frozen=True)
+class Contraction:
+    """What a multiply-accumulate op does for each element of its output: a sum over `summed` (operand axes, whose
+    lengths multiply), and a bias add where `bias`. Its FLOPs are the output's elements x (2 x the summed length +
+    the bias add), at any widths, because the axes' lengths are the groups'."""
+
+    summed: tuple[Axis, ...]
+    bias: bool = False
+
+
+@dataclass(frozen=True)
 class Rule:
     """`couple(coupler, node)` records the node's channel couplings; `resize(node, kept)` rewrites a node's size
-    arguments for the pruned lengths (None: the op reads no sizes)."""
+    arguments for the pruned lengths (None: the op reads no sizes); `contraction(node, shapes)` is what the op
+    multiplies and accumulates (None: an op whose cost is not counted, as activations are not)."""
 
     couple: Callable[[Coupler, Node], None]
     resize: Callable[[Node, Kept], Node] | None = None
+    contraction: Callable[[Node, Shapes], Contraction] | None = None
 
 
 def packet(op: str) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import string
 from collections.abc import Sequence
 
-from spinn_export.model.coupling import Coupler, Kept, Rule, packet, tensor_args
+from spinn_export.model.coupling import Axis, Contraction, Coupler, Kept, Rule, Shapes, packet, tensor_args
 from spinn_export.model.coupling import dim_of as _dim
 from spinn_export.model.graph import Node, Ref
 from spinn_export.model.layout import (
@@ -162,6 +162,55 @@ def einsum(c: Coupler, node: Node) -> None:
             else:
                 seen[letter] = (operand, dim)
 
+
+# ---------------------------------------------------------------------------------------------- contractions' FLOPs
+
+
+def _last(value: str, shapes: Shapes) -> Axis:
+    return value, len(shapes[value]) - 1
+
+
+def linear_contraction(node: Node, shapes: Shapes) -> Contraction:
+    return Contraction((_last(node.args[0].name, shapes),), isinstance(node.arg(2), Ref))
+
+
+def matmul_contraction(node: Node, shapes: Shapes) -> Contraction:
+    return Contraction((_last(tensor_args(node)[-2], shapes),))
+
+
+def addmm_contraction(node: Node, shapes: Shapes) -> Contraction:
+    return Contraction((_last(tensor_args(node)[1], shapes),), True)
+
+
+def einsum_contraction(node: Node, shapes: Shapes) -> Contraction:
+    """The letters of the inputs that the output does not keep; `...` stands for the operands' leading axes,
+    aligned from the right as broadcasting aligns them, and an implicit output keeps the letters used once."""
+    operands = tensor_args(node)
+    inputs, arrow, output = str(node.args[0]).replace(" ", "").partition("->")
+    terms = inputs.split(",")
+    letters = [_spelled(term, len(shapes[operand])) for term, operand in zip(terms, operands)]
+    if arrow:
+        kept = set(_spelled(output, len(shapes[node.outputs[0]])))
+    else:
+        used = [letter for term in letters for letter in term]
+        kept = {letter for letter in used if used.count(letter) == 1}
+    summed: dict[str, Axis] = {}
+    for term, operand in zip(letters, operands):
+        for dim, letter in enumerate(term):
+            if letter not in kept and letter not in summed and shapes[operand][dim] != 1:
+                summed[letter] = (operand, dim)
+    return Contraction(tuple(summed.values()))
+
+
+def _spelled(term: str, rank: int) -> str:
+    """`term` with `...` written out as one upper-case letter per axis it covers (Z for the last of them)."""
+    if "..." not in term:
+        return term
+    head, _, tail = term.partition("...")
+    covered = rank - len(head) - len(tail)
+    return head + string.ascii_uppercase[26 - covered:] + tail
+
+
 # ---------------------------------------------------------------------------------------------- reductions
 
 SOUND_REDUCTIONS = ("sum", "linalg_vector_norm", "norm", "nansum")  # a zero term changes none of these
@@ -249,10 +298,10 @@ def glu(c: Coupler, node: Node) -> None:
 
 for _names, _rule in (
     (POINTWISE, Rule(pointwise)),
-    (("linear",), Rule(linear)),
-    (("mm", "matmul", "bmm"), Rule(matmul)),
-    (("addmm",), Rule(addmm)),
-    (("einsum",), Rule(einsum)),
+    (("linear",), Rule(linear, contraction=linear_contraction)),
+    (("mm", "matmul", "bmm"), Rule(matmul, contraction=matmul_contraction)),
+    (("addmm",), Rule(addmm, contraction=addmm_contraction)),
+    (("einsum",), Rule(einsum, contraction=einsum_contraction)),
     (("t", "numpy_T", "transpose", "permute"), Rule(permute)),
     (("view", "reshape", "_unsafe_view", "expand", "squeeze", "unsqueeze", "flatten", "unflatten"),
      Rule(reshape, resize_sizes)),

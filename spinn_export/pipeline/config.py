@@ -20,7 +20,7 @@ from spinn_export.defaults import (
 )
 from spinn_export.export.formats import formats, unavailable_formats
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
-from spinn_export.prune.structured import FINETUNE, PruneConfig
+from spinn_export.prune.config import FINETUNE, PruneConfig
 from spinn_export.prune.target import Target
 from spinn_export.task.train import TrainConfig
 

@@ -40,8 +40,8 @@ from spinn_export.pipeline.stages import Stage, run_stage
 from spinn_export.prune.structured import prune
 from spinn_export.report.gate import GateOutcome, GatePolicy, SpeedupRule, format_rows, load_policy, run_gate
 from spinn_export.report.render import terminal_table
-from spinn_export.report.results import load_history
-from spinn_export.report.summary import budget_sentence, headline
+from spinn_export.report.results import load_history, load_results
+from spinn_export.report.summary import budget_sentence, headline, noise_sentences
 from spinn_export.report.writer import build_report, fastest_summary, summary_table
 from spinn_export.task.data import Dataset, builtin_dataset, check_model_fits, dataset_metadata, load_user_dataset
 from spinn_export.task.metrics import evaluate
@@ -264,10 +264,12 @@ def format_summary(outcome: RunOutcome) -> str:
     gate = "passed" if outcome.gate.passed else "FAILED"
     fastest, per_batch = fastest_summary([outcome.results])
     budget = budget_sentence([load_history(h) for h in outcome.histories], outcome.gate.max_r2_drop)
+    noise = noise_sentences(load_results([outcome.results])).strip()  # unstable figures and the machine's load
     return "\n".join([
         headline(outcome.summary),
         *([budget] if budget else []),
         fastest,
+        *([noise] if noise else []),
         "",
         terminal_table(outcome.summary),
         "",

@@ -20,7 +20,8 @@ from typing import Any
 from spinn_export.bench.measurer import measuring
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint
-from spinn_export.prune.structured import PruneConfig, prune
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import TARGETS_FLAG, Dataset, resolve_dataset
 from spinn_export.task.physics import load_physics

@@ -47,8 +47,8 @@ from spinn_export.pipeline.config import RunConfig
 from spinn_export.pipeline.executors import DEFAULT_EXECUTOR, get_executor
 from spinn_export.pipeline.points import EXAMPLE, DataSource, PointJob, PointOutput, SweepTarget, finetune_point
 from spinn_export.prune.budget import plan_widths
+from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import AUTO
-from spinn_export.prune.structured import PruneConfig
 from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
 from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
 

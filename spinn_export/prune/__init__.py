@@ -1,2 +1,2 @@
-"""Pruning: neuron importance (`importance`), the width budget (`budget`), structured removal with fine-tuning
-(`structured`) and the unstructured magnitude baseline (`magnitude`)."""
+"""Pruning: proven structured removal (`shrink`), unit importance (`importance`), the width budget (`budget`,
+`latency`), the run's config, history and schedule (`config`, `history`, `structured`) and the magnitude baseline."""

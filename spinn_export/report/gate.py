@@ -1,6 +1,10 @@
 """The CI gate: does the pruned model still run as much faster than dense as the policy demands, without losing more
 validation R² than its budget?
 
+A speedup judged on an unstable measurement (`report.noise`: a CI or process medians wider than ±10 %) is judged all
+the same, on its CI's low end, and the outcome says so: a pass on a noisy figure may not repeat, and a fail may be the
+machine's load rather than the change; the note asks for a rerun on a quieter machine instead of hiding either.
+
 Only speedups are judged, never absolute times: a ratio measured in one run on one machine
 travels to other machines and runs, a time in seconds does not. A speedup bought by a network that no longer fits its
 data is no answer, so the policy's `max_r2_drop` fails a variant whose validation R² fell more than that below dense's
@@ -21,6 +25,7 @@ import pandas as pd
 
 from spinn_export.errors import UserError
 from spinn_export.report.lookup import history_stage
+from spinn_export.report.noise import stability_text
 from spinn_export.report.render import terminal_table
 from spinn_export.report.results import BASELINE_VARIANT, History, load_history, load_results, speedups
 
@@ -31,7 +36,7 @@ else:  # pragma: no cover - Python 3.10 only
 
 POLICY_TABLE = ("tool", "spinn_export", "gate")
 ROW_COLUMNS = ["rule", "variant", "backend", "batch", "speedup", "ci_low", "source", "baseline_speedup",
-               "dense_r2", "variant_r2", "judged", "threshold", "result"]
+               "dense_r2", "variant_r2", "judged", "threshold", "stability", "result"]  # result last: read first
 POLICY_KEYS = ("variant", "rules", "max_drop", "max_r2_drop")
 R2_RULE = "max R² drop"
 HISTORY_GLOB = "prune-*/history.json"  # the main job's layout: OUT/bench.json beside OUT/prune-<method>/history.json
@@ -190,7 +195,7 @@ def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame |
         rows.append({"rule": "min speedup", "variant": policy.variant, "backend": rule.backend, "batch": rule.batch,
                      "speedup": row["speedup"], "ci_low": row["ci_low"], "source": row["source"],
                      "baseline_speedup": math.nan, "judged": judged, "threshold": rule.min_speedup,
-                     "result": "pass" if judged >= rule.min_speedup else "FAIL"})
+                     "result": "pass" if judged >= rule.min_speedup else "FAIL", **_stability(row)})
     if policy.max_drop is not None and baseline is not None:
         reference = baseline[baseline["variant"] == policy.variant]
         if reference.empty:
@@ -202,16 +207,31 @@ def evaluate(current: pd.DataFrame, policy: GatePolicy, baseline: pd.DataFrame |
             rows.append({"rule": "max drop", "variant": policy.variant, "backend": ref["backend"],
                          "batch": int(ref["batch"]), "speedup": row["speedup"], "ci_low": row["ci_low"],
                          "source": row["source"], "baseline_speedup": ref["speedup"], "judged": drop,
-                         "threshold": policy.max_drop, "result": "pass" if drop <= policy.max_drop else "FAIL"})
+                         "threshold": policy.max_drop, "result": "pass" if drop <= policy.max_drop else "FAIL",
+                         **_stability(row, ref)})
     if policy.max_r2_drop is not None and accuracy is not None:
         budget = policy.max_r2_drop
         rows.append({"rule": R2_RULE, "variant": accuracy.variant, "dense_r2": accuracy.dense_r2,
                      "variant_r2": accuracy.variant_r2, "judged": accuracy.drop, "threshold": budget,
                      "result": "pass" if accuracy.drop <= budget else "FAIL"})
-    table = pd.DataFrame(rows, columns=ROW_COLUMNS)
+    table = pd.DataFrame([{k: v for k, v in row.items() if k != "reason"} for row in rows], columns=ROW_COLUMNS)
     table["batch"] = pd.Series([None if pd.isna(b) else int(b) for b in table["batch"]], dtype=object)  # R²: none
     passed = bool((table["result"] == "pass").all())
-    return GateOutcome(passed, table, 0 if passed else 1, max_r2_drop=policy.max_r2_drop)
+    notes = tuple(f"{row['variant']} {row['rule']} on {row['backend']} at batch {row['batch']} "
+                  f"{'passed' if row['result'] == 'pass' else 'FAILED'} on an UNSTABLE measurement ({row['reason']}): "
+                  "rerun it on a quieter machine to confirm" for row in rows if row.get("reason"))
+    return GateOutcome(passed, table, 0 if passed else 1, notes, max_r2_drop=policy.max_r2_drop)
+
+
+def _stability(*judged: pd.Series) -> dict[str, str | None]:
+    """The stability of the speedup(s) a rule judged (as the tables show it: a frame without the verdict, from results
+    that predate it, is 'not recorded') and, where one is unstable, why, for the outcome's note. A drop judges two:
+    the current figure and the baseline's."""
+    labels = ("current", "baseline") if len(judged) > 1 else ("",)
+    words = [stability_text(row.get("unstable")) for row in judged]
+    reasons = [f"{label + ': ' if label else ''}{row.get('unstable_reason')}"
+               for label, row, word in zip(labels, judged, words) if word == "UNSTABLE"]
+    return {"stability": "UNSTABLE" if reasons else words[0], "reason": "; ".join(reasons) or None}
 
 
 def histories_beside(results: str | os.PathLike[str]) -> list[Path]:
@@ -244,7 +264,7 @@ def run_gate(results: str | os.PathLike[str], policy: GatePolicy,
                                 f"prune --out DIR of {policy.variant} with --history DIR")
             notes = (f"{R2_RULE} {policy.max_r2_drop:g} not checked: {why}",)
     outcome = evaluate(current, policy, reference, what=str(results), accuracy=accuracy)
-    return dataclasses.replace(outcome, notes=notes)
+    return dataclasses.replace(outcome, notes=outcome.notes + notes)
 
 
 def format_rows(rows: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ import pandas as pd
 OPENING = ("summary", "fastest")  # the answer, before the run's metadata
 MISSING = "-"  # not measured (never a filled-in value)
 PLAIN_INTEGERS = ("batch", "stage", "threads")  # labels, not quantities: no thousands separator
+SHARES = ("others' CPU", "steal")  # fractions of the machine's CPU time, shown as percentages
 LONG_TEXT = 40  # characters; longer text cells may wrap
 
 
@@ -45,6 +46,10 @@ def _format_value(column: str, value: object) -> str:
         return str(value)
     if column == "fraction of ceiling" or column.startswith("fraction CI"):
         return f"{value:.1%}"
+    if column in SHARES:
+        return f"{value:.0%}"
+    if column == "load avg":
+        return f"{value:.2f}"
     if column.startswith("Δ"):
         return f"{value:+.4f}"
     if column == "peak MiB":

@@ -18,13 +18,15 @@ import pandas as pd
 from spinn_export.bench.variants import BASELINE_ROLE, FP32, Variant
 from spinn_export.errors import UserError
 from spinn_export.export.formats import ceiling_precision
+from spinn_export.report.noise import LOAD_COLUMNS, STABILITY_COLUMNS, load_columns, stability_columns
 
 BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
 PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
                   "processes", "blocks_per_process", "flop_ratio")
 METHOD_PREFERENCE = ("abba", "interleaved")  # where both exist: ABBA's fresh processes also sample process effects
-CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds")
+CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds", "ratios",
+                 "verdict")
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
 LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "cuda", "cudnn")
@@ -35,7 +37,7 @@ FRACTION_COLUMNS = ("device", "precision", "backend", "variant", "batch", "fract
                     "case_gflops", "gemm_gflops", "ceiling_gemm", "cycles")
 FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
                    "finalists", "compute_bound_s", "bound_fraction", "ceiling_precision", "ceiling_gflops",
-                   "time_by_operator")
+                   "time_by_operator", *STABILITY_COLUMNS, *LOAD_COLUMNS)
 # Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
 LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
                   "native": True, "features": None, "reason": None}
@@ -48,7 +50,8 @@ class Results:
 
     benchmarks: one row per benchmark (times in seconds, as pytest-benchmark stores them);
     paired: one row per paired speedup of the files' `spinn.paired` lists (maybe empty): ABBA in fresh
-    processes, or a latency benchmark's interleaved rounds (`method`);
+    processes, or a latency benchmark's interleaved rounds (`method`), with its stability verdict (`unstable`: None
+    where the file predates it) and the machine's load while it was measured (`report.noise`; so do the benchmarks);
     runs: one row per file, with its machine, hardware, versions and date;
     checks: one row per cross-check of the suite's timing against an independent measurement
     (the suite's timeit check: `extra_info["check"]`), kept out of `benchmarks` (maybe empty);
@@ -141,7 +144,8 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
         if "check" in info:
             checks.append({"check": info["check"], "variant": info["variant"], "backend": info["backend"],
                            "batch": batch, "median_s": median, "reference_median_s": info.get("reference_median"),
-                           "ratio": info.get("ratio"), "rounds": stats.get("rounds")})
+                           "ratio": info.get("ratio"), "rounds": stats.get("rounds"), "ratios": info.get("ratios"),
+                           "verdict": info.get("verdict")})  # results before re-measuring had neither
             continue
         flops = info.get("flops_per_sample")
         parsed = parse_variant(info["variant"])
@@ -156,7 +160,7 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
             "median_s": median, "iqr_s": stats.get("iqr"), "q1_s": stats.get("q1"), "q3_s": stats.get("q3"),
             "p95_s": float(np.percentile(samples, 95)) if len(samples) >= 20 else np.nan,
             "rounds": stats.get("rounds"), "samples_per_s": batch / median,
-            "peak_memory_bytes": info.get("peak_memory_bytes"),
+            "peak_memory_bytes": info.get("peak_memory_bytes"), **load_columns(info.get("load")),
             # Recomputed from the median so that it agrees with the latency column beside it.
             "gflops": np.nan if flops is None else flops * batch / median / 1e9,
         })
@@ -186,7 +190,8 @@ def _fastest_rows(spinn: dict[str, Any], path: Path) -> tuple[list[dict[str, Any
         if missing:
             raise UserError(f"a fastest entry in {path} lacks {', '.join(missing)}: give results written by the "
                             "spinn-export benchmark suite")
-    rows = [{k: entry.get(k) for k in (*FASTEST_COLUMNS, *FASTEST_DETAILS)} for entry in spinn["fastest"]]
+    rows = [{**{k: entry.get(k) for k in (*FASTEST_COLUMNS, *FASTEST_DETAILS)}, **stability_columns(entry),
+             **load_columns(entry.get("load"))} for entry in spinn["fastest"]]
     return rows, [{"batch": e.get("batch"), "reason": e.get("reason")} for e in spinn.get("fastest_skipped") or []]
 
 
@@ -224,7 +229,8 @@ def _read_run(path: Path) -> _RunFile:
         if missing:
             raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
                             "spinn-export benchmark suite")
-        paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba")})
+        paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba"),
+                       **stability_columns(entry), **load_columns(entry.get("load"))})
     skipped = [{"reason": e.get("reason"), "cases": e.get("cases")} for e in spinn.get("skipped") or []]
     fractions = [{k: e.get(k) for k in FRACTION_COLUMNS} for e in spinn.get("ceiling_fractions") or []]
     return _RunFile(run, *_benchmark_rows(data, path), paired, _ceiling_rows(spinn), *_fastest_rows(spinn, path),
@@ -270,7 +276,8 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
         raise UserError(f"{first['variant']} on {first['backend']} batch {first['batch']} was measured twice on "
                         f"{first['machine']} (models {', '.join(duplicated['model'].unique())}): "
                         "give results with one model per variant")
-    paired_frame = pd.DataFrame(rows("paired"), columns=["machine", *PAIRED_COLUMNS, "method"])
+    paired_frame = pd.DataFrame(rows("paired"),
+                                columns=["machine", *PAIRED_COLUMNS, "method", *STABILITY_COLUMNS, *LOAD_COLUMNS])
     paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
     checks = pd.DataFrame(rows("checks"), columns=["machine", *CHECK_COLUMNS])
     checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
@@ -315,7 +322,7 @@ def speedups(results: Results) -> pd.DataFrame:
     which. `flop_ratio` is the ideal: dense FLOPs over the variant's FLOPs.
     """
     columns = [*SPEEDUP_KEY, "model", "speedup", "ci_low", "ci_high", "source", "processes", "blocks_per_process",
-               "flop_ratio"]
+               "flop_ratio", *STABILITY_COLUMNS, *LOAD_COLUMNS]
     paired = results.paired[results.paired["baseline"] == BASELINE_VARIANT]
     if paired.empty:
         return pd.DataFrame(columns=columns)

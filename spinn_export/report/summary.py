@@ -17,8 +17,9 @@ from spinn_export.defaults import HEADLINE_BACKEND
 from spinn_export.export.formats import rate_unit
 from spinn_export.report.gate import GateOutcome
 from spinn_export.report.lookup import file_bytes, history_stage, timed_artifact, validation
+from spinn_export.report.noise import crosscheck_clause, fastest_clause, load_clause, stability_text, unstable_clause
 from spinn_export.report.render import Section
-from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
+from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, speedups, variant_rank
 from spinn_export.runtimes.profile import shares_text
 
 MINUS = "\u2212"  # prose writes a negative change with a real minus sign
@@ -55,6 +56,7 @@ def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | N
                 "speedup": sp["speedup"].iloc[0] if not sp.empty else math.nan,
                 "CI low": sp["ci_low"].iloc[0] if not sp.empty else math.nan,
                 "CI high": sp["ci_high"].iloc[0] if not sp.empty else math.nan,
+                "stability": stability_text(sp["unstable"].iloc[0]) if not sp.empty else None,
                 **accuracy,
                 "file size vs dense": ratio(file_bytes(manifest, mine), file_bytes(manifest, dense_at)),
                 "peak memory vs dense": ratio(mine["peak_memory_bytes"].iloc[0], dense_at["peak_memory_bytes"].iloc[0]),
@@ -91,8 +93,9 @@ def headline(summary: pd.DataFrame) -> str:
     on = measured[measured["backend"] == backend]
     parts = []
     for row in on.to_dict("records"):
+        unstable = " (UNSTABLE)" if row.get("stability") == "UNSTABLE" else ""
         part = (f"{row['variant']} runs {row['speedup']:.2f}× as fast as dense "
-                f"[{row['CI low']:.2f}, {row['CI high']:.2f}]")
+                f"[{row['CI low']:.2f}, {row['CI high']:.2f}]{unstable}")
         r2, delta = row.get("val R²"), row.get("ΔR² vs dense")
         if r2 is not None and delta is not None and not (pd.isna(r2) or pd.isna(delta)):
             part += f", validation R² {r2:.4f} against dense {r2 - delta:.4f} ({signed(delta)})"
@@ -175,6 +178,14 @@ def _bound_clause(row: pd.Series) -> str:
     return clause
 
 
+def noise_sentences(results: Results) -> str:
+    """Where the figures are noisy (`report.noise`): unstable speedups, an unstable fastest deployment, unverified
+    cross-checks and the load the machine carried, each a sentence ending in a space ('' for none)."""
+    parts = (unstable_clause(speedups(results)), fastest_clause(results.fastest), crosscheck_clause(results.checks),
+             load_clause(results.benchmarks))
+    return "".join(f"{part} " for part in parts if part)
+
+
 def gate_verdict(gate: GateOutcome | None) -> str:
     """One sentence: the gate's verdict and what it judged (and what it could not), or that no gate judged these
     results."""
@@ -183,7 +194,8 @@ def gate_verdict(gate: GateOutcome | None) -> str:
     checks = "; ".join(
         f"{r.variant} {r.rule}: {r.judged:.4f} against {r.threshold:g} (R² {r.variant_r2:.4f}, dense {r.dense_r2:.4f}; "
         f"{r.result})" if pd.isna(r.batch) else
-        f"{r.variant} {r.rule} on {r.backend} at batch {r.batch}: {r.judged:.2f} against {r.threshold:.2f} ({r.result})"
+        f"{r.variant} {r.rule} on {r.backend} at batch {r.batch}: {r.judged:.2f} against {r.threshold:.2f} ({r.result}"
+        f"{', on an UNSTABLE measurement' if r.stability == 'UNSTABLE' else ''})"
         for r in gate.rows.itertuples())
     notes = "".join(f" {note[0].upper()}{note[1:]}." for note in gate.notes)
     return f"Gate {'passed' if gate.passed else 'FAILED'}: {checks}.{notes}"
@@ -263,7 +275,7 @@ def summary_section(results: Results, summary: pd.DataFrame, gate: GateOutcome |
     budget = budget_sentence(histories, None if gate is None else gate.max_r2_drop)
     return Section("summary", "Summary",
                    f"{headline(summary)}{' ' + budget if budget else ''} {fastest_sentence(results)} "
-                   f"{gate_verdict(gate)} Per backend at its largest "
+                   f"{noise_sentences(results)}{gate_verdict(gate)} Per backend at its largest "
                    "batch: the paired speedup over dense with its 95 % CI, validation R² and PDE residual RMS against "
                    "dense's (pruning history; a quantised file's R² as its export measured it), and the timed file's "
                    f"size and peak memory relative to dense's.{' ' + skipped if skipped else ''} Details follow.",

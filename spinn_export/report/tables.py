@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from spinn_export.defaults import HEADLINE_BACKEND
+from spinn_export.defaults import (
+    HEADLINE_BACKEND,
+    TIMEIT_FAULT_BOUND,
+    TIMEIT_REMEASURES,
+    TIMEIT_TOLERANCE,
+    UNSTABLE_SPREAD,
+)
 from spinn_export.report import architecture
 from spinn_export.report.lookup import artifact, timed_file, validation
+from spinn_export.report.noise import stability_text
 from spinn_export.report.render import Section
 from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
 from spinn_export.runtimes.profile import shares_text
@@ -22,6 +29,15 @@ MIB = 2**20
 SOURCES = {"abba": "ABBA, fresh processes", "interleaved": "interleaved rounds"}
 DATE_FORMAT = "%Y-%m-%d %H:%M UTC"
 FASTEST_TITLE = "Fastest verified deployment"
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.0f} %"
+
+
+STABILITY_NOTE = (f"Stability: UNSTABLE where the CI, or the case's fresh processes' own medians, spread more than "
+                  f"±{_pct(UNSTABLE_SPREAD)} of the median (too noisy to tell deployments apart); \"not recorded\" "
+                  "where the results predate the verdict.")
+LOAD_NOTE = ("Load: the machine's 1-minute load average after the case, and the shares of all CPUs' time that other "
+             "processes used (others' CPU) and the hypervisor stole (steal) while it was measured.")
 COMPARISON_COLUMNS = ("machine", "model", "variant", "parameters (stored)", "non-zero", "widths", "file", "file bytes",
                       "backend", "batch", "latency ms (median)", "speedup", "speedup from", "CI low", "CI high",
                       "val R²", "residual RMS")
@@ -48,9 +64,19 @@ def latency_table(results: Results) -> pd.DataFrame:
         "backend": bench["backend"], "batch": bench["batch"],
         "median ms": bench["median_s"] * 1e3, "IQR ms": bench["iqr_s"] * 1e3, "p95 ms": bench["p95_s"] * 1e3,
         "samples/s": bench["samples_per_s"], "rounds": bench["rounds"], "threads": bench["threads"],
-        "provider": bench["provider"],
+        "provider": bench["provider"], **_load(bench),
     })
     return table.dropna(axis=1, how="all")
+
+
+def _load(frame: pd.DataFrame) -> dict[str, pd.Series]:
+    """The machine's load while each row was measured (`report.noise`): empty columns, dropped, where not recorded."""
+    return {"load avg": frame["load_avg"], "others' CPU": frame["others_cpu"], "steal": frame["steal"]}
+
+
+def _stability(frame: pd.DataFrame) -> pd.Series:
+    return pd.Series([stability_text(u, r) for u, r in zip(frame["unstable"], frame["unstable_reason"])],
+                     index=frame.index, dtype=object)
 
 
 def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -59,6 +85,7 @@ def speedup_table(frame: pd.DataFrame) -> pd.DataFrame:
         "speedup": frame["speedup"], "CI low": frame["ci_low"], "CI high": frame["ci_high"],
         "measured by": frame["source"].map(SOURCES).fillna(frame["source"]),
         "samples": frame["processes"] * frame["blocks_per_process"], "FLOP-ratio ideal": frame["flop_ratio"],
+        "stability": _stability(frame), **_load(frame),
     })
     return table.dropna(axis=1, how="all")
 
@@ -128,6 +155,7 @@ def fastest_table(results: Results) -> pd.DataFrame:
         "% of the bound": pd.to_numeric(frame["bound_fraction"]) * 100, "ceiling precision": frame["ceiling_precision"],
         "time by operator": frame["time_by_operator"].map(
             lambda entry: f"{entry['profiler']}: {shares_text(entry)}" if isinstance(entry, dict) else None),
+        "stability": _stability(frame), **_load(frame),
         "ΔR² vs its fp32 model": pd.to_numeric(frame["val_r2_delta"]), "verified by": frame["verified_by"],
         "ABBA cycles": frame["cycles"],
         "finalists (speedup)": frame["finalists"].map(_finalists_text),
@@ -156,7 +184,10 @@ def crosscheck_table(results: Results) -> pd.DataFrame:
         "batch": checks["batch"], "variant": checks["variant"], "suite median ms": checks["median_s"] * 1e3,
         "reference median ms": pd.to_numeric(checks["reference_median_s"]) * 1e3,
         "suite / reference": checks["ratio"], "rounds": checks["rounds"],
-    })
+        "re-measured suite / reference": checks["ratios"].map(
+            lambda r: ", ".join(f"{v:.3f}" for v in r[1:]) or None if isinstance(r, list) else None),
+        "verdict": checks["verdict"],
+    }).dropna(axis=1, how="all")
 
 
 def artifacts_table(manifest: Manifest) -> pd.DataFrame:
@@ -277,8 +308,8 @@ def detail_sections(results: Results, speedup: pd.DataFrame, manifest: Manifest 
         Section("latency", "Latency and throughput",
                 "pytest-benchmark statistics per call (one call = one batch); p95 from the stored rounds where at "
                 "least 20 were kept. A variant's rounds alternate with dense calls (its paired speedup), so at small "
-                "batches its call starts with dense's weights in cache; dense's own rounds do not alternate.",
-                latency_table(results)),
+                "batches its call starts with dense's weights in cache; dense's own rounds do not alternate. "
+                f"{LOAD_NOTE}", latency_table(results)),
         Section("speedup", "Speedup over dense",
                 "No variant was measured paired with dense on the same backend and batch: no speedups (a ratio of "
                 "medians timed apart is not shown as one).") if speedup.empty else
@@ -286,7 +317,7 @@ def detail_sections(results: Results, speedup: pd.DataFrame, manifest: Manifest 
                 "Every speedup is paired: each latency benchmark sandwiches its rounds between dense calls "
                 "(interleaved rounds), and the headline backends also alternate A B B A blocks in fresh processes "
                 "(preferred where both exist). Median with a bootstrap 95 % CI; FLOP-ratio ideal = dense FLOPs / "
-                "variant FLOPs.", speedup_table(speedup)),
+                f"variant FLOPs. {STABILITY_NOTE} {LOAD_NOTE}", speedup_table(speedup)),
     ]
     memory = memory_table(results)
     sections.append(Section("memory", "Peak memory",
@@ -323,8 +354,12 @@ def detail_sections(results: Results, speedup: pd.DataFrame, manifest: Manifest 
         sections.append(Section("crosscheck", "Timing cross-check",
                                 "The suite's median against an independent timeit of session.run on the same session "
                                 "and input, interleaved one timeit call per pytest-benchmark round so both see the "
-                                "same machine; the suite's timeit check fails a case whose ratio is off by 10 % or "
-                                "more.", crosscheck_table(results)))
+                                f"same machine. A ratio off by {_pct(TIMEIT_TOLERANCE)} or more is measured again (up "
+                                f"to {TIMEIT_REMEASURES} times, the two calls in A B B A order); one that no "
+                                f"re-measurement brings within {_pct(TIMEIT_TOLERANCE)} is unverified (the machine was "
+                                "too noisy to confirm it; every ratio is shown), and only one that every "
+                                f"re-measurement puts more than {_pct(TIMEIT_FAULT_BOUND)} off on the same side fails "
+                                "the run, as a harness fault.", crosscheck_table(results)))
     if not results.skipped.empty:
         sections.append(Section("skipped", "Not run", "Cases the suite skipped or never generated on these machines, "
                                 "with the reason (a backend that cannot run here, a precision a backend does not run).",

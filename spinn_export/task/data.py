@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.model.network import Network
 from spinn_export.task.physics import BUILTIN, Physics, check_physics
 from spinn_export.task.stokes import STOKES
+
+INPUT_RANGE_KEY = "input_range"
 
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 TARGETS_FLAG = "--targets"  # the CLI flag naming the target columns, except in the sweep
@@ -160,9 +163,27 @@ def check_model_fits(dataset: Dataset, network: Network) -> None:
 
 
 def dataset_metadata(dataset: Dataset) -> dict[str, str]:
-    """What a checkpoint records about the data (and physics) it was trained or pruned on."""
+    """What a checkpoint records about the data (and physics) it was trained or pruned on, and the range of its
+    training inputs per column: the model's domain, where every later check of the model draws its rows."""
+    x = dataset.x_train.double()
+    domain = [[float(low), float(high)] for low, high in zip(x.min(dim=0).values, x.max(dim=0).values)]
     metadata = {"dataset": dataset.name, "inputs": ",".join(dataset.input_names),
-                "targets": ",".join(dataset.target_names)}
+                "targets": ",".join(dataset.target_names), INPUT_RANGE_KEY: json.dumps(domain)}
     if dataset.physics is not None:
         metadata["physics"] = dataset.physics.name
     return metadata
+
+
+def input_range(metadata: dict[str, str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The training inputs' range per column a checkpoint records (`dataset_metadata`), or None where it records
+    none (a model saved without data)."""
+    if INPUT_RANGE_KEY not in metadata:
+        return None
+    try:
+        bounds = np.asarray(json.loads(metadata[INPUT_RANGE_KEY]), dtype=np.float64)
+        if bounds.ndim != 2 or bounds.shape[1] != 2 or not np.isfinite(bounds).all():
+            raise ValueError("not [[low, high], ...]")
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"the checkpoint's {INPUT_RANGE_KEY} metadata is damaged ({first_line(exc)}); re-run the "
+                        "stage that wrote it") from None
+    return bounds[:, 0], bounds[:, 1]

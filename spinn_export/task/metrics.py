@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from spinn_export.errors import UserError
 from spinn_export.task.data import Dataset
 
 RESIDUAL_POINTS = 2048
@@ -61,5 +62,7 @@ def evaluate(model: nn.Module, dataset: Dataset, split: str = "val") -> Metrics:
     )
     model.train(was_training)
     if not all(math.isfinite(v) for v in per_output):
-        raise FloatingPointError("model produced non-finite predictions")
+        raise UserError(f"the model produces non-finite predictions on the {split} rows; a network that does is "
+                        "not measured (if pruning or fine-tuning made it so, try --lr with a lower rate, or report "
+                        "the network to spinn-export)")
     return metrics

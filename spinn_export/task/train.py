@@ -136,6 +136,12 @@ def objective(model: nn.Module, dataset: Dataset, x: torch.Tensor, y: torch.Tens
     return float(loss)
 
 
+def holdout_score(model: nn.Module, dataset: Dataset, config: TrainConfig) -> float:
+    """The objective keep_best scores on the held-out training rows: what pruning compares candidate networks by
+    (never the validation split, which the stages report)."""
+    return _Best(dataset, config, torch.device("cpu")).score(model)
+
+
 def train(model: nn.Module, dataset: Dataset, config: TrainConfig, *, desc: str = "train",
           progress: bool = True) -> TrainResult:
     """Adam with cosine decay; a fresh optimizer per call, because pruning changes parameter shapes.

@@ -1,8 +1,11 @@
 """Paired speedups of every variant over dense, per backend and batch: ABBA blocks in fresh processes.
 
-Runs after the latency matrix (module order) and stores its results in the benchmark JSON's "spinn" key.
+Runs after the latency matrix (module order) and stores its results in the benchmark JSON's "spinn" key, each with
+its stability verdict (`bench.stability`) and the load the machine carried while it was measured (`bench.load`).
 """
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
@@ -25,6 +28,8 @@ def test_paired_speedup(spinn_paired_backend: str, spinn_session: SuiteState) ->
         pytest.skip(f"{spinn_paired_backend}: no variant to pair with dense")
     results = paired_speedups(spinn_paired_backend, baseline, candidates, settings.batches, settings.threads,
                               settings.paired, settings.backend_configs.get(spinn_paired_backend))
-    spinn_session.paired_results.extend(results)
+    load = spinn_session.load_now()
+    spinn_session.paired_results.extend(
+        dataclasses.replace(r, load=load.to_dict() if load is not None else None) for r in results)
     for result in results:
         assert result.ci_low <= result.speedup_median <= result.ci_high

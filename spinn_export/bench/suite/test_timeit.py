@@ -7,9 +7,9 @@ call per sample, so both are medians of single calls. The two interleave, one ti
 each pytest-benchmark round (pedantic `setup`, which is not timed): two measurements taken one after
 the other on a shared machine can differ by more than the error sought (docs/MEASURED.md), which would hide a
 harness error or invent one. A harness that adds work (a copy per call, fixture overhead, a wrong timer) moves the
-ratio away from 1. A ratio outside the tolerance is measured once more, the same way outside pytest-benchmark, before
-the check fails: a distorting harness distorts both times, while a burst of load on a shared 2-core machine, which can
-move a median of 10 us calls by more than the tolerance, rarely hits both.
+ratio away from 1. A ratio outside the tolerance is measured again outside pytest-benchmark, in ABBA order, and only a
+distortion every re-measurement confirms fails the case; one the re-measurements do not settle is flagged as
+unverified, with every figure, and the run goes on (`bench.crosscheck`: a busy machine never fails a user's job).
 
 The rows carry `extra_info["check"] = "timeit"`: the report shows them as a cross-check, not as
 latencies of their own.
@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import statistics
 import timeit
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
+from spinn_export.bench.crosscheck import cross_check
 from spinn_export.bench.options import TIMEIT_BACKEND
 from spinn_export.bench.session import SuiteState, rounds_within_budget, runner_for
-from spinn_export.bench.timing import time_block, warm_up
+from spinn_export.bench.timing import Call, time_block, warm_up
 
-TOLERANCE = 0.10
 MIN_ROUNDS = 50  # medians of fewer single calls move by several % on a shared machine (3 rounds: 13 % seen)
 
 
@@ -53,26 +54,23 @@ def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int
                                 device=backend.device, batch=batch, threads=runner.threads, provider=runner.provider)
     with runner.guard():
         benchmark.pedantic(call, setup=lambda: independent.append(timer.timeit(number=1)), rounds=rounds)
-    if benchmark.stats is None:
-        pytest.skip("benchmarks are disabled (--benchmark-disable): nothing was timed")
-    suite, reference = benchmark.stats.stats.median, statistics.median(independent)
-    ratio = suite / reference
-    benchmark.extra_info.update(reference_median=reference, reference_samples=len(independent), ratio=ratio)
-    if abs(ratio - 1.0) >= TOLERANCE:
-        with runner.guard():
-            suite, reference = _interleaved_medians(call, timer, rounds)
-        ratio = suite / reference
-        benchmark.extra_info.update(remeasured_ratio=ratio)
-    assert abs(ratio - 1.0) < TOLERANCE, (
-        f"{TIMEIT_BACKEND} {variant} batch {batch}: the suite's median {suite * 1e6:.1f} us differs from timeit's "
-        f"{reference * 1e6:.1f} us by {ratio - 1.0:+.1%} (tolerance {TOLERANCE:.0%}): the harness distorts the timing"
-    )
+        if benchmark.stats is None:
+            pytest.skip("benchmarks are disabled (--benchmark-disable): nothing was timed")
+        check = cross_check((benchmark.stats.stats.median, statistics.median(independent)),
+                            lambda: _abba_medians(call, lambda: timer.timeit(number=1), rounds))
+    benchmark.extra_info.update(check.to_dict(), reference_samples=len(independent))
+    described = check.describe(f"{TIMEIT_BACKEND} {variant} batch {batch}")
+    if check.flagged:
+        spinn_session.flagged_checks.append(described)
+    assert not check.failed, described
 
 
-def _interleaved_medians(call, timer: timeit.Timer, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """The suite's call and timeit's, one after the other `rounds` times: their medians."""
-    suite, independent = [], []
-    for _ in range(rounds):
+def _abba_medians(call: Call, independent: Callable[[], float], rounds: int) -> tuple[float, float]:
+    """The suite's call and the independent timer's in A B B A order, `rounds` of each in all: their medians (the
+    order of the two and the machine's slow drift cancel)."""
+    suite, reference = [], []
+    for _ in range((rounds + 1) // 2):
         suite.append(time_block(call, 1))
-        independent.append(timer.timeit(number=1))
-    return statistics.median(suite), statistics.median(independent)
+        reference += [independent(), independent()]
+        suite.append(time_block(call, 1))
+    return statistics.median(suite), statistics.median(reference)
