@@ -227,7 +227,8 @@ def test_config_and_result_shapes():
     result = PairedResult("ort-cpu", 8192, "structured", "dense", 2.0, 1.9, 2.1, 3, 32, 3.1)
     assert result.ci_half_width == pytest.approx(0.05)
     assert set(result.to_dict()) == {"backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
-                                     "processes", "blocks_per_process", "flop_ratio", "method"}
+                                     "processes", "blocks_per_process", "flop_ratio", "method", "process_medians",
+                                     "load", "unstable", "unstable_reason", "process_spread", "unstable_threshold"}
 
 
 def test_sandwiched_rounds_cancel_linear_drift():
