@@ -14,11 +14,12 @@ gives every figure from the same seconds of the machine. Per round:
     activation a_j - g_j    the activation after it
     other      T - (f + the rest)   between layers; negative where the deployment fuses what the layers run apart
 
-The same-kernel bound is f + sum_j (g_j - f): one call's floor and each layer's GEMM-only model (an int8 GEMM with
+The same-kernel bound is f + sum_j max(g_j - f, 0): one call's floor and each layer's GEMM-only model (an int8 GEMM with
 the quantisation of its input, which it cannot run without). `share` is bound / T (1.0: the deployment runs at the
 speed of its own GEMMs), `floor_compute_share` is (f + quantise + gemm + activation) / T: the share of the time the
 one-layer models account for (at batch 1, how much is the floor and the work, and how much is avoidable overhead).
-Each is the median over rounds, with `paired.summarize`'s bootstrap 95 % CI.
+Each is the median over rounds, with `paired.summarize`'s bootstrap 95 % CI; the stored split is each part's median
+over rounds, and `other` the median latency less those, so the parts sum to the latency.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from typing import Any
 
 from spinn_export.bench.paired import interleaved_blocks, summarize
 from spinn_export.bench.timing import Call, Clock, time_block, warm_up
+from spinn_export.errors import UserError
 
 PARTS = ("floor_s", "quantise_s", "gemm_s", "activation_s", "other_s")
 
@@ -83,7 +85,7 @@ def split(latency: float, floor: float, layers: Sequence[LayerSeconds]) -> Split
     gemm = sum(layer.gemm - (layer.quantise if layer.quantise is not None else floor) for layer in layers)
     activation = sum(layer.activation - layer.gemm for layer in layers if layer.activation is not None)
     return Split(latency, floor, quantise, gemm, activation, latency - floor - quantise - gemm - activation,
-                 floor + sum(layer.gemm - floor for layer in layers))
+                 floor + sum(max(layer.gemm - floor, 0.0) for layer in layers))  # no GEMM takes less than nothing
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def measure_bound(deployment: Call, floor: Call, layers: Sequence[LayerCalls], r
                                                 for kind in ("quantise", "gemm", "activation")
                                                 if getattr(layer, kind) is not None}}
                        for j, layer in enumerate(layers))
-    medians = {name: statistics.median(getattr(s, name) for s in splits) for name in ("latency_s", *PARTS)}
+    medians = {name: statistics.median(getattr(s, name) for s in splits) for name in ("latency_s", *PARTS[:-1])}
+    medians["other_s"] = medians["latency_s"] - sum(medians[name] for name in PARTS[:-1])  # the parts still sum up
     return SameKernelBound(statistics.median(s.bound_s for s in splits), share, low, high,
                            statistics.median(s.floor_compute_share for s in splits), medians, layer_rows, rounds,
                            method)
@@ -170,13 +173,16 @@ def deployment_bound(backend: Any, source: Path | None, batch: int, threads: int
         if not cut.layers:
             return {"reason": "no GEMM could be cut out as a one-layer model" +
                               (f" ({'; '.join(cut.left_out)})" if cut.left_out else "")}
-        floor = backend.load(cut.floor, threads, config).prepare(sample_input(batch, cut.in_features))
-        layers = []
-        for layer in cut.layers:
-            x = sample_input(batch, layer.in_features)
-            calls = {kind: backend.load(path, threads, config).prepare(x) for kind, path in layer.files.items()}
-            layers.append(LayerCalls(layer.shape(batch), calls["gemm"], calls.get("quantise"),
-                                     calls.get("activation")))
+        try:
+            floor = backend.load(cut.floor, threads, config).prepare(sample_input(batch, cut.in_features))
+            layers = []
+            for layer in cut.layers:
+                x = sample_input(batch, layer.in_features)
+                calls = {kind: backend.load(path, threads, config).prepare(x) for kind, path in layer.files.items()}
+                layers.append(LayerCalls(layer.shape(batch), calls["gemm"], calls.get("quantise"),
+                                         calls.get("activation")))
+        except UserError as exc:  # a cut the backend refuses: the deployment's own figures still stand
+            return {"reason": f"{backend.name} cannot run a one-layer model of {source.name}: {exc}"}
         method = (f"{len(layers)} one-layer models cut from {source.name} and an empty model, on {backend.name} with "
                   f"the deployment's settings, {rounds} rounds interleaved with it"
                   + (f"; left out: {'; '.join(cut.left_out)}" if cut.left_out else ""))

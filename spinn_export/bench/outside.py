@@ -32,7 +32,8 @@ ORT, OPENVINO = "ort-cpu", "openvino-cpu"
 # the console script `benchmark_app`, run by this Python (the module has no __main__ of its own)
 BENCHMARK_APP = ("import sys; from openvino.tools.benchmark.main import main; sys.argv[0] = 'benchmark_app'; "
                  "sys.exit(main())")
-MEDIAN = re.compile(r"Median:\s*([0-9.]+)\s*ms")
+MEDIAN = re.compile(r"Median:\s*([0-9.]+)\s*(ms|us)\b")  # benchmark_app prints us below a millisecond
+UNITS = {"ms": 1e-3, "us": 1e-6}
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ def benchmark_app_median(output: str) -> float:
     if not found:
         raise UserError("benchmark_app printed no median latency: run it by hand to see why "
                         f"(its output ended: {output.strip().splitlines()[-1] if output.strip() else 'nothing'})")
-    return float(found[-1]) * 1e-3
+    value, unit = found[-1]
+    return float(value) * UNITS[unit]
 
 
 def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: str, seconds: float,
