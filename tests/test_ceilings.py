@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,6 @@ from spinn_export.bench.ceilings import (
     measure_ceiling,
 )
 from spinn_export.bench.session import SuiteState
-from spinn_export.bench.timing import fresh_process_context
 from spinn_export.hardware import cpu_support
 from spinn_export.report.results import load_results
 from spinn_export.report.writer import build_report
@@ -111,12 +109,12 @@ def test_a_case_is_a_fraction_of_its_own_precisions_ceiling_only() -> None:
 
 
 def test_this_machines_ceilings_are_measured_with_its_detected_features() -> None:
-    # In a fresh process, as in the suite's: ONNX Runtime's GEMM creates the process-wide thread pool, after which
+    # In fresh processes, as in the suite: ONNX Runtime's GEMM creates the process-wide thread pool, after which
     # this process's exports (per-session pools) could not open a session.
-    with ProcessPoolExecutor(max_workers=1, mp_context=fresh_process_context()) as pool:
-        measured = pool.submit(ceilings.measure_ceilings, ["cpu"], 1).result()["cpu"]
+    measured = ceilings.measure_ceilings(["cpu"], 1, processes=2)["cpu"]
     assert set(measured) == {"fp32", "bf16", "int8"}
     assert measured["fp32"].gflops > 0 and measured["fp32"].native and measured["fp32"].measured
+    assert len(measured["fp32"].per_process) == 2 and "median of 2 fresh processes" in measured["fp32"].method
     flags = hardware.cpu_flags()
     for precision, ceiling in measured.items():
         assert set(ceiling.features) - {f"torch {torch.backends.cpu.get_cpu_capability()}"} <= flags
@@ -124,6 +122,20 @@ def test_this_machines_ceilings_are_measured_with_its_detected_features() -> Non
                        "bf16": bool({"amx_bf16", "avx512_bf16"} & flags)}  # the instructions, named here by hand
         assert ceiling.native == spelled_out[precision]
         assert (ceiling.gflops is None) == (precision == "bf16" and not ceiling.native)
+
+
+def test_a_ceiling_over_fresh_processes_is_their_median_with_the_spread_beside_it() -> None:
+    runs = [Ceiling(max(rate, other), "m", True, ("avx2",), None, (("a", rate), ("b", other)))
+            for rate, other in ((90.0, 50.0), (60.0, 70.0), (100.0, 40.0))]  # each process's ceiling: its best
+    ceiling = ceilings.pooled(runs, "cpu", 2)
+    assert ceiling.gflops == 90.0 and ceiling.per_process == (90.0, 70.0, 100.0)
+    assert dict(ceiling.measured) == {"a": 90.0, "b": 50.0}  # each implementation's median over processes
+    assert ceiling.spread == pytest.approx(30.0 / 90.0)
+    assert ceiling.method.startswith("median of 3 fresh processes (lowest 70, highest 100), each the best of 2: a")
+    stored = ceiling.to_dict()
+    assert (stored["lowest"], stored["highest"], stored["processes"]) == (70.0, 100.0, 3)
+    none = Ceiling(None, "not measured", False, (), "emulated")
+    assert ceilings.pooled([none, none], "cpu", 2) == none and "per_process" not in none.to_dict()
 
 
 def test_the_paired_fraction_is_each_cycles_rate_over_the_gemms_rate() -> None:

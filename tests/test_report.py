@@ -52,7 +52,7 @@ def test_every_section_is_written_as_csv_markdown_html_and_png(full_report) -> N
     assert {p.name for p in paths.csvs} == {f"{n}.csv" for n in
                                             ("summary", "fastest", "runs", "comparison", "latency", "speedup", "memory",
                                              "ceilings", "ceiling_fractions", "gflops", "crosscheck", "skipped",
-                                             "artifacts", "architecture", "pruning")}
+                                             "artifacts", "architecture", "pruning", "limits")}
     assert {p.name for p in paths.pngs} == {"latency.png", "speedup.png", "memory.png", "pruning.png"}
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths.pngs)
     page = paths.html.read_text()

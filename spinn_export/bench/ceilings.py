@@ -7,6 +7,13 @@ rate, docs/MEASURED.md), so a one-library ceiling would let another library's ca
 ceiling is the best of those; every implementation's figure is kept beside it (`measured`). The best, not the
 median: a ceiling is what the machine can reach, and on a shared machine interference only ever lowers a run.
 
+A ceiling is a measurement like any other, so it is measured the way speedups are (`measure_ceilings`): in
+`CEILING_PROCESSES` fresh processes one after another (`timing.in_fresh_processes`), each taking the best of its own
+calls. One process's best moved 2x between two runs of the same job an hour apart (docs/MEASURED.md), with the
+thread placement and the neighbours' load of that one process; the figure a case is read against is the median over
+processes, and the spread (`per_process`, the lowest and the highest) is recorded beside it, so a run whose
+processes disagree says so.
+
 What the hardware supports is detected at run time, never assumed: the kernel's CPU flags (/proc/cpuinfo),
 torch's CPU capability, the GPU's compute capability. The rules, precision by precision:
 
@@ -30,8 +37,9 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +58,8 @@ CUDA_NATIVE = {"fp32": (0, 0), "bf16": (8, 0), "int8": (7, 5)}  # compute capabi
 WITHOUT_NATIVE = {("cpu", "int8")}  # measured even without native support: vector kernels exist (see above)
 # square: at full rate on 2 CPU cores yet timed ~10x per method; a GPU needs more
 GEMM_SIZE = {"cpu": 1024, "cuda": 8192}
-METHOD_SECONDS = {"cpu": 0.4, "cuda": 0.25}  # per implementation: the CPU's 4-5 (6-7 with bf16) stay under ~4 s
+METHOD_SECONDS = {"cpu": 0.25, "cuda": 0.25}  # per implementation and process: the CPU's 4-5 stay under ~3 s each
+CEILING_PROCESSES = 3  # fresh processes per ceiling: a median and a spread, at ~10 s for the CPU's
 Ceilings = dict[str, dict[str, "Ceiling"]]  # device -> precision (fp32, bf16, int8) -> ceiling
 
 
@@ -58,7 +67,9 @@ Ceilings = dict[str, dict[str, "Ceiling"]]  # device -> precision (fp32, bf16, i
 class Ceiling:
     """The best rate (GFLOP/s; GOP/s for int8) of a large square GEMM at one precision on one device, or why there is
     none. `native`: the hardware has instructions for this precision (`features` names what was found);
-    `reason`: why it is not native, or not measured; `measured`: every implementation timed, with its rate."""
+    `reason`: why it is not native, or not measured; `measured`: every implementation timed, with its rate (over
+    several processes, its median). `per_process`: each fresh process's ceiling (`pooled`: `gflops` is their median;
+    empty for one process's own measurement)."""
 
     gflops: float | None
     method: str
@@ -66,10 +77,21 @@ class Ceiling:
     features: tuple[str, ...]
     reason: str | None = None
     measured: tuple[tuple[str, float], ...] = ()
+    per_process: tuple[float, ...] = ()
+
+    @property
+    def spread(self) -> float | None:
+        """(highest - lowest) / median of the processes' ceilings: 0.15 = the processes were 15 % apart."""
+        if not self.per_process or not self.gflops:
+            return None
+        return (max(self.per_process) - min(self.per_process)) / self.gflops
 
     def to_dict(self) -> dict[str, Any]:
+        spread = {"per_process": list(self.per_process), "processes": len(self.per_process),
+                  "lowest": min(self.per_process), "highest": max(self.per_process),
+                  "spread": self.spread} if self.per_process else {}
         return {"gflops": self.gflops, "method": self.method, "native": self.native, "features": list(self.features),
-                "reason": self.reason, "measured": dict(self.measured)}
+                "reason": self.reason, "measured": dict(self.measured), **spread}
 
 
 def case_ceiling(ceilings: Ceilings, device: str, precision: str) -> Ceiling | None:
@@ -161,9 +183,15 @@ def measure_ceiling(device: str, precision: str, threads: int, gemms: Iterable[G
     if not measured:
         return Ceiling(None, "not measured", native, features, "; ".join(skipped) or f"no {precision} GEMM on {device}")
     name, gflops = max(measured, key=lambda item: item[1])
+    return Ceiling(gflops, method_text(len(measured), name, device, threads), native, features, reason,
+                   tuple(measured))
+
+
+def method_text(implementations: int, best: str, device: str, threads: int) -> str:
+    """How a ceiling was measured, in words: how many implementations, the best, the GEMM's size and where."""
+    size = GEMM_SIZE[device]
     where = f"{threads} thread(s)" if device == "cpu" else (gpu_info().get("gpu_name") or device)
-    method = f"best of {len(measured)}: {name}, {size}x{size}x{size}, {where}"
-    return Ceiling(gflops, method, native, features, reason, tuple(measured))
+    return f"best of {implementations}: {best}, {size}x{size}x{size}, {where}"
 
 
 def ceiling_gemm(ceiling: Ceiling, device: str, precision: str, threads: int,
@@ -176,10 +204,42 @@ def ceiling_gemm(ceiling: Ceiling, device: str, precision: str, threads: int,
     return gemm, gemm.build(size, threads), 2.0 * size**3
 
 
-def measure_ceilings(devices: Iterable[str], threads: int) -> Ceilings:
-    """Every precision's ceiling on each device (the devices of the run's backends), at the suite's thread count."""
+def measure_ceilings_here(devices: Iterable[str], threads: int) -> Ceilings:
+    """Every precision's ceiling on each device (the devices of the run's backends), at the suite's thread count,
+    in this process (ONNX Runtime's GEMM fixes this process's global pool at `threads`)."""
     from spinn_export.bench.timing import fix_threads
 
     fix_threads(threads)
     return {device: {precision: measure_ceiling(device, precision, threads) for precision in CPU_NATIVE}
             for device in dict.fromkeys(devices)}
+
+
+def pooled(runs: Sequence[Ceiling], device: str, threads: int) -> Ceiling:
+    """One ceiling from each fresh process's own (`measure_ceilings_here`): the median of the processes' ceilings,
+    each implementation's median rate, and every process's figure (`per_process`). A precision none of them
+    measured keeps the first one's reason."""
+    measured = [run for run in runs if run.gflops is not None]
+    if not measured:
+        return runs[0]
+    per_process = tuple(float(run.gflops) for run in measured)  # type: ignore[arg-type]
+    names = dict.fromkeys(name for run in measured for name, _ in run.measured)
+    rates = tuple((name, statistics.median(rate for run in measured for n, rate in run.measured if n == name))
+                  for name in names)
+    best = max(rates, key=lambda item: item[1])[0]
+    gflops = statistics.median(per_process)
+    first = measured[0]
+    method = (f"median of {len(per_process)} fresh processes (lowest {min(per_process):.0f}, highest "
+              f"{max(per_process):.0f}), each the {method_text(len(rates), best, device, threads)}")
+    return Ceiling(gflops, method, first.native, first.features, first.reason, rates, per_process)
+
+
+def measure_ceilings(devices: Iterable[str], threads: int, processes: int = CEILING_PROCESSES) -> Ceilings:
+    """Every precision's ceiling on each device, measured in `processes` fresh processes one after another
+    (`pooled`): a ceiling repeated like a speedup, never one process's luck."""
+    from spinn_export.bench.timing import in_fresh_processes
+
+    devices = tuple(dict.fromkeys(devices))
+    runs = in_fresh_processes(functools.partial(measure_ceilings_here, devices, threads), processes)
+    return {device: {precision: pooled([run[device][precision] for run in runs], device, threads)
+                     for precision in CPU_NATIVE}
+            for device in devices}

@@ -124,6 +124,7 @@ class Fastest:
     ceiling_precision: str | None = None
     ceiling_gflops: float | None = None
     time_by_operator: dict[str, Any] | None = None  # `runtimes.profile.TimeByOperator.to_dict`; None: no profiler
+    same_kernel: dict[str, Any] | None = None  # `bench.bound.deployment_bound`: its own kernels at its own shapes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -224,6 +224,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
               f"{r.baseline_backend} ({r.verified_by}){bound}{noise}")
         if r.time_by_operator:
             write(f"{'':11}time by operator ({r.time_by_operator['profiler']}): {shares_text(r.time_by_operator)}")
+        if r.same_kernel:  # issue 30: the like-for-like bound (bench.bound)
+            from spinn_export.bench.bound import bound_text
+            write(f"{'':11}{bound_text(r.same_kernel)}")
     for skipped in state.fastest_skipped:
         write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")
     terminalreporter.section("spinn: paired speedups over dense")

@@ -20,13 +20,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="the --out DIR of spinn-export prune (accuracy per stage); "
                              "repeat for structured and magnitude")
     parser.add_argument("--sweep", metavar="DIR", help="the --out DIR of spinn-export sweep (adds the Pareto section)")
+    parser.add_argument("--outside-timer", metavar="FILE",
+                        help="the JSON of bench/outside_timer.py --out (adds its verdict beside the suite's figure)")
     parser.add_argument("--out", required=True, help="the report directory to write, e.g. reports/NAME")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     output_dir(args.out)
-    paths = build_report(args.results, args.manifest, args.history, args.out, sweep=args.sweep)
+    paths = build_report(args.results, args.manifest, args.history, args.out, sweep=args.sweep,
+                         outside_timer=args.outside_timer)
     print(f"wrote {paths.html}, {paths.markdown}, {len(paths.csvs)} CSV tables in {paths.csv_dir} "
           f"and {len(paths.pngs)} plots")
     return 0

@@ -37,7 +37,7 @@ FRACTION_COLUMNS = ("device", "precision", "backend", "variant", "batch", "fract
                     "case_gflops", "gemm_gflops", "ceiling_gemm", "cycles")
 FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
                    "finalists", "compute_bound_s", "bound_fraction", "ceiling_precision", "ceiling_gflops",
-                   "time_by_operator", *STABILITY_COLUMNS, *LOAD_COLUMNS)
+                   "time_by_operator", "same_kernel", *STABILITY_COLUMNS, *LOAD_COLUMNS)
 # Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
 LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
                   "native": True, "features": None, "reason": None}

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from spinn_export.files import write_text
-from spinn_export.report import pareto, plots
+from spinn_export.report import limits, pareto, plots
 from spinn_export.report.gate import GateOutcome
 from spinn_export.report.render import MISSING, Figure, Section, render_html, render_markdown
 from spinn_export.report.results import History, Manifest, Results, load_history, load_manifest, load_results, speedups
@@ -25,7 +25,8 @@ from spinn_export.report.summary import fastest_sentence, summary_rows, summary_
 from spinn_export.report.tables import DATE_FORMAT, dates, detail_sections, fastest_section, fastest_table
 
 CSV_NAMES = ("summary", "fastest", "runs", "latency", "speedup", "memory", "ceilings", "ceiling_fractions", "gflops",
-             "crosscheck", "artifacts", "comparison", "skipped", "architecture", "pruning", "pareto")
+             "crosscheck", "artifacts", "comparison", "skipped", "architecture", "pruning", "pareto", "limits",
+             "outside_timer")
 PNG_NAMES = ("latency", "speedup", "memory", "pruning", "pareto")
 
 
@@ -78,11 +79,13 @@ def default_command(results: Sequence[Path], manifest: Path | None, histories: S
 def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.PathLike[str] | None,
                  history: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None,
                  out_dir: str | os.PathLike[str], *, command: str | None = None,
-                 gate: GateOutcome | None = None, sweep: str | os.PathLike[str] | None = None) -> ReportPaths:
+                 gate: GateOutcome | None = None, sweep: str | os.PathLike[str] | None = None,
+                 outside_timer: str | os.PathLike[str] | None = None) -> ReportPaths:
     """Read everything first (so bad input leaves no output), then write out_dir/report.{html,md}, csv/, *.png.
 
     `gate`, when the results were judged (spinn-export run), puts its verdict in the summary. `sweep`, the --out
-    DIR of `spinn-export sweep`, adds its Pareto section (`report.pareto`).
+    DIR of `spinn-export sweep`, adds its Pareto section (`report.pareto`). `outside_timer`, a JSON of
+    bench/outside_timer.py, adds its verdict (`report.limits`).
 
     `history` is one pruning directory (or history.json) or several (e.g. structured and magnitude).
     """
@@ -94,7 +97,9 @@ def build_report(results: Sequence[str | os.PathLike[str]], manifest: str | os.P
     loaded_manifest = None if manifest is None else load_manifest(manifest)
     histories = [load_history(h) for h in history_paths]
     loaded_sweep = None if sweep is None else pareto.load_sweep(sweep)
+    outside = None if outside_timer is None else limits.load_outside_timer(outside_timer)
     sections = build_sections(loaded, loaded_manifest, histories, gate)
+    sections[2:2] = [s for s in (limits.bound_section(loaded), outside and limits.outside_section(outside)) if s]
     figures = build_figures(loaded, histories, out)
     if loaded_sweep is not None:
         sections.append(Section("pareto", pareto.TITLE, pareto.NOTE, pareto.report_table(loaded_sweep)))

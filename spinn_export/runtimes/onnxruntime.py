@@ -132,13 +132,17 @@ def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: An
     on): PROFILED_CALLS calls on `x` after one warm-up, each kernel's time summed by operator type per call."""
     import json
     import tempfile
+    import time
 
+    walls = []
     with tempfile.TemporaryDirectory() as tmp:
         session = open_profiled(str(Path(tmp) / "ort"))
         feeds = {session.get_inputs()[0].name: x}
         session.run(None, feeds)
         for _ in range(PROFILED_CALLS):
+            start = time.perf_counter()
             session.run(None, feeds)
+            walls.append(time.perf_counter() - start)
         events = json.loads(Path(session.end_profiling()).read_text())
     runs = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
     calls: list[dict[str, float]] = []
@@ -153,7 +157,7 @@ def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: An
         calls.append(per_type)
     note = ("ONNX Runtime fuses an activation into the Gemm before it (FusedGemm) where it can: the GEMM share "
             "includes those; other nodes are kernels of their own")
-    return summarize_calls("ONNX Runtime profiler", calls, note)
+    return summarize_calls("ONNX Runtime profiler", calls, note, walls)
 
 
 def predict(path: Path) -> Callable[[Any], Any]:
