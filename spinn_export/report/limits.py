@@ -34,7 +34,8 @@ def bound_section(results: Results) -> Section | None:
             rows.append({**out, "not measured": entry["reason"]})
             continue
         total = entry["split"]["latency_s"]
-        out |= {"% of the same-kernel bound": entry["share"] * 100, "low % (95 %)": entry["ci_low"] * 100,
+        out |= {"bound holds": _holds(entry["ci_low"]),
+                "% of the same-kernel bound": entry["share"] * 100, "low % (95 %)": entry["ci_low"] * 100,
                 "high % (95 %)": entry["ci_high"] * 100, "same-kernel bound ms": entry["bound_s"] * 1e3,
                 **{f"{part.removesuffix('_s')} %": entry["split"][part] / total * 100 for part in PARTS},
                 "% floor + compute": entry["floor_compute_share"] * 100,
@@ -50,6 +51,15 @@ def bound_section(results: Results) -> Section | None:
                    "activation, other = the rest, negative where the deployment fuses what the layers run apart) "
                    "sums to its latency.",
                    pd.DataFrame(rows))
+
+
+def _holds(share_ci_low: float) -> str:
+    """Whether the same-kernel figure is a bound at all: a deployment measured faster than its own one-layer models
+    (share above 100 % at the CI's low end) fuses what they run apart (OpenVINO's int8 requantisation), so their sum
+    is not a limit it can approach; said here, so no one reads 160 % as 'beyond the hardware'."""
+    if share_ci_low <= 1.0:
+        return "yes"
+    return "no: the deployment is faster than its one-layer models together (it fuses what they run apart)"
 
 
 def load_outside_timer(path: str | Path) -> dict[str, Any]:
