@@ -37,7 +37,6 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from spinn_export.bench.stability import Stability, process_medians, stability
-from spinn_export.bench.timing import Call, Clock, calibrate, fresh_process_context, time_block, warm_up
+from spinn_export.bench.timing import Call, Clock, calibrate, in_fresh_processes, time_block, warm_up
 from spinn_export.errors import UserError
 
 if TYPE_CHECKING:
@@ -268,11 +267,8 @@ def measure_in_processes(make_pairs: MakePairs, measure: Measure, processes: int
     One at a time: processes running side by side would compete for the cores being measured.
     `make_pairs` and `measure` must be picklable (module-level functions or functools.partials of them).
     """
-    context = fresh_process_context()
     collected: dict[Hashable, list[list[float]]] = {}
-    for _ in range(processes):
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            result = pool.submit(_worker, make_pairs, measure).result()
+    for result in in_fresh_processes(functools.partial(_worker, make_pairs, measure), processes):
         for key, ratios in result.items():
             collected.setdefault(key, []).append(ratios)
     return collected

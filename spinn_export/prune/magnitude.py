@@ -17,7 +17,6 @@ from collections.abc import Iterator
 import torch
 
 from spinn_export.errors import UserError
-from spinn_export.model.coupling import tensor_args
 from spinn_export.model.graph import build_module
 from spinn_export.model.mlp import count_nonzero
 from spinn_export.model.network import Network
@@ -36,8 +35,7 @@ def _weight_matrices(network: Network) -> dict[str, torch.Tensor]:
     norm's direction v, a factorised weight's matrix) the trainable matrices it is computed from, whose zeros are
     the weight's zeros. A per-row scale (weight norm's g, shape (out, 1)) is not a matrix: zeroing it would remove
     a whole unit, which is structured pruning's work."""
-    graph = network.architecture.graph
-    producer = {output: node for node in graph.nodes for output in node.outputs}
+    producer = network.architecture.graph.producers()
     tensors = network.tensors
     found = _layer_weights(network)
     for layer in network.architecture.layers:
@@ -45,7 +43,7 @@ def _weight_matrices(network: Network) -> dict[str, torch.Tensor]:
         while stack:
             name = stack.pop()
             if name in producer:
-                stack.extend(tensor_args(producer[name]))
+                stack.extend(producer[name].refs())
             elif name in tensors and tensors[name].requires_grad and min(tensors[name].shape, default=1) > 1:
                 found[name] = tensors[name]
     return found
