@@ -87,6 +87,26 @@ def test_the_split_sums_to_the_latency_and_the_bound_is_one_floor_plus_each_gemm
     assert noisy.bound_s == 2.0 and noisy.gemm_s == -1.5 and noisy.share > 0  # the bound is never below one floor
 
 
+def test_a_quantiser_the_kernel_before_it_can_run_is_not_in_the_bound() -> None:
+    """A static quantiser of a layer's output runs as the previous GEMM's epilogue in a fused deployment (OpenVINO's
+    int8): the bound counts the GEMM alone there, and the quantiser of the graph's input (nothing runs before it)."""
+    first, second = LayerSeconds(gemm=5.0, quantise=2.0), LayerSeconds(gemm=7.0, quantise=3.0, foldable=True)
+    parts = split(20.0, 1.0, [first, second])
+    assert parts.bound_s == 1.0 + (2.0 - 1.0) + (5.0 - 2.0) + (7.0 - 3.0)
+    assert parts.quantise_s == (2.0 - 1.0) + (3.0 - 1.0)  # the split still shows what the one-layer models ran
+
+
+def test_static_quantisers_after_the_first_layer_are_foldable_dynamic_ones_never(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint(tmp_path / "dense.safetensors", mlp_network(SPEC), {"variant": "dense"})
+    export_checkpoints([checkpoint], tmp_path / "artifacts", parse_formats("onnx-int8,onnx-int8-static"))
+    (tmp_path / "dynamic").mkdir(), (tmp_path / "static").mkdir()
+    dynamic = layer_models(tmp_path / "artifacts" / "dense.int8.onnx", tmp_path / "dynamic")
+    static = layer_models(tmp_path / "artifacts" / "dense.int8-static.onnx", tmp_path / "static")
+    assert [layer.foldable for layer in dynamic.layers] == [False, False, False]
+    assert [layer.foldable for layer in static.layers] == [False, True, True]
+
+
 def test_the_bound_is_measured_in_rounds_interleaved_with_the_deployment() -> None:
     """A virtual clock: each call advances it by a known time, so every round gives the same split exactly."""
     now = [0.0]

@@ -64,6 +64,19 @@ def test_float32_runs_in_float32_with_its_settings_read_back_and_recorded(refs):
 
 @needs_openvino
 @pytest.mark.parametrize("variant", ["dense", "dense-int8-static"])
+def test_a_prepared_batch_runs_the_model_compiled_for_that_batch_checked_against_the_verified_one(refs, variant):
+    backend = get_backend("openvino-cpu")
+    runner = backend.load(refs[variant].file("onnx"), 1)
+    static = runner.compile_for_batch(64)
+    assert static.model.inputs[0].get_partial_shape().is_static and runner.compiled.model.inputs[0].get_partial_shape(
+    ).is_dynamic and static.precision == runner.compiled.precision and static.tanh == runner.compiled.tanh
+    assert runner.prepare(sample_input(64, 18))() is None
+    assert backend.load(refs[variant].file("onnx"), 1, backend.make_config({"static_batch": "false"})
+                        ).compile_for_batch is None
+
+
+@needs_openvino
+@pytest.mark.parametrize("variant", ["dense", "dense-int8-static"])
 def test_tanh_as_sigmoid_is_the_same_function_and_is_what_the_label_says(refs, variant):
     """The rewrite replaces every Tanh (one per hidden layer) and is recorded; the native form keeps them. Both
     compute the same outputs: float32 parity for both, and each other within float32 rounding."""
@@ -113,7 +126,8 @@ def test_int8_onnx_runs_within_twice_its_recorded_error(refs, variant):
 @needs_openvino
 def test_options_are_typed_and_checked_before_anything_loads():
     backend = get_backend("openvino-cpu")
-    assert backend.make_config().to_dict() == {"precision_hint": "auto", "streams": 1, "threads": 0, "tanh": "sigmoid"}
+    assert backend.make_config().to_dict() == {"precision_hint": "auto", "streams": 1, "threads": 0, "tanh": "sigmoid",
+                                               "static_batch": True}
     assert backend.make_config({"streams": "2"}).streams == 2
     for options, message in (({"precision_hint": "f16"}, "not one of auto, f32, bf16"),
                              ({"streams": "0"}, "at least 1"),

@@ -14,8 +14,12 @@ gives every figure from the same seconds of the machine. Per round:
     activation a_j - g_j    the activation after it
     other      T - (f + the rest)   between layers; negative where the deployment fuses what the layers run apart
 
-The same-kernel bound is f + sum_j max(g_j - f, 0): one call's floor and each layer's GEMM-only model (an int8 GEMM with
-the quantisation of its input, which it cannot run without). `share` is bound / T (1.0: the deployment runs at the
+The same-kernel bound is f + sum_j max(g_j - q_j, 0) + sum_j' max(q_j' - f, 0): one call's floor, each layer's GEMM
+(its GEMM-only model less its quantiser), and the quantisers no runtime can fold into the kernel before them (j': the
+graph input's, which nothing before it computes, and every dynamic one, whose scale needs the whole tensor's range
+first). A static quantiser of a layer's output (QDQ: a constant scale) is an elementwise epilogue that a runtime may
+run inside the previous GEMM (OpenVINO does), so it is not counted: counting it made the bound exceed the fused
+deployment's own time. `share` is bound / T (1.0: the deployment runs at the
 speed of its own GEMMs), `floor_compute_share` is (f + quantise + gemm + activation) / T: the share of the time the
 one-layer models account for (at batch 1, how much is the floor and the work, and how much is avoidable overhead).
 Each is the median over rounds, with `paired.summarize`'s bootstrap 95 % CI; the stored split is each part's median
@@ -40,21 +44,23 @@ PARTS = ("floor_s", "quantise_s", "gemm_s", "activation_s", "other_s")
 @dataclass(frozen=True)
 class LayerCalls:
     """One layer's prepared calls: its shape as text, then its one-layer models (quantise absent without one,
-    activation absent where none follows)."""
+    activation absent where none follows); `foldable`: its quantiser may run inside the kernel before it."""
 
     shape: str
     gemm: Call
     quantise: Call | None = None
     activation: Call | None = None
+    foldable: bool = False
 
 
 @dataclass(frozen=True)
 class LayerSeconds:
-    """One round's seconds per call of a layer's models."""
+    """One round's seconds per call of a layer's models (`foldable` as in `LayerCalls`)."""
 
     gemm: float
     quantise: float | None = None
     activation: float | None = None
+    foldable: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,11 @@ def split(latency: float, floor: float, layers: Sequence[LayerSeconds]) -> Split
     quantise = sum(layer.quantise - floor for layer in layers if layer.quantise is not None)
     gemm = sum(layer.gemm - (layer.quantise if layer.quantise is not None else floor) for layer in layers)
     activation = sum(layer.activation - layer.gemm for layer in layers if layer.activation is not None)
-    return Split(latency, floor, quantise, gemm, activation, latency - floor - quantise - gemm - activation,
-                 floor + sum(max(layer.gemm - floor, 0.0) for layer in layers))  # no GEMM takes less than nothing
+    bound = floor + sum(max(layer.gemm - (layer.quantise if layer.quantise is not None else floor), 0.0)
+                        + (max(layer.quantise - floor, 0.0) if layer.quantise is not None and not layer.foldable
+                           else 0.0)
+                        for layer in layers)  # no part takes less than nothing
+    return Split(latency, floor, quantise, gemm, activation, latency - floor - quantise - gemm - activation, bound)
 
 
 @dataclass(frozen=True)
@@ -126,7 +135,8 @@ def measure_bound(deployment: Call, floor: Call, layers: Sequence[LayerCalls], r
         seconds = iter(series[i] for series in times)
         floor_s = next(seconds)
         measured = [LayerSeconds(quantise=next(seconds) if layer.quantise is not None else None, gemm=next(seconds),
-                                 activation=next(seconds) if layer.activation is not None else None)
+                                 activation=next(seconds) if layer.activation is not None else None,
+                                 foldable=layer.foldable)
                     for layer in layers]
         per_round.append((split((anchors[i] + anchors[i + 1]) / 2.0, floor_s, measured), measured))
     splits = [s for s, _ in per_round]
@@ -180,7 +190,7 @@ def deployment_bound(backend: Any, source: Path | None, batch: int, threads: int
                 x = sample_input(batch, layer.in_features)
                 calls = {kind: backend.load(path, threads, config).prepare(x) for kind, path in layer.files.items()}
                 layers.append(LayerCalls(layer.shape(batch), calls["gemm"], calls.get("quantise"),
-                                         calls.get("activation")))
+                                         calls.get("activation"), layer.foldable))
         except UserError as exc:  # a cut the backend refuses: the deployment's own figures still stand
             return {"reason": f"{backend.name} cannot run a one-layer model of {source.name}: {exc}"}
         method = (f"{len(layers)} one-layer models cut from {source.name} and an empty model, on {backend.name} with "

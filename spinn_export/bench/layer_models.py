@@ -34,7 +34,9 @@ KINDS = ("quantise", "gemm", "activation")
 @dataclass(frozen=True)
 class Layer:
     """One GEMM of the deployment: its operator, shape (K inputs, N outputs; N None where not inferred), the
-    activation after it, and its one-layer model files by kind (`KINDS`; `quantise` only where it has a prologue)."""
+    activation after it, its one-layer model files by kind (`KINDS`; `quantise` only where it has a prologue), and
+    `foldable`: its quantiser is static (constant scales, no DynamicQuantizeLinear) and quantises what an earlier node
+    computed, so a runtime may run it as the epilogue of the kernel before it (`bench.bound` does not count it)."""
 
     index: int
     operator: str
@@ -42,6 +44,7 @@ class Layer:
     out_features: int | None
     activation: str | None
     files: dict[str, Path] = field(default_factory=dict)
+    foldable: bool = False
 
     def shape(self, batch: int) -> str:
         return f"{batch}x{self.in_features}x{self.out_features if self.out_features is not None else '?'}"
@@ -115,6 +118,13 @@ def _prologue_start(graph: _Graph, gemm: Any) -> str:
     return name
 
 
+def _foldable(graph: _Graph, gemm: Any, start: str) -> bool:
+    """Whether the quantiser between `start` and the GEMM is static and `start` is computed inside the graph."""
+    prologue = graph.closure([gemm.input[0]], start) or []
+    return (start not in graph.inputs and bool(prologue)
+            and all(node.op_type != "DynamicQuantizeLinear" for node in prologue))
+
+
 def _epilogue_end(graph: _Graph, gemm: Any, start: str) -> str:
     """The last tensor of the GEMM's epilogue: forward through bias, scales, casts and output Q/DQ while each step is
     the only reader and needs nothing from outside the layer."""
@@ -178,7 +188,8 @@ def layer_models(source: Path, directory: Path) -> Cut:
             out = graph.dims(end)
             layers.append(Layer(index, gemm.op_type, int(dims[-1]),  # type: ignore[arg-type]
                                 out[-1] if out and isinstance(out[-1], int) else None,
-                                after.op_type if "activation" in files else None, files))
+                                after.op_type if "activation" in files else None, files,
+                                "quantise" in files and _foldable(graph, gemm, start)))
     return Cut(tuple(layers), tuple(left_out), *_floor_model(graph, directory / f"{source.stem}.floor.onnx"))
 
 

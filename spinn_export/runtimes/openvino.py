@@ -114,11 +114,13 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
 
 
 def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, streams: int = 1,
-                 rewrite_tanh: bool = True, profiling: bool = False) -> Compiled:
+                 rewrite_tanh: bool = True, profiling: bool = False, batch: int | None = None) -> Compiled:
     """Compile an ONNX file for the CPU with every setting explicit: INFERENCE_PRECISION_HINT (`hint`, or what the
     file declares; f32 must be asked for, or AMX CPUs compute float32 models in bf16), NUM_STREAMS,
     INFERENCE_NUM_THREADS (0: OpenVINO's choice), the LATENCY performance hint, and `rewrite_tanh`
-    (`tanh_as_sigmoid`; False keeps OpenVINO's Tanh), and `profiling` (PERF_COUNT, for `time_by_operator` only).
+    (`tanh_as_sigmoid`; False keeps OpenVINO's Tanh), `profiling` (PERF_COUNT, for `time_by_operator` only), and
+    `batch`: the first input's rows fixed before compiling (None keeps the file's dynamic batch). A static shape lets
+    the plugin choose its kernels and memory once instead of on each call's shape.
 
     Raises UserError if the file is unreadable, or if OpenVINO would compute in another precision than asked
     (bf16 requested on a CPU without it compiles silently to f32).
@@ -136,6 +138,10 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
         raise UserError(f"{path} is not a readable ONNX file ({type(exc).__name__}: {first_line(exc)}); it may be "
                         "truncated or corrupt: re-run `spinn-export export`") from None
     rewritten = rewrite_tanh and tanh_as_sigmoid(model) > 0
+    if batch is not None:
+        shape = model.inputs[0].get_partial_shape()
+        shape[0] = batch
+        model.reshape({model.inputs[0]: shape})
     requested = hint or HINTS[declared_precision(model)]
     settings = {hints.inference_precision: requested, hints.performance_mode: hints.PerformanceMode.LATENCY,
                 ov_streams.num: streams, props.inference_num_threads: threads, props.enable_profiling: profiling}

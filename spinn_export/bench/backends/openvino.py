@@ -14,7 +14,9 @@ BF16 (OPTIMIZATION_CAPABILITIES), asked once when the plug-in loads, so that bf1
 on other CPUs (the description in `spinn-export backends --json` says why).
 
 Each `prepare` gets its own infer request with its input written once, so the timed call is `infer()` alone,
-and prepared calls of several batch sizes (the paired measurement keeps them all) stay independent.
+and prepared calls of several batch sizes (the paired measurement keeps them all) stay independent. With
+`static_batch` (the default) `prepare` times the file compiled for that batch alone, as `benchmark_app` and a
+deployment of a fixed batch would, after checking that it computes what the verified dynamic-batch model does.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from spinn_export.runtimes.profile import TimeByOperator
 
 NAME = "openvino-cpu"
 PRECISION_HINTS = ("auto", "f32", "bf16")
+STATIC_BATCH_DIFFERING = 1e-3  # the share of outputs a batch-compiled model may round otherwise (`_static`)
 
 
 @dataclass(frozen=True)
@@ -43,12 +46,14 @@ class OpenVinoConfig(BackendConfig):
     check, by design. `streams`:
     NUM_STREAMS (1 for latency). `threads`: INFERENCE_NUM_THREADS; 0 is the suite's --threads. `tanh`: "sigmoid"
     computes tanh layers as 2 sigmoid(2x) - 1 (the same function; OpenVINO's own Tanh cost more than the matrix
-    product before it on an AVX2 CPU, `runtimes.openvino.tanh_as_sigmoid`), "native" keeps OpenVINO's Tanh."""
+    product before it on an AVX2 CPU, `runtimes.openvino.tanh_as_sigmoid`), "native" keeps OpenVINO's Tanh.
+    `static_batch`: time the model compiled for the prepared batch (see the module's docstring)."""
 
     precision_hint: str = "auto"
     streams: int = 1
     threads: int = 0
     tanh: str = "sigmoid"
+    static_batch: bool = True
 
     def __post_init__(self) -> None:
         if self.precision_hint not in PRECISION_HINTS:
@@ -62,9 +67,11 @@ class OpenVinoConfig(BackendConfig):
 
 
 class OpenVinoRunner(Runner):
-    def __init__(self, compiled: Compiled, compile_profiled: Callable[[], Compiled] | None = None):
+    def __init__(self, compiled: Compiled, compile_profiled: Callable[[], Compiled] | None = None,
+                 compile_for_batch: Callable[[int], Compiled] | None = None):
         self.compiled, self.backend, self.device = compiled, NAME, "cpu"
         self.compile_profiled = compile_profiled  # the same model and settings, PERF_COUNT on
+        self.compile_for_batch = compile_for_batch  # the same model and settings, its batch fixed
         self.provider, self.threads, self.device_name = compiled.label, compiled.threads, cpu_model()
         self.predict = openvino_runtime.predict(compiled)
 
@@ -73,7 +80,8 @@ class OpenVinoRunner(Runner):
         ours: the CPU plugin adopts such memory into the graph its requests share, and once the request (and the
         tensor) is freed a later inference of another request uses freed memory (a crash, found measuring peak
         memory, which frees each batch's call before the next)."""
-        request = self.compiled.model.create_infer_request()
+        compiled = self.compiled if self.compile_for_batch is None else self._static(x)
+        request = compiled.model.create_infer_request()
         tensor = request.get_input_tensor()
         tensor.shape = list(x.shape)
         tensor.data[:] = x
@@ -83,6 +91,22 @@ class OpenVinoRunner(Runner):
             request.infer(share_outputs=True)  # outputs stay in the request's buffers: nothing is copied out
 
         return call
+
+    def _static(self, x: np.ndarray) -> Compiled:
+        """The model compiled for `x`'s batch, refused unless it computes on `x` what the verified model does: every
+        output equal to float32 rounding but at most 0.1 % of them (an int8 quantiser's rounding tie may fall the
+        other way under another kernel blocking: 2 of 16,384 outputs on the reference int8 model at batch 8192)."""
+        assert self.compile_for_batch is not None
+        static = self.compile_for_batch(len(x))
+        expected, got = self.predict(x), openvino_runtime.predict(static)(x)
+        scale = float(np.abs(expected).max()) or 1.0
+        differing = ~np.isclose(got, expected, rtol=1e-4, atol=1e-5 * scale)
+        if differing.mean() > STATIC_BATCH_DIFFERING:
+            worst = float(np.abs(got - expected).max())
+            raise UserError(f"{NAME}: the model compiled for batch {len(x)} differs from the verified one in "
+                            f"{differing.mean():.2%} of its outputs (by up to {worst:.3g}); benchmark it with "
+                            "static_batch=false")
+        return static
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         return self.predict(x)
@@ -97,7 +121,8 @@ def _load(source: Source, threads: int, config: OpenVinoConfig) -> OpenVinoRunne
     path = require_path(source, NAME, "ONNX")
     hint = None if config.precision_hint == "auto" else config.precision_hint
     settings = (path, hint, config.threads or threads, config.streams, config.tanh == "sigmoid")
-    return OpenVinoRunner(compile_onnx(*settings), lambda: compile_onnx(*settings, profiling=True))
+    return OpenVinoRunner(compile_onnx(*settings), lambda: compile_onnx(*settings, profiling=True),
+                          (lambda batch: compile_onnx(*settings, batch=batch)) if config.static_batch else None)
 
 
 def _precisions() -> tuple[tuple[str, ...], str]:

@@ -1,9 +1,10 @@
-"""Cross-check: the suite's ort-cpu timing against an independent `timeit` of `session.run`.
+"""Cross-check: the suite's ort-cpu timing against an independent `timeit` of the same call.
 
 The suite's figure is pytest-benchmark's median of single calls of the runner's prepared call, as
 test_latency times it (rounds of one call each).
-The independent figure is `timeit` calling `session.run` on the same session and input array, one
-call per sample, so both are medians of single calls. The two interleave, one timeit call before
+The independent figure is `timeit` calling that same prepared call (`run_with_iobinding` on the session, its input
+and output bound once), one call per sample, so both are medians of single calls of one piece of work and only the
+timers differ. The two interleave, one timeit call before
 each pytest-benchmark round (pedantic `setup`, which is not timed): two measurements taken one after
 the other on a shared machine can differ by more than the error sought (docs/MEASURED.md), which would hide a
 harness error or invent one. A harness that adds work (a copy per call, fixture overhead, a wrong timer) moves the
@@ -20,7 +21,6 @@ import statistics
 import timeit
 from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from spinn_export.bench.backends import get_backend, sample_input
@@ -43,8 +43,7 @@ def test_ort_cpu_agrees_with_timeit(benchmark, spinn_timeit_case: tuple[str, int
     runner = runner_for(spinn_session, backend, ref)
     x = sample_input(batch, ref.in_features)
     call = runner.prepare(x)  # the suite's call, exactly as test_latency times it
-    feeds = {runner.input_name: np.ascontiguousarray(x)}
-    timer = timeit.Timer(lambda: runner.session.run(None, feeds))
+    timer = timeit.Timer(call)
     warm_up(call)
     per_call = min(time_block(call, 1) for _ in range(3))
     rounds = rounds_within_budget(request.config, per_call, MIN_ROUNDS)  # as pytest-benchmark's own budget gives
