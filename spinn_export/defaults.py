@@ -16,6 +16,9 @@ QUICK_VARIANTS = ("dense", "structured")
 
 LATENCY_BACKEND = HEADLINE_BACKEND  # where --target-latency and --round-to auto measure
 LATENCY_BATCH = 4096  # as compute-bound as 8192 for the reference's GEMMs, at half the measuring time
+# How a latency table's probes are timed (bench.measurer); prune's table cache is keyed on them too.
+PROBE_ANCHOR = (256, 256)  # what every probe is timed against: mid-sized, so its ratio to any probe is well measured
+PROBE_ROUNDS = 9  # per chunk; each probe's CI comes with it, and a noisier machine shows as wider intervals
 
 # Backends the main job leaves out because, at the reference's sizes, they repeat another one's figures (measured
 # beside it: docs/MEASURED.md); `spinn-export bench` still runs them by default, and by name.

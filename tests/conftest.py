@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -45,6 +46,19 @@ def run_bench(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """The project's benchmark suite (bench/) in a fresh interpreter, as from the checkout, quietly."""
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
                           capture_output=True, text=True, cwd=cwd, timeout=600, check=False)
+
+
+PLUGINS = Path(__file__).parent / "plugins"  # test plug-ins, as other packages would ship them
+
+
+def plugin_environment(site: Path, name: str, entry_points: str) -> dict[str, str]:
+    """A fresh interpreter's environment in which a temporary dist-info `name` (its `entry_points.txt` given) and
+    tests/plugins/ are on the path: plug-ins registered as a third-party package would, with no edit to spinn-export."""
+    dist = site / f"{name}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(entry_points)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(PLUGINS), os.environ.get("PYTHONPATH", "")])}
 
 
 def assert_clean_error(result: CliResult, *needles: str) -> None:

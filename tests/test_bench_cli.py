@@ -3,26 +3,18 @@ entry points, and every user mistake one line with nothing written."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Pipeline, assert_clean_error, run_bench, run_cli
-
-TOY_MODULE = Path(__file__).parent / "plugins"
+from .conftest import REPO, Pipeline, assert_clean_error, plugin_environment, run_bench, run_cli
 
 
 def _toy_environment(tmp_path: Path) -> dict[str, str]:
     """A temporary dist-info on the path registers the toy backends (and one broken entry) with no edit here."""
-    dist = tmp_path / "site" / "toy_backend-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-backend\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[spinn_export.backends]\ntoy-cpu = toy_backend:TOY\n"
-                                           "wrong-cpu = toy_backend:WRONG\nbroken-cpu = toy_backend_missing:NOTHING\n")
-    path = os.pathsep.join([str(tmp_path / "site"), str(TOY_MODULE), os.environ.get("PYTHONPATH", "")])
-    return {**os.environ, "PYTHONPATH": path}
+    return plugin_environment(tmp_path / "site", "toy_backend", "[spinn_export.backends]\ntoy-cpu = toy_backend:TOY\n"
+                              "wrong-cpu = toy_backend:WRONG\nbroken-cpu = toy_backend_missing:NOTHING\n")
 
 
 def test_bench_from_another_folder_writes_json_with_paired_speedups(pipeline: Pipeline, tmp_path: Path) -> None:

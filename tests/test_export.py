@@ -194,7 +194,7 @@ def _structured(tmp_path: Path) -> tuple:
 def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
     checkpoint, path = _structured(tmp_path)
 
-    def wrong_weights(network, target, opset):  # a real ONNX file of a slightly different model
+    def wrong_weights(network, target, opset, calibration):  # a real ONNX file of a slightly different model
         broken = network.with_module(copy.deepcopy(network.module))
         with torch.no_grad():
             linear_layers(broken.module)[0].bias.add_(1e-3)
@@ -211,8 +211,8 @@ def test_parity_failure_leaves_no_file_under_its_final_name(tmp_path):
 def test_an_unpruned_export_of_a_pruned_checkpoint_is_caught(tmp_path):
     checkpoint, path = _structured(tmp_path)
     fmt = dataclasses.replace(
-        get_format("torchscript"), write=lambda network, target, opset: get_format("torchscript").write(
-            mlp_network(DENSE), target, opset))
+        get_format("torchscript"), write=lambda network, target, opset, calibration: get_format("torchscript").write(
+            mlp_network(DENSE), target, opset, calibration))
     with pytest.raises(UserError, match="weight shapes"):
         export_one(checkpoint, "s", fmt, tmp_path / "out", 18, path)
     assert list((tmp_path / "out").iterdir()) == []
@@ -223,7 +223,7 @@ def test_an_unpruned_export_of_a_pruned_checkpoint_is_caught(tmp_path):
 def test_a_crash_or_interrupt_mid_write_leaves_nothing(tmp_path, failure, message):
     checkpoint, path = _structured(tmp_path)
 
-    def half_then_fail(network, target, opset):
+    def half_then_fail(network, target, opset, calibration):
         target.write_bytes(b"PK\x03\x04 half an archive")
         raise failure
 

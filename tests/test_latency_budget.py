@@ -8,6 +8,7 @@ import torch
 
 from spinn_export.bench.measurer import BackendMeasurer
 from spinn_export.cli import main
+from spinn_export.defaults import PROBE_ANCHOR
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import architecture_of, mlp_network
@@ -15,7 +16,6 @@ from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.budget import plan_widths
 from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import (
-    ANCHOR,
     AUTO,
     TOLERANCE,
     Cost,
@@ -57,7 +57,7 @@ class FakeMeasurer:
 
     def costs(self, shapes, out_features, activation):
         self.measured.append(list(shapes))
-        anchor = layer_cost(*ANCHOR, self.tile)
+        anchor = layer_cost(*PROBE_ANCHOR, self.tile)
         return {s: Cost(layer_cost(*s, self.tile) / anchor, 0.99 * layer_cost(*s, self.tile) / anchor,
                         1.01 * layer_cost(*s, self.tile) / anchor, 1e-6 * layer_cost(*s, self.tile)) for s in shapes}
 

@@ -20,26 +20,21 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from spinn_export.defaults import PROBE_ANCHOR, PROBE_ROUNDS
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import mlp_network
 from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
-from spinn_export.prune.latency import (
-    ANCHOR,
-    BLOCK_SECONDS,
-    CHECK_CYCLES,
-    CHECK_PROCESSES,
-    ROUNDS,
-    SEED,
-    Cost,
-    Ratio,
-    Shape,
-)
+from spinn_export.prune.latency import Cost, Ratio, Shape
 
 if TYPE_CHECKING:
     from spinn_export.bench.backends import Backend
     from spinn_export.bench.variants import ModelRef
+
+BLOCK_SECONDS = 0.01  # a probe's block is at least this long (small probes run several calls per block)
+CHECK_PROCESSES, CHECK_CYCLES = 2, 8  # a check only steers the goal; the final measurement uses PairedConfig()
+SEED = 0  # probes' random weights: latency does not depend on the values, and seeded files make a plan repeatable
 
 
 def require_backend(name: str) -> Backend:
@@ -69,7 +64,7 @@ _ANCHORS: dict[tuple[str, Path, int], tuple[Any, Callable[[], object]]] = {}  # 
 
 def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], batch: int,
                  threads: int) -> tuple[list[float], list[list[float]]]:
-    """In the worker: open every probe (parity-checked), then ROUNDS rounds of each probe's block between the
+    """In the worker: open every probe (parity-checked), then PROBE_ROUNDS rounds of each probe's block between the
     anchor's (`bench.paired.interleaved_blocks`); blocks are sized by `bench.timing.calibrate`, whose calls, after
     the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
     life (one plan), as it is in every chunk."""
@@ -91,7 +86,7 @@ def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], b
         calls = [anchor_call, *(runner.prepare(sample_input(batch, ref.in_features))
                                 for runner, ref in zip(runners, probes))]
         counts = [calibrate(call, BLOCK_SECONDS) for call in calls]
-        return interleaved_blocks(calls[0], calls[1:], ROUNDS, counts)
+        return interleaved_blocks(calls[0], calls[1:], PROBE_ROUNDS, counts)
 
 
 class BackendMeasurer:
@@ -189,7 +184,7 @@ class BackendMeasurer:
 
     def _anchor(self, out_features: int, activation: str) -> ModelRef:
         if (out_features, activation) not in self._anchors:
-            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
+            spec = MLPSpec(PROBE_ANCHOR[0], (PROBE_ANCHOR[1],), out_features, activation)
             self._anchors[(out_features, activation)] = self._probe(f"anchor-{out_features}-{activation}", spec)
         return self._anchors[(out_features, activation)]
 
@@ -216,7 +211,7 @@ class BackendMeasurer:
         if self.format is not None:
             artifact = directory / self.format.filename(name)
             if data is None:
-                self.format.write(network, artifact, DEFAULT_OPSET)  # type: ignore[call-arg]
+                self.format.write(network, artifact, DEFAULT_OPSET, None)
             else:
                 artifact.write_bytes(data)
             files.append((self.format.runtime_format, artifact.name))
@@ -247,7 +242,7 @@ class BackendMeasurer:
         from spinn_export.export.formats import DEFAULT_OPSET
 
         if (out_features, activation) not in self._templates:
-            spec = MLPSpec(ANCHOR[0], (ANCHOR[1],), out_features, activation)
+            spec = MLPSpec(PROBE_ANCHOR[0], (PROBE_ANCHOR[1],), out_features, activation)
             path = self._dir() / f"template-{out_features}-{activation}{self.format.extension}"  # type: ignore[union-attr]
             self.format.write(random_network(spec), path, DEFAULT_OPSET)  # type: ignore[union-attr, call-arg]
             self._templates[(out_features, activation)] = path.read_bytes()

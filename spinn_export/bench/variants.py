@@ -2,7 +2,7 @@
 stored), and the `ModelRef` that says where its files are and what it costs.
 
 A manifest model becomes one variant per precision it was exported at (dense, structured,
-magnitude-masked; `<...>-bf16`, `<...>-int8`, `<...>-int8-static`: `export.formats.PRECISIONS`), plus
+magnitude-masked; `<...>-<precision>` for every precision the formats declare: `export.formats.precisions`), plus
 magnitude-csr (the magnitude weights as torch sparse CSR, on backends that run sparse modules). Every
 precision is a file in the manifest, bf16 included (`export.formats.onnx_bf16` says why), so a variant is
 always its files. Variant names are derived here and parsed back here, nowhere else. This module imports
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from spinn_export.errors import UserError
-from spinn_export.export.formats import PRECISIONS, ceiling_precision
+from spinn_export.export.formats import precisions
 from spinn_export.hardware import FP32
 from spinn_export.model.spec import ROLES
 
@@ -44,8 +44,9 @@ class Variant:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise UserError(f"unknown model role {self.role!r}: expected one of {', '.join(ROLES)}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"unknown precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.precision not in (known := precisions()):
+            raise UserError(f"unknown precision {self.precision!r}: expected one of {', '.join(known)} (the installed "
+                            "formats' precisions)")
         if self.sparse and (self.role != "magnitude" or self.precision != FP32):
             raise UserError("only fp32 magnitude-pruned weights run as sparse CSR")
 
@@ -70,7 +71,7 @@ class Variant:
 
     def unsupported_reason(self, backend: Backend) -> str | None:
         """Why `backend` can never run this variant, whatever files exist: its precision, or sparse CSR."""
-        if not {self.precision, ceiling_precision(self.precision)} & set(backend.precisions):
+        if not backend.runs(self.precision):
             return f"{backend.name} runs {'/'.join(backend.precisions)} models, not {self.precision} ({self.name})"
         if self.sparse and not backend.sparse:
             return f"{self.name} runs only where torch sparse CSR runs (eager backends)"

@@ -20,6 +20,7 @@ from torch import nn
 
 from spinn_export.errors import UserError, first_line
 from spinn_export.export.formats import Shape
+from spinn_export.hardware import FP32
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.network import Network
 from spinn_export.task.data import Dataset, builtin_dataset
@@ -58,7 +59,7 @@ def tolerance_for(precision: str, recorded_max_abs_error: float | None = None) -
     tolerance when it is exported, its first run at that precision (None: its error is measured and
     recorded); every later run of it must stay within twice that recorded error on the same inputs.
     """
-    if precision == "fp32":
+    if precision == FP32:
         return FLOAT32
     if recorded_max_abs_error is None:
         return None

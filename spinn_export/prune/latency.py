@@ -43,6 +43,7 @@ from typing import Any, Protocol
 
 import torch
 
+from spinn_export.defaults import PROBE_ANCHOR, PROBE_ROUNDS
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
 from spinn_export.model.architecture import Architecture
@@ -57,15 +58,10 @@ AUTO_MULTIPLES = (8, 16, 32)  # --round-to auto picks among these; 32, the usual
 PROBE_ACTIVATION = "tanh"  # a probe's activation where the network has none of the usual ones
 AUTO_AGREEMENT = 0.75  # the share of in-between widths that must be cheaper than the coarser multiple above them
 WINDOW = 64  # --round-to auto reads each layer's costs this far either side of a first plan
-ANCHOR = (256, 256)  # the probe every other is timed against: mid-sized, so its ratio to any probe is well measured
-ROUNDS = 9  # per chunk; each probe's CI comes with it, and a noisier machine shows as wider intervals
-BLOCK_SECONDS = 0.01  # a probe's block is at least this long (small probes run several calls per block)
 CHUNK = 24  # probes open at once in the worker (each holds its weights and activation arena)
 CHECKS = 3  # end-to-end checks per plan (each 10-20 s at the reference's size on 2 shared cores)
-CHECK_PROCESSES, CHECK_CYCLES = 2, 8  # a check only steers the goal; the final measurement uses PairedConfig()
 TOLERANCE = 0.05  # a checked ratio within 5 % of the target ends the checks
 MAX_GOAL = 0.999  # the solver's goal stays a fraction strictly below 1
-SEED = 0
 SCHEMA = 1
 CACHE_ENV = "SPINN_EXPORT_CACHE"
 
@@ -177,7 +173,8 @@ class LatencyLookup:
         self.measurer, self.spec = measurer, spec
         self.activation = spec.activation or PROBE_ACTIVATION
         self.key = {"schema": SCHEMA, **measurer.key(), "out_features": spec.out_features,
-                    "activation": self.activation, "anchor": list(ANCHOR), "rounds": ROUNDS}
+                    "activation": self.activation, "anchor": list(PROBE_ANCHOR),
+                    "rounds": PROBE_ROUNDS}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
         self.path = (directory or cache_dir()) / f"latency-{self.key['backend']}-batch{self.key['batch']}-{digest}.json"
         self.table = LatencyTable.load(self.path, self.key)

@@ -3,7 +3,8 @@ register themselves in the `spinn_export.backends` entry-point group (the projec
 third-party package adds a backend with an entry point and no edit here.
 
 A backend declares what it consumes (the runtime `format` it opens, the `precisions` it runs, its
-`device`), says whether it can run here (`unavailable_reason`), takes its own typed options
+`device`; `Backend.runs` adds the precisions that formats declare to run on those), says whether it can run here
+(`unavailable_reason`), takes its own typed options
 (`config`, validated on construction, in the manner of optimum-benchmark's per-backend configs) and
 loads a model into a `Runner`. Runners refuse to time anything that is not what their label says: a
 provider that fell back, or a compiled model that recompiled; parity against eager PyTorch is checked
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from spinn_export.errors import UserError
+from spinn_export.export.formats import ceiling_precision
+from spinn_export.hardware import FP32
 from spinn_export.plugins import discover
 
 if TYPE_CHECKING:
@@ -157,7 +160,7 @@ class Backend:
     format: str
     loader: Loader
     requirement: Callable[[], str | None] = lambda: None
-    precisions: tuple[str, ...] = ("fp32",)
+    precisions: tuple[str, ...] = (FP32,)
     sparse: bool = False
     slow: bool = False
     config: type[BackendConfig] = BackendConfig
@@ -167,6 +170,11 @@ class Backend:
     @property
     def family(self) -> str:
         return self.name.rsplit("-", 1)[0]
+
+    def runs(self, precision: str) -> bool:
+        """Whether this backend runs models of `precision`: named in `precisions`, or running on the kernels of one
+        that is (`Format.runs_as`: an int8 backend runs int8-static files)."""
+        return bool({precision, ceiling_precision(precision)} & set(self.precisions))
 
     def unavailable_reason(self) -> str | None:
         """None when this backend can run here, else one line saying why not."""
@@ -268,16 +276,33 @@ def torch_cpu_precisions() -> tuple[tuple[str, ...], str]:
     """What the PyTorch CPU backends run: float32, and bf16 (`torch-bf16` artifacts) where the CPU has it natively
     (elsewhere bf16 would be emulated through float32, slower than float32, so such pairs are not generated); and
     a note for the backend listing saying why not."""
-    from spinn_export.export.formats.torch_bf16 import native_torch_bf16_missing
+    from spinn_export.export.formats.torch_bf16 import TORCH_BF16, native_torch_bf16_missing
 
     missing = native_torch_bf16_missing()
-    return (("fp32",), f"; no bf16 here: {missing}") if missing else (("fp32", "bf16"), "")
+    return ((FP32,), f"; no bf16 here: {missing}") if missing else ((FP32, TORCH_BF16.precision), "")
 
 
 def require_path(source: Source, backend: str, what: str) -> Path:
     if not isinstance(source, Path):
         raise UserError(f"backend {backend} runs {what} files, not in-memory modules; export the model first")
     return source
+
+
+def torch_loader(family: str, engine: str, device: str, open_model: Callable[[Any, str], Callable[..., Any]],
+                 artifact: str | None = None) -> Loader:
+    """The loader every torch backend shares: the thread count fixed before the model is opened (torch's pool is
+    sized once), `open_model(source, device)` for the callable, and a `TorchRunner` named `<family>-<device>`.
+    `artifact` names the file kind it opens (an in-memory module is refused); None: it takes a module or checkpoint."""
+    name = f"{family}-{device}"
+
+    def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
+        from spinn_export.bench.timing import fix_threads
+
+        threads = fix_threads(threads)
+        opened = open_model(source if artifact is None else require_path(source, name, artifact), device)
+        return TorchRunner(opened, name, device, engine, threads)
+
+    return load
 
 
 class TorchRunner(Runner):

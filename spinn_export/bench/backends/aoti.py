@@ -5,18 +5,11 @@ artifact takes minutes to build, so it runs only when asked for by name.
 """
 from __future__ import annotations
 
-from spinn_export.bench.backends import Backend, BackendConfig, Source, TorchRunner, require_path
+from spinn_export.bench.backends import Backend, torch_loader
+from spinn_export.export.formats.aoti import load_aoti
 from spinn_export.runtimes import TORCH
 
-
-def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
-    from spinn_export.bench.timing import fix_threads
-    from spinn_export.export.formats.aoti import load_aoti
-
-    threads = fix_threads(threads)
-    runner = load_aoti(require_path(source, "aoti-cpu", "AOTInductor (.aoti.pt2)"))
-    return TorchRunner(runner, "aoti-cpu", "cpu", "aoti", threads)
-
-
-AOTI_CPU = Backend("aoti-cpu", "cpu", "aoti", load, slow=True, description="AOTInductor package (compiled C++)",
-                  runtime=TORCH)
+# The package was compiled for the CPU: the device is not the loader's to choose.
+_LOAD = torch_loader("aoti", "aoti", "cpu", lambda path, _device: load_aoti(path), "AOTInductor (.aoti.pt2)")
+AOTI_CPU = Backend("aoti-cpu", "cpu", "aoti", _LOAD,
+                   slow=True, description="AOTInductor package (compiled C++)", runtime=TORCH)

@@ -4,24 +4,17 @@ from __future__ import annotations
 from spinn_export.bench.backends import (
     CHECKPOINT_FORMAT,
     Backend,
-    BackendConfig,
-    Source,
-    TorchRunner,
+    Loader,
     as_module,
     cuda_unavailable_reason,
     torch_cpu_precisions,
+    torch_loader,
 )
 from spinn_export.runtimes import TORCH
 
 
-def _loader(device: str):  # type: ignore[no-untyped-def]
-    def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
-        from spinn_export.bench.timing import fix_threads
-
-        module = as_module(source).to(device)
-        return TorchRunner(module, f"eager-{device}", device, "eager", fix_threads(threads))
-
-    return load
+def _loader(device: str) -> Loader:
+    return torch_loader("eager", "eager", device, lambda source, on: as_module(source).to(on))
 
 
 _RUNS, _NOTE = torch_cpu_precisions()

@@ -1,27 +1,21 @@
 """torch.export: the exporter's `.pt2` program, run through its unlifted module."""
 from __future__ import annotations
 
-from spinn_export.bench.backends import (
-    Backend,
-    BackendConfig,
-    Source,
-    TorchRunner,
-    cuda_unavailable_reason,
-    require_path,
-)
+from pathlib import Path
+
+from torch import nn
+
+from spinn_export.bench.backends import Backend, Loader, cuda_unavailable_reason, torch_loader
+from spinn_export.export.formats.exported_program import load_exported_program
 from spinn_export.runtimes import TORCH
 
 
-def _loader(device: str):  # type: ignore[no-untyped-def]
-    def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
-        from spinn_export.bench.timing import fix_threads
-        from spinn_export.export.formats.exported_program import load_exported_program
+def _open(path: Path, device: str) -> nn.Module:
+    return load_exported_program(path).module().to(device)
 
-        program = load_exported_program(require_path(source, f"exported-program-{device}", "torch.export (.pt2)"))
-        module = program.module().to(device)
-        return TorchRunner(module, f"exported-program-{device}", device, "torch.export", fix_threads(threads))
 
-    return load
+def _loader(device: str) -> Loader:
+    return torch_loader("exported-program", "torch.export", device, _open, "torch.export (.pt2)")
 
 
 EXPORTED_PROGRAM_CPU = Backend("exported-program-cpu", "cpu", "exported-program", _loader("cpu"),

@@ -28,7 +28,9 @@ import numpy as np
 from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source, require_path
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
-from spinn_export.hardware import cpu_model
+from spinn_export.export.formats.onnx_bf16 import ONNX_BF16
+from spinn_export.export.formats.onnx_int8 import ONNX_INT8
+from spinn_export.hardware import FP32, cpu_model
 from spinn_export.runtimes import OPENVINO
 from spinn_export.runtimes import openvino as openvino_runtime
 from spinn_export.runtimes.openvino import TANH_FORMS, Compiled, compile_onnx, native_bf16_missing
@@ -130,8 +132,8 @@ def _precisions() -> tuple[tuple[str, ...], str]:
     missing openvino)."""
     bf16_missing = native_bf16_missing()
     if bf16_missing is None:
-        return ("fp32", "bf16", "int8"), ""
-    return ("fp32", "int8"), "" if openvino_runtime.missing() else f"; no bf16 here: {bf16_missing}"
+        return (FP32, ONNX_BF16.precision, ONNX_INT8.precision), ""
+    return (FP32, ONNX_INT8.precision), "" if openvino_runtime.missing() else f"; no bf16 here: {bf16_missing}"
 
 
 _RUNS, _NOTE = _precisions()

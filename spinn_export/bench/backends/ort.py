@@ -24,7 +24,8 @@ from spinn_export.bench.backends import (
 )
 from spinn_export.bench.timing import Call
 from spinn_export.errors import UserError
-from spinn_export.hardware import cpu_model, gpu_info
+from spinn_export.export.formats.onnx_int8 import ONNX_INT8
+from spinn_export.hardware import FP32, cpu_model, gpu_info
 from spinn_export.runtimes import ONNXRUNTIME
 from spinn_export.runtimes import onnxruntime as ort_runtime
 from spinn_export.runtimes.profile import TimeByOperator
@@ -129,10 +130,12 @@ def _loader(name: str, device: str):  # type: ignore[no-untyped-def]
     return load
 
 
-ORT_CPU = Backend("ort-cpu", "cpu", "onnx", _loader("ort-cpu", "cpu"), ort_runtime.missing, precisions=("fp32", "int8"),
+# ONNX Runtime runs float32 ONNX and every int8 form (MatMulInteger, and the QDQ forms that run as int8).
+_RUNS = (FP32, ONNX_INT8.precision)
+ORT_CPU = Backend("ort-cpu", "cpu", "onnx", _loader("ort-cpu", "cpu"), ort_runtime.missing, precisions=_RUNS,
                   config=OrtConfig, description="ONNX Runtime, CPU provider", runtime=ONNXRUNTIME)
 ORT_CUDA = Backend("ort-cuda", "cuda", "onnx", _loader("ort-cuda", "cuda"), ort_runtime.cuda_missing,
-                   precisions=("fp32", "int8"), config=OrtCudaConfig,
+                   precisions=_RUNS, config=OrtCudaConfig,
                    description="ONNX Runtime, CUDA provider with IOBinding", runtime=ONNXRUNTIME)
 ORT_OPTIMIZED_CPU = Backend("ort-optimized-cpu", "cpu", "onnx-optimized", _loader("ort-optimized-cpu", "cpu"),
                             ort_runtime.missing, config=OfflineOrtConfig,

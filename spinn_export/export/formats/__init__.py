@@ -6,9 +6,10 @@ this registry, so a new format is one module plus its entry point. Loaders are s
 benchmark backends, so every one turns a corrupt or truncated file into a one-line `UserError` and
 never unpickles by default.
 
-Precisions (`PRECISIONS`) are what an artifact computes in: `fp32` is held to float32 parity; the others (`bf16`,
-dynamic `int8`, calibrated `int8-static`, NNCF's accuracy-controlled `int8-nncf`) have their error against eager
-float32 recorded when they are exported, and later runs are held to it (`export.parity.tolerance_for`).
+A precision is what an artifact computes in, declared by its format (`Format.precision`, `Format.runs_as`): the set
+of precisions is whatever the discovered formats declare (`precisions()`), so a new one is a format module plus its
+entry point. `fp32` is held to float32 parity; the others have their error against eager float32 recorded when they
+are exported, and later runs are held to it (`export.parity.tolerance_for`).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from spinn_export.errors import UserError, require_file
+from spinn_export.hardware import FP32
 from spinn_export.plugins import discover
 from spinn_export.progress import quiet
 
@@ -31,12 +33,7 @@ if TYPE_CHECKING:
     from spinn_export.model.network import Network
 
 FORMAT_GROUP = "spinn_export.formats"
-PRECISIONS = ("fp32", "bf16", "int8", "int8-static", "int8-nncf")
-# A backend that runs int8 models runs every int8 ONNX form (dynamic: MatMulInteger; static, ONNX Runtime's or NNCF's:
-# QuantizeLinear/DequantizeLinear, ONNX's standard form), so a precision here also runs where `Backend.precisions`
-# names its value, and is measured against that precision's GEMM ceiling. A new precision: its format module, and
-# its name here (and in RUNS_AS when it runs on another precision's kernels).
-RUNS_AS = {"int8-static": "int8", "int8-nncf": "int8"}
+INTEGER_KERNELS = "int8"  # the precision whose GEMMs count operations, not floating-point ones (`rate_unit`)
 ALL_FORMATS = "all"  # --formats all: every format this machine can produce
 DEFAULT_OPSET = 18
 ARTIFACT_HINT = "check the path or re-run `spinn-export export`"
@@ -49,19 +46,49 @@ CONTROL_ROWS = 8192  # an accuracy control's held-out training rows: as many as 
 Shape = tuple[int, int]
 Predict = Callable[[np.ndarray], np.ndarray]
 Loaded = TypeVar("Loaded")
-Writer = Callable[["Network", Path, int], None]
-CalibratedWriter = Callable[["Network", Path, int, "Calibration"], "dict[str, Any] | None"]
+# One signature for every writer: (network, path, opset, calibration), where calibration is None unless the format is
+# `calibrated`. It returns what a quantiser did (the manifest's calibration record), or None.
+Writer = Callable[["Network", Path, int, "Calibration | None"], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A precision the discovered formats declare: its `name` and the precision whose kernels, and so whose GEMM
+    ceiling, it runs on (`runs_as`: its own name, or another's, as int8-static and int8-nncf run on int8's: a
+    backend that runs int8 runs every int8 ONNX form), with the formats that declare it."""
+
+    name: str
+    runs_as: str
+    formats: tuple[str, ...]
+
+    @property
+    def float32(self) -> bool:
+        return self.name == FP32
+
+
+def precisions() -> dict[str, Precision]:
+    """Every precision a discovered format declares (fp32 always: the checkpoint itself is float32), by name. Two
+    formats declaring one precision must agree on what it runs as."""
+    declared: dict[str, Precision] = {FP32: Precision(FP32, FP32, ())}
+    for fmt in formats().values():
+        known = declared.get(fmt.precision)
+        if known is not None and known.runs_as != fmt.kernels:
+            raise UserError(f"format {fmt.name} declares precision {fmt.precision} running as {fmt.kernels}, but "
+                            f"{', '.join(known.formats)} as {known.runs_as}: make the two plug-ins agree")
+        declared[fmt.precision] = Precision(fmt.precision, fmt.kernels, (*(known.formats if known else ()), fmt.name))
+    return declared
 
 
 def ceiling_precision(precision: str) -> str:
-    """The precision whose kernels, and so whose GEMM ceiling, a model of this precision runs on: its own, or
-    int8's for int8-static and int8-nncf."""
-    return RUNS_AS.get(precision, precision)
+    """The precision whose kernels, and so whose GEMM ceiling, a model of this precision runs on: its own, or what its
+    format declares it runs as (a precision no installed format declares runs as itself)."""
+    known = precisions().get(precision)
+    return known.runs_as if known else precision
 
 
 def rate_unit(precision: str) -> str:
     """Integer kernels do operations, not floating-point ones: their rate reads in GOP/s."""
-    return "GOP/s" if ceiling_precision(precision) == "int8" else "GFLOP/s"
+    return "GOP/s" if ceiling_precision(precision) == INTEGER_KERNELS else "GFLOP/s"
 
 
 @dataclass(frozen=True)
@@ -80,7 +107,10 @@ class Calibration:
 class Format:
     """One artifact format.
 
-    `precision`: one of PRECISIONS; "fp32" artifacts are held to float32 parity, others have their error recorded.
+    `precision`: what the artifact computes in (any name; `precisions()` is what the formats declare): "fp32"
+    artifacts are held to float32 parity, others have their error recorded. `runs_as`: the precision whose kernels
+    (and GEMM ceiling) it runs on, where not its own (int8-static runs as int8); a backend runs the file where its
+    `precisions` name either.
     `opened_as`: the format a benchmark backend opens this file as (int8 ONNX is opened as "onnx");
     None means its own name.
     `byte_stable`: re-running the same export command gives byte-identical files (checked in the tests).
@@ -88,18 +118,19 @@ class Format:
     with n counting earlier scripted modules in the process.  AOTInductor is not checked.
     `uses_opset`: the --opset option applies (ONNX formats).
     `available()`: None, or why this machine cannot produce the format.
-    `calibrated`: the writer takes a fifth argument, a `Calibration` (float32 rows of the training data, and
-    held-out rows for accuracy control), because a static quantiser fixes its activation ranges from data; the
-    exporter supplies it. Such a writer may return what its quantiser did, for the manifest's calibration record.
+    `calibrated`: the writer's `calibration` argument is a `Calibration` (float32 rows of the training data, and
+    held-out rows for accuracy control), never None, because a static quantiser fixes its activation ranges from
+    data; the exporter supplies it. Such a writer may return what its quantiser did, for the manifest's record.
     """
 
     name: str
     extension: str
-    write: Writer | CalibratedWriter
+    write: Writer
     load: Callable[[Path], Predict]
     weight_shapes: Callable[[Path], list[Shape]]
     description: str
-    precision: str = "fp32"
+    precision: str = FP32
+    runs_as: str | None = None
     opened_as: str | None = None
     default: bool = True
     byte_stable: bool = True
@@ -107,13 +138,14 @@ class Format:
     available: Callable[[], str | None] = lambda: None
     calibrated: bool = False
 
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"format {self.name}: precision {self.precision!r} is not one of {PRECISIONS}")
-
     @property
     def float32(self) -> bool:
-        return self.precision == "fp32"
+        return self.precision == FP32
+
+    @property
+    def kernels(self) -> str:
+        """The precision whose kernels this artifact runs on (`runs_as`, else its own)."""
+        return self.runs_as or self.precision
 
     @property
     def runtime_format(self) -> str:
@@ -318,10 +350,7 @@ def write_artifact(fmt: Format, network: Network, path: Path, opset: int, label:
     try:
         network.module.eval()
         with torch.no_grad():
-            if fmt.calibrated:
-                return fmt.write(network, path, opset, calibration)  # type: ignore[call-arg]
-            fmt.write(network, path, opset)  # type: ignore[call-arg]
-            return None
+            return fmt.write(network, path, opset, calibration if fmt.calibrated else None)
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # exporters fail in many ways; each is reported, none is hidden

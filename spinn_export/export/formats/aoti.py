@@ -12,6 +12,7 @@ import torch
 from spinn_export.errors import require_file
 from spinn_export.export.formats import (
     ARTIFACT_HINT,
+    Calibration,
     Format,
     Predict,
     Shape,
@@ -25,7 +26,7 @@ from spinn_export.export.formats.exported_program import exported
 from spinn_export.model.network import Network
 
 
-def write_aoti(network: Network, path: Path, opset: int) -> None:
+def write_aoti(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     program = exported(network)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / "model.pt2"

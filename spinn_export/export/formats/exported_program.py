@@ -10,6 +10,7 @@ import torch
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import (
+    Calibration,
     Format,
     Predict,
     Shape,
@@ -28,7 +29,7 @@ def exported(network: Network) -> torch.export.ExportedProgram:
         return torch.export.export(network.module.eval(), (example_input(network),), dynamic_shapes=(dynamic_batch(),))
 
 
-def write_exported_program(network: Network, path: Path, opset: int) -> None:
+def write_exported_program(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     program = exported(network)
     buffer = io.BytesIO()
     with quiet():

@@ -18,6 +18,7 @@ from spinn_export.export.formats import (
     ARTIFACT_HINT,
     INPUT_NAME,
     OUTPUT_NAME,
+    Calibration,
     Format,
     Predict,
     Shape,
@@ -82,7 +83,7 @@ def check_onnx(path: Path) -> None:
         raise RuntimeError(f"initializers {external[:3]} live in an external-data side file")
 
 
-def write_onnx(network: Network, path: Path, opset: int) -> None:
+def write_onnx(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     path.write_bytes(onnx_bytes(network, opset))
     check_onnx(path)
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from spinn_export.export.formats import Format
+from spinn_export.export.formats import Calibration, Format
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_weight_shapes
 from spinn_export.runtimes import openvino as openvino_runtime
 
 if TYPE_CHECKING:
     from spinn_export.model.network import Network
 
-def write_onnx_bf16(network: Network, path: Path, opset: int) -> None:
+def write_onnx_bf16(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     """The float32 ONNX export, byte for byte in its graph, with MARKER = "bf16" in its metadata."""
     import onnx
 

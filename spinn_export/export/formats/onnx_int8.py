@@ -12,12 +12,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from spinn_export.export.formats import Format, quiet
+from spinn_export.export.formats import Calibration, Format, quiet
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
 from spinn_export.model.network import Network
 
 
-def write_onnx_int8(network: Network, path: Path, opset: int) -> None:
+def write_onnx_int8(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     """Dynamic int8 weight quantisation with 7-bit weights (see the module docstring); `quant_pre_process` first
     (shape inference fails on dynamo Gemms without it)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

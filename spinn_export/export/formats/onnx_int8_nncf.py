@@ -108,7 +108,7 @@ def quantise(model: Any, calibration: Calibration) -> tuple[Any, dict[str, Any]]
 
 
 def write_onnx_int8_nncf(network: Network, path: Path, opset: int,
-                         calibration: Calibration) -> dict[str, Any]:
+                         calibration: Calibration | None) -> dict[str, Any]:
     import onnx
 
     with quiet():
@@ -123,5 +123,5 @@ ONNX_INT8_NNCF = Format("onnx-int8-nncf", ".int8-nncf.onnx", write_onnx_int8_nnc
                         onnx_weight_shapes,
                         "OpenVINO-native int8: NNCF quantisation calibrated on the training inputs, its accuracy "
                         "control held to --max-r2-drop (error and accuracy recorded)", precision="int8-nncf",
-                        opened_as="onnx", default=False, uses_opset=True, calibrated=True,
+                        runs_as="int8", opened_as="onnx", default=False, uses_opset=True, calibrated=True,
                         available=nncf_runtime.missing)

@@ -44,7 +44,7 @@ def _reader(rows: np.ndarray):  # type: ignore[no-untyped-def]
 
 
 def write_onnx_int8_static(network: Network, path: Path, opset: int,
-                           calibration: Calibration) -> None:
+                           calibration: Calibration | None) -> None:
     """`quant_pre_process` first (shape inference fails on dynamo Gemms without it), then QDQ quantisation
     calibrated on `calibration.rows` (checked by `formats.calibration_inputs`)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -66,5 +66,5 @@ def write_onnx_int8_static(network: Network, path: Path, opset: int,
 ONNX_INT8_STATIC = Format("onnx-int8-static", ".int8-static.onnx", write_onnx_int8_static, onnx_predict,
                           onnx_weight_shapes,
                           "statically int8-quantised ONNX (QDQ, calibrated on the training inputs; error and "
-                          "accuracy recorded)", precision="int8-static", opened_as="onnx", default=False,
-                          uses_opset=True, calibrated=True)
+                          "accuracy recorded)", precision="int8-static", runs_as="int8", opened_as="onnx",
+                          default=False, uses_opset=True, calibrated=True)

@@ -8,12 +8,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from spinn_export.export.formats import Format
+from spinn_export.export.formats import Calibration, Format
 from spinn_export.export.formats.onnx import check_onnx, onnx_bytes, onnx_predict, onnx_weight_shapes
 from spinn_export.model.network import Network
 
 
-def write_onnx_optimized(network: Network, path: Path, opset: int) -> None:
+def write_onnx_optimized(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from spinn_export.export.formats import Format, Predict, Shape, torch_predict
+from spinn_export.export.formats import Calibration, Format, Predict, Shape, torch_predict
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import float32_io
 from spinn_export.model.network import Network
@@ -30,7 +30,7 @@ def native_torch_bf16_missing() -> str | None:
     return None if native else f"{reason}: PyTorch would emulate bf16 through float32, slower than float32"
 
 
-def write_torch_bf16(network: Network, path: Path, opset: int) -> None:
+def write_torch_bf16(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     save_checkpoint(path, network, dtype=torch.bfloat16)
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from spinn_export.export.formats import Format, Shape, example_input, quiet, read_artifact, torch_predict
+from spinn_export.export.formats import Calibration, Format, Shape, example_input, quiet, read_artifact, torch_predict
 from spinn_export.model.network import Network
 
 
-def write_torchscript(network: Network, path: Path, opset: int) -> None:
+def write_torchscript(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     """Traced and frozen; saved through a buffer so the archive's inner name does not depend on the file name."""
     with quiet(), torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(network.module.eval(), example_input(network)))
