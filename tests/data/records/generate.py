@@ -1,7 +1,12 @@
 """Generate the previous release's record files with the code on main (run from /work/main's venv)."""
-import subprocess, sys
+import subprocess
+import sys
 from pathlib import Path
-import numpy as np, pandas as pd, torch
+
+import numpy as np
+import pandas as pd
+import torch
+
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import parse_formats
 from spinn_export.model.checkpoint import save_checkpoint
@@ -13,7 +18,8 @@ from spinn_export.prune.target import Target
 from spinn_export.task.data import builtin_dataset
 from spinn_export.task.train import TrainConfig
 
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
 torch.manual_seed(0)
 dense_net = mlp_network(MLPSpec(4, (8, 8), 1))
 # the tiny checkpoint: 4 -> 8 -> 8 -> 1
