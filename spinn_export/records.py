@@ -8,12 +8,16 @@ what it holds and the fix.
 """
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from spinn_export.errors import UserError
+
+T = TypeVar("T")
 
 PREVIOUS = 1  # the version a JSON file of the release before records carried their schema is read as
 UPGRADE = "upgrade spinn-export to read it"
@@ -64,6 +68,16 @@ class Schema:
                             f"{self.rewrite}")
         return version
 
+    def parse(self, data: Mapping[str, Any], path: str | os.PathLike[str],
+              migrate: Callable[[dict[str, Any]], dict[str, Any]], build: Callable[[dict[str, Any]], T]) -> T:
+        """`build` of the file's fields at this release's version (the previous release's through `migrate`); a
+        field that does not parse is refused in one line."""
+        version = self.version_of(data, path)
+        try:
+            return build(unstamped(migrate(dict(data)) if version == self.previous else dict(data), self))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise self.refuse(path, exc) from None
+
     def refuse(self, path: str | os.PathLike[str], exc: Exception) -> UserError:
         """A file of this kind whose fields do not parse: one line naming it, the failure and the fix."""
         return UserError(f"{path} is not a valid {self.what} ({type(exc).__name__}: {exc}); {self.rewrite}")
@@ -72,3 +86,11 @@ class Schema:
 def unstamped(data: Mapping[str, Any], schema: Schema) -> dict[str, Any]:
     """The file's fields less its stamp (what `from_dict` of a record gives its dataclass)."""
     return {k: v for k, v in data.items() if k not in (schema.schema_key, schema.version_key)}
+
+
+def read_json(path: str | os.PathLike[str], schema: Schema) -> Any:
+    """A record's JSON file parsed, or one line naming it, the failure and the fix."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise schema.refuse(path, exc) from None

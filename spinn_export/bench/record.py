@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spinn_export.bench.variants import FP32
-from spinn_export.records import Schema, unstamped
+from spinn_export.records import Schema
 
 SPINN_KEY = "spinn"  # the block's key at the top level of pytest-benchmark's JSON
 # Version 1: the previous release's block (no schema); version 2 adds the schema name and this version.
@@ -58,18 +58,17 @@ class BenchRecord:
     def from_dict(cls, data: Mapping[str, Any], path: str | os.PathLike[str]) -> BenchRecord:
         """The block of this release or the previous one (`from_release_1`); any other is refused in one line, and
         so is an entry that lacks one of its declared keys."""
-        version = SCHEMA.version_of(data, path)
-        try:
-            fields = unstamped(from_release_1(data) if version == 1 else data, SCHEMA)
-            record = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
+        return SCHEMA.parse(data, path, from_release_1, cls._built)
+
+    @classmethod
+    def _built(cls, fields: dict[str, Any]) -> BenchRecord:
+        record = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
         for name, keys in (("paired", PAIRED_KEYS), ("fastest", FASTEST_KEYS), ("ceiling_fractions", FRACTION_KEYS),
                            ("skipped", SKIPPED_KEYS)):
             for entry in getattr(record, name):
                 missing = [k for k in keys if k not in entry]
                 if missing:
-                    raise SCHEMA.refuse(path, KeyError(f"an entry of {SPINN_KEY}.{name} lacks {', '.join(missing)}"))
+                    raise KeyError(f"an entry of {SPINN_KEY}.{name} lacks {', '.join(missing)}")
         return record
 
     def ceiling_rows(self) -> list[dict[str, Any]]:

@@ -7,7 +7,6 @@ that was verified.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 
 from spinn_export.errors import UserError
 from spinn_export.files import sha256_of, write_json
-from spinn_export.records import Schema, unstamped
+from spinn_export.records import Schema, read_json
 
 MANIFEST_NAME = "manifest.json"
 REEXPORT = "re-run `spinn-export export`"
@@ -101,25 +100,16 @@ class Manifest:
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str]) -> Manifest:
         """A manifest of this release or the previous one (`from_release_1`); any other is refused in one line."""
-        version = SCHEMA.version_of(data, path)
-        try:
-            fields = unstamped(from_release_1(data) if version == 1 else data, SCHEMA)
-            return cls(versions=dict(fields["versions"]),
-                       artifacts=tuple(ArtifactRecord.from_dict(a) for a in fields["artifacts"]),
-                       unavailable=dict(fields["unavailable"]))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
+        return SCHEMA.parse(data, path, from_release_1, lambda fields: cls(
+            versions=dict(fields["versions"]), unavailable=dict(fields["unavailable"]),
+            artifacts=tuple(ArtifactRecord.from_dict(a) for a in fields["artifacts"])))
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Manifest:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path, SCHEMA), path)
 
     def find(self, model: str, fmt: str) -> ArtifactRecord | None:
         return next((a for a in self.artifacts if a.model == model and a.format == fmt), None)

@@ -5,7 +5,6 @@ Plain data only (no torch), so the report can read a history where torch is not 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
-from spinn_export.records import Schema, unstamped
+from spinn_export.records import Schema, read_json
 
 HISTORY_NAME = "history.json"
 # Version 1: the previous release's history.json (no schema); version 2 adds the schema name and this version.
@@ -68,15 +67,14 @@ class HistoryRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str]) -> HistoryRecord:
         """A history of this release or the previous one (`from_release_1`); any other is refused in one line."""
-        version = SCHEMA.version_of(data, path)
-        try:
-            fields = unstamped(from_release_1(data) if version == 1 else data, SCHEMA)
-            stages = tuple(Stage.from_dict(s) for s in fields.pop("stages"))
-            if not stages:
-                raise ValueError("no stages")
-            return cls(**fields, stages=stages)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
+        return SCHEMA.parse(data, path, from_release_1, cls._built)
+
+    @classmethod
+    def _built(cls, fields: dict[str, Any]) -> HistoryRecord:
+        stages = tuple(Stage.from_dict(s) for s in fields.pop("stages"))
+        if not stages:
+            raise ValueError("no stages")
+        return cls(**fields, stages=stages)
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_dict())
@@ -89,11 +87,7 @@ class HistoryRecord:
             path = path / HISTORY_NAME
         if not path.is_file():
             raise UserError(f"pruning history {path} does not exist or is not a file: {SCHEMA.rewrite}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path, SCHEMA), path)
 
 
 def from_release_1(data: dict[str, Any]) -> dict[str, Any]:

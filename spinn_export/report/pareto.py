@@ -23,7 +23,7 @@ import pandas as pd
 
 from spinn_export.errors import UserError
 from spinn_export.files import write_json, write_text
-from spinn_export.records import Schema, unstamped
+from spinn_export.records import Schema, read_json
 from spinn_export.report.plots import ROLE_COLORS, _save, plt  # pyplot as report.plots set it up (Agg)
 
 CSV_NAME, PNG_NAME, JSON_NAME = "pareto.csv", "pareto.png", "sweep.json"
@@ -103,27 +103,22 @@ class SweepRecord:
     def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str]) -> SweepRecord:
         """A summary of this release or the previous one (whose fields are this one's: version 1 differs only in its
         stamp); any other is refused in one line, and so is a point that lacks a column."""
-        SCHEMA.version_of(data, path)
-        try:
-            summary = unstamped(data, SCHEMA)
-            points = tuple(summary.pop("points"))
-            missing = sorted({c for point in points for c in COLUMNS if c not in point})
-            if missing:
-                raise KeyError(f"a point lacks {', '.join(missing)}")
-            return cls(summary, points)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
+        return SCHEMA.parse(data, path, dict, cls._built)
+
+    @classmethod
+    def _built(cls, summary: dict[str, Any]) -> SweepRecord:
+        points = tuple(summary.pop("points"))
+        missing = sorted({c for point in points for c in COLUMNS if c not in point})
+        if missing:
+            raise KeyError(f"a point lacks {', '.join(missing)}")
+        return cls(summary, points)
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_dict())
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> SweepRecord:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise SCHEMA.refuse(path, exc) from None
-        return cls.from_dict(data, path)
+        return cls.from_dict(read_json(path, SCHEMA), path)
 
 
 @dataclass(frozen=True)
