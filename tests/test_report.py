@@ -330,10 +330,12 @@ def test_the_summary_says_what_the_export_could_not_give(pipeline: Pipeline, tmp
 
 def test_a_rolled_back_last_round_is_not_the_variants_weights(tmp_path: Path) -> None:
     """`--on-drop rollback` keeps the previous round's weights: the report reads that stage, not the last row."""
+    from spinn_export.prune.record import HistoryRecord
     from spinn_export.report.lookup import history_stage
     from spinn_export.report.results import History
 
     stages = pd.DataFrame({"stage": [0, 1, 2], "val_r2": [0.9, 0.88, 0.5], "rolled_back": [False, False, True]})
-    history = History(tmp_path / "history.json", "structured", stages)
+    record = HistoryRecord("structured", {}, {}, None, None, 0.0, {}, ())  # the rows are the frame's
+    history = History(tmp_path / "history.json", record, stages)
     assert history_stage([history], "structured")["stage"] == 1
     assert history_stage([history], "dense")["stage"] == 0

@@ -125,7 +125,7 @@ def test_a_broken_sweep_directory_is_one_line(swept: Path, tmp_path: Path) -> No
         load_sweep(tmp_path)
     (tmp_path / "pareto.csv").write_bytes((swept / "pareto.csv").read_bytes())
     (tmp_path / "sweep.json").write_text("{half")
-    with pytest.raises(UserError, match=r"sweep\.json is not a sweep summary"):
+    with pytest.raises(UserError, match=r"sweep\.json is not a valid sweep summary"):
         load_sweep(tmp_path / "pareto.csv")
 
 

@@ -17,7 +17,7 @@ from spinn_export.errors import UserError
 from spinn_export.export.exporter import export_checkpoints
 from spinn_export.export.formats import get_format, parse_formats
 from spinn_export.export.formats.torch_bf16 import TORCH_BF16
-from spinn_export.model.checkpoint import SPEC_KEY, load_checkpoint, save_checkpoint
+from spinn_export.model.checkpoint import FORMAT_KEY, SPEC_KEY, load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 
@@ -81,6 +81,6 @@ def test_a_checkpoint_of_mixed_dtypes_is_one_line(tmp_path: Path) -> None:
         tensors[f"linear{index}.weight"] = layer.weight.detach().to(torch.bfloat16 if index else torch.float32)
         tensors[f"linear{index}.bias"] = layer.bias.detach().float()
     path = tmp_path / "mixed.safetensors"
-    save_file(tensors, str(path), metadata={SPEC_KEY: SPEC.to_json()})
+    save_file(tensors, str(path), metadata={SPEC_KEY: SPEC.to_json(), FORMAT_KEY: "1"})
     with pytest.raises(UserError, match="not all float32 or all bfloat16; the file is damaged"):
         load_checkpoint(path)

@@ -23,6 +23,7 @@ import pytest
 from spinn_export.bench.load import load_text, start_interval
 from spinn_export.bench.options import OPTIONS, TIMEIT_BACKEND, SuiteSettings, not_generated, suite_settings, supported
 from spinn_export.bench.paired import ABBA_METHOD
+from spinn_export.bench.record import SPINN_KEY, BenchRecord
 from spinn_export.bench.session import SETTINGS, SKIPPED, STATE, SuiteState
 from spinn_export.bench.stability import stability
 from spinn_export.errors import UserError
@@ -182,18 +183,18 @@ def pytest_benchmark_update_json(config: pytest.Config, benchmarks: list, output
     if STATE not in config.stash:
         return
     state = config.stash[STATE]
-    output_json["spinn"] = {
-        "ceilings": {device: {p: c.to_dict() for p, c in by_precision.items()}
-                     for device, by_precision in state.ceilings.items()},
-        "threads": state.settings.threads,
-        "backend_options": {name: c.to_dict() for name, c in state.settings.backend_configs.items()},
-        "paired": [result.to_dict() for result in state.paired_results],
-        "fastest": [{**r.to_dict(), **stability(r.speedup_vs_dense_fp32, r.ci_low, r.ci_high).to_dict(),
-                     "load": state.fastest_loads.get(r.batch)} for r in state.fastest],
-        "fastest_skipped": [r.to_dict() for r in state.fastest_skipped],
-        "ceiling_fractions": [r.to_dict() for r in state.ceiling_fractions],
-        "skipped": [{"reason": reason, "cases": cases} for reason, cases in skip_reasons(config).items()],
-    }
+    output_json[SPINN_KEY] = BenchRecord(
+        ceilings={device: {p: c.to_dict() for p, c in by_precision.items()}
+                  for device, by_precision in state.ceilings.items()},
+        threads=state.settings.threads,
+        backend_options={name: c.to_dict() for name, c in state.settings.backend_configs.items()},
+        paired=tuple(result.to_dict() for result in state.paired_results),
+        fastest=tuple({**r.to_dict(), **stability(r.speedup_vs_dense_fp32, r.ci_low, r.ci_high).to_dict(),
+                       "load": state.fastest_loads.get(r.batch)} for r in state.fastest),
+        fastest_skipped=tuple(r.to_dict() for r in state.fastest_skipped),
+        ceiling_fractions=tuple(r.to_dict() for r in state.ceiling_fractions),
+        skipped=tuple({"reason": reason, "cases": cases} for reason, cases in skip_reasons(config).items()),
+    ).to_dict()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

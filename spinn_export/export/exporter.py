@@ -33,7 +33,7 @@ from spinn_export.export.formats import (
 )
 from spinn_export.export.manifest import MANIFEST_NAME, ArtifactRecord, Manifest, read_manifest
 from spinn_export.export.parity import DEFAULT_MAX_R2_DROP, accuracy, check_parity, task_dataset, tolerance_for
-from spinn_export.files import atomic_path, sha256_of, write_json
+from spinn_export.files import atomic_path, sha256_of
 from spinn_export.model.checkpoint import Checkpoint, load_checkpoint
 from spinn_export.model.graph import Graph, Ref, build_module, fresh_name
 from spinn_export.model.mlp import count_nonzero
@@ -221,5 +221,5 @@ def export_checkpoints(
     kept = [r for r in previous if (r.model, r.format) not in replaced]
     installed = {library: version for library, version in library_versions().items() if version is not None}
     manifest = Manifest(versions=installed, artifacts=tuple(kept + records), unavailable=dict(unavailable or {}))
-    write_json(out_dir / MANIFEST_NAME, manifest.to_dict())
+    manifest.write(out_dir / MANIFEST_NAME)
     return manifest

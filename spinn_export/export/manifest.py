@@ -7,16 +7,19 @@ that was verified.
 from __future__ import annotations
 
 import dataclasses
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from spinn_export.errors import UserError
-from spinn_export.files import sha256_of
+from spinn_export.files import sha256_of, write_json
+from spinn_export.records import Schema, read_json
 
-SCHEMA = 1
 MANIFEST_NAME = "manifest.json"
+REEXPORT = "re-run `spinn-export export`"
+# Version 1: the previous release's `{"schema": 1, ...}`; version 2 adds the schema name and this version.
+SCHEMA = Schema("spinn-export.manifest", 2, "manifest", REEXPORT, unstamped=(1,))
 
 
 @dataclass(frozen=True)
@@ -61,15 +64,24 @@ class ArtifactRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRecord:
-        data = dict(data)
-        precision = data.get("precision", "int8" if data.get("format") == "onnx-int8" else "fp32")
-        older = data.pop("accuracy_delta", None)  # manifests before `accuracy`: its R^2 figures, no residual, no budget
-        if older is not None and "accuracy" not in data:
-            data["accuracy"] = {"dataset": older["dataset"], "split": older["split"], "val_r2": older["r2"],
-                                "val_r2_reference": older["r2_reference"], "val_r2_delta": older["delta_r2"],
-                                "residual_rms": None, "residual_note": "not recorded by the exporter that wrote this"}
-        return cls(**{**data, "widths": tuple(data["widths"]), "precision": precision,
-                      "groups": tuple(data.get("groups", ()))})
+        """An entry as this release writes it: every field present."""
+        return cls(**{**data, "widths": tuple(data["widths"]), "groups": tuple(data["groups"])})
+
+
+def _artifact_from_release_1(data: dict[str, Any]) -> dict[str, Any]:
+    """An entry of a schema-1 manifest as version 2 writes it. Schema 1 grew over its releases: `precision`, `groups`
+    and the quantiser's fields came late (the defaults are what those exporters meant), and the first ones recorded
+    `accuracy_delta` (its R^2 figures; no residual, no budget) where later ones record `accuracy`."""
+    data = dict(data)
+    older = data.pop("accuracy_delta", None)
+    if older is not None and "accuracy" not in data:
+        data["accuracy"] = {"dataset": older["dataset"], "split": older["split"], "val_r2": older["r2"],
+                            "val_r2_reference": older["r2_reference"], "val_r2_delta": older["delta_r2"],
+                            "residual_rms": None, "residual_note": "not recorded by the exporter that wrote this"}
+    defaults = {"precision": "int8" if data.get("format") == "onnx-int8" else "fp32", "accuracy": None,
+                "within_budget": None, "calibration": None, "architecture_source": "spec", "groups": [],
+                "csr_flops_per_sample": None}
+    return {**defaults, **data}
 
 
 @dataclass(frozen=True)
@@ -79,12 +91,25 @@ class Manifest:
 
     versions: dict[str, str]
     artifacts: tuple[ArtifactRecord, ...]
-    schema: int = SCHEMA
     unavailable: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema, "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts],
+        return {**SCHEMA.stamp(), "versions": self.versions, "artifacts": [a.to_dict() for a in self.artifacts],
                 "unavailable": self.unavailable}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str]) -> Manifest:
+        """A manifest of this release or the previous one (`from_release_1`); any other is refused in one line."""
+        return SCHEMA.parse(data, path, from_release_1, lambda fields: cls(
+            versions=dict(fields["versions"]), unavailable=dict(fields["unavailable"]),
+            artifacts=tuple(ArtifactRecord.from_dict(a) for a in fields["artifacts"])))
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Manifest:
+        return cls.from_dict(read_json(path, SCHEMA), path)
 
     def find(self, model: str, fmt: str) -> ArtifactRecord | None:
         return next((a for a in self.artifacts if a.model == model and a.format == fmt), None)
@@ -96,25 +121,19 @@ def read_manifest(directory: str | Path, verify: bool = True) -> Manifest:
     path = directory / MANIFEST_NAME
     if not path.is_file():
         raise UserError(f"{path}: no manifest; run `spinn-export export CHECKPOINT... --out {directory}` first")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("schema") != SCHEMA:
-            raise UserError(f"{path}: manifest schema {data.get('schema')!r} is not {SCHEMA}; "
-                            "re-run `spinn-export export`")
-        manifest = Manifest(versions=dict(data["versions"]),
-                            artifacts=tuple(ArtifactRecord.from_dict(a) for a in data["artifacts"]),
-                            unavailable=dict(data.get("unavailable") or {}))
-    except UserError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path} is not a valid manifest ({type(exc).__name__}: {exc}); "
-                        "re-run `spinn-export export`") from None
+    manifest = Manifest.read(path)
     if verify:
         expected = {r.file: r.sha256 for r in manifest.artifacts} | {r.checkpoint: r.checkpoint_sha256
                                                                       for r in manifest.artifacts}
         for name, digest in sorted(expected.items()):
             file = directory / name
             if not file.is_file() or sha256_of(file) != digest:
-                raise UserError(f"{file}: missing or changed since export (sha256 mismatch); "
-                                "re-run `spinn-export export`")
+                raise UserError(f"{file}: missing or changed since export (sha256 mismatch); {REEXPORT}")
     return manifest
+
+
+def from_release_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 manifest (the previous release) as version 2: its entries completed, `unavailable` ({} where it
+    predates the record)."""
+    return {**data, "artifacts": [_artifact_from_release_1(a) for a in data["artifacts"]],
+            "unavailable": data.get("unavailable") or {}}

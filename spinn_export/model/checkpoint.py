@@ -1,7 +1,9 @@
 """Checkpoints as safetensors with the architecture's graph in the metadata: loading one never runs code.
 
-Format 2 stores the graph (`model.graph`) as JSON and every tensor under its graph name; format 1 (a plain MLP's
-spec) is still read, as the chain it describes.
+The metadata carries a schema name (`spinn_export.schema`) and its version (`spinn_export.format`). Version 3 is
+version 2 with the schema name; both store the graph (`model.graph`) as JSON and every tensor under its graph name.
+Files of earlier releases (no schema name) are read through `from_release_2`: version 2's graph, or version 1's
+plain MLP spec as the chain it describes.
 """
 from __future__ import annotations
 
@@ -20,13 +22,15 @@ from spinn_export.model.graph import Graph
 from spinn_export.model.mlp import architecture_of
 from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
+from spinn_export.records import Schema
 
 GRAPH_KEY = "spinn_export.graph"
 SPEC_KEY = "spinn_export.spec"  # format 1: a plain MLP's spec
 SOURCE_KEY = "architecture_source"
 FORMAT_KEY = "spinn_export.format"
-FORMAT_VERSION = "2"
 CHECKPOINT_HINT = "check the path of the .safetensors checkpoint"
+SCHEMA = Schema("spinn-export.checkpoint", 3, "checkpoint", "save it again with this spinn-export", previous=2,
+                schema_key="spinn_export.schema", version_key=FORMAT_KEY)
 DTYPES = (torch.float32, torch.bfloat16)  # what a checkpoint's tensors may be stored in (bf16: `torch-bf16`)
 
 
@@ -55,8 +59,7 @@ def save_checkpoint(
              if tuple(tensors[t.name].shape) != t.shape]
     if wrong:
         raise ValueError(f"model tensor {wrong[0][0]} has shape {wrong[0][1]}, its graph says {wrong[0][2]}")
-    meta = {**(metadata or {}), GRAPH_KEY: graph.to_json(), SOURCE_KEY: architecture.source,
-            FORMAT_KEY: FORMAT_VERSION}
+    meta = {**(metadata or {}), GRAPH_KEY: graph.to_json(), SOURCE_KEY: architecture.source, **SCHEMA.stamp()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: str(v) for k, v in meta.items()})
@@ -75,20 +78,33 @@ def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def is_checkpoint(metadata: dict[str, str]) -> bool:
-    return GRAPH_KEY in metadata or SPEC_KEY in metadata
+    """Whether a safetensors file's metadata says spinn-export wrote it (every release recorded its format)."""
+    return SCHEMA.schema_key in metadata or FORMAT_KEY in metadata
 
 
 def architecture_in(metadata: dict[str, str], path: str | os.PathLike[str]) -> Architecture:
-    """The architecture a checkpoint's metadata records (format 2: its graph; format 1: its spec's chain)."""
+    """The architecture a checkpoint's metadata records, by its schema and version; refused in one line if neither."""
+    if not is_checkpoint(metadata):
+        raise UserError(f"{path} is a safetensors file without a spinn-export model; "
+                        "convert raw weights with `spinn-export import FILE --out MODEL.safetensors`")
     source = metadata.get(SOURCE_KEY, "spec")
     if source not in SOURCES:
         raise UserError(f"{path} records an unknown architecture source {source!r}; the file is damaged")
-    if GRAPH_KEY in metadata:
+    if SCHEMA.version_of(metadata, path) == SCHEMA.previous:
+        return from_release_2(metadata, source, path)
+    return Architecture(Graph.from_json(metadata[GRAPH_KEY]), source)
+
+
+def from_release_2(metadata: dict[str, str], source: str, path: str | os.PathLike[str]) -> Architecture:
+    """A checkpoint of the releases before the schema name: its format says which ("2": the graph; "1": a plain MLP's
+    spec, read as the chain it describes)."""
+    version = metadata[FORMAT_KEY]
+    if version == "2":
         return Architecture(Graph.from_json(metadata[GRAPH_KEY]), source)
-    if SPEC_KEY in metadata:
+    if version == "1":
         return architecture_of(MLPSpec.from_json(metadata[SPEC_KEY]), source)
-    raise UserError(f"{path} is a safetensors file without a spinn-export model; "
-                    "convert raw weights with `spinn-export import FILE --out MODEL.safetensors`")
+    raise UserError(f"{path}: checkpoint format {version!r} without a schema name is not one spinn-export wrote; "
+                    f"{SCHEMA.rewrite}")
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:

@@ -270,7 +270,6 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
         points = [point_row(output, job, speeds[output.name], measured_on) for output, job in zip(outputs, jobs)]
         dense = evaluate(source.network.module, dataset, "val")
         summary = {
-            "schema": 1,
             "checkpoint": str(Path(checkpoint_path).resolve()), "checkpoint_sha256": sha256_of(checkpoint_path),
             "targets": [t.text for t in config.targets], "method": config.method, "backend": config.backend,
             "batch": config.batch, "threads": default_threads(), "measured_on": measured_on, "export_format": fmt.name,

@@ -1,42 +1,19 @@
-"""What a pruning run leaves behind: one `Stage` per round, the `PruneResult`, and its history.json / history.csv
-(the report reads them)."""
+"""What a pruning run leaves behind: one `Stage` per round, the `PruneResult`, and its history.json (through its
+record, `prune.record`) / history.csv (the report reads them)."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spinn_export.files import write_json, write_text
+from spinn_export.files import write_text
 from spinn_export.model.architecture import Architecture
 from spinn_export.model.network import Network
 from spinn_export.prune.budget import PrunePlan
 from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import AUTO, LatencyPlan, Ratio
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One row of the history: the model after round `stage` (0 = the dense input) and fine-tuning."""
-
-    stage: int
-    widths: tuple[int, ...]
-    params: int
-    nonzero_params: int
-    flops_per_sample: int
-    val_r2: float
-    val_rel_l2: float
-    val_residual_rms: float | None
-    checkpoint: str
-    wall_s: float
-    rolled_back: bool = False
-    finetune_lr: float | None = None  # the round's fine-tuning rate (range test or --lr); None: no fine-tune
-    finetune_kept_epoch: int | None = None  # the epoch whose state it kept (0: the just-pruned state)
-    one_shot: bool = False  # the last round went on from dense pruned once to its widths (it scored better)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "widths": list(self.widths)}
+from spinn_export.prune.record import HISTORY_NAME, HistoryRecord, Stage
 
 
 @dataclass(frozen=True)
@@ -59,7 +36,7 @@ class PruneResult:
     def final(self) -> Stage:
         return [s for s in self.stages if not s.rolled_back][-1]
 
-    def to_dict(self) -> dict[str, Any]:
+    def record(self) -> HistoryRecord:
         """history.json: the target (as asked) beside what the final model achieved."""
         base, final = self.plan.baseline, self.final
         target = {**self.config.target.to_dict(), "target_value": self.plan.target_value,
@@ -74,10 +51,10 @@ class PruneResult:
             measured_on = {"backend": self.config.target.backend, "batch": self.config.target.batch}
             latency = {"latency_ratio": self.achieved_latency.ratio,
                        "latency": {**self.achieved_latency.to_dict(), **measured_on}}
-        return {
-            "method": self.config.method,
-            "target": target,
-            "achieved": {
+        return HistoryRecord(
+            method=self.config.method,
+            target=target,
+            achieved={
                 "widths": list(final.widths),
                 "params": final.params,
                 "nonzero_params": final.nonzero_params,
@@ -87,12 +64,12 @@ class PruneResult:
                 "flops_reduction": 1.0 - final.flops_per_sample / base.flops_per_sample,
                 **latency,
             },
-            "architecture": architecture_record(self.plan.baseline, self.network.architecture, self.folded),
-            "stopped": self.stopped,
-            "wall_s": self.wall_s,
-            "config": self.config.to_dict(),
-            "stages": [s.to_dict() for s in self.stages],
-        }
+            architecture=architecture_record(self.plan.baseline, self.network.architecture, self.folded),
+            stopped=self.stopped,
+            wall_s=self.wall_s,
+            config=self.config.to_dict(),
+            stages=self.stages,
+        )
 
 
 def architecture_record(dense: Architecture, pruned: Architecture, folded: Sequence[str]) -> dict[str, Any]:
@@ -109,8 +86,8 @@ def write_history(result: PruneResult, out_dir: Path) -> None:
     """history.json (the contract) and history.csv (one row per stage, for spreadsheets and pandas)."""
     import pandas as pd
 
-    history = result.to_dict()
-    frame = pd.DataFrame(history["stages"])
+    record = result.record()
+    frame = pd.DataFrame([s.to_dict() for s in record.stages])
     frame["widths"] = frame["widths"].map(lambda w: " ".join(map(str, w)))
     write_text(out_dir / "history.csv", frame.to_csv(index=False))
-    write_json(out_dir / "history.json", history)
+    record.write(out_dir / HISTORY_NAME)

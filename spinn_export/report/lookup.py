@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from spinn_export.bench.variants import BASELINE_ROLE
-from spinn_export.report.results import History, Manifest, parse_variant
+from spinn_export.report.results import History, ManifestView, parse_variant
 
 
 def history_stage(histories: Sequence[History], variant: str) -> pd.Series | None:
@@ -48,24 +48,24 @@ def timed_file(runs: pd.DataFrame) -> str | None:
     return str(files.iloc[0]) if not files.empty else None
 
 
-def artifact_named(manifest: Manifest | None, file: str | None) -> pd.Series | None:
+def artifact_named(manifest: ManifestView | None, file: str | None) -> pd.Series | None:
     """The manifest's row of this file, if it lists one."""
     if manifest is None or file is None or manifest.artifacts.empty or not (manifest.artifacts["file"] == file).any():
         return None
     return manifest.artifacts[manifest.artifacts["file"] == file].iloc[0]
 
 
-def timed_artifact(manifest: Manifest | None, runs: pd.DataFrame) -> pd.Series | None:
+def timed_artifact(manifest: ManifestView | None, runs: pd.DataFrame) -> pd.Series | None:
     """The manifest's row of the file these runs timed, if recorded."""
     return artifact_named(manifest, timed_file(runs))
 
 
-def file_bytes(manifest: Manifest | None, runs: pd.DataFrame) -> float:
+def file_bytes(manifest: ManifestView | None, runs: pd.DataFrame) -> float:
     artifact = timed_artifact(manifest, runs)
     return math.nan if artifact is None else float(artifact["bytes"])
 
 
-def artifact(manifest: Manifest | None, timed: str | None, model: str, variant: str,
+def artifact(manifest: ManifestView | None, timed: str | None, model: str, variant: str,
              headline_format: str | None) -> pd.Series | None:
     """The manifest's artifact of this benchmarked model: the file timed at the comparison's backend and batch;
     else the model's artifact at the variant's precision in the format timed for dense there (any format

@@ -22,7 +22,8 @@ from typing import Any
 import pandas as pd
 
 from spinn_export.errors import UserError
-from spinn_export.files import write_text
+from spinn_export.files import write_json, write_text
+from spinn_export.records import Schema, read_json
 from spinn_export.report.plots import ROLE_COLORS, _save, plt  # pyplot as report.plots set it up (Agg)
 
 CSV_NAME, PNG_NAME, JSON_NAME = "pareto.csv", "pareto.png", "sweep.json"
@@ -34,6 +35,9 @@ NOTE = ("One point per pruning target, each fine-tuned and then benchmarked pair
         "nor dense (1.0×, by definition) is at least as fast and as accurate. Magnitude points keep full-size "
         "matrices, so they measure ~1.0×.")
 MARKERS = {"structured": "o", "magnitude": "s"}
+RERUN = "rerun spinn-export sweep"
+# Version 1: the previous release's `{"schema": 1, ...}`; version 2 adds the schema name and this version.
+SCHEMA = Schema("spinn-export.sweep", 2, "sweep summary", RERUN, unstamped=(1,))
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,39 @@ def points_frame(points: Sequence[SweepPoint], dense: dict[str, Any] | None) -> 
 
 
 @dataclass(frozen=True)
+class SweepRecord:
+    """sweep.json: the run's summary (checkpoint, targets, backend, dense's figures, each point's fine-tuning, wall
+    times; docs/ARCHITECTURE.md, "Sweep") and its points, pareto.csv's rows."""
+
+    summary: dict[str, Any]
+    points: tuple[dict[str, Any], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**SCHEMA.stamp(), **self.summary, "points": list(self.points)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: str | os.PathLike[str]) -> SweepRecord:
+        """A summary of this release or the previous one (whose fields are this one's: version 1 differs only in its
+        stamp); any other is refused in one line, and so is a point that lacks a column."""
+        return SCHEMA.parse(data, path, dict, cls._built)
+
+    @classmethod
+    def _built(cls, summary: dict[str, Any]) -> SweepRecord:
+        points = tuple(summary.pop("points"))
+        missing = sorted({c for point in points for c in COLUMNS if c not in point})
+        if missing:
+            raise KeyError(f"a point lacks {', '.join(missing)}")
+        return cls(summary, points)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> SweepRecord:
+        return cls.from_dict(read_json(path, SCHEMA), path)
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A sweep directory read back: its points (pareto.csv) and dense's accuracy when sweep.json records it."""
 
@@ -101,8 +138,7 @@ def write_sweep(directory: Path, points: Sequence[SweepPoint], summary: dict[str
     """pareto.csv, sweep.json (`summary` plus the rows) and pareto.png in `directory`, each written atomically."""
     frame = points_frame(points, summary.get("dense"))
     write_text(directory / CSV_NAME, frame.to_csv(index=False))
-    records = json.loads(frame.to_json(orient="records"))
-    write_text(directory / JSON_NAME, json.dumps({**summary, "points": records}, indent=2) + "\n")
+    SweepRecord(summary, tuple(json.loads(frame.to_json(orient="records")))).write(directory / JSON_NAME)
     sweep = Sweep(directory, frame, summary.get("dense"))
     plot_pareto(sweep, directory / PNG_NAME)
     return sweep
@@ -126,10 +162,7 @@ def load_sweep(directory: str | os.PathLike[str]) -> Sweep:
         raise UserError(f"{csv} {what}; rerun spinn-export sweep")
     frame["pareto_optimal"] = frame["pareto_optimal"].astype(str).str.lower() == "true"
     summary = directory / JSON_NAME
-    try:
-        dense = json.loads(summary.read_text(encoding="utf-8")).get("dense") if summary.is_file() else None
-    except (OSError, ValueError, AttributeError) as exc:
-        raise UserError(f"{summary} is not a sweep summary ({type(exc).__name__}); rerun spinn-export sweep") from None
+    dense = SweepRecord.read(summary).summary.get("dense") if summary.is_file() else None
     return Sweep(directory, frame, dense)
 
 

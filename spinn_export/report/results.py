@@ -8,40 +8,39 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from spinn_export.bench.record import (
+    CEILING_KEYS,
+    FASTEST_DETAILS,
+    FASTEST_KEYS,
+    FRACTION_KEYS,
+    PAIRED_KEYS,
+    SPINN_KEY,
+    BenchRecord,
+)
 from spinn_export.bench.variants import BASELINE_ROLE, FP32, Variant
 from spinn_export.errors import UserError
 from spinn_export.export.formats import ceiling_precision
+from spinn_export.export.manifest import MANIFEST_NAME, Manifest, read_manifest
+from spinn_export.prune.record import HISTORY_NAME, HistoryRecord
 from spinn_export.report.noise import LOAD_COLUMNS, STABILITY_COLUMNS, load_columns, stability_columns
 
 BASELINE_VARIANT = Variant(BASELINE_ROLE).name
 REQUIRED_EXTRA_INFO = ("variant", "backend", "batch")
-PAIRED_COLUMNS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high",
-                  "processes", "blocks_per_process", "flop_ratio")
 METHOD_PREFERENCE = ("abba", "interleaved")  # where both exist: ABBA's fresh processes also sample process effects
 CHECK_COLUMNS = ("check", "variant", "backend", "batch", "median_s", "reference_median_s", "ratio", "rounds", "ratios",
                  "verdict")
 BENCH_KEY = ["machine", "variant", "backend", "batch"]
 SPEEDUP_KEY = ["machine", "backend", "batch", "variant"]
 LIBRARIES = ("python", "torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf", "cuda", "cudnn")
-CEILING_COLUMNS = ("machine", "device", "precision", "gflops", "method", "native", "features", "reason")
-FASTEST_COLUMNS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",
-                   "val_r2_delta", "baseline_backend")
-FRACTION_COLUMNS = ("device", "precision", "backend", "variant", "batch", "fraction", "ci_low", "ci_high",
-                    "case_gflops", "gemm_gflops", "ceiling_gemm", "cycles")
-FASTEST_DETAILS = ("precision", "verified_by", "baseline_latency_s", "cycles", "calls_per_block", "method",
-                   "finalists", "compute_bound_s", "bound_fraction", "ceiling_precision", "ceiling_gflops",
-                   "time_by_operator", "same_kernel", *STABILITY_COLUMNS, *LOAD_COLUMNS)
-# Results written before the suite measured a ceiling per precision: their one figure was a float32 CPU GEMM.
-LEGACY_CEILING = {"device": "cpu", "precision": FP32, "method": "float32 GEMM (recorded before per-precision ceilings)",
-                  "native": True, "features": None, "reason": None}
-NOT_MEASURED_BEFORE = "the suite that wrote these results predates it"
+CEILING_COLUMNS = ("machine", "device", "precision", *CEILING_KEYS)
+FASTEST_COLUMNS = (*FASTEST_KEYS, *FASTEST_DETAILS, *STABILITY_COLUMNS, *LOAD_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -76,23 +75,40 @@ class Results:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """The exporter's manifest: library versions and one row per artifact."""
+class ManifestView:
+    """The exporter's manifest as its record reads it (`export.manifest.Manifest`), with one row per artifact."""
 
     path: Path
-    versions: dict[str, str]
+    record: Manifest
     artifacts: pd.DataFrame
-    unavailable: dict[str, str] = field(default_factory=dict)  # formats not produced here, and why
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return self.record.versions
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Formats not produced here, and why."""
+        return self.record.unavailable
 
 
 @dataclass(frozen=True)
 class History:
-    """One pruning run: its method (= the variant it produced) and one row per stage (0 = dense)."""
+    """One pruning run as its record reads it (`prune.record.HistoryRecord`), with one row per stage (0 = dense)."""
 
     path: Path
-    method: str
+    record: HistoryRecord
     stages: pd.DataFrame
-    architecture: dict[str, Any] | None = None  # the network as its groups (histories written since it was recorded)
+
+    @property
+    def method(self) -> str:
+        """The variant the run produced."""
+        return self.record.method
+
+    @property
+    def architecture(self) -> dict[str, Any] | None:
+        """The network as its groups (None in histories written before it was recorded)."""
+        return self.record.architecture
 
     @property
     def kept(self) -> pd.DataFrame:
@@ -170,29 +186,9 @@ def _benchmark_rows(data: dict[str, Any], path: Path) -> tuple[list[dict[str, An
     return rows, checks
 
 
-def _ceiling_rows(spinn: dict[str, Any]) -> list[dict[str, Any]]:
-    """`spinn.ceilings` as rows; a file with only the older `ceiling_gflops` gives its one float32 CPU row."""
-    if "ceilings" not in spinn:
-        legacy = spinn.get("ceiling_gflops")
-        return [] if legacy is None else [{**LEGACY_CEILING, "gflops": float(legacy)}]
-    return [{"device": device, "precision": precision, "gflops": entry.get("gflops"), "method": entry.get("method"),
-             "native": entry.get("native"), "features": ", ".join(entry.get("features") or []) or None,
-             "reason": entry.get("reason")}
-            for device, by_precision in spinn["ceilings"].items() for precision, entry in by_precision.items()]
-
-
-def _fastest_rows(spinn: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """`spinn.fastest` and `spinn.fastest_skipped`; a file without them says it predates the measurement."""
-    if "fastest" not in spinn:
-        return [], [{"batch": None, "reason": NOT_MEASURED_BEFORE}]
-    for entry in spinn["fastest"]:
-        missing = [k for k in FASTEST_COLUMNS if k not in entry]
-        if missing:
-            raise UserError(f"a fastest entry in {path} lacks {', '.join(missing)}: give results written by the "
-                            "spinn-export benchmark suite")
-    rows = [{**{k: entry.get(k) for k in (*FASTEST_COLUMNS, *FASTEST_DETAILS)}, **stability_columns(entry),
-             **load_columns(entry.get("load"))} for entry in spinn["fastest"]]
-    return rows, [{"batch": e.get("batch"), "reason": e.get("reason")} for e in spinn.get("fastest_skipped") or []]
+def _fastest_rows(spinn: BenchRecord) -> list[dict[str, Any]]:
+    return [{**{k: entry.get(k) for k in (*FASTEST_KEYS, *FASTEST_DETAILS)}, **stability_columns(entry),
+             **load_columns(entry.get("load"))} for entry in spinn.fastest]
 
 
 @dataclass(frozen=True)
@@ -215,7 +211,7 @@ def _read_run(path: Path) -> _RunFile:
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list) or not data["benchmarks"]:
         raise UserError(f"{path} holds no benchmarks: give a pytest-benchmark JSON file (--benchmark-json)")
     machine_info = data.get("machine_info") or {}
-    spinn = data.get("spinn") or {}
+    spinn = BenchRecord.from_dict(data.get(SPINN_KEY) or {}, path)
     commit = data.get("commit_info") or {}
     run = {
         "file": str(path), "node": machine_info.get("node") or path.stem,
@@ -223,18 +219,11 @@ def _read_run(path: Path) -> _RunFile:
         "driver": machine_info.get("driver"), "versions": _versions(machine_info),
         "datetime": data.get("datetime"), "commit": commit.get("id"), "dirty": commit.get("dirty"),
     }
-    paired = []
-    for entry in spinn.get("paired") or []:
-        missing = [k for k in PAIRED_COLUMNS if k not in entry]
-        if missing:
-            raise UserError(f"a paired entry in {path} lacks {', '.join(missing)}: give results written by the "
-                            "spinn-export benchmark suite")
-        paired.append({**{k: entry[k] for k in PAIRED_COLUMNS}, "method": entry.get("method", "abba"),
-                       **stability_columns(entry), **load_columns(entry.get("load"))})
-    skipped = [{"reason": e.get("reason"), "cases": e.get("cases")} for e in spinn.get("skipped") or []]
-    fractions = [{k: e.get(k) for k in FRACTION_COLUMNS} for e in spinn.get("ceiling_fractions") or []]
-    return _RunFile(run, *_benchmark_rows(data, path), paired, _ceiling_rows(spinn), *_fastest_rows(spinn, path),
-                    skipped, fractions)
+    paired = [{**{k: entry[k] for k in PAIRED_KEYS}, **stability_columns(entry), **load_columns(entry.get("load"))}
+              for entry in spinn.paired]
+    fractions = [{k: e[k] for k in FRACTION_KEYS} for e in spinn.ceiling_fractions]
+    return _RunFile(run, *_benchmark_rows(data, path), paired, spinn.ceiling_rows(), _fastest_rows(spinn),
+                    list(spinn.fastest_skipped), list(spinn.skipped), fractions)
 
 
 def _machine_labels(runs: list[dict[str, Any]], benches: list[list[dict[str, Any]]]) -> list[str]:
@@ -276,18 +265,17 @@ def load_results(paths: Sequence[str | os.PathLike[str]]) -> Results:
         raise UserError(f"{first['variant']} on {first['backend']} batch {first['batch']} was measured twice on "
                         f"{first['machine']} (models {', '.join(duplicated['model'].unique())}): "
                         "give results with one model per variant")
-    paired_frame = pd.DataFrame(rows("paired"),
-                                columns=["machine", *PAIRED_COLUMNS, "method", *STABILITY_COLUMNS, *LOAD_COLUMNS])
+    paired_frame = pd.DataFrame(rows("paired"), columns=["machine", *PAIRED_KEYS, *STABILITY_COLUMNS, *LOAD_COLUMNS])
     paired_frame = paired_frame.astype({"batch": int}) if not paired_frame.empty else paired_frame
     checks = pd.DataFrame(rows("checks"), columns=["machine", *CHECK_COLUMNS])
     checks = _sorted(checks, BENCH_KEY) if not checks.empty else checks
-    fastest = pd.DataFrame(rows("fastest"), columns=["machine", *FASTEST_COLUMNS, *FASTEST_DETAILS])
+    fastest = pd.DataFrame(rows("fastest"), columns=["machine", *FASTEST_COLUMNS])
     return Results(_sorted(benchmarks, BENCH_KEY), paired_frame, pd.DataFrame([f.run for f in read]), checks,
                    pd.DataFrame(rows("ceilings"), columns=list(CEILING_COLUMNS)).astype({"gflops": float}),
                    fastest.sort_values(["machine", "batch"], kind="stable").reset_index(drop=True),
                    pd.DataFrame(rows("fastest_skipped"), columns=["machine", "batch", "reason"]),
                    pd.DataFrame(rows("skipped"), columns=["machine", "reason", "cases"]),
-                   pd.DataFrame(rows("ceiling_fractions"), columns=["machine", *FRACTION_COLUMNS]))
+                   pd.DataFrame(rows("ceiling_fractions"), columns=["machine", *FRACTION_KEYS]))
 
 
 def variant_rank(variant: str) -> tuple[object, ...]:
@@ -336,13 +324,11 @@ def speedups(results: Results) -> pd.DataFrame:
     return _sorted(frame[columns].astype({"speedup": float, "ci_low": float, "ci_high": float}), SPEEDUP_KEY)
 
 
-def load_manifest(path: str | os.PathLike[str]) -> Manifest:
+def load_manifest(path: str | os.PathLike[str]) -> ManifestView:
     """The exporter's manifest (parsed by `manifest.read_manifest`) as one row per artifact.
 
     Sizes are reported as recorded, so the report does not need the artifacts themselves.
     """
-    from spinn_export.export.manifest import MANIFEST_NAME, read_manifest
-
     path = Path(path)
     if path.is_dir():
         path = path / MANIFEST_NAME
@@ -361,7 +347,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         "val_r2": (a.accuracy or {}).get("val_r2"), "val_residual_rms": (a.accuracy or {}).get("residual_rms"),
         **_quantiser_columns(a.calibration),
     } for a in manifest.artifacts]
-    return Manifest(path, dict(manifest.versions), pd.DataFrame(rows), dict(manifest.unavailable))
+    return ManifestView(path, manifest, pd.DataFrame(rows))
 
 
 def _quantiser_columns(calibration: dict[str, Any] | None) -> dict[str, Any]:
@@ -375,18 +361,8 @@ def _quantiser_columns(calibration: dict[str, Any] | None) -> dict[str, Any]:
 def load_history(path: str | os.PathLike[str]) -> History:
     """A pruning directory (or its history.json); its method names the variant it produced."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "history.json"
-    data = read_json(path, "pruning history")
-    if not isinstance(data, dict) or not isinstance(data.get("stages"), list) or not data["stages"]:
-        raise UserError(f"{path} is not a pruning history (no stages): give the --out DIR of spinn-export prune")
-    stages = pd.DataFrame(data["stages"])
-    missing = [c for c in ("stage", "params", "val_r2", "val_residual_rms") if c not in stages.columns]
-    if missing:
-        raise UserError(f"the stages in {path} lack {', '.join(missing)}: "
-                        "give a history.json written by spinn-export prune")
-    if "widths" in stages.columns:
-        stages["widths"] = stages["widths"].map(_widths_text)
-    method = str(data.get("method", "structured"))
-    architecture = data.get("architecture") if isinstance(data.get("architecture"), dict) else None
-    return History(path, method, stages.sort_values("stage").reset_index(drop=True), architecture)
+    record = HistoryRecord.read(path)
+    stages = pd.DataFrame([stage.to_dict() for stage in record.stages])
+    stages["widths"] = stages["widths"].map(_widths_text)
+    return History(path / HISTORY_NAME if path.is_dir() else path, record,
+                   stages.sort_values("stage").reset_index(drop=True))

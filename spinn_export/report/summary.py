@@ -19,7 +19,7 @@ from spinn_export.report.gate import GateOutcome
 from spinn_export.report.lookup import file_bytes, history_stage, timed_artifact, validation
 from spinn_export.report.noise import crosscheck_clause, fastest_clause, load_clause, stability_text, unstable_clause
 from spinn_export.report.render import Section
-from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, speedups, variant_rank
+from spinn_export.report.results import BASELINE_VARIANT, History, ManifestView, Results, speedups, variant_rank
 from spinn_export.runtimes.profile import shares_text
 
 MINUS = "\u2212"  # prose writes a negative change with a real minus sign
@@ -28,7 +28,7 @@ _BATCH = re.compile(r"\bbatch (\d+)\b")
 _DETAIL = re.compile(r"\s*\([^()]*\)$")  # a trailing parenthesis: the variant or install hint behind a reason
 
 
-def summary_rows(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
+def summary_rows(results: Results, speedup: pd.DataFrame, manifest: ManifestView | None,
                  histories: Sequence[History]) -> pd.DataFrame:
     """Per machine and backend at its largest batch with a dense run: each variant's paired speedup with CI,
     its change in accuracy and residual against dense, and its file size and peak memory relative to dense's."""
@@ -247,7 +247,7 @@ def not_run_clause(results: Results) -> str:
             f"{'; '.join(shown)}.")
 
 
-def export_clause(manifest: Manifest | None) -> str:
+def export_clause(manifest: ManifestView | None) -> str:
     """What the export could not give the benchmark, in one sentence each: formats this machine cannot produce (a
     missing NNCF or OpenVINO, no native bf16), and accuracy-controlled int8 files whose target was not met ('' when
     neither)."""
@@ -268,7 +268,7 @@ def export_clause(manifest: Manifest | None) -> str:
 
 
 def summary_section(results: Results, summary: pd.DataFrame, gate: GateOutcome | None,
-                    manifest: Manifest | None = None, histories: Sequence[History] = ()) -> Section:
+                    manifest: ManifestView | None = None, histories: Sequence[History] = ()) -> Section:
     """The answer first: headline, what pruning cost beyond the gate's accuracy budget, fastest deployment, gate, what
     the table shows, what was not exported and what was not run."""
     skipped = " ".join(part for part in (export_clause(manifest), not_run_clause(results)) if part)

@@ -22,7 +22,7 @@ from spinn_export.report import architecture
 from spinn_export.report.lookup import artifact, timed_file, validation
 from spinn_export.report.noise import stability_text
 from spinn_export.report.render import Section
-from spinn_export.report.results import BASELINE_VARIANT, History, Manifest, Results, variant_rank
+from spinn_export.report.results import BASELINE_VARIANT, History, ManifestView, Results, variant_rank
 from spinn_export.runtimes.profile import shares_text
 
 MIB = 2**20
@@ -190,7 +190,7 @@ def crosscheck_table(results: Results) -> pd.DataFrame:
     }).dropna(axis=1, how="all")
 
 
-def artifacts_table(manifest: Manifest) -> pd.DataFrame:
+def artifacts_table(manifest: ManifestView) -> pd.DataFrame:
     frame = manifest.artifacts
     return pd.DataFrame({
         "model": frame["model"], "variant": frame["variant"], "format": frame["format"], "file": frame["file"],
@@ -210,7 +210,7 @@ def pruning_table(histories: Sequence[History]) -> pd.DataFrame:
     return table[["method", *columns.values()]].dropna(axis=1, how="all")
 
 
-def runs_table(results: Results, manifest: Manifest | None) -> pd.DataFrame:
+def runs_table(results: Results, manifest: ManifestView | None) -> pd.DataFrame:
     runs = results.runs
     table = pd.DataFrame({
         "machine": runs["machine"], "results file": runs["file"].map(lambda f: Path(f).name),
@@ -232,7 +232,7 @@ def _latency_point(bench: pd.DataFrame) -> tuple[str, int] | None:
     return backend, int(dense[dense["backend"] == backend]["batch"].max())
 
 
-def comparison_table(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
+def comparison_table(results: Results, speedup: pd.DataFrame, manifest: ManifestView | None,
                      histories: Sequence[History]) -> pd.DataFrame:
     """The design notes' table: dense, magnitude, structured side by side on each machine."""
     rows = []
@@ -293,7 +293,7 @@ def fastest_section(results: Results, why_not: str) -> Section:
                    "median of the cycles' ratios with a bootstrap 95 % CI.", table)
 
 
-def detail_sections(results: Results, speedup: pd.DataFrame, manifest: Manifest | None,
+def detail_sections(results: Results, speedup: pd.DataFrame, manifest: ManifestView | None,
                     histories: Sequence[History]) -> list[Section]:
     """Every section after the summary and the fastest deployment, in the report's order; one whose input is
     missing is its title and one line saying so, one that does not apply to these results is left out."""

@@ -20,7 +20,15 @@ from spinn_export.files import write_text
 from spinn_export.report import limits, pareto, plots
 from spinn_export.report.gate import GateOutcome
 from spinn_export.report.render import MISSING, Figure, Section, render_html, render_markdown
-from spinn_export.report.results import History, Manifest, Results, load_history, load_manifest, load_results, speedups
+from spinn_export.report.results import (
+    History,
+    ManifestView,
+    Results,
+    load_history,
+    load_manifest,
+    load_results,
+    speedups,
+)
 from spinn_export.report.summary import fastest_sentence, summary_rows, summary_section
 from spinn_export.report.tables import DATE_FORMAT, dates, detail_sections, fastest_section, fastest_table
 
@@ -39,7 +47,7 @@ class ReportPaths:
     pngs: tuple[Path, ...]
 
 
-def build_sections(results: Results, manifest: Manifest | None, histories: Sequence[History],
+def build_sections(results: Results, manifest: ManifestView | None, histories: Sequence[History],
                    gate: GateOutcome | None = None) -> list[Section]:
     """The summary and the fastest deployment, then the details, in the order the report shows them."""
     speedup = speedups(results)
