@@ -108,6 +108,7 @@ def test_a_case_is_a_fraction_of_its_own_precisions_ceiling_only() -> None:
     assert state.ceiling_fields("cpu", "bf16", 50.0) == {}  # never against another precision's ceiling
 
 
+@pytest.mark.slow
 def test_this_machines_ceilings_are_measured_with_its_detected_features() -> None:
     # In fresh processes, as in the suite: ONNX Runtime's GEMM creates the process-wide thread pool, after which
     # this process's exports (per-session pools) could not open a session.

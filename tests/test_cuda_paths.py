@@ -253,6 +253,7 @@ def test_every_cuda_backend_says_in_one_line_why_it_cannot_run_here():
         assert reason and "\n" not in reason and "GPU" in reason, (name, reason)
 
 
+@pytest.mark.slow
 @no_gpu_only
 def test_the_suite_skips_every_cuda_backend_with_its_reason():
     proc = run_bench("-rs", "bench", "--spinn-backends=cuda", "--spinn-variants=dense", "--spinn-batches=1",

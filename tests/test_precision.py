@@ -112,6 +112,7 @@ def _ort_static(directory: str) -> tuple[str, float, float]:
     return runner.provider, runner.parity.max_abs_error, ref.recorded_error
 
 
+@pytest.mark.slow
 def test_static_int8_runs_on_onnx_runtime_within_its_recorded_error(exported):
     refs = {r.name: r for r in refs_from_manifest(exported)}
     assert {"dense-int8-static:named", "dense-int8-static:unnamed"} <= set(refs)
@@ -183,6 +184,7 @@ def test_precision_variant_names_round_trip_and_pick_their_backends():
     assert static.unsupported_reason(get_backend("ort-optimized-cpu")) is not None
 
 
+@pytest.mark.slow
 def test_formats_all_is_what_this_machine_can_produce_and_says_why_not_the_rest(tmp_path):
     skipped = unavailable_formats()
     assert {f.name for f in parse_formats("all")} == set(formats()) - set(skipped)
