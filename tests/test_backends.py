@@ -165,6 +165,7 @@ def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, network, small_
     assert "already fixed at 1 threads" in out["second_pool"]
 
 
+@pytest.mark.slow
 def test_manifest_variants_and_their_backends(tmp_path, network, small_spec):
     save_checkpoint(tmp_path / "dense.safetensors", network, {"variant": "dense"})
     pruned = magnitude_prune(network.with_module(copy.deepcopy(network.module)), 600)

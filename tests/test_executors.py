@@ -112,6 +112,7 @@ def test_local_processes_fine_tune_points_as_this_process_does(jobs: Jobs, tmp_p
     run_on("local", None, jobs, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_failed_point_stops_the_sweep_with_one_line_naming_it(jobs: Jobs) -> None:
     config = SweepConfig(parse_targets("0.5,0.99"), workers=1)
     lines: list[str] = []

@@ -2,7 +2,7 @@
 in about a minute. Slow tests (CLI and suite subprocesses, the tiny pipeline, real clusters) still run in CI's plain
 `pytest`. What the lane covers, module by module:
 
-    pytest -m "not slow" --cov=spinn_export --cov-report=term-missing
+    coverage run --source=spinn_export -m pytest -m "not slow" && coverage report
 
 Here the cheap half of that promise: every module imports on its own (a module nothing fast imports fails here, not
 minutes later in a subprocess), and the console entry point runs in this process."""
@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import importlib
 import runpy
-from pathlib import Path
 
 import pytest
 
-import spinn_export
+from .test_layering import MODULES
 
-PACKAGE = Path(spinn_export.__file__).parent
 MAIN = "spinn_export.__main__"  # runs the CLI when imported: run as `python -m spinn_export` below
 
 
-def modules() -> list[str]:
-    """Every module of the package by its dotted name, from the files themselves (a new file joins by itself)."""
-    names = (".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts) for path in PACKAGE.rglob("*.py"))
-    return sorted(name.removesuffix(".__init__") for name in names)
-
-
-@pytest.mark.parametrize("name", [name for name in modules() if name != MAIN])
+@pytest.mark.parametrize("name", sorted(set(MODULES) - {MAIN}))
 def test_every_module_imports_on_its_own(name: str) -> None:
     assert importlib.import_module(name).__name__ == name
 

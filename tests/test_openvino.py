@@ -136,6 +136,7 @@ def test_bf16_is_offered_only_where_openvino_reports_native_bf16():
             parse_formats("onnx-bf16")
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_the_bf16_marker_travels_in_the_file_and_sets_the_hint(tmp_path):
     torch.manual_seed(0)

@@ -123,6 +123,7 @@ def test_static_int8_runs_on_onnx_runtime_within_its_recorded_error(exported):
     assert "not int8-static" in Variant("dense", "int8-static").unsupported_reason(get_backend("eager-cpu"))
 
 
+@pytest.mark.slow
 def test_user_data_calibrates_and_judges_the_static_model(tmp_path):
     inputs = STOKES.sample_inputs(400, torch.Generator().manual_seed(1))
     table = pd.DataFrame(inputs.numpy(), columns=list(STOKES.input_names))
