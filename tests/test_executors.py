@@ -108,6 +108,7 @@ def test_unknown_executors_and_an_address_for_local_processes_are_one_line() -> 
         get_executor("local").check("tcp://127.0.0.1:8786")
 
 
+@pytest.mark.slow
 def test_local_processes_fine_tune_points_as_this_process_does(jobs: Jobs, tmp_path: Path) -> None:
     run_on("local", None, jobs, tmp_path)
 

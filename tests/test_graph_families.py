@@ -129,8 +129,8 @@ def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypat
         shrink(network, keep, fold=fold, calibration=calibration)
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=() if name == "residual" else pytest.mark.slow)
-                                  for name in FAMILIES])  # one family in the fast lane, seconds each
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FAMILIES)
 def test_onnx_and_torchscript_exports_hold_parity(name, pruned_families):
     out = pruned_families[name][3]
     manifest = export_checkpoints([out / "stage_0.safetensors", out / "structured.safetensors"], out / "artifacts",
