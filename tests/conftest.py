@@ -164,3 +164,14 @@ def build_pipeline(directory: Path) -> Pipeline:
 @pytest.fixture(scope="session")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Pipeline:
     return build_pipeline(tmp_path_factory.getbasetemp() / "tiny_pipeline")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that reads the tiny pipeline is slow: its first use prunes, exports and runs the suite twice.
+
+    Marked here, by the fixture a test asks for, so a new test of the pipeline's files joins the slow lane by itself.
+    """
+    for item in items:
+        if "pipeline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+

@@ -103,6 +103,7 @@ def test_exported_files_load_on_their_backends_and_in_memory_modules_are_refused
             get_backend(name).load(network.module, 1)
 
 
+@pytest.mark.slow
 def test_compile_refuses_recompiles_after_warm_up(network, small_spec):
     runner = get_backend("compile-cpu").load(network.module, 1)
     call = runner.prepare(sample_input(4, small_spec.in_features))
@@ -113,6 +114,7 @@ def test_compile_refuses_recompiles_after_warm_up(network, small_spec):
         runner.fn(unwarmed)
 
 
+@pytest.mark.slow
 def test_compile_refuses_to_fall_back_to_eager_at_the_recompile_limit(network, small_spec):
     with torch._dynamo.config.patch(recompile_limit=1):
         runner = get_backend("compile-cpu").load(network.module, 1)
@@ -151,6 +153,7 @@ def _ort_checks(path: str, reference_path: str) -> dict:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback of a CUDA request")
 def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, network, small_checkpoint):
     write_onnx(network, tmp_path / "m.onnx", 18)
@@ -162,6 +165,7 @@ def test_ort_runs_on_the_requested_provider_or_refuses(tmp_path, network, small_
     assert "already fixed at 1 threads" in out["second_pool"]
 
 
+@pytest.mark.slow
 def test_manifest_variants_and_their_backends(tmp_path, network, small_spec):
     save_checkpoint(tmp_path / "dense.safetensors", network, {"variant": "dense"})
     pruned = magnitude_prune(network.with_module(copy.deepcopy(network.module)), 600)

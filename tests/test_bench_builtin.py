@@ -4,9 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from .conftest import run_bench
 
 
+@pytest.mark.slow
 def test_eager_only_run_benchmarks_the_builtin_models(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = run_bench("-rs", "bench", "--spinn-quick", "--spinn-backends=eager-cpu", "--spinn-batches=1",

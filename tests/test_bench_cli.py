@@ -110,6 +110,7 @@ def test_autosave_then_compare_from_the_checkout(pipeline: Pipeline, tmp_path: P
     assert "0001" in compared.stdout and "test_latency[ort-cpu-b8-dense]" in compared.stdout
 
 
+@pytest.mark.slow
 def test_one_models_latency_across_backends_needs_no_pruned_model(small_checkpoint: Path, tmp_path: Path) -> None:
     """Defaults never fail a run they do not apply to: a folder with only a dense model is benchmarked (no paired
     variant is asked for where there is none)."""

@@ -7,9 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import torch
+from onnx import numpy_helper
 
 from spinn_export import hardware
 from spinn_export.bench import ceilings
@@ -26,6 +30,7 @@ from spinn_export.bench.session import SuiteState
 from spinn_export.hardware import cpu_support
 from spinn_export.report.results import load_results
 from spinn_export.report.writer import build_report
+from spinn_export.runtimes.onnx import GEMM_FORMS, gemm_file
 
 from .conftest import Pipeline, run_bench
 
@@ -108,6 +113,7 @@ def test_a_case_is_a_fraction_of_its_own_precisions_ceiling_only() -> None:
     assert state.ceiling_fields("cpu", "bf16", 50.0) == {}  # never against another precision's ceiling
 
 
+@pytest.mark.slow
 def test_this_machines_ceilings_are_measured_with_its_detected_features() -> None:
     # In fresh processes, as in the suite: ONNX Runtime's GEMM creates the process-wide thread pool, after which
     # this process's exports (per-session pools) could not open a session.
@@ -165,6 +171,23 @@ def test_the_ceiling_gemm_is_the_implementation_that_set_it() -> None:
     gemm, call, flops = ceiling_gemm(ceiling, "cpu", "fp32", 2, gemms)
     assert gemm.name == call == "fast" and built == [("fast", ceilings.GEMM_SIZE["cpu"], 2)]
     assert flops == 2.0 * ceilings.GEMM_SIZE["cpu"] ** 3
+
+
+@pytest.mark.parametrize("form", GEMM_FORMS)
+def test_each_ceiling_gemm_form_is_the_matmul_onnx_runtime_computes(form: str) -> None:
+    """The ceilings time these graphs; each must be one square product by its constant weights (fast lane: 8 x 8)."""
+    with gemm_file(form, 8) as (path, x):
+        (y,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"A": x})
+        weights = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer}
+    assert y.shape == (8, 8)
+    if form == "float":
+        np.testing.assert_allclose(y, x @ weights["W"], rtol=1e-4, atol=1e-4)
+    elif form == "integer":
+        np.testing.assert_array_equal(y, x.astype(np.int32) @ weights["W"].astype(np.int32))
+    else:  # qdq: the input rounded to its uint8 grid, the weights scaled, then a float product
+        a = (np.clip(np.round(x / 0.02) + 128, 0, 255) - 128) * np.float32(0.02)
+        np.testing.assert_allclose(y, a @ (weights["W"].astype(np.float32) * np.float32(0.01)), rtol=1e-3, atol=1e-3)
+    assert not path.exists()  # the temporary file goes with the block
 
 
 def test_the_suite_pairs_dense_with_the_ceilings_gemm_and_the_report_shows_it(pipeline: Pipeline,

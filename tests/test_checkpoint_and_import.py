@@ -55,6 +55,7 @@ class ResidualMLP(nn.Module):
         return self.out(h)
 
 
+@pytest.mark.slow
 def test_import_state_dict_infers_widths(tmp_path):
     torch.manual_seed(2)
     source = nn.Sequential(nn.Linear(18, 12), nn.ReLU(), nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 2))
@@ -72,6 +73,7 @@ def test_import_state_dict_infers_widths(tmp_path):
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_pickled_module_needs_trust_flag(tmp_path):
     torch.manual_seed(3)
     source = SeedStyleMLP()
@@ -90,6 +92,7 @@ def test_pickled_module_needs_trust_flag(tmp_path):
     torch.testing.assert_close(loaded.network.module(x), source(x))
 
 
+@pytest.mark.slow
 def test_trusted_pickle_whose_class_is_not_importable(tmp_path):
     torch.save(SeedStyleMLP(), tmp_path / "whole.pth")
     result = run_cli("import", str(tmp_path / "whole.pth"), "--trust-pickle", "--in-features", "18", "--out",
@@ -117,6 +120,7 @@ def test_a_traced_module_keeps_its_skip_and_freezes_what_it_cannot_prove(tmp_pat
         open_model(tmp_path / "conv.pth", trust_pickle=True, in_features=18)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state,needle", [
     ({"conv.weight": torch.zeros(4, 1, 3), "conv.bias": torch.zeros(4)}, "'conv'"),
     ({"a.weight": torch.zeros(8, 18), "bn.running_mean": torch.zeros(8)}, "'bn'"),
@@ -130,6 +134,7 @@ def test_bad_state_dicts_are_refused_by_the_cli(tmp_path, state, needle):
     assert not out.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,needle", [
     (b"", "readable"),
     (b"\x00garbage" * 10, "readable"),
@@ -140,17 +145,20 @@ def test_corrupt_checkpoints_get_clear_errors(tmp_path, content, needle):
     assert_clean_error(run_cli("info", str(path)), needle)
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint(small_checkpoint):
     data = small_checkpoint.read_bytes()
     small_checkpoint.write_bytes(data[: len(data) // 2])
     assert_clean_error(run_cli("info", str(small_checkpoint)), str(small_checkpoint.name))
 
 
+@pytest.mark.slow
 def test_safetensors_without_spec(tmp_path):
     save_file({"w": torch.zeros(2, 2)}, str(tmp_path / "raw.safetensors"))
     assert_clean_error(run_cli("info", str(tmp_path / "raw.safetensors")), "spinn-export import")
 
 
+@pytest.mark.slow
 def test_missing_paths(tmp_path):
     assert_clean_error(run_cli("info", str(tmp_path / "nope.safetensors")), "no such file")
     assert_clean_error(run_cli("import", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "x.safetensors")),

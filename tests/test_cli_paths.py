@@ -148,6 +148,7 @@ def test_an_unusable_path_is_one_line_exit_2_and_nothing_is_written(workspace, c
     assert _tree(workspace.root) == before
 
 
+@pytest.mark.slow
 def test_from_a_fresh_process_too(workspace):
     """The console entry point itself: the same one line, no traceback, for an output and an input."""
     assert_clean_error(run_cli("export", str(workspace / "ck.safetensors"), "--out", str(workspace / "afile" / "x")),
@@ -166,6 +167,7 @@ def test_each_command_file_registers_the_command_it_is_named_after():
         assert list(subparsers.choices) == [command]
 
 
+@pytest.mark.slow
 def test_a_command_imports_only_what_it_uses():
     """`gate` and `report` read JSON and write tables: they start without torch (all commands together took about
     4 s to import before a usage error could even be printed)."""

@@ -113,6 +113,7 @@ def test_compile_cuda_accepts_every_torch_compile_mode_and_its_runner_keeps_the_
     assert isinstance(runner, CompiledRunner) and runner.device == "cuda" and runner.backend == "compile-cuda"
 
 
+@pytest.mark.slow
 def test_the_recompile_guard_holds_under_reduce_overhead(network, small_spec):
     # on the CPU, reduce-overhead compiles without CUDA graphs; the guard must refuse the same things as by default
     runner = get_backend("compile-cpu").load(network.module, 1, CompileConfig(mode="reduce-overhead"))
@@ -253,6 +254,7 @@ def test_every_cuda_backend_says_in_one_line_why_it_cannot_run_here():
         assert reason and "\n" not in reason and "GPU" in reason, (name, reason)
 
 
+@pytest.mark.slow
 @no_gpu_only
 def test_the_suite_skips_every_cuda_backend_with_its_reason():
     proc = run_bench("-rs", "bench", "--spinn-backends=cuda", "--spinn-variants=dense", "--spinn-batches=1",

@@ -108,10 +108,12 @@ def test_unknown_executors_and_an_address_for_local_processes_are_one_line() -> 
         get_executor("local").check("tcp://127.0.0.1:8786")
 
 
+@pytest.mark.slow
 def test_local_processes_fine_tune_points_as_this_process_does(jobs: Jobs, tmp_path: Path) -> None:
     run_on("local", None, jobs, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_failed_point_stops_the_sweep_with_one_line_naming_it(jobs: Jobs) -> None:
     config = SweepConfig(parse_targets("0.5,0.99"), workers=1)
     lines: list[str] = []
@@ -121,12 +123,14 @@ def test_a_failed_point_stops_the_sweep_with_one_line_naming_it(jobs: Jobs) -> N
     assert "\n" not in str(failure.value) and lines[0] == "fine-tuning 2 points on local (1 worker here)"
 
 
+@pytest.mark.slow
 def test_a_dask_local_cluster_of_processes_fine_tunes_the_same_point(jobs: Jobs, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed", reason="dask is not installed: pip install 'spinn-export[dask]'")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         run_on("dask", cluster.scheduler_address, jobs, tmp_path)
 
 
+@pytest.mark.slow
 def test_a_local_ray_instance_fine_tunes_the_same_point(jobs: Jobs, tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'spinn-export[ray]'")
     run_on("ray", None, jobs, tmp_path)  # the executor starts Ray here (ray.init, 1 CPU) and stops it

@@ -12,6 +12,7 @@ from spinn_export.files import sha256_of
 from .conftest import assert_clean_error, run_cli
 
 
+@pytest.mark.slow
 def test_export_is_quiet_and_rerunning_gives_identical_files(tmp_path, small_checkpoint):
     out = tmp_path / "out"
     first = run_cli("export", str(small_checkpoint), "--out", str(out))
@@ -29,12 +30,14 @@ def test_export_is_quiet_and_rerunning_gives_identical_files(tmp_path, small_che
     assert [r["format"] for r in records] == list(default_formats())  # re-run replaced, not duplicated
 
 
+@pytest.mark.slow
 def test_unknown_format_is_one_line(tmp_path, small_checkpoint):
     result = run_cli("export", str(small_checkpoint), "--out", str(tmp_path / "o"), "--formats", "onnx,coreml")
     assert_clean_error(result, "unknown format 'coreml'", "exported-program")
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line(tmp_path, small_checkpoint):
     bad = tmp_path / "cut.safetensors"
     bad.write_bytes(small_checkpoint.read_bytes()[:200])
@@ -42,11 +45,13 @@ def test_truncated_checkpoint_is_one_line(tmp_path, small_checkpoint):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_opset_out_of_range_is_one_line(tmp_path, small_checkpoint):
     assert_clean_error(run_cli("export", str(small_checkpoint), "--out", str(tmp_path / "o"), "--opset", "9"),
                        "--opset 9", "18..23")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["export", "run"])
 @pytest.mark.parametrize("value", ["-0.1", "nan", "much"])
 def test_an_unusable_accuracy_budget_is_one_line_before_any_work(tmp_path, command, value):

@@ -43,7 +43,11 @@ def _data(entry: dict):
     return load_user_dataset(ROOT / "heat.csv", ["x", "t"], ["u"], 0, None)
 
 
-@pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
+SLOW = {"pina-deeponet.pt2", "torchphysics-deepritznet.pt2"}  # seconds each; the other networks stay in the fast lane
+
+
+@pytest.mark.parametrize("entry", [pytest.param(e, marks=pytest.mark.slow) if e["file"] in SLOW else e for e in INDEX],
+                         ids=[e["file"] for e in INDEX])
 def test_a_framework_network_is_read_exactly_and_prunes_or_is_refused_in_one_line(entry, tmp_path):
     dataset = _data(entry)
     network = import_model(ROOT / entry["file"], data=dataset.x_train)  # checked on its own rows

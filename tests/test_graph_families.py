@@ -129,6 +129,7 @@ def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypat
         shrink(network, keep, fold=fold, calibration=calibration)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", FAMILIES)
 def test_onnx_and_torchscript_exports_hold_parity(name, pruned_families):
     out = pruned_families[name][3]
@@ -140,6 +141,7 @@ def test_onnx_and_torchscript_exports_hold_parity(name, pruned_families):
         assert record.architecture_source == "pt2"
 
 
+@pytest.mark.slow
 def test_a_paired_benchmark_case_per_family(pruned_families):
     """One paired case per family (ABBA, one fresh process each), dense against its pruned model on ort-cpu."""
     for name, (_, architecture, result, out, _) in pruned_families.items():

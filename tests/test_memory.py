@@ -33,7 +33,9 @@ def wide_ref(tmp_path_factory: pytest.TempPathFactory):
     return ref
 
 
-@pytest.mark.parametrize("backend", ["eager-cpu", "ort-cpu", "compile-cpu"])  # compile: builds each shape first
+# eager in the fast lane; ONNX Runtime and compile (it builds each shape first) take seconds more each
+@pytest.mark.parametrize("backend", ["eager-cpu", pytest.param("ort-cpu", marks=pytest.mark.slow),
+                                     pytest.param("compile-cpu", marks=pytest.mark.slow)])
 def test_peak_covers_weights_and_activations_and_grows_with_the_batch(wide_ref, backend: str) -> None:
     measured = peak_memory(get_backend(backend), wide_ref, [BATCH, 1], threads=1)
     assert measured.method == "VmHWM" and measured.reason is None

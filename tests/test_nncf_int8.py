@@ -57,6 +57,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_accuracy_control_runs_on_held_out_training_rows_and_the_verdict_on_validation(exported):
     record = _records(exported)["named", "onnx-int8-nncf"]
     assert record["precision"] == "int8-nncf" and record["file"] == "named.int8-nncf.onnx"
@@ -72,12 +73,14 @@ def test_accuracy_control_runs_on_held_out_training_rows_and_the_verdict_on_vali
     assert any(w.data_type == onnx.TensorProto.INT8 for w in weights)  # int8 weights in the file, not a float copy
 
 
+@pytest.mark.slow
 def test_without_known_data_it_is_plain_nncf_and_not_judged(exported):
     record = _records(exported)["unnamed", "onnx-int8-nncf"]
     assert record["calibration"]["source"] == "default" and record["calibration"]["accuracy_control"] is None
     assert record["accuracy"] is None and record["within_budget"] is None
 
 
+@pytest.mark.slow
 def test_it_runs_on_openvino_within_its_recorded_error(exported):
     refs = {r.name: r for r in refs_from_manifest(exported)}
     ref = refs["dense-int8-nncf:named"]
@@ -93,6 +96,7 @@ def test_the_variant_name_round_trips_and_runs_where_int8_runs():
     assert "not int8-nncf" in variant.unsupported_reason(get_backend("eager-cpu"))
 
 
+@pytest.mark.slow
 def test_an_unmeetable_target_keeps_the_best_int8_model_and_reports_the_drop():
     torch.manual_seed(0)
     network = mlp_network(SPEC)
@@ -116,6 +120,7 @@ def test_control_rows_with_nan_targets_are_one_line():
         control_rows(x, y, "t")
 
 
+@pytest.mark.slow
 def test_without_nncf_the_format_is_skipped_with_the_reason_in_the_manifest_and_summary(monkeypatch, tmp_path):
     monkeypatch.setattr(nncf_runtime, "installed_version", lambda name: None)
     reason = unavailable_formats()["onnx-int8-nncf"]

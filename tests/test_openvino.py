@@ -150,6 +150,7 @@ def test_bf16_is_offered_only_where_openvino_reports_native_bf16():
             parse_formats("onnx-bf16")
 
 
+@pytest.mark.slow
 @needs_openvino
 def test_the_bf16_marker_travels_in_the_file_and_sets_the_hint(tmp_path):
     torch.manual_seed(0)
@@ -170,6 +171,7 @@ def test_the_bf16_marker_travels_in_the_file_and_sets_the_hint(tmp_path):
         assert compiled.precision == "bf16" and FLOAT32.atol < np.abs(output - expected).max() < 0.1
 
 
+@pytest.mark.slow
 def test_without_openvino_the_backend_is_one_line_of_reason():
     script = ("import sys; sys.modules['openvino'] = None\n"  # any `import openvino` now raises ImportError
               "from spinn_export.bench.backends import get_backend\n"

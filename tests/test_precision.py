@@ -112,6 +112,7 @@ def _ort_static(directory: str) -> tuple[str, float, float]:
     return runner.provider, runner.parity.max_abs_error, ref.recorded_error
 
 
+@pytest.mark.slow
 def test_static_int8_runs_on_onnx_runtime_within_its_recorded_error(exported):
     refs = {r.name: r for r in refs_from_manifest(exported)}
     assert {"dense-int8-static:named", "dense-int8-static:unnamed"} <= set(refs)
@@ -122,6 +123,7 @@ def test_static_int8_runs_on_onnx_runtime_within_its_recorded_error(exported):
     assert "not int8-static" in Variant("dense", "int8-static").unsupported_reason(get_backend("eager-cpu"))
 
 
+@pytest.mark.slow
 def test_user_data_calibrates_and_judges_the_static_model(tmp_path):
     inputs = STOKES.sample_inputs(400, torch.Generator().manual_seed(1))
     table = pd.DataFrame(inputs.numpy(), columns=list(STOKES.input_names))
@@ -183,6 +185,7 @@ def test_precision_variant_names_round_trip_and_pick_their_backends():
     assert static.unsupported_reason(get_backend("ort-optimized-cpu")) is not None
 
 
+@pytest.mark.slow
 def test_formats_all_is_what_this_machine_can_produce_and_says_why_not_the_rest(tmp_path):
     skipped = unavailable_formats()
     assert {f.name for f in parse_formats("all")} == set(formats()) - set(skipped)

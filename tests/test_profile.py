@@ -33,6 +33,7 @@ def _profiled(backend: str, path: str) -> TimeByOperator | None:
     return runner.time_by_operator(sample_input(256, SPEC.in_features))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["ort-cpu", "openvino-cpu"])
 def test_the_runtimes_profiler_reports_each_operator_of_a_real_call(backend, tmp_path):
     torch.manual_seed(0)

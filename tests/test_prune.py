@@ -206,6 +206,7 @@ def test_config_errors_are_user_errors():
         shrink(_network(), KEEP, fold="mean")
 
 
+@pytest.mark.slow
 def test_prune_cli_on_user_data(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({f"x{i}": rng.uniform(-1, 1, 400) for i in range(3)})
@@ -227,6 +228,7 @@ def test_prune_cli_on_user_data(tmp_path):
                                                "stage_2.safetensors", "history.json", "history.csv"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needles", [
     (["--target", "1"], ["impossible"]),
     (["--target", "0.99", "--min-width", "10"], ["minimum width"]),
@@ -235,6 +237,7 @@ def test_prune_cli_errors(small_checkpoint, tmp_path, args, needles):
     assert_clean_error(run_cli("prune", str(small_checkpoint), *args, "--out", str(tmp_path / "o")), *needles)
 
 
+@pytest.mark.slow
 def test_prune_cli_refuses_unsupported_input(tmp_path):
     torch.save({"conv.weight": torch.zeros(4, 3, 3, 3)}, tmp_path / "conv.pt")
     assert_clean_error(run_cli("prune", str(tmp_path / "conv.pt"), "--target", "0.5", "--out", str(tmp_path / "o")),

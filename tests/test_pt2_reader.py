@@ -344,7 +344,7 @@ def test_names_that_are_keywords_keep_their_state_dict_keys(tmp_path: Path, buil
     assert same_as(module, load_checkpoint(tmp_path / "m.safetensors").network.module)
 
 
-@pytest.mark.parametrize("fmt", ["exported-program", "onnx"])
+@pytest.mark.parametrize("fmt", ["exported-program", pytest.param("onnx", marks=pytest.mark.slow)])
 def test_names_that_are_keywords_export(tmp_path: Path, fmt: str) -> None:
     """torch.export's own code generation cannot write `self.layers.in`: the artifacts name it `layers.in_`."""
     network = import_model(exported(_Keywords().eval(), tmp_path / "m.pt2"))

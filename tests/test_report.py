@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from spinn_export.errors import UserError
-from spinn_export.model.spec import SOURCES
+from spinn_export.model.mlp import mlp_network
+from spinn_export.model.spec import SOURCES, MLPSpec
+from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.structured import prune
+from spinn_export.prune.target import Target
+from spinn_export.report.architecture import groups_table, note, recorded
 from spinn_export.report.gate import GatePolicy, SpeedupRule, run_gate
 from spinn_export.report.results import load_history, load_manifest, load_results
 from spinn_export.report.summary import not_run_kinds
 from spinn_export.report.writer import build_report
+from spinn_export.task.data import builtin_dataset
+from spinn_export.task.train import TrainConfig
 
 from .conftest import Pipeline, run_cli
 
@@ -339,3 +347,20 @@ def test_a_rolled_back_last_round_is_not_the_variants_weights(tmp_path: Path) ->
     history = History(tmp_path / "history.json", record, stages)
     assert history_stage([history], "structured")["stage"] == 1
     assert history_stage([history], "dense")["stage"] == 0
+
+
+def test_the_architecture_view_is_read_from_a_real_pruning_history(tmp_path: Path) -> None:
+    """The fast lane's check of report.architecture (the tiny pipeline's report test is slow): one structured prune
+    of a small MLP, no fine-tuning, and the groups its history recorded, before and after."""
+    torch.manual_seed(0)
+    data = builtin_dataset(seed=0, n_train=128, n_val=64, n_test=16)
+    config = PruneConfig(Target.params(0.5), method="structured", rounds=1, finetune=TrainConfig(epochs=0),
+                         calibration_samples=32)
+    prune(mlp_network(MLPSpec(18, (32, 32), 2)), data, config, tmp_path, metadata={"variant": "dense"}, progress=False)
+    architecture = recorded([load_history(tmp_path / "history.json")])
+    assert architecture is not None
+    table = groups_table(architecture)
+    assert list(table["dense width"]) == [32, 32] and all(table["width"] < table["dense width"])
+    assert all(status.startswith("pruned") for status in table["status"])  # no group frozen in a plain MLP
+    assert note(architecture).startswith("18 inputs, 2 outputs; architecture source: ")
+

@@ -36,6 +36,7 @@ def test_invalid_specs_are_user_errors(kwargs):
         MLPSpec(**{**base, **kwargs})
 
 
+@pytest.mark.slow
 def test_info_json_for_widths():
     result = run_cli("info", "--widths", "384,384,384,192", "--json")
     assert result.returncode == 0, result.stderr
@@ -45,6 +46,7 @@ def test_info_json_for_widths():
     assert {"in_features", "out_features", "activation", "macs_per_sample", "flops_per_sample"} <= set(data)
 
 
+@pytest.mark.slow
 def test_info_of_checkpoint(small_checkpoint, small_spec):
     result = run_cli("info", str(small_checkpoint), "--json")
     assert result.returncode == 0, result.stderr
@@ -52,6 +54,7 @@ def test_info_of_checkpoint(small_checkpoint, small_spec):
     assert data["params"] == small_spec.params and data["widths"] == list(small_spec.widths)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,needle", [
     (["info", "--widths", "384,abc"], "--widths"),
     (["info", "--widths", "0,4"], "positive"),

@@ -48,6 +48,7 @@ def swept(tiny: tuple[Path, list[str]], tmp_path_factory: pytest.TempPathFactory
     return out
 
 
+@pytest.mark.slow
 def test_pareto_csv_has_one_measured_row_per_point(swept: Path) -> None:
     frame = pd.read_csv(swept / "pareto.csv", dtype={"target": str, "widths": str})
     assert tuple(frame.columns) == COLUMNS
@@ -72,6 +73,7 @@ def test_pareto_csv_has_one_measured_row_per_point(swept: Path) -> None:
     assert frame["measured_on"].nunique() == 1 and frame["measured_on"].iloc[0].startswith(f"{host} (")
 
 
+@pytest.mark.slow
 def test_the_pareto_flags_mark_exactly_the_undominated_points_and_the_front_is_monotone(swept: Path) -> None:
     sweep = load_sweep(swept)
     assert sweep.dense is not None
@@ -91,6 +93,7 @@ def test_pareto_optimal_is_a_pure_function_of_speed_and_accuracy() -> None:
     assert pareto_optimal([], []) == []
 
 
+@pytest.mark.slow
 def test_the_sweep_directory_holds_the_plot_the_summary_and_what_prune_and_export_write(swept: Path) -> None:
     assert (swept / "pareto.png").read_bytes().startswith(b"\x89PNG")
     summary = json.loads((swept / "sweep.json").read_text())
@@ -117,6 +120,7 @@ def test_the_report_gains_a_pareto_section_from_the_sweep(swept: Path, pipeline:
     assert not (out / "pareto.png").exists() and not (out / "csv" / "pareto.csv").exists()
 
 
+@pytest.mark.slow
 def test_a_broken_sweep_directory_is_one_line(swept: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"no pareto\.csv"):
         load_sweep(tmp_path)

@@ -84,6 +84,7 @@ def test_user_data_bad_columns(tmp_path, inputs, targets, needle):
         load_user_dataset(tmp_path / "d.csv", inputs, targets)
 
 
+@pytest.mark.slow
 def test_nan_in_user_data_is_named_by_the_cli(tmp_path):
     frame = _frame()
     frame.loc[7, "b"] = np.nan
@@ -95,6 +96,7 @@ def test_nan_in_user_data_is_named_by_the_cli(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_train_cli_bad_options(tmp_path):
     assert_clean_error(run_cli("train", "--epochs", "0", "--out", str(tmp_path / "m.safetensors")), "--epochs")
     assert_clean_error(run_cli("train", "--data", str(tmp_path / "none.csv"), "--inputs", "a", "--targets", "y",

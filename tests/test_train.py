@@ -1,5 +1,6 @@
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from spinn_export.model.checkpoint import load_checkpoint
@@ -28,6 +29,7 @@ def test_training_is_deterministic_for_a_seed_and_records_history():
     assert ra.history[-1].physics_loss > 0 and ra.final.residual_rms is not None
 
 
+@pytest.mark.slow
 def test_train_cli_on_user_data_learns_a_linear_map(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"a": rng.uniform(-1, 1, 2000), "b": rng.uniform(-1, 1, 2000)})

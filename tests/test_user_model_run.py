@@ -69,6 +69,7 @@ def user_run(tmp_path_factory: pytest.TempPathFactory) -> UserRun:
     return UserRun(folder, folder / out, first, again, arguments)
 
 
+@pytest.mark.slow
 def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     assert user_run.first.returncode in (0, 1), user_run.first.stderr[-3000:]
     quick = RunConfig(quick=True, model=UserModel(Path("model.pt2"), Path("data.csv"), INPUTS, TARGETS))
@@ -89,6 +90,7 @@ def test_the_run_reports_and_exits_with_the_gates_verdict(user_run):
     assert sorted(p.name for p in user_run.folder.iterdir()) == ["data.csv", "model.pt2", "physics.py", "runs"]
 
 
+@pytest.mark.slow
 def test_the_console_says_what_was_read_as_the_readme_shows(user_run):
     text = (REPO / "README.md").read_text()
     shown = re.search(r"It prints what it read, `(imported [^`]*)`", text.replace("\n", " ")).group(1)
@@ -96,6 +98,7 @@ def test_the_console_says_what_was_read_as_the_readme_shows(user_run):
     assert printed == [shown]
 
 
+@pytest.mark.slow
 def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(user_run):
     dense = load_checkpoint(user_run.out / "dense.safetensors")
     architecture = dense.network.architecture
@@ -118,6 +121,7 @@ def test_the_imported_model_is_pruned_with_the_users_physics_recorded_per_stage(
     assert structured.architecture.group_names == architecture.group_names
 
 
+@pytest.mark.slow
 def test_the_stage_records_hold_the_data_and_physics_so_a_resume_notices_a_change(user_run):
     for method in ("structured", "magnitude"):
         record = json.loads((user_run.out / "stages" / f"prune-{method}.json").read_text())
@@ -128,6 +132,7 @@ def test_the_stage_records_hold_the_data_and_physics_so_a_resume_notices_a_chang
         assert record["params"]["model"]["inputs"] == list(INPUTS)
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_every_stage_and_gates_again(user_run):
     assert user_run.again.returncode == user_run.first.returncode, user_run.again.stderr[-3000:]
     reused = [line for line in user_run.again.stdout.splitlines() if "up to date, reused" in line]
@@ -135,6 +140,7 @@ def test_a_second_run_reuses_every_stage_and_gates_again(user_run):
         ["import", "prune-structured", "prune-magnitude", "export", "bench", "report"]
 
 
+@pytest.mark.slow
 def test_model_flags_without_a_model_and_a_model_without_its_data_are_one_line(tmp_path):
     assert_clean_error(run_cli("run", "--physics", "p.py:residual", "--out", str(tmp_path / "o")), "--physics",
                        "only apply with --model")
@@ -142,6 +148,7 @@ def test_model_flags_without_a_model_and_a_model_without_its_data_are_one_line(t
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_a_model_that_does_not_fit_the_data_is_refused_before_any_stage(tmp_path):
     problem = write_problem(tmp_path, rows=200, fit_steps=0)
     result = run_cli("run", "--model", str(problem.model), "--data", str(problem.data), "--inputs", "x0,x1",
