@@ -116,7 +116,7 @@ def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: byt
             if prune_config.measured_on is None:
                 try:
                     plan_widths(checkpoint.network.architecture, prune_config.target, min_width=prune_config.min_width,
-                                round_to=prune_config.round_to)
+                                round_to=prune_config.block)
                 except UserError as exc:
                     raise UserError(f"--targets {target.text}: {exc}") from None
             jobs.append(PointJob(f"{method}-{target.slug}", target, prune_config, checkpoint_bytes, data, metadata))
