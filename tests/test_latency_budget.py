@@ -74,7 +74,7 @@ class FakeMeasurer:
 
 
 class SumTable:
-    """A LatencyModel from a cost function of the layer shapes, counting the vectors it is asked for."""
+    """A LatencyEstimator from a cost function of the layer shapes, counting the vectors it is asked for."""
 
     def __init__(self, architecture, cost) -> None:
         self.architecture, self.cost, self.asked = architecture, cost, 0

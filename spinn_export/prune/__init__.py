@@ -1,2 +1,2 @@
-"""Pruning: proven structured removal (`shrink`), unit importance (`importance`), the width budget (`budget`,
-`latency`), the run's config, history and schedule (`config`, `history`, `structured`) and the magnitude baseline."""
+"""Pruning: proven structured removal (`shrink`), unit importance (`importance`), the width plan (`walk`, `budget`,
+`latency`), the run's config and history, and its strategies: methods, schedule, composed by `structured.prune`."""
