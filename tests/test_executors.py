@@ -122,20 +122,20 @@ def test_dask_connects_to_a_running_scheduler_and_a_bad_address_is_one_line() ->
     """A scheduler of threads in this process starts in a fraction of a second; a LocalCluster of processes (what
     the executor starts without --address) is the slow test below."""
     distributed = pytest.importorskip("distributed", reason="dask is not installed: pip install 'spinn-export[dask]'")
-    with distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None) as cluster:
-        with get_executor("dask").open(1, cluster.scheduler_address) as pool:
-            assert pool.submit(operator.add, 2, 3).result(timeout=60) == 5
+    cluster = distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None)
+    with cluster, get_executor("dask").open(1, cluster.scheduler_address) as pool:
+        assert pool.submit(operator.add, 2, 3).result(timeout=60) == 5
     with pytest.raises(UserError, match=r"^executor dask: no scheduler answered at nowhere://x \(ValueError: .*\); "
-                                        r"start one \(dask scheduler\) or drop --address$"):
-        with get_executor("dask").open(1, "nowhere://x"):
-            pass
+                                        r"start one \(dask scheduler\) or drop --address$"), \
+            get_executor("dask").open(1, "nowhere://x"):
+        pass
 
 
 def test_ray_refuses_a_malformed_address_in_one_line_and_stays_stopped() -> None:
     ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'spinn-export[ray]'")
-    with pytest.raises(UserError, match=r"^executor ray: could not connect to host:port:x \(ValueError: .*\)$"):
-        with get_executor("ray").open(1, "host:port:x"):
-            pass
+    with pytest.raises(UserError, match=r"^executor ray: could not connect to host:port:x \(ValueError: .*\)$"), \
+            get_executor("ray").open(1, "host:port:x"):
+        pass
     assert not ray.is_initialized()
 
 
