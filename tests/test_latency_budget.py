@@ -92,7 +92,7 @@ def test_latency_target_is_validated_and_described():
     for ratio in (0.0, 1.0, 1.5, -0.2, float("nan")):
         with pytest.raises(UserError, match="strictly between 0 and 1"):
             Target.latency(ratio, "ort-cpu", 4096)
-    with pytest.raises(UserError, match="--batch"):
+    with pytest.raises(UserError, match="batch must be a positive integer, got 0"):
         Target.latency(0.4, "ort-cpu", 0)
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from spinn_export.errors import UserError
+from spinn_export.errors import SettingError, UserError
 from spinn_export.model.architecture import Architecture
 from spinn_export.prune.target import Target
 from spinn_export.prune.walk import LatencyEstimator, Walk, counted, order_of, timed
@@ -89,7 +89,7 @@ def layer_steps(architecture: Architecture, round_to: RoundTo) -> tuple[int, ...
     else:
         steps = (round_to or 1,) * len(architecture.widths)
     if any(step < 1 for step in steps):
-        raise UserError(f"--round-to must be a positive integer, got {round_to}")
+        raise SettingError("{round_to} must be a positive integer, got {value}", value=round_to)
     return steps
 
 
@@ -98,16 +98,13 @@ def _bounds(architecture: Architecture, min_width: int, steps: tuple[int, ...]) 
     lows, highs = [], []
     for index, (width, step) in enumerate(zip(architecture.widths, steps)):
         if width < min_width:
-            raise UserError(
-                f"--min-width {min_width} is wider than {_named(architecture, index)} ({width} neurons); "
-                "lower --min-width"
-            )
+            raise SettingError("{min_width} {value} is wider than {layer} ({width} neurons); lower {min_width}",
+                               value=min_width, layer=_named(architecture, index), width=width)
         low, high = math.ceil(min_width / step) * step, width // step * step
         if high < low:
-            raise UserError(
-                f"--round-to {step} cannot be met: {_named(architecture, index)} has {width} neurons, fewer than the "
-                f"smallest allowed multiple of {step} (>= --min-width {min_width}); use a smaller --round-to"
-            )
+            raise SettingError("{round_to} {step} cannot be met: {layer} has {width} neurons, fewer than the smallest "
+                               "allowed multiple of {step} (>= {min_width} {value}); use a smaller {round_to}",
+                               step=step, layer=_named(architecture, index), width=width, value=min_width)
         lows.append(low)
         highs.append(high)
     return lows, highs
@@ -127,18 +124,19 @@ def _explicit(architecture: Architecture, widths: tuple[int, ...], min_width: in
               steps: tuple[int, ...]) -> tuple[int, ...]:
     if len(widths) != len(architecture.widths):
         names = "" if architecture.is_chain else f" ({', '.join(architecture.group_names)})"
-        raise UserError(f"--widths gives {len(widths)} widths but the model has {len(architecture.widths)} prunable "
-                        f"{'hidden layers' if architecture.is_chain else 'groups'}{names}")
+        raise SettingError("{widths} gives {given} widths but the model has {count} prunable {kind}{names}",
+                           given=len(widths), count=len(architecture.widths), names=names,
+                           kind="hidden layers" if architecture.is_chain else "groups")
     for index, (want, have, step) in enumerate(zip(widths, architecture.widths, steps)):
         if want > have:
-            raise UserError(f"--widths asks {_named(architecture, index)} for {want} neurons but it has only "
-                            f"{have}; pruning cannot grow a layer")
+            raise SettingError("{widths} asks {layer} for {want} neurons but it has only {have}; pruning cannot grow "
+                               "a layer", layer=_named(architecture, index), want=want, have=have)
         if want < min_width:
-            raise UserError(f"--widths takes {_named(architecture, index)} to {want} neurons, "
-                            f"below the minimum width {min_width}")
+            raise SettingError("{widths} takes {layer} to {want} neurons, below the minimum width {value}",
+                               layer=_named(architecture, index), want=want, value=min_width)
         if want % step:
-            raise UserError(f"--round-to {step} cannot be met: --widths gives {_named(architecture, index)} "
-                            f"{want} neurons")
+            raise SettingError("{round_to} {step} cannot be met: {widths} gives {layer} {want} neurons", step=step,
+                               layer=_named(architecture, index), want=want)
     return widths
 
 
@@ -165,7 +163,7 @@ def plan_widths(
     if mode not in MODES:
         raise UserError(f"unknown pruning mode {mode!r}: choose uniform or global")
     if min_width < 1:
-        raise UserError(f"--min-width must be at least 1, got {min_width}")
+        raise SettingError("{min_width} must be at least 1, got {value}", value=min_width)
     steps = layer_steps(architecture, round_to)
     if (baseline.in_features, baseline.group_names, baseline.out_features) != (
             architecture.in_features, architecture.group_names, architecture.out_features):
@@ -190,7 +188,7 @@ def round_targets(baseline: Architecture, target: Target, rounds: int, round_to:
     the widths, so the rounds then shrink towards those.
     """
     if rounds < 1:
-        raise UserError(f"--rounds must be at least 1, got {rounds}")
+        raise SettingError("{rounds} must be at least 1, got {value}", value=rounds)
     if target.kind == "latency":
         raise ValueError("plan a latency target into widths first (prune.latency.plan_latency)")
     if target.kind != "widths":

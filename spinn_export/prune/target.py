@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from spinn_export.errors import UserError
+from spinn_export.errors import SettingError, UserError
 from spinn_export.model.spec import parse_widths
 
 if TYPE_CHECKING:
@@ -35,27 +35,26 @@ class Target:
         if self.kind == "latency":
             r = self.latency_ratio
             if r is None or not math.isfinite(r) or not 0.0 < r < 1.0:
-                raise UserError(f"--target-latency {r} is impossible: give the fraction of dense latency to keep, "
-                                "strictly between 0 and 1 (0.4 = 2.5x faster)")
+                raise SettingError("{latency_ratio} {value} is impossible: give the fraction of dense latency to "
+                                   "keep, strictly between 0 and 1 (0.4 = 2.5x faster)", value=r)
             if not self.backend:
-                raise UserError("a latency target needs the backend it is measured on, e.g. --backend ort-cpu")
+                raise SettingError("a latency target needs the backend it is measured on, e.g. {backend} ort-cpu")
             if self.batch is None or int(self.batch) < 1:
-                raise UserError(f"--batch must be a positive integer, got {self.batch}")
+                raise SettingError("{batch} must be a positive integer, got {value}", value=self.batch)
             object.__setattr__(self, "batch", int(self.batch))
             return
         if self.kind == "widths":
             if not self.widths:
-                raise UserError("an explicit-width target needs widths, e.g. --widths 256,256,256,128")
+                raise SettingError("an explicit-width target needs widths, e.g. {widths} 256,256,256,128")
             object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
             if self.groups is not None and len(self.groups) != len(self.widths):
                 raise ValueError("one group name per width")
             return
         r = self.reduction
         if r is None or not math.isfinite(r) or not 0.0 < r < 1.0:
-            flag = "--target" if self.kind == "params" else "--target-flops"
-            raise UserError(
-                f"{flag} {r} is impossible: give the fraction to remove, strictly between 0 and 1 (e.g. 0.685)"
-            )
+            setting = "{target}" if self.kind == "params" else "{target_flops}"
+            raise SettingError(setting + " {value} is impossible: give the fraction to remove, strictly between 0 and "
+                               "1 (e.g. 0.685)", value=r)
 
     @classmethod
     def params(cls, reduction: float) -> Target:
@@ -79,11 +78,13 @@ class Target:
         for name in chosen:
             group = every.get(name)
             if group is None:
-                raise UserError(f"--widths names group {name!r}, which the model does not have; its prunable groups "
-                                f"are {', '.join(architecture.group_names) or 'none'}")
+                raise SettingError("{widths} names group {name!r}, which the model does not have; its prunable "
+                                   "groups are {groups}", name=name,
+                                   groups=", ".join(architecture.group_names) or "none")
             if not group.prunable:
-                raise UserError(f"--widths names group {name!r}, which is frozen ({group.frozen}) and cannot be "
-                                f"pruned; prunable groups: {', '.join(architecture.group_names) or 'none'}")
+                raise SettingError("{widths} names group {name!r}, which is frozen ({frozen}) and cannot be pruned; "
+                                   "prunable groups: {groups}", name=name, frozen=group.frozen,
+                                   groups=", ".join(architecture.group_names) or "none")
         return Target.of_widths([chosen.get(g.name, g.width) for g in architecture.prunable])
 
     @classmethod
