@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spinn_export.runtimes.profile import is_gemm
 
 PROLOGUE = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # input -> the GEMM's input
@@ -197,7 +199,6 @@ def _floor_model(graph: _Graph, path: Path) -> tuple[Path, int]:
     """The empty model of the graph's first input: its first column (one Slice: nothing computed, one column
     written, so the input's size does not turn the floor into a copy), with the deployment's opset, IR version and
     metadata, so each runtime compiles it with the deployment's settings; and the input's width."""
-    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     start = sorted(graph.inputs)[0]

@@ -14,16 +14,21 @@ This module holds what is pure (picking the files, parsing benchmark_app, the ve
 """
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from spinn_export.bench.backends import get_backend
 from spinn_export.errors import UserError
 
 TOLERANCE = 0.15  # the issue's acceptance: the suite and the outside timer within 15 %
@@ -55,7 +60,6 @@ def deployment_of(results: dict[str, Any], refs: dict[str, Any], batch: int | No
     """The fastest deployment of a results JSON (`spinn.fastest`) at `batch` (None: the largest measured), the file
     its backend opens and dense float32's ONNX, from the run's models (`bench.options.manifest_models`: the suite's
     own names); UserError naming what is missing."""
-    from spinn_export.bench.backends import get_backend
 
     entries = {int(e["batch"]): e for e in (results.get("spinn") or {}).get("fastest") or []}
     if not entries:
@@ -95,8 +99,6 @@ def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: 
     """OpenVINO's benchmark_app on `path` at a static [batch, in_features], synchronous calls, the performance hint
     `hint`, for `seconds`: its median latency in seconds. 1 stream and `threads` threads go through a config file
     (its UI takes -nstreams and -nthreads only with -hint none), and the settings it reports are checked."""
-    import json
-    import tempfile
 
     settings = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -120,7 +122,6 @@ def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: 
 def ort_loop(path: Path, batch: int, in_features: int, threads: int, seconds: float) -> float:
     """A plain ONNX Runtime loop: its own session (`threads` intra-op threads, default graph optimisation), one
     fixed input, `session.run` for `seconds` after one warm-up call; the median call in seconds."""
-    import numpy as np
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

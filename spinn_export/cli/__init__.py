@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import UserError
+from spinn_export.model.spec import ACTIVATIONS
+from spinn_export.prune.target import Target, widths_target
 
 if TYPE_CHECKING:
     from spinn_export.model.checkpoint import Checkpoint
     from spinn_export.model.network import Network
-    from spinn_export.prune.target import Target
     from spinn_export.task.data import Dataset
 
 MODEL_CODE_HELP = ("your model's code: a function in a file (PATH.py:FACTORY) or an importable module (module:FACTORY) "
@@ -128,7 +129,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--t
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model-code, --trust-pickle and --activation: how a model file that is not a spinn-export checkpoint is read
     (a .pt2 needs none of them)."""
-    from spinn_export.model.spec import ACTIVATIONS
 
     group = parser.add_argument_group("reading your model (a .pt2 from torch.export needs none of these)")
     group.add_argument("--model-code", metavar="PATH.py:FACTORY", help=MODEL_CODE_HELP)
@@ -245,7 +245,6 @@ def budget_of(args: argparse.Namespace) -> Target | None:
     (a latency target, --round-to auto), the backend is checked now, before any work."""
     from spinn_export.bench.measurer import require_backend
     from spinn_export.prune.latency import AUTO
-    from spinn_export.prune.target import Target, widths_target
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or LATENCY_BACKEND)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from spinn_export.bench import suite
 from spinn_export.bench.options import OPTIONS, suite_settings
 from spinn_export.errors import UserError
 from spinn_export.files import atomic_path
@@ -77,7 +78,6 @@ class Progress:
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
     """The suite's own pytest invocation: its config file (so the caller's pytest config does not leak in), its
     test modules, the options as --spinn-* arguments, then the user's extra arguments."""
-    from spinn_export.bench import suite
 
     directory = Path(suite.__file__).parent
     words = ["-c", str(directory / "pytest.ini"), "-p", "no:cacheprovider", "-q", str(directory)]

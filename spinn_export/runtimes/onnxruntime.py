@@ -8,12 +8,16 @@ one requested is refused.
 """
 from __future__ import annotations
 
+import json
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.hardware import no_gpu_reason
+from spinn_export.runtimes.onnx import gemm_file
 from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # imported only where it is used: writing plain ONNX does not need it
@@ -130,9 +134,6 @@ def open_session(path: Path, device: str, threads: int, graph_optimization: str 
 def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: Any) -> TimeByOperator:
     """ONNX Runtime's profiler on a session opened by `open_profiled(prefix)` (as the benchmark opens it, profiler
     on): PROFILED_CALLS calls on `x` after one warm-up, each kernel's time summed by operator type per call."""
-    import json
-    import tempfile
-    import time
 
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +171,6 @@ def predict(path: Path) -> Callable[[Any], Any]:
 def gemm(form: str, size: int, threads: int) -> Callable[[], object]:
     """ONNX Runtime's CPU kernel (MLAS) for one `runtimes.onnx.gemm` form, on the global pool like the backends'
     sessions."""
-    from spinn_export.runtimes.onnx import gemm_file
 
     with gemm_file(form, size) as (path, x):
         session = open_session(path, "cpu", threads)

@@ -9,6 +9,7 @@ compiled model reports is what is recorded; a model that would compute in anothe
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.progress import quiet
 from spinn_export.runtimes import installed_version
+from spinn_export.runtimes.onnx import gemm_file
 from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # openvino is imported only where it is used
@@ -162,7 +164,6 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
 def time_by_operator(compiled: Compiled, x: np.ndarray) -> TimeByOperator:
     """OpenVINO's own per-node counters (a model compiled with `profiling`) over PROFILED_CALLS calls on `x`, by node
     type; nodes fused into another (status NOT_RUN) cost nothing of their own."""
-    import time
 
     import openvino as ov
 
@@ -198,7 +199,6 @@ def gemm(form: str, hint: str, size: int, threads: int) -> Callable[[], object]:
     stream set as the backend does."""
     import openvino
 
-    from spinn_export.runtimes.onnx import gemm_file
 
     with gemm_file(form, size) as (path, x):
         compiled = compile_onnx(path, hint, threads, 1)

@@ -26,7 +26,7 @@ import numpy as np
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import ceiling_precision
-from spinn_export.hardware import FP32
+from spinn_export.hardware import FP32, cpu_model
 from spinn_export.plugins import discover
 
 if TYPE_CHECKING:
@@ -255,7 +255,6 @@ def torch_device_name(device: str) -> str:
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    from spinn_export.hardware import cpu_model
 
     return cpu_model()
 

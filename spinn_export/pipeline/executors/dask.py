@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from spinn_export.errors import UserError, first_line
 from spinn_export.pipeline.executors import Executor
 
 
@@ -34,7 +35,6 @@ def _connect(address: str):  # type: ignore[no-untyped-def]
     """A client of the scheduler at `address`; one line (UserError) when none answers."""
     from distributed import Client
 
-    from spinn_export.errors import UserError, first_line
 
     try:
         return Client(address, timeout="20s")

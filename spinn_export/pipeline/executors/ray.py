@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from spinn_export.errors import UserError, first_line
 from spinn_export.pipeline.executors import Executor
 
 
@@ -60,7 +61,6 @@ def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Exe
     """Start (or connect to) Ray unless this process already did: then use it, and leave it running after."""
     import ray
 
-    from spinn_export.errors import UserError, first_line
 
     owned = not ray.is_initialized()
     if owned:
