@@ -205,6 +205,7 @@ class BackendMeasurer:
         not ONNX or its file does not name the tensors as the model's state dict does: then the plug-in writes it."""
         if self.format is None or not self.format.uses_opset:
             return None
+        # start-up: onnx only for an ONNX backend's probes (`spinn-export prune` imports this module)
         import onnx
         from onnx import numpy_helper
 

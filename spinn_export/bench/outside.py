@@ -122,6 +122,7 @@ def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: 
 def ort_loop(path: Path, batch: int, in_features: int, threads: int, seconds: float) -> float:
     """A plain ONNX Runtime loop: its own session (`threads` intra-op threads, default graph optimisation), one
     fixed input, `session.run` for `seconds` after one warm-up call; the median call in seconds."""
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

@@ -143,11 +143,13 @@ class ModelRef:
 
     def reference(self) -> nn.Module:
         """The eager float32 model every runner of this variant must agree with."""
+        # start-up: torch only where a model is opened (the report reads variant names with this module)
         from spinn_export.model.checkpoint import load_checkpoint
 
         return load_checkpoint(self.directory / self.checkpoint).network.module
 
     def tolerance(self) -> Tolerance | None:
+        # start-up: torch only where a model is opened (the report reads variant names with this module)
         from spinn_export.export.parity import tolerance_for
 
         return tolerance_for(self.variant.precision, self.recorded_error)
@@ -165,6 +167,7 @@ class ModelRef:
         if reason is not None:
             raise UserError(reason)
         if self.variant.sparse:
+            # start-up: torch only where a model is opened (the report reads variant names with this module)
             from spinn_export.model.checkpoint import load_checkpoint
             from spinn_export.prune.magnitude import to_sparse_csr
 
@@ -223,6 +226,7 @@ def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: Bac
 def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResult:
     """Raise ParityError unless `runner` computes what `ref`'s checkpoint computes in eager PyTorch; else what the
     check measured."""
+    # start-up: torch only where a model is opened (the report reads variant names with this module)
     from spinn_export.export.parity import check_parity
     from spinn_export.model.checkpoint import load_checkpoint
     from spinn_export.task.data import input_range

@@ -140,6 +140,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_features: int | None) -> Checkpoint:
     """The model FILE names with add_model_arguments' flags: a spinn-export checkpoint, or any form the importer
     reads, traced (where it is a module) at `in_features`, the data's input width."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.importer import open_model
 
     return open_model(path, activation=args.activation, trust_pickle=args.trust_pickle, model_code=args.model_code,
@@ -148,6 +149,7 @@ def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_f
 
 def print_architecture(network: Network) -> None:
     """What was read, and why any group is frozen, one line each."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.architecture import SOURCES
 
     architecture = network.architecture
@@ -158,6 +160,7 @@ def print_architecture(network: Network) -> None:
 
 def recorded_seed(path: str | os.PathLike[str]) -> int:
     """The seed a spinn-export checkpoint was trained with (its data splits), else 0."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.checkpoint import is_checkpoint, read_metadata
 
     if str(path).endswith(".safetensors") and Path(path).is_file():
@@ -169,6 +172,7 @@ def recorded_seed(path: str | os.PathLike[str]) -> int:
 
 def dataset_of(args: argparse.Namespace, seed: int) -> Dataset:
     """The data of --data/--inputs/--targets (default: the built-in task), held to --physics when given."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.task.data import resolve_dataset
     from spinn_export.task.physics import load_physics
 
@@ -205,6 +209,7 @@ def r2_drop(text: str) -> float:
 def add_accuracy_budget(parser: argparse.ArgumentParser) -> None:
     """--max-r2-drop, shared by export and run: what low-precision files may lose, and what NNCF's accuracy control
     holds its int8 model to."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
 
     parser.add_argument("--max-r2-drop", type=r2_drop, default=DEFAULT_MAX_R2_DROP, metavar="D",
@@ -215,6 +220,7 @@ def add_accuracy_budget(parser: argparse.ArgumentParser) -> None:
 
 def round_to(text: str) -> int | str:
     """--round-to: a positive integer, or `auto` (each layer's multiple read from measured latencies)."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.prune.latency import AUTO
 
     return AUTO if text == AUTO else positive_int(text)
@@ -223,6 +229,7 @@ def round_to(text: str) -> int | str:
 def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
     """Exactly one pruning budget (--target, --target-flops, --target-latency or --widths), shared by prune and run,
     with --backend and --batch (where latency is measured) and --round-to."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.prune.latency import AUTO
 
     budget = parser.add_mutually_exclusive_group(required=required)
@@ -243,6 +250,7 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
 def budget_of(args: argparse.Namespace) -> Target | None:
     """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
     (a latency target, --round-to auto), the backend is checked now, before any work."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.bench.measurer import require_backend
     from spinn_export.prune.latency import AUTO
 

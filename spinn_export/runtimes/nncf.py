@@ -17,6 +17,7 @@ TELEMETRY_OFF = "NNCF_CI"  # nncf/telemetry/wrapper.py: set, NNCF installs its t
 
 def nncf_module() -> ModuleType:
     os.environ.setdefault(TELEMETRY_OFF, "1")
+    # optional: nncf (the cpu extra)
     import nncf
 
     return nncf

@@ -33,6 +33,7 @@ _POOL_THREADS: int | None = None  # the global pool's size once created in this 
 
 def missing() -> str | None:
     try:
+        # optional: onnxruntime (the cpu extra); is it installed here?
         import onnxruntime  # noqa: F401
     except ImportError:
         return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for ort-cuda)"
@@ -44,6 +45,7 @@ def cuda_missing() -> str | None:
     reason = missing() or no_gpu_reason()
     if reason:
         return reason
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     if PROVIDERS["cuda"] not in onnxruntime.get_available_providers():
@@ -69,6 +71,7 @@ def global_pool(threads: int) -> int:
     global _POOL_THREADS
     require_pool_size(threads)
     if _POOL_THREADS is None:
+        # optional: onnxruntime (the cpu extra)
         import onnxruntime
 
         onnxruntime.set_global_thread_pool_sizes(threads, 1)
@@ -80,6 +83,7 @@ def load_session(path: str | Path, providers: Sequence[str | tuple[str, dict[str
                  options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     """A session on an ONNX file. Raises UserError if the file is unreadable, or if the first requested provider is
     not the one ONNX Runtime actually uses."""
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     path = Path(path)
@@ -114,6 +118,7 @@ def open_session(path: Path, device: str, threads: int, graph_optimization: str 
                  tf32: bool = False, profile_prefix: str | None = None) -> ort.InferenceSession:
     """A benchmark session: on the global pool, asking only for this device's provider (then the CPU);
     `profile_prefix`: ONNX Runtime's profiler on, its JSON written there (for `time_by_operator` only)."""
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     global_pool(threads)

@@ -18,6 +18,7 @@ from spinn_export.pipeline.executors import Executor
 
 @contextlib.contextmanager
 def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Executor]:
+    # optional: distributed (the dask extra)
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
@@ -33,6 +34,7 @@ def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Exe
 
 def _connect(address: str):  # type: ignore[no-untyped-def]
     """A client of the scheduler at `address`; one line (UserError) when none answers."""
+    # optional: distributed (the dask extra)
     from distributed import Client
 
 
