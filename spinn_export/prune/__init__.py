@@ -1,2 +1,2 @@
-"""Pruning: proven structured removal (`shrink`), unit importance (`importance`), the width budget (`budget`,
-`latency`), the run's config, history and schedule (`config`, `history`, `structured`) and the magnitude baseline."""
+"""Pruning: what a run aims at (`target`), proven structured removal (`shrink`), importance, widths (`budget`,
+`latency`), the run's config, schedule and history (`config`, `structured`, `history`, `record`), magnitude pruning."""
