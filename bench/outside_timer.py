@@ -18,7 +18,17 @@ import sys
 from pathlib import Path
 
 from spinn_export.bench.options import manifest_models
-from spinn_export.bench.outside import HINTS, OPENVINO, TOLERANCE, benchmark_app, deployment_of, ort_loop, verdict
+from spinn_export.bench.outside import (
+    HINTS,
+    OPENVINO,
+    SCHEMA,
+    TOLERANCE,
+    benchmark_app,
+    deployment_of,
+    ort_loop,
+    verdict,
+)
+from spinn_export.bench.record import SPINN_KEY, BenchRecord
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
 from spinn_export.hardware import cpu_model
@@ -48,8 +58,9 @@ def measure(args: argparse.Namespace) -> dict:
         results = json.loads(results_path.read_text())
     except json.JSONDecodeError as exc:
         raise UserError(f"{results_path} is not JSON ({exc.msg}): give the suite's bench.json") from None
-    deployment = deployment_of(results, manifest_models(artifacts), args.batch)
-    threads = args.threads or int((results.get("spinn") or {}).get("threads") or 2)
+    spinn = BenchRecord.from_dict(results.get(SPINN_KEY) or {}, results_path)
+    deployment = deployment_of(spinn.fastest, manifest_models(artifacts), args.batch)
+    threads = args.threads or int(spinn.threads or 2)
     tools = ({f"benchmark_app -hint {hint}": (lambda hint=hint: benchmark_app(
         deployment.file, deployment.batch, deployment.in_features, threads, hint, args.seconds)) for hint in HINTS}
         if deployment.backend == OPENVINO else {"onnxruntime loop": lambda: ort_loop(
@@ -64,7 +75,7 @@ def measure(args: argparse.Namespace) -> dict:
             for tool, seconds in timed.items()))
     verdicts = {tool: verdict([r["dense_onnxruntime_s"] / r["deployment_s"][tool] for r in rounds],
                               deployment.suite_speedup) for tool in tools}
-    return {"schema": 1, "kind": "outside-timer", "machine": cpu_model(),
+    return {**SCHEMA.stamp(), "kind": "outside-timer", "machine": cpu_model(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "results": str(results_path),
             "batch": deployment.batch, "variant": deployment.variant, "backend": deployment.backend,
             "file": deployment.file.name, "dense_file": deployment.dense_file.name, "threads": threads,

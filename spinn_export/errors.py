@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -13,6 +14,26 @@ class UserError(Exception):
     def __init__(self, message: str, *, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class SettingError(UserError):
+    """A bad value of a setting, named in `template` as `{setting}` (its field name, e.g. `{round_to}`), so that each
+    front end names it its own way: the message reads with field names, and `named(name)` renames them (the CLI
+    gives its flags: `--round-to`). Other placeholders are filled from `values`."""
+
+    def __init__(self, template: str, **values: object) -> None:
+        self.template, self.values = template, values
+        super().__init__(self.named(lambda setting: setting))
+
+    def named(self, name: Callable[[str], str]) -> str:
+        """The message with every setting called `name(setting)`."""
+        values = self.values
+
+        class Names(dict[str, object]):
+            def __missing__(self, setting: str) -> str:
+                return name(setting)
+
+        return self.template.format_map(Names(values))
 
 
 def first_line(exc: BaseException) -> str:

@@ -1,9 +1,12 @@
 """Executors fine-tune a sweep's points: discovered as plug-ins, the same result on every engine (local processes, a
 real Dask LocalCluster of processes, a real local Ray instance), a failed point as one line, a missing engine as an
-unavailable plug-in naming its pip extra."""
+unavailable plug-in naming its pip extra. Starting a cluster is slow; connecting, refusing and the futures are fast."""
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import operator
+import os
 import socket
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from spinn_export.model.mlp import mlp_network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.pipeline import executors as executors_module
 from spinn_export.pipeline.executors import executors, get_executor
+from spinn_export.pipeline.executors.ray import RayFuture
 from spinn_export.pipeline.points import DataSource, PointJob, PointOutput, finetune_point, parse_targets
 from spinn_export.pipeline.sweep import SweepConfig, plan_jobs, run_jobs
 from spinn_export.prune.target import Target
@@ -106,6 +110,53 @@ def test_unknown_executors_and_an_address_for_local_processes_are_one_line() -> 
         get_executor("slurm")
     with pytest.raises(UserError, match=r"--address applies to a cluster executor \(dask, ray\), not to local"):
         get_executor("local").check("tcp://127.0.0.1:8786")
+
+
+def test_the_local_executor_runs_a_task_in_a_fresh_worker_process() -> None:
+    """The pool itself, on a task that costs nothing (fine-tuning a real point there is the slow test below)."""
+    with get_executor("local").open(1, None) as pool:
+        assert pool.submit(os.getpid).result(timeout=60) != os.getpid()
+
+
+def test_dask_connects_to_a_running_scheduler_and_a_bad_address_is_one_line() -> None:
+    """A scheduler of threads in this process starts in a fraction of a second; a LocalCluster of processes (what
+    the executor starts without --address) is the slow test below."""
+    distributed = pytest.importorskip("distributed", reason="dask is not installed: pip install 'spinn-export[dask]'")
+    cluster = distributed.LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None)
+    with cluster, get_executor("dask").open(1, cluster.scheduler_address) as pool:
+        assert pool.submit(operator.add, 2, 3).result(timeout=60) == 5
+    with pytest.raises(UserError, match=r"^executor dask: no scheduler answered at nowhere://x \(ValueError: .*\); "
+                                        r"start one \(dask scheduler\) or drop --address$"), \
+            get_executor("dask").open(1, "nowhere://x"):
+        pass
+
+
+def test_ray_refuses_a_malformed_address_in_one_line_and_stays_stopped() -> None:
+    ray = pytest.importorskip("ray", reason="ray is not installed: pip install 'spinn-export[ray]'")
+    with pytest.raises(UserError, match=r"^executor ray: could not connect to host:port:x \(ValueError: .*\)$"), \
+            get_executor("ray").open(1, "host:port:x"):
+        pass
+    assert not ray.is_initialized()
+
+
+class _Ref:
+    """What RayFuture needs of an ObjectRef, over a plain future the test settles (a real task needs ray.init)."""
+
+    def __init__(self) -> None:
+        self.inner: concurrent.futures.Future = concurrent.futures.Future()
+
+    def future(self) -> concurrent.futures.Future:
+        return self.inner
+
+
+def test_a_ray_future_settles_with_the_result_or_the_tasks_own_error() -> None:
+    done, failed, wrapped = _Ref(), _Ref(), _Ref()
+    futures = [RayFuture(ref) for ref in (done, failed, wrapped)]
+    cause = UserError("target 99.00% fewer params is impossible")
+    done.inner.set_result(7)
+    failed.inner.set_exception(ValueError("plain"))
+    wrapped.inner.set_exception(type("RayTaskError", (Exception,), {"cause": cause})("remote traceback"))
+    assert futures[0].result() == 7 and str(futures[1].exception()) == "plain" and futures[2].exception() is cause
 
 
 @pytest.mark.slow

@@ -114,7 +114,7 @@ def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypat
 
     import spinn_export.prune.shrink as surgery
 
-    original = surgery.plan
+    original = surgery.removal_of
 
     def off_by_one(*args, **kwargs):  # keep one wrong channel of the first weight that has one removed
         removal = original(*args, **kwargs)
@@ -124,7 +124,7 @@ def test_every_prune_is_proven_and_a_wrong_slice_is_caught(name, fold, monkeypat
         removal.keep[axis] = torch.tensor(sorted([*kept.tolist()[1:], removed[0]]))
         return removal
 
-    monkeypatch.setattr(surgery, "plan", off_by_one)
+    monkeypatch.setattr(surgery, "removal_of", off_by_one)
     with pytest.raises(surgery.ProofError, match="differs from the original"):
         shrink(network, keep, fold=fold, calibration=calibration)
 

@@ -74,7 +74,7 @@ class FakeMeasurer:
 
 
 class SumTable:
-    """A LatencyModel from a cost function of the layer shapes, counting the vectors it is asked for."""
+    """A LatencyEstimator from a cost function of the layer shapes, counting the vectors it is asked for."""
 
     def __init__(self, architecture, cost) -> None:
         self.architecture, self.cost, self.asked = architecture, cost, 0
@@ -194,11 +194,11 @@ def test_efficient_multiple_reads_the_staircase(tile, expected):
 
 def test_auto_round_to_picks_each_layers_multiple_from_the_table(tmp_path):
     lookup = LatencyLookup(FakeMeasurer(tile=16), arch(18, (256, 256, 128), 2), tmp_path)
-    assert auto_round_to(lookup, lookup.spec, Target.params(0.5)) == (16, 16, 16)
-    coarse = LatencyLookup(FakeMeasurer(tile=32), lookup.spec, tmp_path / "coarse")
-    assert auto_round_to(coarse, coarse.spec, Target.latency(0.5, "fake", 64)) == (32, 32, 32)
-    smooth = LatencyLookup(FakeMeasurer(tile=1), lookup.spec, tmp_path / "smooth")
-    assert auto_round_to(smooth, smooth.spec, Target.params(0.5)) == (8, 8, 8)
+    assert auto_round_to(lookup, lookup.architecture, Target.params(0.5)) == (16, 16, 16)
+    coarse = LatencyLookup(FakeMeasurer(tile=32), lookup.architecture, tmp_path / "coarse")
+    assert auto_round_to(coarse, coarse.architecture, Target.latency(0.5, "fake", 64)) == (32, 32, 32)
+    smooth = LatencyLookup(FakeMeasurer(tile=1), lookup.architecture, tmp_path / "smooth")
+    assert auto_round_to(smooth, smooth.architecture, Target.params(0.5)) == (8, 8, 8)
 
 
 def test_auto_round_to_is_never_slower_than_the_coarsest_multiple_at_an_equal_budget(tmp_path):
@@ -208,7 +208,7 @@ def test_auto_round_to_is_never_slower_than_the_coarsest_multiple_at_an_equal_bu
     lookup = LatencyLookup(FakeMeasurer(tile=16), spec, tmp_path)
     assert plan_widths(spec, Target.params(0.312), round_to=16).widths == (48,)
     assert auto_round_to(lookup, spec, Target.params(0.312)) == (32,)
-    with pytest.raises(UserError, match="--widths gives the widths"):
+    with pytest.raises(UserError, match="widths gives the widths"):
         PruneConfig(Target.of_widths((32,)), round_to=AUTO)
 
 
@@ -259,7 +259,7 @@ def test_config_errors():
         PruneConfig(Target.params(0.5), backend="ort-cpu")
     with pytest.raises(UserError, match="disagree"):
         PruneConfig(Target.latency(0.5, "ort-cpu", 4096), batch=8192)
-    with pytest.raises(UserError, match="--round-to"):
+    with pytest.raises(UserError, match="round_to must be a positive integer"):
         PruneConfig(Target.params(0.5), round_to="sometimes")
     assert PruneConfig(Target.params(0.5), round_to=AUTO).measured_on == ("ort-cpu", 4096)
 

@@ -51,17 +51,17 @@ def _results(pipeline: Pipeline, **change: Any) -> dict[str, Any]:
 def test_the_files_timed_are_the_fastest_deployments_and_dense_float32s(pipeline: Pipeline) -> None:
     refs = manifest_models(pipeline.manifest.parent)
     results = _results(pipeline)
-    chosen = deployment_of(results, refs, None)
+    chosen = deployment_of(results["spinn"]["fastest"], refs, None)
     entry = max(results["spinn"]["fastest"], key=lambda e: e["batch"])
     assert (chosen.batch, chosen.variant, chosen.backend) == (256, entry["variant"], "ort-cpu")
     assert chosen.file == refs[entry["variant"]].file("onnx") and chosen.dense_file.name == "dense.onnx"
     assert chosen.suite_speedup == entry["speedup_vs_dense_fp32"] and chosen.in_features == 18
     with pytest.raises(UserError, match="no fastest deployment at batch 64"):
-        deployment_of(results, refs, 64)
+        deployment_of(results["spinn"]["fastest"], refs, 64)
     with pytest.raises(UserError, match="times ort-cpu and openvino-cpu deployments only"):
-        deployment_of(_results(pipeline, backend="eager-cpu"), refs, None)
+        deployment_of(_results(pipeline, backend="eager-cpu")["spinn"]["fastest"], refs, None)
     with pytest.raises(UserError, match="no fastest deployment"):
-        deployment_of({"spinn": {"fastest": []}}, refs, None)
+        deployment_of([], refs, None)
 
 
 def test_a_real_run_times_both_sides_and_the_report_shows_the_verdict(pipeline: Pipeline, tmp_path: Path) -> None:
@@ -88,3 +88,14 @@ def test_benchmark_app_runs_with_the_threads_and_stream_asked_for(pipeline: Pipe
     dense = manifest_models(pipeline.manifest.parent)["dense"].file("onnx")
     for hint in ("latency", "none"):
         assert benchmark_app(dense, 16, 18, 1, hint, 1.0) > 0
+
+
+def test_an_outside_timer_file_of_a_newer_version_is_refused_in_one_line(tmp_path: Path) -> None:
+    from spinn_export.report.limits import load_outside_timer
+
+    path = tmp_path / "outside.json"
+    path.write_text(json.dumps({"schema": "spinn-export.outside-timer", "version": 3, "kind": "outside-timer"}))
+    with pytest.raises(UserError, match="newer than this spinn-export reads"):
+        load_outside_timer(path)
+    path.write_text(json.dumps({"schema": 1, "kind": "outside-timer", "batch": 8192}))  # the previous release's
+    assert load_outside_timer(path)["batch"] == 8192

@@ -45,6 +45,7 @@ def test_two_formats_that_disagree_on_what_a_precision_runs_as_are_refused(monke
         precisions()
 
 
+@pytest.mark.slow  # two CLI subprocesses (export, bench): ~20 s
 def test_a_precision_and_a_backend_from_another_package_export_and_bench(tmp_path: Path) -> None:
     env = plugin_environment(tmp_path / "site", "toy_half", ENTRY_POINTS)
     torch.manual_seed(0)

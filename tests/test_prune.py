@@ -198,9 +198,9 @@ def test_magnitude_method_matches_the_structured_parameter_count(tmp_path, train
 
 
 def test_config_errors_are_user_errors():
-    with pytest.raises(UserError, match="needs --tolerance"):
+    with pytest.raises(UserError, match="on_drop stop needs tolerance"):
         PruneConfig(Target.params(0.5), on_drop="stop")
-    with pytest.raises(UserError, match="--importance"):
+    with pytest.raises(UserError, match="importance 'l3' is not supported"):
         PruneConfig(Target.params(0.5), importance="l3")
     with pytest.raises(UserError, match="fold"):
         shrink(_network(), KEEP, fold="mean")

@@ -113,3 +113,15 @@ def test_a_checkpoint_of_a_newer_version_is_refused_in_one_line(tmp_path: Path) 
     metadata[CHECKPOINT.schema_key] = "someone.else"
     save_file({"x": torch.zeros(1)}, str(newer), metadata=metadata)
     _one_line("someone.else", lambda: load_checkpoint(newer), str(newer))
+
+
+@pytest.mark.parametrize("drop", ["stamped", "previous"])
+def test_a_checkpoint_whose_format_names_a_graph_it_lacks_is_refused_in_one_line(tmp_path: Path, drop: str) -> None:
+    """Damaged metadata (a graph key lost) of this release's files or the previous release's: one line, no KeyError."""
+    path = save_checkpoint(tmp_path / "m.safetensors", mlp_network(MLPSpec(4, (8, 8), 1)))
+    metadata = {k: v for k, v in read_metadata(path).items() if k != "spinn_export.graph"}
+    if drop == "previous":
+        metadata = {**{k: v for k, v in metadata.items() if k != CHECKPOINT.schema_key}, CHECKPOINT.version_key: "2"}
+    damaged = tmp_path / "damaged.safetensors"
+    save_file({k: v.contiguous() for k, v in load_file(str(path)).items()}, str(damaged), metadata=metadata)
+    _one_line("damaged", lambda: load_checkpoint(damaged), str(damaged), "spinn_export.graph")

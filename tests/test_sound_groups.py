@@ -15,7 +15,7 @@ from torch import nn
 from spinn_export.model.importer import import_model
 from spinn_export.model.network import Network
 from spinn_export.prune.importance import unit_scores
-from spinn_export.prune.shrink import ProofError, plan, prove, select_keep, shrink
+from spinn_export.prune.shrink import ProofError, prove, removal_of, select_keep, shrink
 
 IN = 3
 
@@ -187,7 +187,7 @@ def test_deeponet_latent_dimension_is_one_group_of_both_nets(tmp_path):
 
 def _removal(network: Network):
     keep = select_keep(unit_scores(network, "l1"), [w // 2 for w in network.architecture.widths])
-    return plan(network, keep, "none", None), keep
+    return removal_of(network, keep, "none", None), keep
 
 
 class _Off(nn.Module):

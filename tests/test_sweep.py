@@ -19,6 +19,7 @@ from spinn_export.pipeline import executors as executors_module
 from spinn_export.pipeline import sweep as sweep_module
 from spinn_export.pipeline.points import DataSource, PointJob, PointOutput, SweepTarget, parse_targets
 from spinn_export.pipeline.sweep import SweepConfig, plan_jobs, run_jobs, staged_directory
+from spinn_export.prune.record import HistoryRecord, Stage
 from spinn_export.report.pareto import COLUMNS, TITLE, load_sweep, pareto_optimal
 from spinn_export.report.writer import build_report
 
@@ -226,7 +227,8 @@ def test_points_whose_pruning_times_latencies_are_fine_tuned_here_one_at_a_time(
 
     def fine_tune_here(job: PointJob) -> PointOutput:
         ran.append((job.name, os.getpid()))
-        history = {"stages": [{"widths": [8, 8], "val_r2": 0.5, "rolled_back": False}]}
+        stage = Stage(1, (8, 8), 100, 100, 200, 0.5, 0.1, None, "stage_1.safetensors", 0.1)
+        history = HistoryRecord("structured", {}, {}, None, None, 0.1, {}, (stage,)).to_dict()
         return PointOutput(job.name, (("history.json", json.dumps(history).encode()),), socket.gethostname(), 0.1)
 
     monkeypatch.setattr(sweep_module, "finetune_point", fine_tune_here)

@@ -30,7 +30,11 @@ import numpy as np
 
 from spinn_export.bench.backends import get_backend
 from spinn_export.errors import UserError
+from spinn_export.records import Schema
 
+# Version 1: the previous release's file ({"schema": 1, "kind": "outside-timer"}); version 2 stamps the schema name.
+SCHEMA = Schema("spinn-export.outside-timer", 2, "outside-timer result",
+                "write one with `python bench/outside_timer.py RUN --out FILE`", unstamped=(1,))
 TOLERANCE = 0.15  # the issue's acceptance: the suite and the outside timer within 15 %
 HINTS = ("latency", "none")
 ORT, OPENVINO = "ort-cpu", "openvino-cpu"
@@ -56,12 +60,12 @@ class Deployment:
     suite_ci: tuple[float, float]
 
 
-def deployment_of(results: dict[str, Any], refs: dict[str, Any], batch: int | None) -> Deployment:
-    """The fastest deployment of a results JSON (`spinn.fastest`) at `batch` (None: the largest measured), the file
-    its backend opens and dense float32's ONNX, from the run's models (`bench.options.manifest_models`: the suite's
-    own names); UserError naming what is missing."""
+def deployment_of(fastest: Sequence[dict[str, Any]], refs: dict[str, Any], batch: int | None) -> Deployment:
+    """The fastest deployment among a results JSON's (its `BenchRecord.fastest`) at `batch` (None: the largest
+    measured), the file its backend opens and dense float32's ONNX, from the run's models
+    (`bench.options.manifest_models`: the suite's own names); UserError naming what is missing."""
 
-    entries = {int(e["batch"]): e for e in (results.get("spinn") or {}).get("fastest") or []}
+    entries = {int(e["batch"]): e for e in fastest}
     if not entries:
         raise UserError("the results hold no fastest deployment (spinn.fastest): give the bench.json of a main job "
                         "whose suite ran ort-cpu")

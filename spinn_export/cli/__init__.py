@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
-from spinn_export.errors import UserError
+from spinn_export.errors import SettingError, UserError
 from spinn_export.model.spec import ACTIVATIONS
 from spinn_export.prune.target import Target, widths_target
 
@@ -73,6 +73,19 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+FLAGS = {"latency_ratio": "--target-latency"}  # the settings whose flag is not their name with dashes
+
+
+def flag(setting: str) -> str:
+    """The flag that gives a setting (`round_to` -> `--round-to`)."""
+    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def user_message(exc: UserError) -> str:
+    """The one line the CLI prints: a `SettingError` names its settings by their flags."""
+    return exc.named(flag) if isinstance(exc, SettingError) else str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -86,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"spinn-export {args.command}: error: {exc}", file=sys.stderr)
+        print(f"spinn-export {args.command}: error: {user_message(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"spinn-export {args.command}: interrupted; no partial file was left under a final name", file=sys.stderr)

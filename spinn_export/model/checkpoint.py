@@ -90,7 +90,15 @@ def architecture_in(metadata: dict[str, str], path: str | os.PathLike[str]) -> A
         raise UserError(f"{path} records an unknown architecture source {source!r}; the file is damaged")
     if SCHEMA.version_of(metadata, path) == SCHEMA.previous:
         return from_release_2(metadata, source, path)
-    return Architecture(Graph.from_json(metadata[GRAPH_KEY]), source)
+    return Architecture(Graph.from_json(_recorded(metadata, GRAPH_KEY, path)), source)
+
+
+def _recorded(metadata: dict[str, str], key: str, path: str | os.PathLike[str]) -> str:
+    """The metadata's `key`, or one line saying the file is damaged (its format names a key it lacks)."""
+    if key not in metadata:
+        raise UserError(f"{path}: its metadata has no {key} though its format records one; the file is damaged: "
+                        f"{SCHEMA.rewrite}")
+    return metadata[key]
 
 
 def from_release_2(metadata: dict[str, str], source: str, path: str | os.PathLike[str]) -> Architecture:
@@ -98,9 +106,9 @@ def from_release_2(metadata: dict[str, str], source: str, path: str | os.PathLik
     spec, read as the chain it describes)."""
     version = metadata[FORMAT_KEY]
     if version == "2":
-        return Architecture(Graph.from_json(metadata[GRAPH_KEY]), source)
+        return Architecture(Graph.from_json(_recorded(metadata, GRAPH_KEY, path)), source)
     if version == "1":
-        return architecture_of(MLPSpec.from_json(metadata[SPEC_KEY]), source)
+        return architecture_of(MLPSpec.from_json(_recorded(metadata, SPEC_KEY, path)), source)
     raise UserError(f"{path}: checkpoint format {version!r} without a schema name is not one spinn-export wrote; "
                     f"{SCHEMA.rewrite}")
 

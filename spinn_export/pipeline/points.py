@@ -15,7 +15,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -23,6 +22,7 @@ from spinn_export.bench.measurer import measuring
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint
 from spinn_export.prune.config import PruneConfig
+from spinn_export.prune.record import HISTORY_NAME, HistoryRecord
 from spinn_export.prune.structured import prune
 from spinn_export.prune.target import Target
 from spinn_export.task.data import TARGETS_FLAG, Dataset, resolve_dataset
@@ -139,8 +139,10 @@ class PointOutput:
     wall_s: float
 
     @property
-    def history(self) -> dict[str, Any]:
-        return json.loads(dict(self.files)["history.json"])
+    def history(self) -> HistoryRecord:
+        """The point's history.json through its record (a worker of another release is refused in one line)."""
+        text = dict(self.files)[HISTORY_NAME]
+        return HistoryRecord.from_dict(json.loads(text), f"point {self.name}'s {HISTORY_NAME}")
 
 
 def finetune_point(job: PointJob) -> PointOutput:

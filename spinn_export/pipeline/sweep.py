@@ -118,7 +118,7 @@ def plan_jobs(config: SweepConfig, checkpoint: Checkpoint, checkpoint_bytes: byt
             if prune_config.measured_on is None:
                 try:
                     plan_widths(checkpoint.network.architecture, prune_config.target, min_width=prune_config.min_width,
-                                round_to=prune_config.round_to)
+                                round_to=prune_config.block)
                 except UserError as exc:
                     raise UserError(f"--targets {target.text}: {exc}") from None
             jobs.append(PointJob(f"{method}-{target.slug}", target, prune_config, checkpoint_bytes, data, metadata))
@@ -163,8 +163,8 @@ def _finished(job: PointJob, result: Callable[[], PointOutput], log: Callable[[s
         output = result()
     except UserError as exc:
         raise UserError(f"point {job.name} failed: {first_line(exc)}") from None
-    final = [s for s in output.history["stages"] if not s["rolled_back"]][-1]
-    log(f"  {job.name}: widths {final['widths']}, val R2 {final['val_r2']:.4f}, on {output.host} in "
+    final = output.history.final
+    log(f"  {job.name}: widths {list(final.widths)}, val R2 {final.val_r2:.4f}, on {output.host} in "
         f"{output.wall_s:.0f} s")
     return output
 
@@ -199,11 +199,10 @@ def measure(points: Sequence[PointOutput], baseline_name: str, artifacts: Path, 
 
 
 def point_row(output: PointOutput, job: PointJob, speed: PairedResult, measured_on: str) -> SweepPoint:
-    history = output.history
-    final = [s for s in history["stages"] if not s["rolled_back"]][-1]
+    final = output.history.final
     return SweepPoint(
-        target=job.target.text, method=job.config.method, widths=tuple(final["widths"]), params=final["params"],
-        nonzero_params=final["nonzero_params"], val_r2=final["val_r2"], residual_rms=final["val_residual_rms"],
+        target=job.target.text, method=job.config.method, widths=final.widths, params=final.params,
+        nonzero_params=final.nonzero_params, val_r2=final.val_r2, residual_rms=final.val_residual_rms,
         speedup=speed.speedup_median, ci_low=speed.ci_low, ci_high=speed.ci_high, flop_ratio=speed.flop_ratio,
         backend=speed.backend, batch=speed.batch, measured_on=measured_on, finetuned_on=output.host,
     )

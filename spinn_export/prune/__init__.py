@@ -1,2 +1,2 @@
-"""Pruning: what a run aims at (`target`), proven structured removal (`shrink`), importance, widths (`budget`,
-`latency`), the run's config, schedule and history (`config`, `structured`, `history`, `record`), magnitude pruning."""
+"""Pruning: proven structured removal (`shrink`), unit importance (`importance`), the width plan (`walk`, `budget`,
+`latency`), the run's config and history, and its strategies: methods, schedule, composed by `structured.prune`."""

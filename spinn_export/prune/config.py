@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
-from spinn_export.errors import UserError
+from spinn_export.errors import SettingError
 from spinn_export.prune.budget import MODES
 from spinn_export.prune.importance import CRITERIA
 from spinn_export.prune.latency import AUTO
@@ -23,7 +23,8 @@ FINETUNE = TrainConfig(epochs=4, lr=1e-3)
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """Everything that decides a pruning run; defaults are the CLI's.
+    """Everything that decides a pruning run; defaults are the CLI's. Its errors name settings by field, never by
+    flag (`errors.SettingError`): command-line validation stays in `cli/`.
 
     `finetune` is the training run after each round (epochs 0: none); its loss (data + physics weight)
     is also what the taylor criterion scores. Round r fine-tunes with seed `seed + r`, always keeping its best state
@@ -57,32 +58,48 @@ class PruneConfig:
     lr_test: bool = True
 
     def __post_init__(self) -> None:
-        for name, value, allowed in (("--method", self.method, METHODS), ("--importance", self.importance, CRITERIA),
-                                     ("--mode", self.mode, MODES), ("--fold", self.fold, FOLDS),
-                                     ("--on-drop", self.on_drop, ON_DROP)):
+        """Values only: a message names a setting as `{field}` (`errors.SettingError`); the CLI gives its flags."""
+        for field, value, allowed in (("method", self.method, METHODS), ("importance", self.importance, CRITERIA),
+                                      ("mode", self.mode, MODES), ("fold", self.fold, FOLDS),
+                                      ("on_drop", self.on_drop, ON_DROP)):
             if value not in allowed:
-                raise UserError(f"{name} {value!r} is not supported: choose one of {', '.join(allowed)}")
+                raise SettingError(f"{{{field}}} {{value!r}} is not supported: choose one of {{allowed}}",
+                                   value=value, allowed=", ".join(allowed))
         if self.rounds < 1:
-            raise UserError(f"--rounds must be at least 1, got {self.rounds}")
+            raise SettingError("{rounds} must be at least 1, got {value}", value=self.rounds)
         if self.tolerance is not None and not (self.tolerance >= 0 and math.isfinite(self.tolerance)):
-            raise UserError(f"--tolerance must be a non-negative R2 drop like 0.01, got {self.tolerance}")
+            raise SettingError("{tolerance} must be a non-negative R2 drop like 0.01, got {value}",
+                               value=self.tolerance)
         if self.on_drop != "record" and self.tolerance is None:
-            raise UserError(f"--on-drop {self.on_drop} needs --tolerance (the largest allowed drop in validation R2)")
+            raise SettingError("{on_drop} {value} needs {tolerance} (the largest allowed drop in validation R2)",
+                               value=self.on_drop)
         if not (self.round_to is None or self.round_to == AUTO
                 or (isinstance(self.round_to, int) and self.round_to >= 1)):
-            raise UserError(f"--round-to must be a positive integer or {AUTO}, got {self.round_to!r}")
+            raise SettingError("{round_to} must be a positive integer or {auto}, got {value!r}", auto=AUTO,
+                               value=self.round_to)
         if self.round_to == AUTO and self.target.kind == "widths":
-            raise UserError(f"--round-to {AUTO} chooses the widths' multiples, but --widths gives the widths; drop one")
-        given = {"--backend": self.backend, "--batch": self.batch}
+            raise SettingError("{round_to} {auto} chooses the widths' multiples, but {widths} gives the widths; "
+                               "drop one", auto=AUTO)
+        self._check_measured_on()
+
+    def _check_measured_on(self) -> None:
+        """`backend` and `batch` apply only where latency is measured, and agree with a latency target's own."""
+        given = {"backend": self.backend, "batch": self.batch}
         if self.measured_on is None and any(v is not None for v in given.values()):
-            raise UserError("--backend and --batch say where latency is measured: they apply only with "
-                            f"--target-latency or --round-to {AUTO}")
+            raise SettingError("{backend} and {batch} say where latency is measured: they apply only with "
+                               "{latency_ratio} or {round_to} {auto}", auto=AUTO)
         if self.target.kind == "latency":
-            own = {"--backend": self.target.backend, "--batch": self.target.batch}
-            clash = [flag for flag, value in given.items() if value is not None and value != own[flag]]
+            own = {"backend": self.target.backend, "batch": self.target.batch}
+            clash = [field for field, value in given.items() if value is not None and value != own[field]]
             if clash:
-                raise UserError(f"{' and '.join(clash)} disagree with the latency target's "
-                                f"({self.target.backend} at batch {self.target.batch}); give them once")
+                raise SettingError(" and ".join(f"{{{field}}}" for field in clash) + " disagree with the latency "
+                                   "target's ({backend_value} at batch {batch_value}); give them once",
+                                   backend_value=self.target.backend, batch_value=self.target.batch)
+
+    @property
+    def block(self) -> int | None:
+        """A fixed `round_to` (None: unit by unit, or `auto`, whose multiples the latency table chooses)."""
+        return self.round_to if isinstance(self.round_to, int) else None
 
     @property
     def measured_on(self) -> tuple[str, int] | None:

@@ -12,7 +12,7 @@ from spinn_export.model.architecture import Architecture
 from spinn_export.model.network import Network
 from spinn_export.prune.budget import PrunePlan
 from spinn_export.prune.config import PruneConfig
-from spinn_export.prune.latency import AUTO, LatencyPlan, Ratio
+from spinn_export.prune.latency import AUTO, LatencyPrediction, Ratio
 from spinn_export.prune.record import HISTORY_NAME, HistoryRecord, Stage
 
 
@@ -28,7 +28,7 @@ class PruneResult:
     network: Network
     stopped: str | None
     wall_s: float
-    latency: LatencyPlan | None = None
+    latency: LatencyPrediction | None = None
     achieved_latency: Ratio | None = None
     folded: tuple[str, ...] = ()  # the groups whose removed units' constants were folded into the next biases
 

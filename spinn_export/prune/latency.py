@@ -131,9 +131,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spinn-export"
 
 
-def grid_steps(spec: Architecture) -> tuple[int, ...]:
+def grid_steps(architecture: Architecture) -> tuple[int, ...]:
     """The table's grid per hidden layer: multiples of GRID, neuron by neuron for a layer narrower than that."""
-    return tuple(GRID if width >= GRID else 1 for width in spec.widths)
+    return tuple(GRID if width >= GRID else 1 for width in architecture.widths)
 
 
 @dataclass(frozen=True)
@@ -163,16 +163,16 @@ class LatencyTable:
 
 
 class LatencyLookup:
-    """The solver's view of one table (a `budget.LatencyModel`): estimates of whole width vectors, measuring the
+    """The solver's view of one table (a `walk.LatencyEstimator`): estimates of whole width vectors, measuring the
     shapes it lacks together and saving the table after every chunk, so an interrupted plan keeps what it measured.
 
     Mutable on purpose: it holds the table as it grows during one plan, and the measurer that grows it.
     """
 
-    def __init__(self, measurer: Measurer, spec: Architecture, directory: Path | None = None) -> None:
-        self.measurer, self.spec = measurer, spec
-        self.activation = spec.activation or PROBE_ACTIVATION
-        self.key = {"schema": SCHEMA, **measurer.key(), "out_features": spec.out_features,
+    def __init__(self, measurer: Measurer, architecture: Architecture, directory: Path | None = None) -> None:
+        self.measurer, self.architecture = measurer, architecture
+        self.activation = architecture.activation or PROBE_ACTIVATION
+        self.key = {"schema": SCHEMA, **measurer.key(), "out_features": architecture.out_features,
                     "activation": self.activation, "anchor": list(PROBE_ANCHOR),
                     "rounds": PROBE_ROUNDS}
         digest = hashlib.sha256(json.dumps(self.key, sort_keys=True).encode()).hexdigest()[:16]
@@ -182,16 +182,16 @@ class LatencyLookup:
 
     def shapes(self, widths: Sequence[int]) -> list[Shape]:
         """(in, out) of every layer but the output layer at `widths`, once per row it multiplies per sample."""
-        output = self.spec.graph.output
-        return [(inp, out) for layer, (out, inp) in zip(self.spec.layers, self.spec.layer_shapes_at(widths))
-                if layer.node != output for _ in range(layer.rows_per_sample)]
+        architecture = self.architecture
+        return [(inp, out) for layer, (out, inp) in zip(architecture.layers, architecture.layer_shapes_at(widths))
+                if layer.node != architecture.graph.output for _ in range(layer.rows_per_sample)]
 
     def latency(self, vectors: Sequence[Sequence[int]]) -> list[float]:
         wanted = dict.fromkeys(shape for vector in vectors for shape in self.shapes(vector))
         missing = [shape for shape in wanted if shape not in self.table.costs]
         for start in range(0, len(missing), CHUNK):
             started = time.perf_counter()
-            found = self.measurer.costs(missing[start:start + CHUNK], self.spec.out_features, self.activation)
+            found = self.measurer.costs(missing[start:start + CHUNK], self.architecture.out_features, self.activation)
             self.seconds += time.perf_counter() - started
             self._store(dataclasses.replace(self.table, costs={**self.table.costs, **found}))
             self.measured += len(found)
@@ -233,9 +233,10 @@ class Check:
 
 
 @dataclass(frozen=True)
-class LatencyPlan:
-    """A latency target's plan: the chosen widths, the table's ratio for them (`estimate`), what the checks say
-    measured ratios are per unit of table ratio (`factor`), so `predicted` = factor x estimate, and every check."""
+class LatencyPrediction:
+    """What a latency target's plan is predicted to run at: the plan, the table's ratio for its widths (`estimate`),
+    what the checks say measured ratios are per unit of table ratio (`factor`), so `predicted` = factor x estimate,
+    and every check."""
 
     plan: PrunePlan
     estimate: float
@@ -253,13 +254,13 @@ class LatencyPlan:
                 "checks": [check.to_dict() for check in self.checks], "table": str(self.table), "reused": self.reused}
 
 
-def plan_key(spec: Architecture, target: Target, mode: str, min_width: int, round_to: RoundTo,
+def plan_key(architecture: Architecture, target: Target, mode: str, min_width: int, round_to: RoundTo,
              scores: Sequence[torch.Tensor] | None) -> str:
     """Everything a latency plan depends on besides the table's own key (scores only matter in global mode)."""
     digest = None
     if mode == "global" and scores is not None:
         digest = hashlib.sha256(b"".join(s.detach().float().numpy().tobytes() for s in scores)).hexdigest()
-    graph = hashlib.sha256(spec.graph.to_json().encode()).hexdigest()
+    graph = hashlib.sha256(architecture.graph.to_json().encode()).hexdigest()
     return json.dumps({"graph": graph, "latency_ratio": target.latency_ratio, "mode": mode,
                        "min_width": min_width, "round_to": list(round_to) if isinstance(round_to, tuple) else round_to,
                        "scores": digest, "checks": CHECKS, "tolerance": TOLERANCE}, sort_keys=True)
@@ -273,7 +274,7 @@ def kept_first(network: Network, widths: Sequence[int]) -> Network:
 
 def plan_latency(lookup: LatencyLookup, dense: Network, target: Target, *, mode: str = "uniform",
                  scores: Sequence[torch.Tensor] | None = None, min_width: int = 1, round_to: RoundTo = None,
-                 log: Log = print) -> LatencyPlan:
+                 log: Log = print) -> LatencyPrediction:
     """Widths for `target` (a latency target) from the table, checked end to end on `dense` and corrected (module
     docstring).
 
@@ -284,21 +285,21 @@ def plan_latency(lookup: LatencyLookup, dense: Network, target: Target, *, mode:
     of the target, or where the next goal leads to widths already checked; the plan is the solver's for the last
     goal, which all the checks informed.
     """
-    spec = dense.architecture
-    round_to = round_to or grid_steps(spec)
-    key = plan_key(spec, target, mode, min_width, round_to, scores)
+    architecture = dense.architecture
+    round_to = round_to or grid_steps(architecture)
+    key = plan_key(architecture, target, mode, min_width, round_to, scores)
     stored = lookup.recall(key)
     if stored is not None:
         try:
             checks = tuple(Check.from_dict(c) for c in stored["checks"])
-            plan = PrunePlan(spec, target, mode, tuple(stored["widths"]), None, min_width, round_to)
-            return LatencyPlan(plan, float(stored["estimate"]), float(stored["factor"]), checks, lookup.path,
-                               reused=True)
+            plan = PrunePlan(architecture, target, mode, tuple(stored["widths"]), None, min_width, round_to)
+            return LatencyPrediction(plan, float(stored["estimate"]), float(stored["factor"]), checks,
+                                     lookup.path, reused=True)
         except (TypeError, KeyError, ValueError):
             pass  # a record this code did not write: plan afresh (and overwrite it)
 
     def solve(goal: float) -> PrunePlan:
-        return plan_widths(spec, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
+        return plan_widths(architecture, dataclasses.replace(target, latency_ratio=goal), mode=mode, scores=scores,
                            min_width=min_width, round_to=round_to, latency=lookup)
 
     wanted = goal = float(target.latency_ratio or 0)
@@ -308,19 +309,19 @@ def plan_latency(lookup: LatencyLookup, dense: Network, target: Target, *, mode:
         plan = solve(goal)
         if any(check.widths == plan.widths for check in checks):
             break
-        full, planned = lookup.latency([spec.widths, plan.widths])
+        full, planned = lookup.latency([architecture.widths, plan.widths])
         measured = lookup.measurer.ratio(dense, kept_first(dense, plan.widths), final=False)
         checks.append(Check(goal, plan.widths, planned / full, measured))
         log(f"  latency check {len(checks)}: widths {list(plan.widths)}, table estimate {planned / full:.3f}, "
             f"measured {measured.describe()}")
         factor = math.exp(sum(math.log(c.measured.ratio / c.estimate) for c in checks) / len(checks))
-        floor = lookup.latency([lowest_widths(spec, min_width, round_to)])[0] / full
+        floor = lookup.latency([lowest_widths(architecture, min_width, round_to)])[0] / full
         goal = min(max(wanted / factor, floor), MAX_GOAL)
         if abs(measured.ratio / wanted - 1.0) <= TOLERANCE:
             break
     plan = dataclasses.replace(solve(goal), target=target)
-    full, planned = lookup.latency([spec.widths, plan.widths])
-    result = LatencyPlan(plan, planned / full, factor, tuple(checks), lookup.path, reused=False)
+    full, planned = lookup.latency([architecture.widths, plan.widths])
+    result = LatencyPrediction(plan, planned / full, factor, tuple(checks), lookup.path, reused=False)
     log(f"  latency plan: widths {list(plan.widths)}, table estimate {result.estimate:.3f} x {factor:.3f} "
         f"(measured per table ratio, {len(checks)} checks) = {result.predicted:.3f} of dense predicted")
     lookup.remember(key, {"widths": list(plan.widths), "estimate": result.estimate, "factor": factor,
@@ -352,7 +353,7 @@ def efficient_multiple(costs: Mapping[int, float], width: int) -> int:
     return fitting[-1]
 
 
-def auto_round_to(lookup: LatencyLookup, spec: Architecture, target: Target, *, mode: str = "uniform",
+def auto_round_to(lookup: LatencyLookup, architecture: Architecture, target: Target, *, mode: str = "uniform",
                   scores: Sequence[torch.Tensor] | None = None, min_width: int = 1) -> tuple[int, ...]:
     """`--round-to auto`: each hidden layer's width multiple, read from the table around a first plan on its grid
     (table only, no checks) for the same target: the layer's grid widths within WINDOW of that plan, the other
@@ -364,22 +365,22 @@ def auto_round_to(lookup: LatencyLookup, spec: Architecture, target: Target, *, 
     target is met either way; there finer multiples keep more neurons within it.)
     """
     def plan(round_to: RoundTo) -> PrunePlan:
-        return plan_widths(spec, target, mode=mode, scores=scores, min_width=min_width, round_to=round_to,
+        return plan_widths(architecture, target, mode=mode, scores=scores, min_width=min_width, round_to=round_to,
                            latency=lookup)
 
-    steps = grid_steps(spec)
+    steps = grid_steps(architecture)
     first = plan(steps)
     windows = []
     for index, (width, step) in enumerate(zip(first.widths, steps)):
         lowest = math.ceil(min_width / step) * step
-        top = spec.widths[index] // step * step
+        top = architecture.widths[index] // step * step
         windows.append(range(max(lowest, width - WINDOW), min(top, width + WINDOW) + 1, step))
     vectors = [[n if j == i else w for j, w in enumerate(first.widths)] for i, window in enumerate(windows)
                for n in window]
     values = iter(lookup.latency(vectors))
     multiples = tuple(efficient_multiple({n: next(values) for n in window}, width)
-                      for window, width in zip(windows, spec.widths))
-    coarsest = tuple(_fitting(width)[-1] for width in spec.widths)
+                      for window, width in zip(windows, architecture.widths))
+    coarsest = tuple(_fitting(width)[-1] for width in architecture.widths)
     if target.kind == "latency" or multiples == coarsest:
         return multiples
     finer, coarse = lookup.latency([plan(multiples).widths, plan(coarsest).widths])

@@ -76,6 +76,11 @@ class HistoryRecord:
             raise ValueError("no stages")
         return cls(**fields, stages=stages)
 
+    @property
+    def final(self) -> Stage:
+        """The stage the run kept: the last one not rolled back."""
+        return [stage for stage in self.stages if not stage.rolled_back][-1]
+
     def write(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_dict())
 

@@ -117,7 +117,8 @@ def foldable_groups(architecture: Architecture) -> tuple[bool, ...]:
     return tuple(foldable(architecture, index) for index in range(len(architecture.prunable)))
 
 
-def plan(network: Network, keep_units: Sequence[torch.Tensor], fold: str, calibration: torch.Tensor | None) -> Removal:
+def removal_of(network: Network, keep_units: Sequence[torch.Tensor], fold: str,
+               calibration: torch.Tensor | None) -> Removal:
     """Masks for `keep_units` (per prunable group), and each foldable group's constants, group by group: a group's
     constants are measured in the network with the earlier groups' removals already in place."""
     if fold not in FOLDS:
@@ -193,7 +194,7 @@ def shrink(network: Network, keep: Sequence[torch.Tensor], *, fold: str = "bias"
            calibration: torch.Tensor | None = None) -> Network:
     """A new, smaller network holding only the `keep` units of each prunable group, proven against the original
     (`prove`, on the calibration rows and their range) before it is returned."""
-    removal = plan(network, keep, fold, calibration)
+    removal = removal_of(network, keep, fold, calibration)
     architecture = network.architecture
     graph = architecture.graph
     tensors = {k: v.detach() for k, v in network.tensors.items()}

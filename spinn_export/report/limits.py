@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from spinn_export.bench.outside import SCHEMA as OUTSIDE_SCHEMA
 from spinn_export.errors import UserError
 from spinn_export.report.render import Section
 from spinn_export.report.results import Results
@@ -71,8 +72,8 @@ def load_outside_timer(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a readable outside-timer result ({exc}); write one with "
                         "`python bench/outside_timer.py RUN --out FILE`") from None
     if not isinstance(data, dict) or data.get("kind") != "outside-timer":
-        raise UserError(f"{path} is not an outside-timer result: write one with "
-                        "`python bench/outside_timer.py RUN --out FILE`")
+        raise UserError(f"{path} is not an outside-timer result: {OUTSIDE_SCHEMA.rewrite}")
+    OUTSIDE_SCHEMA.version_of(data, path)  # both versions hold the same fields; a newer or unknown one is refused
     return data
 
 
