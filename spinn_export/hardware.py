@@ -60,6 +60,7 @@ def no_gpu_reason() -> str | None:
 @functools.cache
 def gpu_info() -> dict[str, str | None]:
     """GPU name and driver version from torch where it sees a GPU, else from nvidia-smi, else None."""
+    # start-up: torch only to ask for the GPU (the report and the CLI read the CPU's flags without it)
     import torch
 
     name = driver = None

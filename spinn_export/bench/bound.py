@@ -28,12 +28,15 @@ over rounds, and `other` the median latency less those, so the parts sum to the 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from spinn_export.bench.backends import sample_input
+from spinn_export.bench.layer_models import layer_models
 from spinn_export.bench.paired import interleaved_blocks, summarize
 from spinn_export.bench.timing import Call, Clock, time_block, warm_up
 from spinn_export.errors import UserError
@@ -170,10 +173,7 @@ def deployment_bound(backend: Any, source: Path | None, batch: int, threads: int
     prepared call `deployment`, plus `floors`: the empty model's call time on its backend and, given as
     `reference` (backend, config), on the reference's; or {"reason": why not} where the file is not ONNX or no layer
     could be cut."""
-    import tempfile
 
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.layer_models import layer_models
 
     if source is None or source.suffix != ".onnx":
         return {"reason": f"{backend.name} runs {source.name if source else 'an in-memory model'}, not an ONNX file: "

@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from spinn_export.bench.timing import fix_threads, in_fresh_processes, time_block
 from spinn_export.bench.variants import FP32
 from spinn_export.errors import first_line
 from spinn_export.export.formats import ceiling_precision
@@ -112,7 +113,6 @@ def cuda_support(precision: str, capability: tuple[int, int]) -> tuple[bool, tup
 
 def best_gflops(call: Callable[[], object], flops: float, seconds: float) -> float:
     """The best rate of `call` over about `seconds` (at least 3 timed calls) after one warm-up call."""
-    from spinn_export.bench.timing import time_block
 
     call()
     best = math.inf
@@ -207,7 +207,6 @@ def ceiling_gemm(ceiling: Ceiling, device: str, precision: str, threads: int,
 def measure_ceilings_here(devices: Iterable[str], threads: int) -> Ceilings:
     """Every precision's ceiling on each device (the devices of the run's backends), at the suite's thread count,
     in this process (ONNX Runtime's GEMM fixes this process's global pool at `threads`)."""
-    from spinn_export.bench.timing import fix_threads
 
     fix_threads(threads)
     return {device: {precision: measure_ceiling(device, precision, threads) for precision in CPU_NATIVE}
@@ -236,7 +235,6 @@ def pooled(runs: Sequence[Ceiling], device: str, threads: int) -> Ceiling:
 def measure_ceilings(devices: Iterable[str], threads: int, processes: int = CEILING_PROCESSES) -> Ceilings:
     """Every precision's ceiling on each device, measured in `processes` fresh processes one after another
     (`pooled`): a ceiling repeated like a speedup, never one process's luck."""
-    from spinn_export.bench.timing import in_fresh_processes
 
     devices = tuple(dict.fromkeys(devices))
     runs = in_fresh_processes(functools.partial(measure_ceilings_here, devices, threads), processes)

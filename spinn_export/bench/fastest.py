@@ -38,6 +38,7 @@ from spinn_export.bench.paired import (
 from spinn_export.bench.timing import Call, Clock, warm_up
 from spinn_export.bench.variants import ModelRef
 from spinn_export.defaults import HEADLINE_BACKEND
+from spinn_export.export.manifest import read_manifest
 
 REFERENCE_BACKEND = HEADLINE_BACKEND  # what "dense float32" means in the fastest deployment's speedup
 PARITY, BUDGET = "float32 parity", "accuracy budget"
@@ -56,7 +57,6 @@ class Verdict:
 
 def verdict_for(ref: ModelRef, runtime_format: str) -> Verdict:
     """The verdict on `ref` as a backend opening `runtime_format` runs it."""
-    from spinn_export.export.manifest import read_manifest
 
     if not ref.variant.quantised:
         return Verdict(True, PARITY)

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from spinn_export.runtimes.profile import is_gemm
 
 PROLOGUE = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})  # input -> the GEMM's input
@@ -65,6 +67,7 @@ class _Graph:
     """The deployed graph's tensors: who makes each, who reads it, which are constants, and their shapes."""
 
     def __init__(self, model: Any) -> None:
+        # start-up: onnx only where the bound's models are built (the suite's plug-in imports this module)
         import onnx
 
         inferred = onnx.shape_inference.infer_shapes(model)
@@ -139,6 +142,7 @@ def _write(graph: _Graph, nodes: list[Any], start: str, end: str, batch_dim: int
            path: Path, end_type: Any = None) -> Path:
     """The nodes as a model of their own: the deployment's opset, IR version and metadata; input `start` as float
     [batch, K], output `end` with its inferred type."""
+    # start-up: onnx only where the bound's models are built (the suite's plug-in imports this module)
     from onnx import TensorProto, helper
 
     used = {name for node in nodes for name in node.input}
@@ -159,6 +163,7 @@ def _write(graph: _Graph, nodes: list[Any], start: str, end: str, batch_dim: int
 def layer_models(source: Path, directory: Path) -> Cut:
     """Every GEMM of the ONNX file `source` as one-layer models written into `directory` (see the module's
     docstring)."""
+    # start-up: onnx only where the bound's models are built (the suite's plug-in imports this module)
     import onnx
 
     graph = _Graph(onnx.load(str(source)))
@@ -197,7 +202,7 @@ def _floor_model(graph: _Graph, path: Path) -> tuple[Path, int]:
     """The empty model of the graph's first input: its first column (one Slice: nothing computed, one column
     written, so the input's size does not turn the floor into a copy), with the deployment's opset, IR version and
     metadata, so each runtime compiles it with the deployment's settings; and the input's width."""
-    import numpy as np
+    # start-up: onnx only where the bound's models are built (the suite's plug-in imports this module)
     from onnx import TensorProto, helper, numpy_helper
 
     start = sorted(graph.inputs)[0]

@@ -14,23 +14,28 @@ from __future__ import annotations
 import contextlib
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from spinn_export.bench.backends import CHECKPOINT_FORMAT, Backend, backends, get_backend, sample_input
+from spinn_export.bench.paired import PairedConfig, interleaved_blocks, paired_speedups, sandwich_ratios, summarize
+from spinn_export.bench.timing import calibrate, default_threads, fix_threads, fresh_process_context
+from spinn_export.bench.variants import ModelRef, Variant, open_runner
 from spinn_export.defaults import PROBE_ANCHOR, PROBE_ROUNDS
 from spinn_export.errors import UserError
+from spinn_export.export.formats import DEFAULT_OPSET, formats
+from spinn_export.hardware import cpu_model, gpu_info
 from spinn_export.model.checkpoint import save_checkpoint
 from spinn_export.model.mlp import mlp_network
 from spinn_export.model.network import Network
 from spinn_export.model.spec import MLPSpec
 from spinn_export.prune.latency import Cost, Ratio, Shape
-
-if TYPE_CHECKING:
-    from spinn_export.bench.backends import Backend
-    from spinn_export.bench.variants import ModelRef
+from spinn_export.runtimes import library_versions
 
 BLOCK_SECONDS = 0.01  # a probe's block is at least this long (small probes run several calls per block)
 CHECK_PROCESSES, CHECK_CYCLES = 2, 8  # a check only steers the goal; the final measurement uses PairedConfig()
@@ -39,7 +44,6 @@ SEED = 0  # probes' random weights: latency does not depend on the values, and s
 
 def require_backend(name: str) -> Backend:
     """The named backend if it can run here, else one line naming the ones that can."""
-    from spinn_export.bench.backends import backends, get_backend
 
     backend = get_backend(name)
     reason = backend.unavailable_reason()
@@ -68,10 +72,6 @@ def _time_probes(backend: str, anchor: ModelRef, probes: tuple[ModelRef, ...], b
     anchor's (`bench.paired.interleaved_blocks`); blocks are sized by `bench.timing.calibrate`, whose calls, after
     the parity check's and `prepare`'s, leave every probe warm. The anchor's runner stays open for the worker's
     life (one plan), as it is in every chunk."""
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.paired import interleaved_blocks
-    from spinn_export.bench.timing import calibrate, fix_threads
-    from spinn_export.bench.variants import open_runner
 
     fix_threads(threads)
     key = (backend, anchor.directory / anchor.checkpoint, batch)
@@ -94,10 +94,6 @@ class BackendMeasurer:
     processes. A context manager: its files live in a temporary directory, its worker until the plan is done."""
 
     def __init__(self, backend: str, batch: int, threads: int | None = None) -> None:
-        from spinn_export.bench.backends import CHECKPOINT_FORMAT
-        from spinn_export.bench.timing import default_threads
-        from spinn_export.export.formats import formats
-
         self.backend = require_backend(backend)
         self.batch, self.threads = int(batch), threads or default_threads()
         self.format = None
@@ -121,9 +117,6 @@ class BackendMeasurer:
         self._stack.close()
 
     def key(self) -> dict[str, Any]:
-        from spinn_export.hardware import cpu_model, gpu_info
-        from spinn_export.runtimes import library_versions
-
         key = {"cpu_model": cpu_model(), "threads": self.threads, "backend": self.backend.name,
                "backend_config": self.backend.make_config().to_dict(), "batch": self.batch,
                "versions": library_versions()}
@@ -132,10 +125,6 @@ class BackendMeasurer:
         return key
 
     def costs(self, shapes: Sequence[Shape], out_features: int, activation: str) -> dict[Shape, Cost]:
-        import numpy as np
-
-        from spinn_export.bench.paired import sandwich_ratios, summarize
-
         anchor = self._anchor(out_features, activation)
         probes = [self._probe(f"probe-{k}x{n}", MLPSpec(k, (n,), out_features, activation)) for k, n in shapes]
         try:
@@ -152,8 +141,6 @@ class BackendMeasurer:
         return found
 
     def ratio(self, baseline: Network, candidate: Network, final: bool) -> Ratio:
-        from spinn_export.bench.paired import PairedConfig, paired_speedups
-
         config = PairedConfig() if final else PairedConfig(processes=CHECK_PROCESSES, cycles=CHECK_CYCLES)
         dense, pruned = self._export("dense", baseline), self._export("structured", candidate)
         [result] = paired_speedups(self.backend.name, dense, [pruned], [self.batch], self.threads, config)
@@ -169,10 +156,6 @@ class BackendMeasurer:
 
     def _pool(self) -> Any:
         if self._worker is None:
-            from concurrent.futures import ProcessPoolExecutor
-
-            from spinn_export.bench.timing import fresh_process_context
-
             self._worker = self._stack.enter_context(
                 ProcessPoolExecutor(max_workers=1, mp_context=fresh_process_context()))
         return self._worker
@@ -201,9 +184,6 @@ class BackendMeasurer:
 
     def _ref(self, name: str, role: str, network: Network, data: bytes | None) -> ModelRef:
         """Checkpoint and artifact in the temporary directory, as the `ModelRef` that runners and pairs open."""
-        from spinn_export.bench.backends import CHECKPOINT_FORMAT
-        from spinn_export.bench.variants import ModelRef, Variant
-        from spinn_export.export.formats import DEFAULT_OPSET
 
         directory = self._dir()
         checkpoint = save_checkpoint(directory / f"{name}.safetensors", network, {"variant": role}).name
@@ -225,6 +205,7 @@ class BackendMeasurer:
         not ONNX or its file does not name the tensors as the model's state dict does: then the plug-in writes it."""
         if self.format is None or not self.format.uses_opset:
             return None
+        # start-up: onnx only for an ONNX backend's probes (`spinn-export prune` imports this module)
         import onnx
         from onnx import numpy_helper
 
@@ -239,8 +220,6 @@ class BackendMeasurer:
         return proto.SerializeToString()
 
     def _template(self, out_features: int, activation: str) -> bytes:
-        from spinn_export.export.formats import DEFAULT_OPSET
-
         if (out_features, activation) not in self._templates:
             spec = MLPSpec(PROBE_ANCHOR[0], (PROBE_ANCHOR[1],), out_features, activation)
             path = self._dir() / f"template-{out_features}-{activation}{self.format.extension}"  # type: ignore[union-attr]

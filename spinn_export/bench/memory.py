@@ -23,11 +23,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from spinn_export.bench.backends import Backend, BackendConfig
-    from spinn_export.bench.variants import ModelRef
+import torch
+
+from spinn_export.bench.backends import Backend, BackendConfig, get_backend, sample_input
+from spinn_export.bench.timing import fix_threads, fresh_process_context
+from spinn_export.bench.variants import ModelRef, verify_runner
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -90,8 +91,6 @@ class Meter:
 def _meter(backend: Backend) -> Meter | str:
     """The meter for `backend`'s device, or why its memory cannot be measured here."""
     if backend.device == "cuda":
-        import torch
-
         if backend.format not in TORCH_FORMATS:
             return f"{backend.name} allocates outside PyTorch's allocator: not measured"
         return Meter("torch.cuda", torch.cuda.synchronize, torch.cuda.memory_allocated,
@@ -106,9 +105,6 @@ def _meter(backend: Backend) -> Meter | str:
 def _measure_here(backend_name: str, ref: ModelRef, batches: tuple[int, ...], threads: int,
                   config: BackendConfig | None) -> PeakMemory:
     """In the fresh process: fix threads as the benchmark did, then load the model and run each batch."""
-    from spinn_export.bench.backends import get_backend, sample_input
-    from spinn_export.bench.timing import fix_threads
-    from spinn_export.bench.variants import verify_runner
 
     fix_threads(threads)
     backend = get_backend(backend_name)
@@ -136,7 +132,6 @@ def _measure_here(backend_name: str, ref: ModelRef, batches: tuple[int, ...], th
 def peak_memory(backend: Backend, ref: ModelRef, batches: Sequence[int], threads: int,
                 config: BackendConfig | None = None) -> PeakMemory:
     """Peak memory of `ref` on `backend` at each batch, in a fresh process (`timing.fresh_process_context`)."""
-    from spinn_export.bench.timing import fresh_process_context
 
     context = fresh_process_context()
     with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:

@@ -8,9 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from spinn_export import defaults
+from spinn_export.bench.backends import CHECKPOINT_FORMAT, parse_backend_options, resolve_backends
+from spinn_export.bench.backends import backends as registered
 from spinn_export.bench.paired import PairedConfig
-from spinn_export.bench.variants import FP32, ModelRef, Variant, possible_variants
+from spinn_export.bench.timing import default_threads
+from spinn_export.bench.variants import FP32, ModelRef, Variant, possible_variants, refs_from_manifest
 from spinn_export.errors import UserError
+from spinn_export.export.formats import formats
 
 PAIRED = PairedConfig()
 QUICK_PAIRED = PairedConfig(processes=2, cycles=4)
@@ -123,7 +127,6 @@ def _names(text: str) -> list[str]:
 
 def manifest_models(directory: str | Path) -> dict[str, ModelRef]:
     """Every variant DIR/manifest.json offers, by name (each file's sha256 checked)."""
-    from spinn_export.bench.variants import refs_from_manifest
 
     return {ref.name: ref for ref in refs_from_manifest(Path(directory))}
 
@@ -133,10 +136,6 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
 
     With --artifacts the manifest is read and every file's sha256 checked here, before anything runs.
     """
-    from spinn_export.bench.backends import backends as registered
-    from spinn_export.bench.backends import parse_backend_options, resolve_backends
-    from spinn_export.bench.timing import default_threads
-    from spinn_export.export.formats import formats
 
     quick = bool(values.get("spinn_quick"))
     chosen = tuple(resolve_backends(values.get("spinn_backends")))
@@ -188,8 +187,6 @@ def suite_settings(values: dict[str, Any]) -> SuiteSettings:
 
 def prospective_reason(variant: Variant, backend: Any) -> str | None:
     """Why a built-in variant could never run on `backend` (before the models exist), or None."""
-    from spinn_export.bench.backends import CHECKPOINT_FORMAT
-    from spinn_export.export.formats import formats
 
     reason = variant.unsupported_reason(backend)
     if reason is not None or variant.sparse:

@@ -14,16 +14,21 @@ This module holds what is pure (picking the files, parsing benchmark_app, the ve
 """
 from __future__ import annotations
 
+import json
 import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from spinn_export.bench.backends import get_backend
 from spinn_export.errors import UserError
 from spinn_export.records import Schema
 
@@ -59,7 +64,6 @@ def deployment_of(fastest: Sequence[dict[str, Any]], refs: dict[str, Any], batch
     """The fastest deployment among a results JSON's (its `BenchRecord.fastest`) at `batch` (None: the largest
     measured), the file its backend opens and dense float32's ONNX, from the run's models
     (`bench.options.manifest_models`: the suite's own names); UserError naming what is missing."""
-    from spinn_export.bench.backends import get_backend
 
     entries = {int(e["batch"]): e for e in fastest}
     if not entries:
@@ -99,8 +103,6 @@ def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: 
     """OpenVINO's benchmark_app on `path` at a static [batch, in_features], synchronous calls, the performance hint
     `hint`, for `seconds`: its median latency in seconds. 1 stream and `threads` threads go through a config file
     (its UI takes -nstreams and -nthreads only with -hint none), and the settings it reports are checked."""
-    import json
-    import tempfile
 
     settings = {"INFERENCE_NUM_THREADS": str(threads), "NUM_STREAMS": "1"}
     with tempfile.TemporaryDirectory() as tmp:
@@ -124,7 +126,7 @@ def benchmark_app(path: Path, batch: int, in_features: int, threads: int, hint: 
 def ort_loop(path: Path, batch: int, in_features: int, threads: int, seconds: float) -> float:
     """A plain ONNX Runtime loop: its own session (`threads` intra-op threads, default graph optimisation), one
     fixed input, `session.run` for `seconds` after one warm-up call; the median call in seconds."""
-    import numpy as np
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

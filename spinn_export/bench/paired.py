@@ -39,17 +39,15 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from spinn_export.bench.backends import BackendConfig, sample_input
 from spinn_export.bench.stability import Stability, process_medians, stability
-from spinn_export.bench.timing import Call, Clock, calibrate, in_fresh_processes, time_block, warm_up
+from spinn_export.bench.timing import Call, Clock, calibrate, fix_threads, in_fresh_processes, time_block, warm_up
+from spinn_export.bench.variants import ModelRef, open_runner
 from spinn_export.errors import UserError
-
-if TYPE_CHECKING:
-    from spinn_export.bench.backends import BackendConfig
-    from spinn_export.bench.variants import ModelRef
 
 Pairs = dict[Hashable, tuple[Call, Call]]
 MakePairs = Callable[[], tuple[Pairs, AbstractContextManager]]
@@ -277,9 +275,6 @@ def measure_in_processes(make_pairs: MakePairs, measure: Measure, processes: int
 def _model_pairs(backend: str, baseline: ModelRef, candidates: tuple[ModelRef, ...], batches: tuple[int, ...],
                  threads: int, config: BackendConfig | None) -> tuple[Pairs, AbstractContextManager]:
     """In the worker: open every model once (parity-checked) and pair baseline vs candidate per batch."""
-    from spinn_export.bench.backends import sample_input
-    from spinn_export.bench.timing import fix_threads
-    from spinn_export.bench.variants import open_runner
 
     fix_threads(threads)
     base = open_runner(backend, baseline, threads, config)

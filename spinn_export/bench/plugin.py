@@ -20,20 +20,31 @@ from typing import Any
 
 import pytest
 
+from spinn_export.bench import hooks
+from spinn_export.bench.bound import bound_text
+from spinn_export.bench.ceilings import measure_ceilings
 from spinn_export.bench.load import load_text, start_interval
-from spinn_export.bench.options import OPTIONS, TIMEIT_BACKEND, SuiteSettings, not_generated, suite_settings, supported
+from spinn_export.bench.options import (
+    OPTIONS,
+    TIMEIT_BACKEND,
+    SuiteSettings,
+    manifest_models,
+    not_generated,
+    suite_settings,
+    supported,
+)
 from spinn_export.bench.paired import ABBA_METHOD
 from spinn_export.bench.record import SPINN_KEY, BenchRecord
 from spinn_export.bench.session import SETTINGS, SKIPPED, STATE, SuiteState
 from spinn_export.bench.stability import stability
+from spinn_export.bench.timing import fix_threads
+from spinn_export.bench.timing import machine_info as measured_on
 from spinn_export.errors import UserError
 from spinn_export.export.formats import rate_unit
 from spinn_export.runtimes.profile import shares_text
 
 
 def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
-    from spinn_export.bench import hooks
-
     pluginmanager.add_hookspecs(hooks)
 
 
@@ -105,9 +116,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def spinn_session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> SuiteState:
     """The session's models, ready and verified, and the machine's GEMM ceilings per precision, on the devices of
     the backends that can run here, at the fixed thread count."""
-    from spinn_export.bench.ceilings import measure_ceilings
-    from spinn_export.bench.options import manifest_models
-    from spinn_export.bench.timing import fix_threads
 
     settings = settings_of(request.config)
     fix_threads(settings.threads)
@@ -174,8 +182,6 @@ def skip_reasons(config: pytest.Config) -> dict[str, int]:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     if STATE in config.stash:
-        from spinn_export.bench.timing import machine_info as measured_on
-
         machine_info.update(measured_on())
 
 
@@ -226,7 +232,6 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         if r.time_by_operator:
             write(f"{'':11}time by operator ({r.time_by_operator['profiler']}): {shares_text(r.time_by_operator)}")
         if r.same_kernel:  # issue 30: the like-for-like bound (bench.bound)
-            from spinn_export.bench.bound import bound_text
             write(f"{'':11}{bound_text(r.same_kernel)}")
     for skipped in state.fastest_skipped:
         write(f"batch={skipped.batch:<5} not measured: {skipped.reason}")

@@ -3,14 +3,19 @@ fixture and the suite's tests), and the helpers the tests share to reach it: run
 dense baseline a case is paired with, peak memory, and round budgets."""
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from spinn_export.bench.ceilings import case_ceiling
+from spinn_export.bench.load import combined
+from spinn_export.bench.memory import PeakMemory, peak_memory
 from spinn_export.bench.options import SuiteSettings
-from spinn_export.bench.paired import PairedResult
-from spinn_export.bench.variants import ModelRef
+from spinn_export.bench.paired import PairedResult, pooled_result
+from spinn_export.bench.variants import ModelRef, open_runner
 from spinn_export.export.formats import ceiling_precision
 
 SETTINGS = pytest.StashKey[SuiteSettings]()
@@ -50,7 +55,6 @@ class SuiteState:
     def ceiling_fields(self, device: str, precision: str, gflops: float) -> dict[str, Any]:
         """A case's ceiling (its device's, at its own precision: int8-static runs as int8) and its fraction of it;
         nothing where that ceiling was not measured."""
-        from spinn_export.bench.ceilings import case_ceiling
 
         ceiling = case_ceiling(self.ceilings, device, precision)
         if ceiling is None:
@@ -74,10 +78,7 @@ class InterleavedCase:
 def record_interleaved(state: SuiteState, backend: str, batch: int, case: InterleavedCase) -> PairedResult:
     """Pool the case's processes into its speedup: in the paired results (replacing the case's earlier figure)
     and in the benchmark's extra_info, with the load the machine carried over every test that timed its rounds."""
-    import dataclasses
 
-    from spinn_export.bench.load import combined
-    from spinn_export.bench.paired import pooled_result
 
     key = (backend, int(batch), case.candidate.name)
     now = state.load_now()
@@ -95,7 +96,6 @@ def record_interleaved(state: SuiteState, backend: str, batch: int, case: Interl
 
 def runner_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
     """Loaded once per (backend, variant) and checked against eager PyTorch before it is timed."""
-    from spinn_export.bench.variants import open_runner
 
     key = (backend.name, ref.name)
     if key not in state.runners:
@@ -114,7 +114,6 @@ def baseline_for(state: SuiteState, backend: Any, ref: ModelRef) -> ModelRef | N
 
 def peak_memory_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
     """`bench.memory.PeakMemory` of `ref` on `backend` at every batch of the session (one fresh process, cached)."""
-    from spinn_export.bench.memory import PeakMemory, peak_memory
 
     key = (backend.name, ref.name)
     if key not in state.peak_memory:
@@ -128,7 +127,6 @@ def peak_memory_for(state: SuiteState, backend: Any, ref: ModelRef) -> Any:
 def rounds_within_budget(config: pytest.Config, per_round: float, minimum: int) -> int:
     """Rounds of `per_round` seconds that fit pytest-benchmark's --benchmark-max-time, but at least `minimum`
     (and --benchmark-min-rounds)."""
-    import math
 
     options = config.option
     return max(minimum, int(options.benchmark_min_rounds),

@@ -11,6 +11,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any, TypeVar
@@ -80,7 +81,6 @@ def in_fresh_processes(function: Callable[[], T], processes: int) -> list[T]:
     """`function()` in `processes` fresh processes (`fresh_process_context`), one at a time (side by side they would
     compete for the cores being measured): each process's result, in order. `function` must be picklable (a
     module-level function or a functools.partial of one)."""
-    from concurrent.futures import ProcessPoolExecutor
 
     context, results = fresh_process_context(), []
     for _ in range(processes):

@@ -16,15 +16,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from spinn_export.bench.backends import CHECKPOINT_FORMAT, Backend, BackendConfig, Runner, Source, get_backend
 from spinn_export.errors import UserError
-from spinn_export.export.formats import precisions
+from spinn_export.export.formats import formats, precisions
+from spinn_export.export.manifest import read_manifest
 from spinn_export.hardware import FP32
 from spinn_export.model.spec import ROLES
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from spinn_export.bench.backends import Backend, BackendConfig, Runner, Source
     from spinn_export.export.parity import ParityResult, Tolerance
 
 BASELINE_ROLE = "dense"
@@ -142,11 +143,13 @@ class ModelRef:
 
     def reference(self) -> nn.Module:
         """The eager float32 model every runner of this variant must agree with."""
+        # start-up: torch only where a model is opened (the report reads variant names with this module)
         from spinn_export.model.checkpoint import load_checkpoint
 
         return load_checkpoint(self.directory / self.checkpoint).network.module
 
     def tolerance(self) -> Tolerance | None:
+        # start-up: torch only where a model is opened (the report reads variant names with this module)
         from spinn_export.export.parity import tolerance_for
 
         return tolerance_for(self.variant.precision, self.recorded_error)
@@ -164,6 +167,7 @@ class ModelRef:
         if reason is not None:
             raise UserError(reason)
         if self.variant.sparse:
+            # start-up: torch only where a model is opened (the report reads variant names with this module)
             from spinn_export.model.checkpoint import load_checkpoint
             from spinn_export.prune.magnitude import to_sparse_csr
 
@@ -173,9 +177,6 @@ class ModelRef:
 
 def refs_from_manifest(directory: str | Path) -> list[ModelRef]:
     """Every variant the manifest in `directory` offers (sha256 of each file verified)."""
-    from spinn_export.bench.backends import CHECKPOINT_FORMAT
-    from spinn_export.export.formats import formats
-    from spinn_export.export.manifest import read_manifest
 
     directory = Path(directory)
     known = formats()
@@ -215,7 +216,6 @@ def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: Bac
     The check's result stays on the runner as `runner.parity` (a `ParityResult`): every timed case reports its
     max abs error against eager float32 from it.
     """
-    from spinn_export.bench.backends import get_backend
 
     backend = get_backend(backend) if isinstance(backend, str) else backend
     runner = backend.load(ref.source_for(backend), threads, config)
@@ -226,6 +226,7 @@ def open_runner(backend: Backend | str, ref: ModelRef, threads: int, config: Bac
 def verify_runner(backend: Backend, ref: ModelRef, runner: Runner) -> ParityResult:
     """Raise ParityError unless `runner` computes what `ref`'s checkpoint computes in eager PyTorch; else what the
     check measured."""
+    # start-up: torch only where a model is opened (the report reads variant names with this module)
     from spinn_export.export.parity import check_parity
     from spinn_export.model.checkpoint import load_checkpoint
     from spinn_export.task.data import input_range

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 from spinn_export.defaults import LATENCY_BACKEND, LATENCY_BATCH
 from spinn_export.errors import SettingError, UserError
+from spinn_export.model.spec import ACTIVATIONS
+from spinn_export.prune.target import Target, widths_target
 
 if TYPE_CHECKING:
     from spinn_export.model.checkpoint import Checkpoint
     from spinn_export.model.network import Network
-    from spinn_export.prune.target import Target
     from spinn_export.task.data import Dataset
 
 MODEL_CODE_HELP = ("your model's code: a function in a file (PATH.py:FACTORY) or an importable module (module:FACTORY) "
@@ -141,7 +142,6 @@ def add_data_arguments(parser: argparse.ArgumentParser, targets_flag: str = "--t
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     """--model-code, --trust-pickle and --activation: how a model file that is not a spinn-export checkpoint is read
     (a .pt2 needs none of them)."""
-    from spinn_export.model.spec import ACTIVATIONS
 
     group = parser.add_argument_group("reading your model (a .pt2 from torch.export needs none of these)")
     group.add_argument("--model-code", metavar="PATH.py:FACTORY", help=MODEL_CODE_HELP)
@@ -153,6 +153,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_features: int | None) -> Checkpoint:
     """The model FILE names with add_model_arguments' flags: a spinn-export checkpoint, or any form the importer
     reads, traced (where it is a module) at `in_features`, the data's input width."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.importer import open_model
 
     return open_model(path, activation=args.activation, trust_pickle=args.trust_pickle, model_code=args.model_code,
@@ -161,6 +162,7 @@ def open_model_file(args: argparse.Namespace, path: str | os.PathLike[str], in_f
 
 def print_architecture(network: Network) -> None:
     """What was read, and why any group is frozen, one line each."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.architecture import SOURCES
 
     architecture = network.architecture
@@ -171,6 +173,7 @@ def print_architecture(network: Network) -> None:
 
 def recorded_seed(path: str | os.PathLike[str]) -> int:
     """The seed a spinn-export checkpoint was trained with (its data splits), else 0."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.model.checkpoint import is_checkpoint, read_metadata
 
     if str(path).endswith(".safetensors") and Path(path).is_file():
@@ -182,6 +185,7 @@ def recorded_seed(path: str | os.PathLike[str]) -> int:
 
 def dataset_of(args: argparse.Namespace, seed: int) -> Dataset:
     """The data of --data/--inputs/--targets (default: the built-in task), held to --physics when given."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.task.data import resolve_dataset
     from spinn_export.task.physics import load_physics
 
@@ -218,6 +222,7 @@ def r2_drop(text: str) -> float:
 def add_accuracy_budget(parser: argparse.ArgumentParser) -> None:
     """--max-r2-drop, shared by export and run: what low-precision files may lose, and what NNCF's accuracy control
     holds its int8 model to."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.export.parity import DEFAULT_MAX_R2_DROP
 
     parser.add_argument("--max-r2-drop", type=r2_drop, default=DEFAULT_MAX_R2_DROP, metavar="D",
@@ -228,6 +233,7 @@ def add_accuracy_budget(parser: argparse.ArgumentParser) -> None:
 
 def round_to(text: str) -> int | str:
     """--round-to: a positive integer, or `auto` (each layer's multiple read from measured latencies)."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.prune.latency import AUTO
 
     return AUTO if text == AUTO else positive_int(text)
@@ -236,6 +242,7 @@ def round_to(text: str) -> int | str:
 def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> argparse._MutuallyExclusiveGroup:
     """Exactly one pruning budget (--target, --target-flops, --target-latency or --widths), shared by prune and run,
     with --backend and --batch (where latency is measured) and --round-to."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.prune.latency import AUTO
 
     budget = parser.add_mutually_exclusive_group(required=required)
@@ -256,9 +263,9 @@ def add_budget_arguments(parser: argparse.ArgumentParser, required: bool) -> arg
 def budget_of(args: argparse.Namespace) -> Target | None:
     """The budget given by add_budget_arguments' flags, or None when none was given. Where latency will be measured
     (a latency target, --round-to auto), the backend is checked now, before any work."""
+    # start-up: torch only for the commands that need it (every command imports this module)
     from spinn_export.bench.measurer import require_backend
     from spinn_export.prune.latency import AUTO
-    from spinn_export.prune.target import Target, widths_target
 
     if args.backend is not None or args.target_latency is not None or args.round_to == AUTO:
         require_backend(args.backend or LATENCY_BACKEND)

@@ -5,6 +5,8 @@ import argparse
 import dataclasses
 import json
 
+from spinn_export.bench.backends import backends, broken_backends
+
 STAGE = 5
 
 
@@ -18,8 +20,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def listing() -> list[dict[str, object]]:
-    from spinn_export.bench.backends import backends, broken_backends
-
     rows: list[dict[str, object]] = []
     for backend in backends().values():
         reason = backend.unavailable_reason()

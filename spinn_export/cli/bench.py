@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from spinn_export.bench import suite
 from spinn_export.bench.options import OPTIONS, suite_settings
 from spinn_export.errors import UserError
 from spinn_export.files import atomic_path
@@ -77,7 +78,6 @@ class Progress:
 def pytest_arguments(args: argparse.Namespace) -> list[str]:
     """The suite's own pytest invocation: its config file (so the caller's pytest config does not leak in), its
     test modules, the options as --spinn-* arguments, then the user's extra arguments."""
-    from spinn_export.bench import suite
 
     directory = Path(suite.__file__).parent
     words = ["-c", str(directory / "pytest.ini"), "-p", "no:cacheprovider", "-q", str(directory)]
@@ -109,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_suite(words: list[str], consequence: str, log: Path | None) -> None:
+    # start-up: pytest and the suite only when it runs (`spinn-export --help` imports this module)
     import pytest
 
     storage = Path(".benchmarks")  # pytest-benchmark makes its default storage folder even when nothing is saved
     existed = storage.exists()
     plugins = _plugins_pytest_would_not_load()
     if not any(word.startswith("--spinn-artifacts=") for word in words):
+        # start-up: pytest and the suite only when it runs (`spinn-export --help` imports this module)
         from spinn_export.pipeline.reference import ReferenceModels
 
         plugins.append(ReferenceModels())
@@ -142,8 +144,10 @@ def _plugins_pytest_would_not_load() -> list[object]:
     registering a module twice is an error)."""
     if not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         return []
+    # start-up: pytest and the suite only when it runs (`spinn-export --help` imports this module)
     import pytest_benchmark.plugin
 
+    # start-up: pytest and the suite only when it runs (`spinn-export --help` imports this module)
     from spinn_export.bench import plugin
 
     return [pytest_benchmark.plugin, plugin]

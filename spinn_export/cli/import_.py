@@ -6,6 +6,7 @@ import argparse
 
 from spinn_export.cli import add_model_arguments, output_file, positive_int, print_architecture
 from spinn_export.model.checkpoint import save_checkpoint
+from spinn_export.model.importer import open_model
 
 STAGE = 1
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,8 +22,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spinn_export.model.importer import open_model
-
     output_file(args.out, "model.safetensors")
     checkpoint = open_model(args.file, activation=args.activation, trust_pickle=args.trust_pickle,
                             model_code=args.model_code, in_features=args.in_features, output=args.output)

@@ -1,3 +1,2 @@
-"""The model: a network as a graph of ATen ops with its width groups and costs (`graph`, `rules`, `groups`,
-`architecture`), one `Network` value (`network`), read exactly from the user's file or refused (`importer`), and saved
-as safetensors checkpoints (`checkpoint`)."""
+"""The model: a network as a graph of ATen ops with its width groups and costs (`graph` ... `architecture`), one
+`Network` value, the user's file read exactly or refused (`importer`), the built-in SPINN (`mlp`), checkpoints."""

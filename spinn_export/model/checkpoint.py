@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from spinn_export.errors import UserError, first_line, require_file
@@ -67,8 +67,6 @@ def save_checkpoint(
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    from safetensors import safe_open
-
     require_file(path, "file", CHECKPOINT_HINT)
     try:
         with safe_open(str(path), framework="pt") as handle:

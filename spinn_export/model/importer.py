@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from torch import nn
 
 from spinn_export.errors import UserError, first_line, require_file
@@ -118,9 +120,6 @@ def _is_pt2(path: Path) -> bool:
 def _read(path: Path, trust_pickle: bool) -> object:
     """A .safetensors file's tensors, or what torch.save wrote (weights only unless trusted)."""
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
             return load_file(str(path))
         except SafetensorError as exc:

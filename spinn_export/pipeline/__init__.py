@@ -1,2 +1,2 @@
-"""The main job (`spinn-export run`): every stage chained, resumable. `job` defines the run, `stages` the
-record that decides what is reused."""
+"""The stages chained: the main job (`spinn-export run`: `config`, `job`, resumable through `stages`), the sweep
+(`spinn-export sweep`: `sweep`, `points` on an `executors/` plug-in) and the suite's reference models (`reference`)."""

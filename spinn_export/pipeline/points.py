@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from spinn_export.bench.measurer import measuring
 from spinn_export.errors import UserError
 from spinn_export.model.checkpoint import load_checkpoint
@@ -145,7 +147,6 @@ class PointOutput:
 
 def finetune_point(job: PointJob) -> PointOutput:
     """Prune and fine-tune one point (in a worker): `structured.prune` into a scratch directory, returned as bytes."""
-    import torch
 
     started = time.perf_counter()
     if job.threads is not None:

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from spinn_export.bench.options import SuiteSettings
+from spinn_export.bench.plugin import settings_of
 from spinn_export.bench.variants import Variant
 from spinn_export.defaults import REFERENCE_ROUND_TO, REFERENCE_TARGET
 from spinn_export.export.exporter import export_checkpoints
@@ -55,6 +56,4 @@ class ReferenceModels:
 
     @pytest.hookimpl
     def pytest_spinn_models(self, config: pytest.Config, directory: Path) -> Path:
-        from spinn_export.bench.plugin import settings_of
-
         return build_reference_models(directory, settings_of(config))

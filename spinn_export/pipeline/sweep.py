@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spinn_export.bench.backends import get_backend, torch_device_name
 from spinn_export.bench.paired import PairedConfig, PairedResult, paired_speedups
 from spinn_export.bench.timing import default_threads
 from spinn_export.bench.variants import refs_from_manifest
@@ -51,6 +52,7 @@ from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import AUTO
 from spinn_export.report.pareto import JSON_NAME, Sweep, SweepPoint, load_sweep, write_sweep
 from spinn_export.task.data import Dataset, check_model_fits, dataset_metadata
+from spinn_export.task.metrics import evaluate
 
 # --quick measures in 2 fresh processes, not PairedConfig's 4: the smoke run's statistical power for half the
 # measuring time (8 points of the reference SPINN at batch 4096: ABBA is most of a quick sweep's wall time on 2 cores);
@@ -224,8 +226,6 @@ def run_sweep(checkpoint_path: str | os.PathLike[str], data: DataSource, config:
     Everything the sweep needs is checked first (backend, executor, checkpoint, data, budgets), so a mistake costs
     no work and writes nothing.
     """
-    from spinn_export.bench.backends import get_backend, torch_device_name
-    from spinn_export.task.metrics import evaluate
 
     started = time.perf_counter()
     out = Path(out)

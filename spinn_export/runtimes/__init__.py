@@ -17,6 +17,7 @@ LIBRARIES = ("torch", "numpy", "onnx", "onnxruntime", "openvino", "nncf")  # ver
 def library_versions() -> dict[str, str | None]:
     """Python and every library a measurement or an artifact depends on (None: not installed), with torch's CUDA
     and cuDNN: the one list the manifest, the benchmark's machine info and the latency tables' keys record."""
+    # start-up: torch only where versions are recorded (the report imports this package)
     from spinn_export.runtimes import torch as torch_runtime
 
     found: dict[str, str | None] = {"python": platform.python_version()}

@@ -9,6 +9,7 @@ import os
 from types import ModuleType
 
 from spinn_export.runtimes import installed_version
+from spinn_export.runtimes import openvino as openvino_runtime
 
 INSTALL_HINT = "pip install 'spinn-export[cpu]'"
 TELEMETRY_OFF = "NNCF_CI"  # nncf/telemetry/wrapper.py: set, NNCF installs its telemetry stub
@@ -16,6 +17,7 @@ TELEMETRY_OFF = "NNCF_CI"  # nncf/telemetry/wrapper.py: set, NNCF installs its t
 
 def nncf_module() -> ModuleType:
     os.environ.setdefault(TELEMETRY_OFF, "1")
+    # optional: nncf (the cpu extra)
     import nncf
 
     return nncf
@@ -23,7 +25,6 @@ def nncf_module() -> ModuleType:
 
 def missing() -> str | None:
     """Why NNCF cannot quantise here: it, or the OpenVINO it targets, is not installed."""
-    from spinn_export.runtimes import openvino as openvino_runtime
 
     if installed_version("nncf") is None:
         return f"nncf is not installed ({INSTALL_HINT})"

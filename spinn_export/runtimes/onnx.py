@@ -15,6 +15,7 @@ def gemm(form: str, size: int) -> tuple[bytes, np.ndarray]:
     """One size x size GEMM by constant weights as ONNX, and its input. `float`: MatMul; `integer`: MatMulInteger
     (uint8 x int8, ONNX Runtime's int8 kernel); `qdq`: float MatMul between QuantizeLinear/DequantizeLinear pairs
     (OpenVINO runs it as an int8 MatMul)."""
+    # start-up: onnx only where a GEMM model is built (the runtimes import this module for its ceilings)
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

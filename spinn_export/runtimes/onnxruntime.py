@@ -8,12 +8,16 @@ one requested is refused.
 """
 from __future__ import annotations
 
+import json
+import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.hardware import no_gpu_reason
+from spinn_export.runtimes.onnx import gemm_file
 from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # imported only where it is used: writing plain ONNX does not need it
@@ -29,6 +33,7 @@ _POOL_THREADS: int | None = None  # the global pool's size once created in this 
 
 def missing() -> str | None:
     try:
+        # optional: onnxruntime (the cpu extra); is it installed here?
         import onnxruntime  # noqa: F401
     except ImportError:
         return "onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for ort-cuda)"
@@ -40,6 +45,7 @@ def cuda_missing() -> str | None:
     reason = missing() or no_gpu_reason()
     if reason:
         return reason
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     if PROVIDERS["cuda"] not in onnxruntime.get_available_providers():
@@ -65,6 +71,7 @@ def global_pool(threads: int) -> int:
     global _POOL_THREADS
     require_pool_size(threads)
     if _POOL_THREADS is None:
+        # optional: onnxruntime (the cpu extra)
         import onnxruntime
 
         onnxruntime.set_global_thread_pool_sizes(threads, 1)
@@ -76,6 +83,7 @@ def load_session(path: str | Path, providers: Sequence[str | tuple[str, dict[str
                  options: ort.SessionOptions | None = None) -> ort.InferenceSession:
     """A session on an ONNX file. Raises UserError if the file is unreadable, or if the first requested provider is
     not the one ONNX Runtime actually uses."""
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     path = Path(path)
@@ -110,6 +118,7 @@ def open_session(path: Path, device: str, threads: int, graph_optimization: str 
                  tf32: bool = False, profile_prefix: str | None = None) -> ort.InferenceSession:
     """A benchmark session: on the global pool, asking only for this device's provider (then the CPU);
     `profile_prefix`: ONNX Runtime's profiler on, its JSON written there (for `time_by_operator` only)."""
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime
 
     global_pool(threads)
@@ -130,9 +139,6 @@ def open_session(path: Path, device: str, threads: int, graph_optimization: str 
 def time_by_operator(open_profiled: Callable[[str], ort.InferenceSession], x: Any) -> TimeByOperator:
     """ONNX Runtime's profiler on a session opened by `open_profiled(prefix)` (as the benchmark opens it, profiler
     on): PROFILED_CALLS calls on `x` after one warm-up, each kernel's time summed by operator type per call."""
-    import json
-    import tempfile
-    import time
 
     walls = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -170,7 +176,6 @@ def predict(path: Path) -> Callable[[Any], Any]:
 def gemm(form: str, size: int, threads: int) -> Callable[[], object]:
     """ONNX Runtime's CPU kernel (MLAS) for one `runtimes.onnx.gemm` form, on the global pool like the backends'
     sessions."""
-    from spinn_export.runtimes.onnx import gemm_file
 
     with gemm_file(form, size) as (path, x):
         session = open_session(path, "cpu", threads)

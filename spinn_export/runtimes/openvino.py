@@ -9,6 +9,7 @@ compiled model reports is what is recorded; a model that would compute in anothe
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from spinn_export.errors import UserError, first_line, require_file
 from spinn_export.progress import quiet
 from spinn_export.runtimes import installed_version
+from spinn_export.runtimes.onnx import gemm_file
 from spinn_export.runtimes.profile import PROFILED_CALLS, TimeByOperator, summarize_calls
 
 if TYPE_CHECKING:  # openvino is imported only where it is used
@@ -33,6 +35,7 @@ INSTALL_HINT = "pip install 'spinn-export[cpu]'"
 
 def missing() -> str | None:
     try:
+        # optional: openvino (the cpu extra); is it installed here?
         import openvino  # noqa: F401
     except ImportError:
         return f"openvino is not installed ({INSTALL_HINT})"
@@ -42,6 +45,7 @@ def missing() -> str | None:
 @functools.cache
 def core() -> ov.Core:
     """One Core per process: it loads the CPU plugin once, and every compiled model shares its thread pool."""
+    # optional: openvino (the cpu extra)
     import openvino as ov
 
     return ov.Core()
@@ -85,6 +89,7 @@ class Compiled:
 
     @property
     def label(self) -> str:
+        # optional: openvino (the cpu extra)
         import openvino as ov
 
         tanh = ", tanh as 2 sigmoid(2x) - 1" if self.tanh == "sigmoid" else ""
@@ -99,6 +104,7 @@ def tanh_as_sigmoid(model: ov.Model) -> int:
     can cost more than the matrix product it follows (its kernel gathers from a table, and gathers are slow on AMD
     Zen; docs/MEASURED.md). The float32 parity check before timing proves the rewritten graph.
     """
+    # optional: openvino (the cpu extra)
     import openvino as ov
     from openvino import opset13 as ops
 
@@ -125,6 +131,7 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
     Raises UserError if the file is unreadable, or if OpenVINO would compute in another precision than asked
     (bf16 requested on a CPU without it compiles silently to f32).
     """
+    # optional: openvino (the cpu extra)
     import openvino.properties as props
     import openvino.properties.hint as hints
     import openvino.properties.streams as ov_streams
@@ -162,8 +169,8 @@ def compile_onnx(path: str | Path, hint: str | None = None, threads: int = 0, st
 def time_by_operator(compiled: Compiled, x: np.ndarray) -> TimeByOperator:
     """OpenVINO's own per-node counters (a model compiled with `profiling`) over PROFILED_CALLS calls on `x`, by node
     type; nodes fused into another (status NOT_RUN) cost nothing of their own."""
-    import time
 
+    # optional: openvino (the cpu extra)
     import openvino as ov
 
     request = compiled.model.create_infer_request()
@@ -196,9 +203,9 @@ def version() -> str | None:
 def gemm(form: str, hint: str, size: int, threads: int) -> Callable[[], object]:
     """OpenVINO's CPU plugin on one `runtimes.onnx.gemm` form, compiled with the inference precision, threads and 1
     stream set as the backend does."""
+    # optional: openvino (the cpu extra)
     import openvino
 
-    from spinn_export.runtimes.onnx import gemm_file
 
     with gemm_file(form, size) as (path, x):
         compiled = compile_onnx(path, hint, threads, 1)

@@ -63,6 +63,7 @@ def builtin_dataset(seed: int = 0, n_train: int = 80_000, n_val: int = 8_192, n_
 
 def _read_table(path: Path) -> dict[str, np.ndarray]:
     """Columns by name; pandas does the parsing for CSV and Parquet."""
+    # start-up: pandas only to parse a CSV or Parquet table
     import pandas as pd
 
     suffix = path.suffix.lower()

@@ -26,7 +26,7 @@ import numpy as np
 
 from spinn_export.errors import UserError
 from spinn_export.export.formats import ceiling_precision
-from spinn_export.hardware import FP32
+from spinn_export.hardware import FP32, cpu_model
 from spinn_export.plugins import discover
 
 if TYPE_CHECKING:
@@ -242,6 +242,7 @@ def resolve_backends(text: str | None) -> list[Backend]:
 
 
 def cuda_unavailable_reason() -> str | None:
+    # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
     import torch
 
     if not torch.cuda.is_available():
@@ -251,21 +252,23 @@ def cuda_unavailable_reason() -> str | None:
 
 
 def torch_device_name(device: str) -> str:
+    # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
     import torch
 
     if device.startswith("cuda"):
         return torch.cuda.get_device_name(torch.device(device))
-    from spinn_export.hardware import cpu_model
 
     return cpu_model()
 
 
 def as_module(source: Source) -> nn.Module:
     """An eager module: given, or loaded from a safetensors checkpoint (a bf16 one behind a float32 interface)."""
+    # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
     from torch import nn
 
     if isinstance(source, nn.Module):
         return source.eval()
+    # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
     from spinn_export.model.checkpoint import load_checkpoint
     from spinn_export.model.mlp import float32_io
 
@@ -276,6 +279,7 @@ def torch_cpu_precisions() -> tuple[tuple[str, ...], str]:
     """What the PyTorch CPU backends run: float32, and bf16 (`torch-bf16` artifacts) where the CPU has it natively
     (elsewhere bf16 would be emulated through float32, slower than float32, so such pairs are not generated); and
     a note for the backend listing saying why not."""
+    # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
     from spinn_export.export.formats.torch_bf16 import TORCH_BF16, native_torch_bf16_missing
 
     missing = native_torch_bf16_missing()
@@ -296,6 +300,7 @@ def torch_loader(family: str, engine: str, device: str, open_model: Callable[[An
     name = f"{family}-{device}"
 
     def load(source: Source, threads: int, config: BackendConfig) -> TorchRunner:
+        # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
         from spinn_export.bench.timing import fix_threads
 
         threads = fix_threads(threads)
@@ -319,6 +324,7 @@ class TorchRunner(Runner):
         self.device_name = torch_device_name(device)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
+        # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
         import torch
 
         with torch.inference_mode():
@@ -329,6 +335,7 @@ class TorchRunner(Runner):
         return out
 
     def prepare(self, x: np.ndarray) -> Call:
+        # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
         import torch
 
         xt = torch.from_numpy(x).to(self.device)
@@ -344,6 +351,7 @@ class TorchRunner(Runner):
         return call
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        # start-up: torch only where a torch backend runs (the report and `spinn-export backends` import this module)
         import torch
 
         return self._run(torch.from_numpy(x).to(self.device)).float().cpu().numpy()

@@ -79,6 +79,7 @@ class OrtRunner(Runner):
         `run_with_iobinding` alone. On the CPU the output is a preallocated array of ours (no allocation and no
         dict of feeds per call: at batch 1 those are most of a call's cost); on CUDA it stays on the GPU, and the
         call returns once the outputs are synchronised."""
+        # optional: onnxruntime (the cpu extra)
         import onnxruntime as ort
 
         x = np.ascontiguousarray(x, dtype=np.float32)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch._dynamo.exc import FailOnRecompileLimitHit
+from torch._dynamo.utils import counters
 
 from spinn_export.bench.backends import (
     CHECKPOINT_FORMAT,
@@ -32,7 +34,7 @@ from spinn_export.bench.backends import (
     cuda_unavailable_reason,
     torch_cpu_precisions,
 )
-from spinn_export.bench.timing import Call
+from spinn_export.bench.timing import Call, fix_threads
 from spinn_export.errors import UserError
 from spinn_export.export.formats import compiler_missing
 from spinn_export.runtimes import TORCH
@@ -53,7 +55,6 @@ class CompileConfig(BackendConfig):
 
 def compiled_graphs() -> int:
     """Graphs Dynamo has compiled in this process so far."""
-    from torch._dynamo.utils import counters
 
     return int(counters["stats"]["unique_graphs"])
 
@@ -75,8 +76,6 @@ def compile_cuda_missing() -> str | None:
 
 class CompiledRunner(TorchRunner):
     def prepare(self, x: np.ndarray) -> Call:
-        from torch._dynamo.exc import FailOnRecompileLimitHit
-
         try:
             return super().prepare(x)
         except FailOnRecompileLimitHit:
@@ -105,8 +104,6 @@ class CompiledRunner(TorchRunner):
 
 def _loader(device: str):  # type: ignore[no-untyped-def]
     def load(source: Source, threads: int, config: CompileConfig) -> CompiledRunner:
-        from spinn_export.bench.timing import fix_threads
-
         threads = fix_threads(threads)
         module = as_module(source).to(device)
         compiled = torch.compile(module, mode=config.mode, fullgraph=True, dynamic=False, isolate_recompiles=True)

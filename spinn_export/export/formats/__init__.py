@@ -218,12 +218,14 @@ def reason(exc: BaseException) -> str:
 
 
 def example_input(network: Network) -> torch.Tensor:
+    # start-up: torch only where a model is written or run (the report and the listings read formats)
     import torch
 
     return torch.randn(EXAMPLE_BATCH, network.architecture.in_features, generator=torch.Generator().manual_seed(0))
 
 
 def dynamic_batch() -> dict[int, torch.export.Dim]:
+    # start-up: torch only where a model is written or run (the report and the listings read formats)
     import torch
 
     return {0: torch.export.Dim("batch", min=1)}
@@ -252,6 +254,7 @@ def read_artifact(path: str | Path, what: str, load: Callable[[str], Loaded]) ->
 
 def torch_predict(module: Callable[[torch.Tensor], torch.Tensor]) -> Predict:
     def predict(x: np.ndarray) -> np.ndarray:
+        # start-up: torch only where a model is written or run (the report and the listings read formats)
         import torch
 
         with torch.no_grad():
@@ -342,6 +345,7 @@ def write_artifact(fmt: Format, network: Network, path: Path, opset: int, label:
                    calibration: Calibration | None = None) -> dict[str, Any] | None:
     """Run one writer (with `calibration` where the format is calibrated) and return what a calibrated writer
     reports; any exporter failure becomes one line naming the model and the format."""
+    # start-up: torch only where a model is written or run (the report and the listings read formats)
     import torch
 
     if fmt.calibrated and calibration is None:

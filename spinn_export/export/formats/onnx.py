@@ -73,6 +73,7 @@ def _export_onnx(network: Network, opset: int) -> bytes:
 
 def check_onnx(path: Path) -> None:
     """`onnx.checker` (full) and no external data: the artifact must be one self-contained file."""
+    # start-up: onnx only where a file is written or read (listing the formats loads every format module)
     import onnx
     from onnx.external_data_helper import uses_external_data
 
@@ -95,6 +96,7 @@ def onnx_predict(path: Path) -> Predict:
 def onnx_weight_shapes(path: Path) -> list[Shape]:
     """(out, in) of each matrix multiply's weight initializer, in graph order (Gemm, MatMul, int8 MatMulInteger;
     in a static QDQ model the weight reaches the Gemm through a DequantizeLinear of the int8 initializer)."""
+    # start-up: onnx only where a file is written or read (listing the formats loads every format module)
     import onnx
 
     require_file(path, "ONNX file", ARTIFACT_HINT)

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 def write_onnx_bf16(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     """The float32 ONNX export, byte for byte in its graph, with MARKER = "bf16" in its metadata."""
+    # start-up: onnx only where a file is written or read (listing the formats loads every format module)
     import onnx
 
     marked = onnx.load_from_string(onnx_bytes(network, opset))

@@ -20,6 +20,7 @@ from spinn_export.model.network import Network
 def write_onnx_int8(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
     """Dynamic int8 weight quantisation with 7-bit weights (see the module docstring); `quant_pre_process` first
     (shape inference fails on dynamo Gemms without it)."""
+    # optional: onnxruntime (the cpu extra)
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -109,6 +109,7 @@ def quantise(model: Any, calibration: Calibration) -> tuple[Any, dict[str, Any]]
 
 def write_onnx_int8_nncf(network: Network, path: Path, opset: int,
                          calibration: Calibration | None) -> dict[str, Any]:
+    # start-up: onnx only where a file is written or read (listing the formats loads every format module)
     import onnx
 
     with quiet():

@@ -30,6 +30,7 @@ CALIBRATION_BATCH = 512
 
 def _reader(rows: np.ndarray):  # type: ignore[no-untyped-def]
     """ONNX Runtime's calibration interface over fixed batches of `rows`."""
+    # optional: onnxruntime (the cpu extra)
     from onnxruntime.quantization import CalibrationDataReader
 
     class Rows(CalibrationDataReader):
@@ -47,6 +48,7 @@ def write_onnx_int8_static(network: Network, path: Path, opset: int,
                            calibration: Calibration | None) -> None:
     """`quant_pre_process` first (shape inference fails on dynamo Gemms without it), then QDQ quantisation
     calibrated on `calibration.rows` (checked by `formats.calibration_inputs`)."""
+    # optional: onnxruntime (the cpu extra)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -14,6 +14,7 @@ from spinn_export.model.network import Network
 
 
 def write_onnx_optimized(network: Network, path: Path, opset: int, calibration: Calibration | None = None) -> None:
+    # optional: onnxruntime (the cpu extra)
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:

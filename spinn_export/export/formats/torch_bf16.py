@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from spinn_export import hardware
 from spinn_export.export.formats import Calibration, Format, Predict, Shape, torch_predict
 from spinn_export.model.checkpoint import load_checkpoint, save_checkpoint
 from spinn_export.model.mlp import float32_io
@@ -24,9 +25,8 @@ from spinn_export.model.network import Network
 
 def native_torch_bf16_missing() -> str | None:
     """None where this CPU computes bf16 natively (AMX-BF16 or AVX512-BF16 among its flags), else why not."""
-    from spinn_export.hardware import cpu_flags, cpu_support
 
-    native, _, reason = cpu_support("bf16", cpu_flags(), torch.backends.cpu.get_cpu_capability())
+    native, _, reason = hardware.cpu_support("bf16", hardware.cpu_flags(), torch.backends.cpu.get_cpu_capability())
     return None if native else f"{reason}: PyTorch would emulate bf16 through float32, slower than float32"
 
 

@@ -12,11 +12,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from spinn_export.errors import UserError, first_line
 from spinn_export.pipeline.executors import Executor
 
 
 @contextlib.contextmanager
 def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Executor]:
+    # optional: distributed (the dask extra)
     from distributed import Client, LocalCluster
 
     with contextlib.ExitStack() as stack:
@@ -32,9 +34,9 @@ def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Exe
 
 def _connect(address: str):  # type: ignore[no-untyped-def]
     """A client of the scheduler at `address`; one line (UserError) when none answers."""
+    # optional: distributed (the dask extra)
     from distributed import Client
 
-    from spinn_export.errors import UserError, first_line
 
     try:
         return Client(address, timeout="20s")

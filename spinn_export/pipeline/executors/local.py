@@ -16,6 +16,7 @@ from spinn_export.pipeline.executors import Executor
 
 @contextlib.contextmanager
 def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Executor]:
+    # start-up: torch (through bench.timing) only when the pool starts, not to list the executors
     from spinn_export.bench.timing import fresh_process_context
 
     with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=fresh_process_context()) as pool:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from spinn_export.errors import UserError, first_line
 from spinn_export.pipeline.executors import Executor
 
 
@@ -35,6 +36,7 @@ class RayFuture(concurrent.futures.Future):
             self.set_exception(getattr(error, "cause", None) or error)
 
     def cancel(self) -> bool:
+        # optional: ray (the ray extra)
         import ray
 
         ray.cancel(self.ref)
@@ -48,6 +50,7 @@ class RayExecutor(concurrent.futures.Executor):
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future:  # type: ignore[override]
+        # optional: ray (the ray extra)
         import ray
 
         if fn not in self._remote:
@@ -58,9 +61,9 @@ class RayExecutor(concurrent.futures.Executor):
 @contextlib.contextmanager
 def _start(workers: int, address: str | None) -> Iterator[concurrent.futures.Executor]:
     """Start (or connect to) Ray unless this process already did: then use it, and leave it running after."""
+    # optional: ray (the ray extra)
     import ray
 
-    from spinn_export.errors import UserError, first_line
 
     owned = not ray.is_initialized()
     if owned:
