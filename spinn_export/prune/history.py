@@ -84,7 +84,7 @@ def architecture_record(dense: Architecture, pruned: Architecture, folded: Seque
 
 def write_history(result: PruneResult, out_dir: Path) -> None:
     """history.json (the contract) and history.csv (one row per stage, for spreadsheets and pandas)."""
-    import pandas as pd
+    import pandas as pd  # start-up: pandas only to write history.csv (the report reads history.json, prune.record)
 
     record = result.record()
     frame = pd.DataFrame([s.to_dict() for s in record.stages])
