@@ -76,6 +76,21 @@ def test_a_prepared_batch_runs_the_model_compiled_for_that_batch_checked_against
 
 
 @needs_openvino
+def test_a_model_compiled_for_the_batch_that_computes_otherwise_is_refused(refs, tmp_path):
+    """The batch-compiled model must compute what the verified one does: another file's model is refused."""
+    from dataclasses import replace
+
+    from spinn_export.bench.backends.openvino import OpenVinoRunner
+    from spinn_export.runtimes.openvino import compile_onnx
+
+    verified = compile_onnx(refs["dense"].file("onnx"), None, 1)
+    other = replace(compile_onnx(refs["dense-int8"].file("onnx"), None, 1, batch=64), precision=verified.precision)
+    runner = OpenVinoRunner(verified, None, lambda batch: other)
+    with pytest.raises(UserError, match=r"differs from the verified one in .* static_batch=false"):
+        runner.prepare(sample_input(64, 18))
+
+
+@needs_openvino
 @pytest.mark.parametrize("variant", ["dense", "dense-int8-static"])
 def test_tanh_as_sigmoid_is_the_same_function_and_is_what_the_label_says(refs, variant):
     """The rewrite replaces every Tanh (one per hidden layer) and is recorded; the native form keeps them. Both

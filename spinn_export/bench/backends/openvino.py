@@ -38,7 +38,7 @@ from spinn_export.runtimes.profile import TimeByOperator
 
 NAME = "openvino-cpu"
 PRECISION_HINTS = ("auto", "f32", "bf16")
-STATIC_BATCH_DIFFERING = 1e-3  # the share of outputs a batch-compiled model may round otherwise (`_static`)
+STATIC_BATCH_DIFFERING = 0.01  # the share of outputs a batch-compiled model may round otherwise (`_static`)
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ class OpenVinoRunner(Runner):
 
     def _static(self, x: np.ndarray) -> Compiled:
         """The model compiled for `x`'s batch, refused unless it computes on `x` what the verified model does: every
-        output equal to float32 rounding but at most 0.1 % of them (an int8 quantiser's rounding tie may fall the
-        other way under another kernel blocking: 2 of 16,384 outputs on the reference int8 model at batch 8192)."""
+        output equal to float32 rounding but at most 1 % of them. An int8 quantiser's rounding tie may fall the other
+        way under another kernel blocking: 2 of the reference int8 model's 16,384 outputs at batch 8192, 0.11 % of a
+        one-layer model's (`bench.bound`); a wrong kernel or layout changes far more."""
         assert self.compile_for_batch is not None
         static = self.compile_for_batch(len(x))
         expected, got = self.predict(x), openvino_runtime.predict(static)(x)
