@@ -21,14 +21,13 @@ from spinn_export.bench.options import manifest_models
 from spinn_export.bench.outside import (
     HINTS,
     OPENVINO,
-    SCHEMA,
     TOLERANCE,
     benchmark_app,
     deployment_of,
     ort_loop,
     verdict,
 )
-from spinn_export.bench.record import SPINN_KEY, BenchRecord
+from spinn_export.bench.record import OUTSIDE_SCHEMA, SPINN_KEY, BenchRecord
 from spinn_export.errors import UserError
 from spinn_export.files import write_json
 from spinn_export.hardware import cpu_model
@@ -75,7 +74,7 @@ def measure(args: argparse.Namespace) -> dict:
             for tool, seconds in timed.items()))
     verdicts = {tool: verdict([r["dense_onnxruntime_s"] / r["deployment_s"][tool] for r in rounds],
                               deployment.suite_speedup) for tool in tools}
-    return {**SCHEMA.stamp(), "kind": "outside-timer", "machine": cpu_model(),
+    return {**OUTSIDE_SCHEMA.stamp(), "kind": "outside-timer", "machine": cpu_model(),
             "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "results": str(results_path),
             "batch": deployment.batch, "variant": deployment.variant, "backend": deployment.backend,
             "file": deployment.file.name, "dense_file": deployment.dense_file.name, "threads": threads,

@@ -72,7 +72,7 @@ def assert_same_point(output: PointOutput, reference: PointOutput, scratch: Path
     assert [name for name, _ in output.files] == [name for name, _ in reference.files]
     got, want = weights(output, "structured", scratch), weights(reference, "structured", scratch)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
-    assert [s["val_r2"] for s in output.history["stages"]] == [s["val_r2"] for s in reference.history["stages"]]
+    assert [s.val_r2 for s in output.history.stages] == [s.val_r2 for s in reference.history.stages]
     assert output.host == socket.gethostname() and output.wall_s > 0
 
 

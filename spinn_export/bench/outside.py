@@ -30,11 +30,7 @@ import numpy as np
 
 from spinn_export.bench.backends import get_backend
 from spinn_export.errors import UserError
-from spinn_export.records import Schema
 
-# Version 1: the previous release's file ({"schema": 1, "kind": "outside-timer"}); version 2 stamps the schema name.
-SCHEMA = Schema("spinn-export.outside-timer", 2, "outside-timer result",
-                "write one with `python bench/outside_timer.py RUN --out FILE`", unstamped=(1,))
 TOLERANCE = 0.15  # the acceptance: the suite and the outside timer within 15 %
 HINTS = ("latency", "none")
 ORT, OPENVINO = "ort-cpu", "openvino-cpu"

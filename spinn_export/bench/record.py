@@ -19,6 +19,10 @@ SPINN_KEY = "spinn"  # the block's key at the top level of pytest-benchmark's JS
 # Version 1: the previous release's block (no schema); version 2 adds the schema name and this version.
 SCHEMA = Schema("spinn-export.bench", 2, "benchmark suite's results",
                 "give results written by the spinn-export benchmark suite (pytest bench --benchmark-json)")
+# The outside timer's result file (`bench/outside_timer.py`, read by `report.limits`). Version 1: the previous
+# release's ({"schema": 1, "kind": "outside-timer"}); version 2 stamps the schema name.
+OUTSIDE_SCHEMA = Schema("spinn-export.outside-timer", 2, "outside-timer result",
+                        "write one with `python bench/outside_timer.py RUN --out FILE`", unstamped=(1,))
 PAIRED_KEYS = ("backend", "batch", "variant", "baseline", "speedup_median", "ci_low", "ci_high", "processes",
                "blocks_per_process", "flop_ratio", "method")
 FASTEST_KEYS = ("batch", "variant", "backend", "latency_s", "speedup_vs_dense_fp32", "ci_low", "ci_high",

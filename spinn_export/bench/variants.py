@@ -45,7 +45,8 @@ class Variant:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise UserError(f"unknown model role {self.role!r}: expected one of {', '.join(ROLES)}")
-        if self.precision not in (known := precisions()):
+        # fp32 is always known: naming a float32 variant loads no format plug-in (the report and gate import no torch)
+        if self.precision != FP32 and self.precision not in (known := precisions()):
             raise UserError(f"unknown precision {self.precision!r}: expected one of {', '.join(known)} (the installed "
                             "formats' precisions)")
         if self.sparse and (self.role != "magnitude" or self.precision != FP32):

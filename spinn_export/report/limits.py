@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from spinn_export.bench.outside import SCHEMA as OUTSIDE_SCHEMA
+from spinn_export.bench.record import OUTSIDE_SCHEMA
 from spinn_export.errors import UserError
 from spinn_export.report.render import Section
 from spinn_export.report.results import Results
