@@ -11,8 +11,9 @@ the test modules are `bench/suite/`.
 Without --spinn-artifacts the models come from whoever implements the `pytest_spinn_models` hook (`bench.hooks`):
 the pipeline's reference models, which `spinn-export bench` and the checkout's bench/conftest.py register; bench
 builds no models of its own. Being a pytest11 plug-in, it is loaded into every pytest session of an environment that
-has spinn-export installed; it stays inert (no torch import, no work) unless the suite's tests are collected or a
-`--spinn-*` option is given.
+has spinn-export installed; it does no work unless the suite's tests are collected or a `--spinn-*` option is given,
+but its imports (`bench.options`, `bench.session`, `bench.timing`) load torch, about 1-2 s of every such session's
+start.
 """
 from __future__ import annotations
 
