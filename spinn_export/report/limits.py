@@ -48,9 +48,10 @@ def bound_section(results: Results) -> Section | None:
                    "against its own kernels at its own shapes: one-layer models cut from the deployed file (int8: "
                    "with the quantisation of their input), compiled by the same backend with the same settings and "
                    "timed in rounds interleaved with it. The same-kernel bound is one call's floor (an empty model's "
-                   "call) plus each layer's GEMM-only time net of the floor; the split (floor, quantise, gemm, "
-                   "activation, other = the rest, negative where the deployment fuses what the layers run apart) "
-                   "sums to its latency.",
+                   "call), each layer's GEMM (its GEMM-only model less its quantiser) and the quantisers no kernel "
+                   "before them can run (the graph input's, and every dynamic one; a static quantiser of a layer's "
+                   "output may run fused in the GEMM before it); the split (floor, quantise, gemm, activation, other "
+                   "= the rest, negative where the deployment fuses what the layers run apart) sums to its latency.",
                    pd.DataFrame(rows))
 
 
