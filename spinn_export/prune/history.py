@@ -13,7 +13,7 @@ from spinn_export.model.network import Network
 from spinn_export.prune.budget import PrunePlan
 from spinn_export.prune.config import PruneConfig
 from spinn_export.prune.latency import AUTO, LatencyPrediction, Ratio
-from spinn_export.prune.record import HISTORY_NAME, HistoryRecord, Stage
+from spinn_export.prune.record import HISTORY_NAME, HistoryRecord, Stage, kept
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class PruneResult:
 
     @property
     def final(self) -> Stage:
-        return [s for s in self.stages if not s.rolled_back][-1]
+        return kept(self.stages)
 
     def record(self) -> HistoryRecord:
         """history.json: the target (as asked) beside what the final model achieved."""

@@ -46,6 +46,11 @@ class Stage:
         return cls(**{**data, "widths": tuple(data["widths"])})
 
 
+def kept(stages: tuple[Stage, ...] | list[Stage]) -> Stage:
+    """The stage a pruning run kept: the last one not rolled back."""
+    return [stage for stage in stages if not stage.rolled_back][-1]
+
+
 @dataclass(frozen=True)
 class HistoryRecord:
     """A pruning run as history.json holds it: the target as asked beside what the final model achieved
@@ -78,8 +83,7 @@ class HistoryRecord:
 
     @property
     def final(self) -> Stage:
-        """The stage the run kept: the last one not rolled back."""
-        return [stage for stage in self.stages if not stage.rolled_back][-1]
+        return kept(self.stages)
 
     def write(self, path: str | os.PathLike[str]) -> None:
         write_json(path, self.to_dict())

@@ -3,7 +3,6 @@
 given with `--outside-timer`). Read only; every value comes from those files."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pandas as pd
 
 from spinn_export.bench.record import OUTSIDE_SCHEMA
 from spinn_export.errors import UserError
+from spinn_export.records import read_json
 from spinn_export.report.render import Section
 from spinn_export.report.results import Results
 
@@ -66,12 +66,7 @@ def _holds(share_ci_low: float) -> str:
 
 def load_outside_timer(path: str | Path) -> dict[str, Any]:
     """The outside timer's JSON; UserError if it is not one."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a readable outside-timer result ({exc}); write one with "
-                        "`python bench/outside_timer.py RUN --out FILE`") from None
+    data = read_json(path, OUTSIDE_SCHEMA)
     if not isinstance(data, dict) or data.get("kind") != "outside-timer":
         raise UserError(f"{path} is not an outside-timer result: {OUTSIDE_SCHEMA.rewrite}")
     OUTSIDE_SCHEMA.version_of(data, path)  # both versions hold the same fields; a newer or unknown one is refused
